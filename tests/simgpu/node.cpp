@@ -1,0 +1,372 @@
+// Shared node state: segment lifecycle, slot registry with dead-process reclaim,
+// capacity ledger, engine time-slicing (futex hand-off) and utilization history.
+#include "node.h"
+
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <new>
+#include <thread>
+
+namespace simgpu {
+namespace bip = boost::interprocess;
+
+namespace {
+
+uint64_t ClockNs(clockid_t id) {
+  timespec ts;
+  clock_gettime(id, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t RealtimeNs() { return ClockNs(CLOCK_REALTIME); }
+
+// Start time of a process in clock ticks since boot (/proc/PID/stat field 22), used
+// with the pid to tell a live process from a later one that reused its pid.
+uint64_t ProcessStartTicks(int pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  std::ifstream in(path);
+  std::string stat;
+  if (!std::getline(in, stat)) return 0;
+  size_t close = stat.rfind(')');  // the command name may contain spaces
+  if (close == std::string::npos) return 0;
+  const char* p = stat.c_str() + close + 2;
+  for (int field = 3; field < 22 && *p; ++field) {
+    p = std::strchr(p, ' ');
+    if (p == nullptr) return 0;
+    ++p;
+  }
+  return std::strtoull(p, nullptr, 10);
+}
+
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, uint64_t timeout_ns) {
+  timespec ts{static_cast<time_t>(timeout_ns / 1000000000ull), static_cast<long>(timeout_ns % 1000000000ull)};
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void FutexWakeAll(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+}
+
+std::string DefaultSegmentName(const NodeConfig& config) {
+  size_t h = std::hash<std::string>{}(ConfigFingerprint(config));
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "simgpu-u%u-v%u-%016zx", static_cast<unsigned>(getuid()), kLayoutVersion, h);
+  return buf;
+}
+
+}  // namespace
+
+uint64_t MonotonicNs() { return ClockNs(CLOCK_MONOTONIC); }
+
+std::unique_ptr<Node> Node::Attach(const NodeConfig& config, const std::string& name, bool claim_slot,
+                                   std::string* error) {
+  std::unique_ptr<Node> node(new Node());
+  node->name_ = name.empty() ? DefaultSegmentName(config) : name;
+  const size_t size = sizeof(NodeSegment);
+  bool created = false;
+  try {
+    try {
+      bip::shared_memory_object shm(bip::create_only, node->name_.c_str(), bip::read_write);
+      shm.truncate(static_cast<bip::offset_t>(size));
+      created = true;
+    } catch (const bip::interprocess_exception&) {
+      // Exists already: another process of this node created it.
+    }
+    bip::shared_memory_object shm(bip::open_only, node->name_.c_str(), bip::read_write);
+    bip::mapped_region region(shm, bip::read_write, 0, size);
+    // Keep the mapping beyond the region object's life: move it into a heap holder.
+    auto* holder = new bip::mapped_region(std::move(region));
+    node->mapping_ = holder;
+    node->seg_ = static_cast<NodeSegment*>(holder->get_address());
+  } catch (const bip::interprocess_exception& e) {
+    *error = "cannot open shared segment /dev/shm/" + node->name_ + ": " + e.what();
+    return nullptr;
+  }
+  NodeSegment* seg = node->seg_;
+  if (created) {
+    new (seg) NodeSegment();
+    seg->layout_version = kLayoutVersion;
+    seg->gpu_count = static_cast<uint32_t>(config.gpus.size());
+    seg->timeslice_us = config.timeslice_us;
+    for (size_t i = 0; i < config.gpus.size(); ++i) seg->gpus[i].capacity_bytes = config.gpus[i].memory_bytes;
+    seg->ready.store(1, std::memory_order_release);
+  } else {
+    for (int i = 0; i < 2000 && seg->ready.load(std::memory_order_acquire) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (seg->ready.load(std::memory_order_acquire) == 0) {
+      *error = "shared segment /dev/shm/" + node->name_ + " was never initialized (creator died?); remove it";
+      return nullptr;
+    }
+    bool same = seg->layout_version == kLayoutVersion && seg->gpu_count == config.gpus.size() &&
+                seg->timeslice_us == config.timeslice_us;
+    for (size_t i = 0; same && i < config.gpus.size(); ++i)
+      same = seg->gpus[i].capacity_bytes == config.gpus[i].memory_bytes;
+    if (!same) {
+      *error = "shared segment /dev/shm/" + node->name_ +
+               " belongs to a node with another config or simgpu version; use another SIMGPU_NODE or remove it";
+      return nullptr;
+    }
+  }
+  if (claim_slot && !node->ClaimSlot(error)) return nullptr;
+  return node;
+}
+
+Node::~Node() {
+  Detach();
+  delete static_cast<bip::mapped_region*>(mapping_);
+}
+
+void Node::Detach() {
+  if (slot_ < 0) return;
+  for (int g = 0; g < gpu_count(); ++g) ReleaseEngine(g);
+  ReleaseSlot(slot_);
+  slot_ = -1;
+}
+
+bool Node::SlotAlive(int slot) const {
+  const Slot& s = seg_->slots[slot];
+  int pid = s.pid.load();
+  if (pid <= 0) return pid < 0;  // a claim in progress counts as alive
+  if (kill(pid, 0) != 0 && errno == ESRCH) return false;
+  uint64_t ticks = s.start_ticks.load();
+  return ticks == 0 || ProcessStartTicks(pid) == ticks;
+}
+
+bool Node::ClaimSlot(std::string* error) {
+  ReclaimDead();
+  const int pid = getpid();
+  for (int i = 0; i < kMaxSlots; ++i) {
+    Slot& s = seg_->slots[i];
+    int32_t expected = 0;
+    if (!s.pid.compare_exchange_strong(expected, -1)) continue;
+    s.start_ticks.store(ProcessStartTicks(pid));
+    for (auto& g : s.gpu) {
+      g.used_bytes.store(0);
+      g.sm_busy_ns.store(0);
+      g.mem_busy_ns.store(0);
+      g.sample_next.store(0);
+      for (auto& smp : g.samples) smp.time_ns.store(0);
+    }
+    s.pid.store(pid);
+    slot_ = i;
+    return true;
+  }
+  *error = "all " + std::to_string(kMaxSlots) + " process slots of the simulated node are in use";
+  return false;
+}
+
+// Gives back everything the slot held. The caller owns the slot (it is the slot's
+// process, or won the CAS that marked a dead slot -1).
+void Node::ReleaseSlot(int slot) {
+  Slot& s = seg_->slots[slot];
+  for (int g = 0; g < gpu_count(); ++g) {
+    uint64_t held = s.gpu[g].used_bytes.exchange(0);
+    if (held) seg_->gpus[g].used_bytes.fetch_sub(held);
+    Engine& e = seg_->gpus[g].engine;
+    e.waiting[slot / 64].fetch_and(~(1ull << (slot % 64)));
+    uint32_t owner = static_cast<uint32_t>(slot + 1);
+    if (e.owner.compare_exchange_strong(owner, 0)) Wake(e);
+  }
+  s.start_ticks.store(0);
+  s.pid.store(0);
+}
+
+void Node::ReclaimDead() {
+  for (int i = 0; i < kMaxSlots; ++i) {
+    Slot& s = seg_->slots[i];
+    int32_t pid = s.pid.load();
+    if (pid <= 0 || i == slot_ || SlotAlive(i)) continue;
+    if (s.pid.compare_exchange_strong(pid, -1)) ReleaseSlot(i);
+  }
+}
+
+bool Node::TryCharge(int gpu, uint64_t bytes) {
+  GpuShared& g = seg_->gpus[gpu];
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    uint64_t used = g.used_bytes.load();
+    while (used <= g.capacity_bytes && bytes <= g.capacity_bytes - used) {
+      if (g.used_bytes.compare_exchange_weak(used, used + bytes)) {
+        if (slot_ >= 0) seg_->slots[slot_].gpu[gpu].used_bytes.fetch_add(bytes);
+        return true;
+      }
+    }
+    ReclaimDead();  // the room may be held by processes that died
+  }
+  return false;
+}
+
+void Node::Uncharge(int gpu, uint64_t bytes) {
+  seg_->gpus[gpu].used_bytes.fetch_sub(bytes);
+  if (slot_ >= 0) seg_->slots[slot_].gpu[gpu].used_bytes.fetch_sub(bytes);
+}
+
+uint64_t Node::Used(int gpu) {
+  ReclaimDead();
+  return seg_->gpus[gpu].used_bytes.load();
+}
+
+std::vector<Node::ProcessUsage> Node::Processes(int gpu) {
+  ReclaimDead();
+  std::vector<ProcessUsage> out;
+  for (const Slot& s : seg_->slots) {
+    int pid = s.pid.load();
+    if (pid <= 0) continue;
+    const SlotGpu& g = s.gpu[gpu];
+    if (g.used_bytes.load() == 0 && g.sm_busy_ns.load() == 0) continue;
+    out.push_back({pid, g.used_bytes.load()});
+  }
+  return out;
+}
+
+void Node::Wake(Engine& e) {
+  e.wake_seq.fetch_add(1);
+  FutexWakeAll(&e.wake_seq);
+}
+
+int Node::NextWaiter(int gpu, int after) const {
+  const Engine& e = seg_->gpus[gpu].engine;
+  for (int k = 1; k <= kMaxSlots; ++k) {
+    int i = (after + k) % kMaxSlots;
+    if (i != after && (e.waiting[i / 64].load() >> (i % 64) & 1)) return i;
+  }
+  return -1;
+}
+
+uint64_t Node::AcquireEngine(int gpu) {
+  Engine& e = seg_->gpus[gpu].engine;
+  const uint32_t me = static_cast<uint32_t>(slot_ + 1);
+  const uint64_t bit = 1ull << (slot_ % 64);
+  const uint64_t slice_ns = uint64_t{seg_->timeslice_us} * 1000;
+  e.waiting[slot_ / 64].fetch_or(bit);
+  for (;;) {
+    uint32_t seq = e.wake_seq.load();
+    uint32_t owner = e.owner.load();
+    uint64_t now = MonotonicNs();
+    if (owner == me) break;  // handed to us
+    if (owner == 0) {
+      if (e.owner.compare_exchange_strong(owner, me)) {
+        e.slice_end_ns.store(now + slice_ns);
+        break;
+      }
+      continue;
+    }
+    uint64_t end = e.slice_end_ns.load();
+    // An owner far past its slice may be dead (killed while running).
+    if (now > end + 20 * slice_ns && !SlotAlive(static_cast<int>(owner) - 1)) {
+      if (e.owner.compare_exchange_strong(owner, 0)) Wake(e);
+      continue;
+    }
+    uint64_t wait_ns = end > now ? end - now + 200000 : slice_ns;
+    FutexWait(&e.wake_seq, seq, std::min<uint64_t>(wait_ns, 50000000));
+  }
+  e.waiting[slot_ / 64].fetch_and(~bit);
+  return e.slice_end_ns.load();
+}
+
+bool Node::ContinueOrYield(int gpu, uint64_t* slice_end_ns) {
+  Engine& e = seg_->gpus[gpu].engine;
+  const uint64_t now = MonotonicNs();
+  const uint64_t slice_ns = uint64_t{seg_->timeslice_us} * 1000;
+  e.slice_end_ns.store(now + slice_ns);
+  int next = NextWaiter(gpu, slot_);
+  if (next < 0) {
+    *slice_end_ns = now + slice_ns;
+    return true;
+  }
+  e.owner.store(static_cast<uint32_t>(next + 1));  // direct hand-off, round robin
+  Wake(e);
+  return false;
+}
+
+void Node::ReleaseEngine(int gpu) {
+  Engine& e = seg_->gpus[gpu].engine;
+  uint32_t me = static_cast<uint32_t>(slot_ + 1);
+  if (e.owner.load() != me) return;
+  int next = NextWaiter(gpu, slot_);
+  if (next >= 0) e.slice_end_ns.store(MonotonicNs() + uint64_t{seg_->timeslice_us} * 1000);
+  e.owner.store(next >= 0 ? static_cast<uint32_t>(next + 1) : 0);
+  Wake(e);
+}
+
+void Node::AddBusy(int gpu, uint64_t sm_ns, uint64_t mem_ns) {
+  if (slot_ < 0) return;
+  SlotGpu& g = seg_->slots[slot_].gpu[gpu];
+  g.sm_busy_ns.fetch_add(sm_ns);
+  g.mem_busy_ns.fetch_add(mem_ns);
+  seg_->gpus[gpu].engine.busy_ns.fetch_add(sm_ns);
+  uint64_t now = RealtimeNs();
+  if (now - last_sample_ns_[gpu] >= 10000000) {  // one history sample per 10 ms of activity
+    last_sample_ns_[gpu] = now;
+    uint32_t i = g.sample_next.load() % kUtilSamples;
+    g.samples[i].time_ns.store(0);  // readers skip a sample being rewritten
+    g.samples[i].sm_busy_ns.store(g.sm_busy_ns.load());
+    g.samples[i].mem_busy_ns.store(g.mem_busy_ns.load());
+    g.samples[i].time_ns.store(now);
+    g.sample_next.fetch_add(1);
+  }
+}
+
+std::vector<Node::Utilization> Node::ProcessUtilization(int gpu, uint64_t since_ns) {
+  ReclaimDead();
+  std::vector<Utilization> out;
+  const uint64_t now = RealtimeNs();
+  for (const Slot& s : seg_->slots) {
+    int pid = s.pid.load();
+    if (pid <= 0) continue;
+    const SlotGpu& g = s.gpu[gpu];
+    // Baseline: the newest sample at or before `since`, else the oldest one we have.
+    uint64_t base_t = 0, base_sm = 0, base_mem = 0, oldest_t = UINT64_MAX;
+    uint64_t oldest_sm = 0, oldest_mem = 0;
+    for (const UtilSample& smp : g.samples) {
+      uint64_t t = smp.time_ns.load();
+      if (t == 0) continue;
+      if (t <= since_ns && t > base_t) {
+        base_t = t;
+        base_sm = smp.sm_busy_ns.load();
+        base_mem = smp.mem_busy_ns.load();
+      }
+      if (t < oldest_t) {
+        oldest_t = t;
+        oldest_sm = smp.sm_busy_ns.load();
+        oldest_mem = smp.mem_busy_ns.load();
+      }
+    }
+    if (base_t == 0) {
+      if (oldest_t == UINT64_MAX) continue;  // never ran anything
+      base_t = oldest_t;
+      base_sm = oldest_sm;
+      base_mem = oldest_mem;
+    }
+    uint64_t sm = g.sm_busy_ns.load() - base_sm, mem = g.mem_busy_ns.load() - base_mem;
+    if (sm == 0 && mem == 0) continue;
+    uint64_t span = std::max<uint64_t>(now - base_t, 1);
+    out.push_back({pid, now, static_cast<unsigned>(std::min<uint64_t>(100, sm * 100 / span)),
+                   static_cast<unsigned>(std::min<uint64_t>(100, mem * 100 / span))});
+  }
+  return out;
+}
+
+unsigned Node::DeviceUtilization(int gpu, uint64_t window_ns, unsigned* mem_percent) {
+  unsigned sm = 0, mem = 0;
+  for (const Utilization& u : ProcessUtilization(gpu, RealtimeNs() - window_ns)) {
+    sm += u.sm_percent;
+    mem += u.mem_percent;
+  }
+  if (mem_percent) *mem_percent = std::min(mem, 100u);
+  return std::min(sm, 100u);
+}
+
+}  // namespace simgpu

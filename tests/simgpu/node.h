@@ -1,0 +1,138 @@
+// The simulated node's state that all processes share: device memory capacity, which
+// processes are attached, the per-GPU time-slice engine, and per-process utilization
+// history for NVML. Lives in one POSIX shared-memory segment (Boost.Interprocess),
+// laid out as plain atomics so that a process killed at any instant leaves nothing
+// locked: dead processes are detected (pid + start time) and their share reclaimed.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.h"
+
+namespace simgpu {
+
+inline constexpr int kMaxSlots = 256;
+inline constexpr int kUtilSamples = 64;
+inline constexpr uint32_t kLayoutVersion = 3;
+
+uint64_t MonotonicNs();
+
+struct UtilSample {
+  std::atomic<uint64_t> time_ns{0};
+  std::atomic<uint64_t> sm_busy_ns{0};   // cumulative time a kernel of this process ran
+  std::atomic<uint64_t> mem_busy_ns{0};  // cumulative time device memory was busy for it
+};
+
+struct SlotGpu {
+  std::atomic<uint64_t> used_bytes{0};
+  std::atomic<uint64_t> sm_busy_ns{0};
+  std::atomic<uint64_t> mem_busy_ns{0};
+  std::atomic<uint32_t> sample_next{0};  // single writer: the owning process's executor
+  UtilSample samples[kUtilSamples];
+};
+
+struct Slot {
+  std::atomic<int32_t> pid{0};  // 0 free, -1 being claimed or reclaimed
+  std::atomic<uint64_t> start_ticks{0};
+  SlotGpu gpu[kMaxGpus];
+};
+
+struct Engine {
+  std::atomic<uint32_t> owner{0};  // slot index + 1; 0 when idle
+  std::atomic<uint32_t> wake_seq{0};  // futex word, bumped on every ownership change
+  std::atomic<uint64_t> slice_end_ns{0};
+  std::atomic<uint64_t> waiting[kMaxSlots / 64];
+  std::atomic<uint64_t> busy_ns{0};  // cumulative, all processes
+};
+
+struct GpuShared {
+  std::atomic<uint64_t> used_bytes{0};
+  uint64_t capacity_bytes = 0;
+  Engine engine;
+};
+
+struct NodeSegment {
+  std::atomic<uint32_t> ready{0};  // set last by the creator
+  uint32_t layout_version = 0;
+  uint32_t gpu_count = 0;
+  uint32_t timeslice_us = 0;
+  GpuShared gpus[kMaxGpus];
+  Slot slots[kMaxSlots];
+};
+
+// One process's handle on the shared node. Attaching claims a slot; destruction (or
+// the process's death, noticed by others) gives back what the slot held.
+class Node {
+ public:
+  // Opens or creates the segment for `config`. `name` overrides the segment name
+  // (SIMGPU_NODE); empty picks one from the uid and the config's fingerprint.
+  static std::unique_ptr<Node> Attach(const NodeConfig& config, const std::string& name,
+                                      bool claim_slot, std::string* error);
+  ~Node();
+  void Detach();  // gives back the slot and all it held; idempotent
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  const std::string& segment_name() const { return name_; }
+  int slot() const { return slot_; }
+  int gpu_count() const { return static_cast<int>(seg_->gpu_count); }
+  uint64_t capacity(int gpu) const { return seg_->gpus[gpu].capacity_bytes; }
+
+  // Capacity ledger. TryCharge fails (false) when the device has no room, after first
+  // reclaiming what dead processes held.
+  bool TryCharge(int gpu, uint64_t bytes);
+  void Uncharge(int gpu, uint64_t bytes);
+  uint64_t Used(int gpu);  // node-wide, after reclaiming the dead
+
+  struct ProcessUsage {
+    int pid;
+    uint64_t used_bytes;
+  };
+  std::vector<ProcessUsage> Processes(int gpu);  // live processes with a context or memory
+
+  // Time-slicing of the compute engine between processes (real GPUs without MPS).
+  // Acquire blocks until this process owns `gpu`; returns when its slice ends.
+  uint64_t AcquireEngine(int gpu);
+  // Called at a slice boundary while owning: hands the engine to a waiting process if
+  // there is one (returns false: re-acquire before running more), else extends the
+  // slice (returns true, new slice end in *slice_end_ns).
+  bool ContinueOrYield(int gpu, uint64_t* slice_end_ns);
+  void ReleaseEngine(int gpu);  // this process has no more work for `gpu`
+
+  // Accounting of simulated work, for NVML's utilization queries.
+  void AddBusy(int gpu, uint64_t sm_ns, uint64_t mem_ns);
+  struct Utilization {
+    int pid;
+    uint64_t time_ns;
+    unsigned sm_percent;
+    unsigned mem_percent;
+  };
+  // Per-process utilization over (since_ns, now]; processes idle in that window omitted.
+  std::vector<Utilization> ProcessUtilization(int gpu, uint64_t since_ns);
+  // Device-wide busy percentage over the last `window_ns`.
+  unsigned DeviceUtilization(int gpu, uint64_t window_ns, unsigned* mem_percent);
+
+  void ReclaimDead();
+
+ private:
+  Node() = default;
+  bool ClaimSlot(std::string* error);
+  void ReleaseSlot(int slot);
+  bool SlotAlive(int slot) const;
+  int NextWaiter(int gpu, int after) const;
+  void Wake(Engine& e);
+  void RecordSample(int gpu);
+
+  std::string name_;
+  void* mapping_ = nullptr;
+  size_t mapping_size_ = 0;
+  NodeSegment* seg_ = nullptr;
+  int slot_ = -1;
+  uint64_t last_sample_ns_[kMaxGpus] = {};
+};
+
+}  // namespace simgpu
