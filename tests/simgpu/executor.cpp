@@ -93,6 +93,7 @@ void Executor::Run() {
     if (queue_.empty() && owning) {  // idle: let other processes have the GPU
       lock.unlock();
       node_->ReleaseEngine(gpu_);
+      node_->RecordSample(gpu_);
       owning = false;
       lock.lock();
       continue;

@@ -307,16 +307,20 @@ void Node::AddBusy(int gpu, uint64_t sm_ns, uint64_t mem_ns) {
   g.sm_busy_ns.fetch_add(sm_ns);
   g.mem_busy_ns.fetch_add(mem_ns);
   seg_->gpus[gpu].engine.busy_ns.fetch_add(sm_ns);
-  uint64_t now = RealtimeNs();
-  if (now - last_sample_ns_[gpu] >= 10000000) {  // one history sample per 10 ms of activity
-    last_sample_ns_[gpu] = now;
-    uint32_t i = g.sample_next.load() % kUtilSamples;
-    g.samples[i].time_ns.store(0);  // readers skip a sample being rewritten
-    g.samples[i].sm_busy_ns.store(g.sm_busy_ns.load());
-    g.samples[i].mem_busy_ns.store(g.mem_busy_ns.load());
-    g.samples[i].time_ns.store(now);
-    g.sample_next.fetch_add(1);
-  }
+  if (RealtimeNs() - last_sample_ns_[gpu] >= 10000000) RecordSample(gpu);  // one per 10 ms of activity
+}
+
+void Node::RecordSample(int gpu) {
+  if (slot_ < 0) return;
+  SlotGpu& g = seg_->slots[slot_].gpu[gpu];
+  const uint64_t now = RealtimeNs();
+  last_sample_ns_[gpu] = now;
+  uint32_t i = g.sample_next.load() % kUtilSamples;
+  g.samples[i].time_ns.store(0);  // readers skip a sample being rewritten
+  g.samples[i].sm_busy_ns.store(g.sm_busy_ns.load());
+  g.samples[i].mem_busy_ns.store(g.mem_busy_ns.load());
+  g.samples[i].time_ns.store(now);
+  g.sample_next.fetch_add(1);
 }
 
 std::vector<Node::Utilization> Node::ProcessUtilization(int gpu, uint64_t since_ns) {
@@ -352,7 +356,9 @@ std::vector<Node::Utilization> Node::ProcessUtilization(int gpu, uint64_t since_
     }
     uint64_t sm = g.sm_busy_ns.load() - base_sm, mem = g.mem_busy_ns.load() - base_mem;
     if (sm == 0 && mem == 0) continue;
-    uint64_t span = std::max<uint64_t>(now - base_t, 1);
+    // Samples are taken while busy and when going idle, so the counter did not move
+    // between the baseline and `since`: measure from `since` when it is later.
+    uint64_t span = std::max<uint64_t>(now - std::max(base_t, since_ns), 1);
     out.push_back({pid, now, static_cast<unsigned>(std::min<uint64_t>(100, sm * 100 / span)),
                    static_cast<unsigned>(std::min<uint64_t>(100, mem * 100 / span))});
   }

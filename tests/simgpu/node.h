@@ -105,6 +105,7 @@ class Node {
 
   // Accounting of simulated work, for NVML's utilization queries.
   void AddBusy(int gpu, uint64_t sm_ns, uint64_t mem_ns);
+  void RecordSample(int gpu);  // a history point now (the executor calls it when going idle)
   struct Utilization {
     int pid;
     uint64_t time_ns;
@@ -125,7 +126,6 @@ class Node {
   bool SlotAlive(int slot) const;
   int NextWaiter(int gpu, int after) const;
   void Wake(Engine& e);
-  void RecordSample(int gpu);
 
   std::string name_;
   void* mapping_ = nullptr;

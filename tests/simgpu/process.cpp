@@ -162,8 +162,7 @@ Status Process::DestroyContext(Context* c) {
   if (c->charged_bytes) node_->Uncharge(c->device, c->charged_bytes);
   Untrack(c);
   c->tag = Tag::kDead;
-  for (auto& stack : {&context_stack})
-    std::erase(*stack, c);
+  std::erase(context_stack, c);  // destroying a current context pops it
   // Streams created in the context may still name it; the object stays (tagged dead).
   return Status::kOk;
 }

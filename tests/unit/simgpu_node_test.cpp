@@ -1,0 +1,127 @@
+// simgpu's shared node state and cost model: the capacity ledger, dead-process
+// reclaim, engine hand-off between processes, and kernel costs.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "node.h"
+#include "process.h"
+
+namespace simgpu {
+namespace {
+
+class SimgpuNode : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    name_ = "simgpu-unit-" + std::to_string(getpid()) + "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::string error;
+    auto cfg = ParseConfig(R"({"gpus": [{"name": "a", "memory": 1000000}, {"name": "b", "memory": 500}]})", "t", &error);
+    ASSERT_TRUE(cfg) << error;
+    config_ = *cfg;
+  }
+  void TearDown() override { shm_unlink(("/" + name_).c_str()); }
+  std::unique_ptr<Node> Attach() {
+    std::string error;
+    auto n = Node::Attach(config_, name_, true, &error);
+    EXPECT_TRUE(n) << error;
+    return n;
+  }
+  std::string name_;
+  NodeConfig config_;
+};
+
+TEST_F(SimgpuNode, CapacityIsSharedBetweenAttachments) {
+  auto a = Attach(), b = Attach();
+  EXPECT_NE(a->slot(), b->slot());
+  EXPECT_TRUE(a->TryCharge(0, 600000));
+  EXPECT_FALSE(b->TryCharge(0, 500000));
+  EXPECT_TRUE(b->TryCharge(0, 400000));
+  EXPECT_EQ(b->Used(0), 1000000u);
+  EXPECT_FALSE(a->TryCharge(0, 1));
+  EXPECT_TRUE(a->TryCharge(1, 500));  // devices are independent
+  a->Uncharge(0, 600000);
+  EXPECT_EQ(b->Used(0), 400000u);
+  b.reset();  // detaching gives back what the slot held
+  EXPECT_EQ(a->Used(0), 0u);
+}
+
+TEST_F(SimgpuNode, DeadProcessShareIsReclaimed) {
+  auto a = Attach();
+  pid_t child = fork();
+  if (child == 0) {
+    std::string error;
+    auto n = Node::Attach(config_, name_, true, &error);
+    _exit(n && n->TryCharge(0, 900000) ? 0 : 1);  // dies without detaching
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(a->TryCharge(0, 1000000));  // the dead child's 900000 came back
+}
+
+TEST_F(SimgpuNode, EngineIsHandedToTheWaiterAtSliceEnd) {
+  auto a = Attach(), b = Attach();
+  uint64_t slice_end = a->AcquireEngine(0);
+  EXPECT_GT(slice_end, MonotonicNs());
+  std::atomic<bool> b_running{false};
+  std::thread waiter([&] {
+    b->AcquireEngine(0);
+    b_running = true;
+  });
+  while (true) {  // wait until b has registered as waiting
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (!b_running && a->ContinueOrYield(0, &slice_end) == false) break;
+  }
+  waiter.join();
+  EXPECT_TRUE(b_running);
+  // a now waits in turn; b releasing hands the engine straight to a.
+  std::thread again([&] { a->AcquireEngine(0); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  b->ReleaseEngine(0);
+  again.join();
+  a->ReleaseEngine(0);
+}
+
+TEST_F(SimgpuNode, ContinueWithoutWaitersExtendsTheSlice) {
+  auto a = Attach();
+  a->AcquireEngine(0);
+  uint64_t end = 0;
+  EXPECT_TRUE(a->ContinueOrYield(0, &end));
+  EXPECT_GT(end, MonotonicNs());
+  a->ReleaseEngine(0);
+}
+
+TEST(SimgpuCostModel, NamedKernelsRunTheirStatedTime) {
+  NodeConfig c = DefaultConfig();
+  LaunchGeometry g{{1, 1, 1}, {32, 1, 1}, 0};
+  auto r = CostOfKernel(c, c.gpus[0], "simgpu_compute_250us", g);
+  EXPECT_EQ(r.duration_ns, 250000u);
+  EXPECT_EQ(r.work_class, WorkClass::kCompute);
+  r = CostOfKernel(c, c.gpus[0], "_Z19simgpu_memory_40usPfS_i", g);  // mangled C++ name
+  EXPECT_EQ(r.duration_ns, 40000u);
+  EXPECT_EQ(r.work_class, WorkClass::kMemory);
+}
+
+TEST(SimgpuCostModel, ConfigOverridesThenDefaultScalesByWaves) {
+  NodeConfig c = DefaultConfig();
+  c.kernels["gemm"] = KernelCost{75, WorkClass::kCompute};
+  LaunchGeometry one{{1, 1, 1}, {256, 1, 1}, 0};
+  EXPECT_EQ(CostOfKernel(c, c.gpus[0], "gemm", one).duration_ns, 75000u);
+  EXPECT_EQ(CostOfKernel(c, c.gpus[0], "other", one).duration_ns, 10000u);
+  // 132 SMs x 8 resident blocks of 256 threads = 1056 blocks per wave.
+  LaunchGeometry big{{1057, 1, 1}, {256, 1, 1}, 0};
+  EXPECT_EQ(CostOfKernel(c, c.gpus[0], "other", big).duration_ns, 20000u);
+}
+
+TEST(SimgpuChargedSize, SmallGranulesLargePages) {
+  EXPECT_EQ(ChargedSize(1), 512u);
+  EXPECT_EQ(ChargedSize(1000), 1024u);
+  EXPECT_EQ(ChargedSize(1u << 20), 2u << 20);
+  EXPECT_EQ(ChargedSize((2u << 20) + 1), 4u << 20);
+}
+
+}  // namespace
+}  // namespace simgpu
