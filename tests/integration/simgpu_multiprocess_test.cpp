@@ -1,16 +1,15 @@
 // simgpu as a node shared by several real processes: capacity, reclaim after a kill,
 // time-slicing between saturating processes, topology and data round trips.
 #include <gtest/gtest.h>
-#include <time.h>
 
 #include <cstdio>
-#include <regex>
 #include <thread>
 
 #include "subprocess.h"
 
 using testing_support::Child;
 using testing_support::RunToEnd;
+using testing_support::Field;
 using testing_support::SimNode;
 
 namespace {
@@ -20,19 +19,6 @@ constexpr uint64_t kMiB = 1ull << 20;
 const char* kOneGpu = R"({"gpus": [{"name": "simgpu test", "memory": 1073741824}]})";
 
 std::string Worker() { return WORKER_PATH; }
-
-uint64_t Field(const std::string& text, const std::string& key) {
-  std::smatch m;
-  std::regex re(key + "=([0-9]+)");
-  if (!std::regex_search(text, m, re)) return UINT64_MAX;
-  return std::stoull(m[1]);
-}
-
-uint64_t RealtimeNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
 
 TEST(SimgpuMultiProcess, ProcessesShareDeviceCapacity) {
   SimNode node(kOneGpu);
@@ -66,50 +52,6 @@ TEST(SimgpuMultiProcess, OversizedAllocationIsOutOfMemory) {
   SimNode node(kOneGpu);
   auto r = RunToEnd({Worker(), "alloc", "0", std::to_string(1025 * kMiB)}, node.Env());
   EXPECT_NE(r.out.find("result=oom"), std::string::npos) << r.out;
-}
-
-// Runs `n` saturating workers over the same window; returns each one's GPU share.
-std::vector<double> Saturate(const SimNode& node, int n, double seconds, std::vector<int> devices = {}) {
-  const uint64_t start = RealtimeNs() + 400000000ull;  // let every process start first
-  std::vector<std::unique_ptr<Child>> kids;
-  for (int i = 0; i < n; ++i) {
-    std::string dev = devices.empty() ? "0" : std::to_string(devices[i]);
-    kids.push_back(std::make_unique<Child>(
-        std::vector<std::string>{Worker(), "saturate", dev, std::to_string(start), std::to_string(seconds), "1000"},
-        node.Env()));
-  }
-  std::vector<double> shares;
-  for (auto& k : kids) {
-    k->CloseStdin();
-    std::string out = k->ReadAll();
-    k->Wait();
-    shares.push_back(double(Field(out, "gpu_us")) / double(Field(out, "window_us")));
-  }
-  return shares;
-}
-
-TEST(SimgpuMultiProcess, OneSaturatingProcessGetsTheWholeGpu) {
-  SimNode node(kOneGpu);
-  auto shares = Saturate(node, 1, 1.5);
-  EXPECT_GT(shares[0], 0.9);
-  EXPECT_LT(shares[0], 1.02);
-}
-
-TEST(SimgpuMultiProcess, TwoSaturatingProcessesAreTimeSlicedAboutEvenly) {
-  SimNode node(kOneGpu);
-  auto shares = Saturate(node, 2, 2.0);
-  for (double s : shares) {
-    EXPECT_GT(s, 0.40) << "share " << s;
-    EXPECT_LT(s, 0.60) << "share " << s;
-  }
-  EXPECT_GT(shares[0] + shares[1], 0.9);  // the GPU stays busy while switching
-  EXPECT_LT(shares[0] + shares[1], 1.02);
-}
-
-TEST(SimgpuMultiProcess, ProcessesOnDifferentGpusDoNotSlowEachOther) {
-  SimNode node(R"({"gpus": [{"name": "a", "memory": 1073741824}, {"name": "b", "memory": 1073741824}]})");
-  auto shares = Saturate(node, 2, 1.5, {0, 1});
-  for (double s : shares) EXPECT_GT(s, 0.9) << "share " << s;
 }
 
 TEST(SimgpuMultiProcess, PeerMatrixFollowsTheConfig) {

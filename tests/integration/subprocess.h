@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -130,6 +131,13 @@ inline RunResult RunToEnd(const std::vector<std::string>& argv, const std::map<s
   std::string out = c.ReadAll();
   int st = c.Wait();
   return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+
+// The number after "key=" in a program's output; UINT64_MAX when absent.
+inline uint64_t Field(const std::string& text, const std::string& key) {
+  std::smatch m;
+  if (!std::regex_search(text, m, std::regex(key + "=([0-9]+)"))) return UINT64_MAX;
+  return std::stoull(m[1]);
 }
 
 // A private simulated node for one test: its own config file and shared segment.

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The main job: processes sharing GPUs, shown with the samples. On a machine with an
+# NVIDIA GPU it uses the real one; otherwise the simulated node (simgpu). Until the
+# shim and broker land, it shows the node itself: capacity shared by processes and
+# GPU time sliced between them.
+set -euo pipefail
+BUILD=${1:-build}
+S="$BUILD/samples"
+for s in alloc_probe vector_add compute_loop memory_loop; do
+  [ -x "$S/$s" ] || { echo "demo: $S/$s is missing; build first (see README.md)" >&2; exit 1; }
+done
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "demo: running on the real GPUs of this machine"
+  PROBE_LIMIT=(--limit 4GiB)
+else
+  echo "demo: no GPU found; running on the simulated node (two 16 GiB GPUs, build/simgpu)"
+  export LD_LIBRARY_PATH="$BUILD/simgpu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export SIMGPU_NODE="gpushare-demo-$$"
+  trap 'rm -f "/dev/shm/$SIMGPU_NODE"' EXIT
+  PROBE_LIMIT=()
+fi
+
+rate() { sed -n 's/.*launches_per_s=\([0-9.]*\).*/\1/p' "$1"; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"; [ -n "${SIMGPU_NODE:-}" ] && rm -f "/dev/shm/$SIMGPU_NODE"' EXIT
+
+echo; echo "== 1. allocate until out of memory: what one process can hold on GPU 0"
+"$S/alloc_probe" --device 0 "${PROBE_LIMIT[@]}"
+
+echo; echo "== 2. vector add (checks results on a real GPU, data round trips on simgpu)"
+"$S/vector_add"
+
+echo; echo "== 3. one compute-bound process alone on GPU 0 for 2 s"
+"$S/compute_loop" --seconds 2 | tee "$tmp/alone"
+
+echo; echo "== 4. two compute-bound processes sharing GPU 0 for 2 s (time-sliced)"
+"$S/compute_loop" --seconds 2 > "$tmp/a" & pa=$!
+"$S/compute_loop" --seconds 2 > "$tmp/b" & pb=$!
+wait $pa $pb
+cat "$tmp/a" "$tmp/b"
+python3 - "$(rate "$tmp/alone")" "$(rate "$tmp/a")" "$(rate "$tmp/b")" <<'PY'
+import sys
+alone, a, b = map(float, sys.argv[1:])
+print(f"   shares of GPU 0: {a / alone:.0%} and {b / alone:.0%} of what one process gets alone")
+PY
+
+echo; echo "== 5. a memory-bound process on GPU 1 at the same time as a compute-bound one on GPU 0"
+"$S/compute_loop" --device 0 --seconds 2 > "$tmp/c" & pc=$!
+"$S/memory_loop" --device 1 --seconds 2 > "$tmp/m" & pm=$!
+wait $pc $pm
+cat "$tmp/c" "$tmp/m"
+echo; echo "demo: done"
