@@ -54,6 +54,14 @@ TEST(SimgpuMultiProcess, OversizedAllocationIsOutOfMemory) {
   EXPECT_NE(r.out.find("result=oom"), std::string::npos) << r.out;
 }
 
+TEST(SimgpuMultiProcess, ForkedChildNeitherUsesNorReleasesTheParentsShare) {
+  SimNode node(kOneGpu);
+  auto r = RunToEnd({Worker(), "forkcheck"}, node.Env());
+  EXPECT_EQ(Field(r.out, "child_ok"), 1u) << r.out;
+  EXPECT_EQ(Field(r.out, "before"), Field(r.out, "after")) << r.out;
+  EXPECT_EQ(Field(r.out, "after"), 960 * kMiB) << r.out;
+}
+
 TEST(SimgpuMultiProcess, PeerMatrixFollowsTheConfig) {
   SimNode node(R"({"gpus": [{"name": "a", "memory": 1073741824}, {"name": "b", "memory": 1073741824},
                             {"name": "c", "memory": 1073741824}, {"name": "d", "memory": 1073741824}],

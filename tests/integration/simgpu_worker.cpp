@@ -2,6 +2,7 @@
 // simgpu: it allocates, saturates a GPU, or reports what it sees, one job per run.
 #include <cuda.h>
 #include <dlfcn.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -158,6 +159,26 @@ int RoundTrip(size_t bytes) {
   return 0;
 }
 
+// forkcheck: allocate, fork a child that exits normally, then check the parent still
+// holds its memory; the child's CUDA calls fail as on a real driver.
+int ForkCheck() {
+  Setup(0);
+  CUdeviceptr p;
+  CHECK(cuMemAlloc(&p, 64 << 20));
+  size_t before, after, total;
+  CHECK(cuMemGetInfo(&before, &total));
+  pid_t child = fork();
+  if (child == 0) {
+    CUresult r = cuInit(0);
+    std::exit(r == CUDA_ERROR_NOT_INITIALIZED ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  CHECK(cuMemGetInfo(&after, &total));
+  std::printf("child_ok=%d before=%zu after=%zu\n", WIFEXITED(status) && WEXITSTATUS(status) == 0, before, after);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -168,6 +189,7 @@ int main(int argc, char** argv) {
   if (cmd == "saturate" && argc == 6)
     return Saturate(std::atoi(argv[2]), std::strtoull(argv[3], nullptr, 10), std::atof(argv[4]), std::atoi(argv[5]));
   if (cmd == "topo") return Topo();
+  if (cmd == "forkcheck") return ForkCheck();
   if (cmd == "roundtrip" && argc == 3) return RoundTrip(std::strtoull(argv[2], nullptr, 10));
   if (cmd == "init") {
     CUresult r = cuInit(0);

@@ -12,6 +12,16 @@ extern "C" {
 
 CUresult cuInit(unsigned int flags) {
   if (flags != 0) return CUDA_ERROR_INVALID_VALUE;
+  // As with real drivers, a child forked after initialization cannot use CUDA: its
+  // parent's queues and node slot are not its own.
+  static std::once_flag fork_guard;
+  std::call_once(fork_guard, [] {
+    pthread_atfork(nullptr, nullptr, [] {
+      g_process.store(nullptr);
+      g_forked_child = true;
+    });
+  });
+  if (g_forked_child) return CUDA_ERROR_NOT_INITIALIZED;
   Process* p = Process::Get(nullptr);  // prints the reason once on failure
   if (p == nullptr) return CUDA_ERROR_NO_DEVICE;
   g_process.store(p, std::memory_order_release);

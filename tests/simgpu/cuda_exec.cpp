@@ -245,12 +245,11 @@ CUresult cuModuleUnload(CUmodule h) {
   SIM_INIT();
   auto* m = reinterpret_cast<Module*>(h);
   if (!proc->Valid(m, Tag::kModule)) return CUDA_ERROR_INVALID_HANDLE;
-  proc->Untrack(m);
-  m->tag = Tag::kDead;
   for (auto& [name, f] : m->functions) {
     proc->Untrack(f.get());
-    f->tag = Tag::kDead;  // kernels already queued hold no reference: leave the objects
+    f->tag = Tag::kDead;
   }
+  proc->Retire(m);
   return CUDA_SUCCESS;
 }
 

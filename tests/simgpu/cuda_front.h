@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <pthread.h>
 #include <regex>
 #include <strings.h>
 
@@ -18,6 +19,7 @@
 namespace simgpu::cuda {
 
 inline std::atomic<Process*> g_process{nullptr};
+inline bool g_forked_child = false;
 
 inline CUresult ToCu(Status s) {
   switch (s) {

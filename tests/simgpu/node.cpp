@@ -131,6 +131,10 @@ Node::~Node() {
 
 void Node::Detach() {
   if (slot_ < 0) return;
+  if (seg_->slots[slot_].pid.load() != getpid()) {  // a forked child: the slot is its parent's
+    slot_ = -1;
+    return;
+  }
   for (int g = 0; g < gpu_count(); ++g) ReleaseEngine(g);
   ReleaseSlot(slot_);
   slot_ = -1;

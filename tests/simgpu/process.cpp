@@ -160,10 +160,8 @@ Status Process::DestroyContext(Context* c) {
   if (!ValidContext(c) || c->primary) return Status::kInvalidHandle;
   SyncDevice(c->device);
   if (c->charged_bytes) node_->Uncharge(c->device, c->charged_bytes);
-  Untrack(c);
-  c->tag = Tag::kDead;
   std::erase(context_stack, c);  // destroying a current context pops it
-  // Streams created in the context may still name it; the object stays (tagged dead).
+  Retire(c);  // streams created in it may still name it
   return Status::kOk;
 }
 
@@ -289,8 +287,7 @@ Status Process::DestroyPool(MemPool* pool) {
       if (current_pool_[d] == pool) current_pool_[d] = default_pools_[d].get();
   }
   PoolTrim(pool, 0);
-  Untrack(pool);
-  pool->tag = Tag::kDead;  // blocks still in use keep pointing at it; never freed
+  Retire(pool);  // blocks still in use keep pointing at it
   return Status::kOk;
 }
 

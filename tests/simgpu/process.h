@@ -227,6 +227,15 @@ class Process {
   }
   void Track(void* p);
   void Untrack(void* p);
+  // A handle the application destroyed while work or other objects may still point
+  // at it: it stops being valid but is kept (owned here) rather than freed.
+  template <typename T>
+  void Retire(T* p) {
+    Untrack(p);
+    p->tag = Tag::kDead;
+    std::lock_guard<std::mutex> lock(handles_mu_);
+    retired_.push_back(std::shared_ptr<void>(p));
+  }
 
  private:
   Process() = default;
@@ -257,6 +266,7 @@ class Process {
 
   std::mutex handles_mu_;
   std::set<void*> handles_;
+  std::vector<std::shared_ptr<void>> retired_;
 };
 
 // Size charged against device capacity for an allocation of `size` bytes: large
