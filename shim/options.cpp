@@ -1,0 +1,174 @@
+// Parsing of the client's GPUSHARE_* environment (see options.h and
+// docs/configuration.md, which lists each variable with its default).
+#include "options.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+
+namespace gpushare {
+namespace {
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string Trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream in(s);
+  while (std::getline(in, item, sep)) out.push_back(Trim(item));
+  return out;
+}
+
+std::optional<int> ParseIndex(const std::string& s) {
+  if (s.empty() || s.size() > 4) return std::nullopt;
+  for (char c : s)
+    if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+  return std::stoi(s);
+}
+
+std::optional<double> ParsePositive(const std::string& s) {
+  if (s.empty()) return std::nullopt;
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || *end != '\0' || !std::isfinite(v) || v <= 0) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+std::optional<uint64_t> ParseBytes(const std::string& raw) {
+  const std::string text = Trim(raw);
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  const std::string number = text.substr(0, i), unit = Lower(Trim(text.substr(i)));
+  if (number.empty() || number == "." || number.find('.') != number.rfind('.')) return std::nullopt;
+  static const std::map<std::string, double> kUnits = {
+      {"", 1.0},          {"b", 1.0},
+      {"k", 0x1p10},      {"kib", 0x1p10},  {"kb", 1e3},
+      {"m", 0x1p20},      {"mib", 0x1p20},  {"mb", 1e6},
+      {"g", 0x1p30},      {"gib", 0x1p30},  {"gb", 1e9},
+      {"t", 0x1p40},      {"tib", 0x1p40},  {"tb", 1e12},
+  };
+  auto it = kUnits.find(unit);
+  if (it == kUnits.end()) return std::nullopt;
+  const double bytes = std::strtod(number.c_str(), nullptr) * it->second;
+  if (!std::isfinite(bytes) || bytes >= 0x1p63) return std::nullopt;
+  return static_cast<uint64_t>(bytes);
+}
+
+std::optional<uint64_t> MemoryLimits::CapFor(int v) const {
+  if (auto it = per_device.find(v); it != per_device.end()) return it->second;
+  return all;
+}
+
+ClientOptions ParseClientOptions(const EnvLookup& env) {
+  ClientOptions o;
+  auto get = [&](const char* name) -> std::optional<std::string> {
+    const char* v = env(name);
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  };
+  auto error = [&](const char* name, const std::string& value, const std::string& what) {
+    o.errors.push_back(std::string(name) + "=\"" + value + "\": " + what);
+  };
+
+  if (auto v = get("GPUSHARE_MEMORY_LIMIT"); v && !Trim(*v).empty()) {
+    if (v->find('=') == std::string::npos) {
+      if (auto bytes = ParseBytes(*v)) {
+        o.memory.all = *bytes;
+      } else {
+        error("GPUSHARE_MEMORY_LIMIT", *v, "not a size (examples: 4GiB, 512MiB, 1.5GB, 1073741824); capping every GPU at 0 bytes");
+        o.memory.all = 0;
+      }
+    } else {
+      for (const std::string& item : Split(*v, ',')) {
+        size_t eq = item.find('=');
+        auto index = eq == std::string::npos ? std::nullopt : ParseIndex(Trim(item.substr(0, eq)));
+        auto bytes = eq == std::string::npos ? std::nullopt : ParseBytes(item.substr(eq + 1));
+        if (!index || !bytes) {
+          error("GPUSHARE_MEMORY_LIMIT", *v,
+                "entry \"" + item + "\" is not DEVICE=SIZE (example: 0=4GiB,1=2GiB); capping every GPU at 0 bytes");
+          o.memory.per_device.clear();
+          o.memory.all = 0;
+          break;
+        }
+        o.memory.per_device[*index] = *bytes;
+      }
+    }
+  }
+
+  if (auto v = get("GPUSHARE_VISIBLE_DEVICES")) {
+    std::vector<int> devices;
+    bool ok = true;
+    if (!Trim(*v).empty()) {
+      for (const std::string& item : Split(*v, ',')) {
+        auto index = ParseIndex(item);
+        bool dup = index && std::find(devices.begin(), devices.end(), *index) != devices.end();
+        if (!index || dup) {
+          error("GPUSHARE_VISIBLE_DEVICES", *v,
+                dup ? "GPU " + item + " is listed twice; no GPU will be visible"
+                    : "\"" + item + "\" is not a GPU index (example: 1,0); no GPU will be visible");
+          ok = false;
+          break;
+        }
+        devices.push_back(*index);
+      }
+    }
+    o.visible_devices = ok ? devices : std::vector<int>{};
+  }
+
+  if (auto v = get("GPUSHARE_SOCKET"); v && !v->empty()) {
+    o.socket_path = *v;
+  } else if (auto xdg = get("XDG_RUNTIME_DIR"); xdg && !xdg->empty()) {
+    o.socket_path = *xdg + "/gpushare/broker.sock";
+  } else {
+    o.socket_path = "/run/gpushare/broker.sock";
+  }
+
+  o.tenant = get("GPUSHARE_TENANT").value_or("");
+  if (auto v = get("GPUSHARE_WEIGHT"); v && !v->empty()) {
+    if (auto w = ParsePositive(*v); w && *w <= 1000) o.weight = *w;
+    else error("GPUSHARE_WEIGHT", *v, "expected a number in (0, 1000]; using 1");
+  }
+
+  // A distributed job: GPUSHARE_JOB/RANK, else what torchrun exports.
+  if (auto v = get("GPUSHARE_JOB"); v && !v->empty()) {
+    o.job = *v;
+  } else if (auto id = get("TORCHELASTIC_RUN_ID"); id && !id->empty()) {
+    o.job = "torchrun:" + *id;
+  } else if (auto addr = get("MASTER_ADDR"), port = get("MASTER_PORT"); addr && port) {
+    o.job = "torchrun:" + *addr + ":" + *port;
+  }
+  for (const char* name : {"GPUSHARE_RANK", "LOCAL_RANK", "RANK"}) {
+    auto v = get(name);
+    if (!v || v->empty()) continue;
+    if (auto r = ParseIndex(*v)) o.rank = *r;
+    else error(name, *v, "expected a non-negative integer; rank unknown");
+    break;
+  }
+
+  if (auto v = get("GPUSHARE_LOG"); v && !v->empty()) {
+    static const std::map<std::string, LogLevel> kLevels = {
+        {"error", LogLevel::kError}, {"warn", LogLevel::kWarn}, {"info", LogLevel::kInfo}, {"debug", LogLevel::kDebug}};
+    auto it = kLevels.find(Lower(Trim(*v)));
+    if (it != kLevels.end()) o.log_level = it->second;
+    else error("GPUSHARE_LOG", *v, "expected error, warn, info or debug; using warn");
+  }
+  if (auto v = get("GPUSHARE_OOM_BACKTRACE"); v && !v->empty()) {
+    if (*v == "1" || Lower(*v) == "true") o.oom_backtrace = true;
+    else if (*v != "0" && Lower(*v) != "false") error("GPUSHARE_OOM_BACKTRACE", *v, "expected 1 or 0; using 0");
+  }
+  return o;
+}
+
+}  // namespace gpushare

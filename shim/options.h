@@ -1,0 +1,48 @@
+// Client options: every GPUSHARE_* environment variable the shim reads, parsed in
+// this one place. Parsing is pure (the environment is passed in) so that each rule
+// is unit-tested; a malformed value yields an error naming the variable and the
+// safest reading (a cap is never lifted by a typo).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gpushare {
+
+enum class LogLevel { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
+
+// Byte counts as people write them: "4GiB", "512MiB", "1.5GB", "4g", "1073741824".
+// Binary units: KiB MiB GiB TiB and the single letters k m g t (as docker reads them);
+// decimal units: KB MB GB TB. Case-insensitive. Returns nullopt if malformed.
+std::optional<uint64_t> ParseBytes(const std::string& text);
+
+struct MemoryLimits {
+  std::optional<uint64_t> all;                 // one cap for every virtual GPU
+  std::map<int, uint64_t> per_device;          // "0=4GiB,1=2GiB": virtual index -> cap
+  // The cap of virtual GPU `v`, or nullopt when none was asked for.
+  std::optional<uint64_t> CapFor(int v) const;
+};
+
+struct ClientOptions {
+  MemoryLimits memory;
+  std::optional<std::vector<int>> visible_devices;  // physical ordinals, in virtual order
+  std::string socket_path;
+  std::string tenant;
+  double weight = 1.0;
+  std::string job;
+  int rank = -1;
+  LogLevel log_level = LogLevel::kWarn;
+  bool oom_backtrace = false;
+  std::vector<std::string> errors;  // one line per malformed variable
+};
+
+using EnvLookup = std::function<const char*(const char*)>;
+
+// Reads every option from `env` (getenv in production).
+ClientOptions ParseClientOptions(const EnvLookup& env);
+
+}  // namespace gpushare
