@@ -1,0 +1,51 @@
+// alloc_probe: how much device memory this process can hold. Allocates --chunk sized
+// blocks until cuMemAlloc reports CUDA_ERROR_OUT_OF_MEMORY (or --limit is reached), then
+// halves the chunk down to 2 MiB to fill the rest. Prints key=value lines, frees all.
+#include <algorithm>
+#include <vector>
+
+#include "common.h"
+
+int main(int argc, char** argv) {
+  samples::Args args(argc, argv, {"--device", "--chunk", "--limit"},
+                     "[--chunk SIZE (default 256MiB)] [--limit BYTES (stop there; default none)] [--device D]\n"
+                     "sizes: 1048576, 512KiB, 256MiB, 1GiB (binary) or 512MB, 1GB (decimal)");
+  const uint64_t chunk = args.Bytes("--chunk", 256ull << 20);
+  const uint64_t limit = args.Bytes("--limit", 0);  // 0: until out of memory
+  if (chunk == 0) args.Fail("--chunk: expected a positive size");
+  const uint64_t kMinChunk = 2ull << 20;
+
+  samples::Device d = samples::OpenDevice(args.Int("--device", 0));
+  size_t total = 0, free_before = 0, free_after = 0, free_final = 0, unused = 0;
+  CHECK(cuDeviceTotalMem(&total, d.dev));
+  CHECK(cuMemGetInfo(&free_before, &unused));
+  std::printf("device=%d name=%s\ntotal_bytes=%zu\nfree_before=%zu\n", d.ordinal, d.name.c_str(), total, free_before);
+
+  std::vector<CUdeviceptr> blocks;
+  uint64_t allocated = 0;
+  CUresult oom = CUDA_SUCCESS;
+  for (uint64_t size = chunk;; size /= 2) {
+    while (limit == 0 || allocated + size <= limit) {
+      CUdeviceptr p = 0;
+      const CUresult r = cuMemAlloc(&p, size);
+      if (r == CUDA_ERROR_OUT_OF_MEMORY) {
+        oom = r;
+        break;
+      }
+      samples::Check(r, "cuMemAlloc", __FILE__, __LINE__);
+      blocks.push_back(p);
+      allocated += size;
+    }
+    if (size / 2 < std::min(kMinChunk, chunk)) break;
+  }
+  CHECK(cuMemGetInfo(&free_after, &unused));
+  std::printf("allocated_bytes=%llu\nallocations=%zu\nfree_after=%zu\noom_error=%s\n",
+              static_cast<unsigned long long>(allocated), blocks.size(), free_after,
+              oom == CUDA_SUCCESS ? "none" : samples::ErrorName(oom));
+
+  for (CUdeviceptr p : blocks) CHECK(cuMemFree(p));
+  CHECK(cuMemGetInfo(&free_final, &unused));
+  std::printf("free_final=%zu\n", free_final);
+  samples::CloseDevice(d);
+  return 0;
+}
