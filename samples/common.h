@@ -32,10 +32,20 @@ inline void Check(CUresult r, const char* call, const char* file, int line) {
 
 // "4096", "512KiB", "256MiB", "1GiB", "2T": binary units (K, KiB = 1024); "512MB", "1GB": decimal (1000).
 inline bool ParseBytes(const std::string& text, uint64_t* out) {
-  static const std::map<std::string, uint64_t> kUnits = {
-      {"", 1},           {"B", 1},           {"K", 1ull << 10},  {"KiB", 1ull << 10}, {"KB", 1000ull},
-      {"M", 1ull << 20}, {"MiB", 1ull << 20}, {"MB", 1000000ull}, {"G", 1ull << 30},  {"GiB", 1ull << 30},
-      {"GB", 1000000000ull}, {"T", 1ull << 40}, {"TiB", 1ull << 40}, {"TB", 1000000000000ull}};
+  static const std::map<std::string, uint64_t> kUnits = {{"", 1},
+                                                         {"B", 1},
+                                                         {"K", 1ull << 10},
+                                                         {"KiB", 1ull << 10},
+                                                         {"KB", 1000ull},
+                                                         {"M", 1ull << 20},
+                                                         {"MiB", 1ull << 20},
+                                                         {"MB", 1000000ull},
+                                                         {"G", 1ull << 30},
+                                                         {"GiB", 1ull << 30},
+                                                         {"GB", 1000000000ull},
+                                                         {"T", 1ull << 40},
+                                                         {"TiB", 1ull << 40},
+                                                         {"TB", 1000000000000ull}};
   if (text.empty() || text[0] < '0' || text[0] > '9') return false;
   char* end = nullptr;
   const unsigned long long n = std::strtoull(text.c_str(), &end, 10);
@@ -61,9 +71,12 @@ class Args {
       bool ok = false;
       for (const char* k : known) ok = ok || name == k;
       if (!ok) Fail("unknown option " + arg);
-      if (eq != std::string::npos) values_[name] = arg.substr(eq + 1);
-      else if (i + 1 < argc) values_[name] = argv[++i];
-      else Fail("missing value for " + name);
+      if (eq != std::string::npos)
+        values_[name] = arg.substr(eq + 1);
+      else if (i + 1 < argc)
+        values_[name] = argv[++i];
+      else
+        Fail("missing value for " + name);
     }
   }
 

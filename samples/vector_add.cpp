@@ -105,7 +105,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < n && pass; ++i) {
       if (c[i] != a[i] + b[i]) {
         pass = false;
-        verdict = "c[" + std::to_string(i) + "] = " + std::to_string(c[i]) + ", expected " + std::to_string(a[i] + b[i]);
+        verdict =
+            "c[" + std::to_string(i) + "] = " + std::to_string(c[i]) + ", expected " + std::to_string(a[i] + b[i]);
       }
     }
   } else if (pass) {  // simgpu: a reads back as written, and a -> c on the device -> host is a
@@ -133,7 +134,9 @@ int main(int argc, char** argv) {
     std::printf("vector_add: FAIL (%s)\n", verdict.c_str());
     return 1;
   }
-  if (sim) std::printf("vector_add: PASS (round trip on simulator, %u elements)\n", n);
-  else std::printf("vector_add: PASS (%u elements)\n", n);
+  if (sim)
+    std::printf("vector_add: PASS (round trip on simulator, %u elements)\n", n);
+  else
+    std::printf("vector_add: PASS (%u elements)\n", n);
   return 0;
 }

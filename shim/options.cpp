@@ -53,11 +53,8 @@ std::optional<uint64_t> ParseBytes(const std::string& raw) {
   const std::string number = text.substr(0, i), unit = Lower(Trim(text.substr(i)));
   if (number.empty() || number == "." || number.find('.') != number.rfind('.')) return std::nullopt;
   static const std::map<std::string, double> kUnits = {
-      {"", 1.0},          {"b", 1.0},
-      {"k", 0x1p10},      {"kib", 0x1p10},  {"kb", 1e3},
-      {"m", 0x1p20},      {"mib", 0x1p20},  {"mb", 1e6},
-      {"g", 0x1p30},      {"gib", 0x1p30},  {"gb", 1e9},
-      {"t", 0x1p40},      {"tib", 0x1p40},  {"tb", 1e12},
+      {"", 1.0},   {"b", 1.0},    {"k", 0x1p10},   {"kib", 0x1p10}, {"kb", 1e3},   {"m", 0x1p20},   {"mib", 0x1p20},
+      {"mb", 1e6}, {"g", 0x1p30}, {"gib", 0x1p30}, {"gb", 1e9},     {"t", 0x1p40}, {"tib", 0x1p40}, {"tb", 1e12},
   };
   auto it = kUnits.find(unit);
   if (it == kUnits.end()) return std::nullopt;
@@ -87,7 +84,8 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
       if (auto bytes = ParseBytes(*v)) {
         o.memory.all = *bytes;
       } else {
-        error("GPUSHARE_MEMORY_LIMIT", *v, "not a size (examples: 4GiB, 512MiB, 1.5GB, 1073741824); capping every GPU at 0 bytes");
+        error("GPUSHARE_MEMORY_LIMIT", *v,
+              "not a size (examples: 4GiB, 512MiB, 1.5GB, 1073741824); capping every GPU at 0 bytes");
         o.memory.all = 0;
       }
     } else {
@@ -137,8 +135,10 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
 
   o.tenant = get("GPUSHARE_TENANT").value_or("");
   if (auto v = get("GPUSHARE_WEIGHT"); v && !v->empty()) {
-    if (auto w = ParsePositive(*v); w && *w <= 1000) o.weight = *w;
-    else error("GPUSHARE_WEIGHT", *v, "expected a number in (0, 1000]; using 1");
+    if (auto w = ParsePositive(*v); w && *w <= 1000)
+      o.weight = *w;
+    else
+      error("GPUSHARE_WEIGHT", *v, "expected a number in (0, 1000]; using 1");
   }
 
   // A distributed job: GPUSHARE_JOB/RANK, else what torchrun exports.
@@ -152,8 +152,10 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
   for (const char* name : {"GPUSHARE_RANK", "LOCAL_RANK", "RANK"}) {
     auto v = get(name);
     if (!v || v->empty()) continue;
-    if (auto r = ParseIndex(*v)) o.rank = *r;
-    else error(name, *v, "expected a non-negative integer; rank unknown");
+    if (auto r = ParseIndex(*v))
+      o.rank = *r;
+    else
+      error(name, *v, "expected a non-negative integer; rank unknown");
     break;
   }
 
@@ -161,12 +163,16 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
     static const std::map<std::string, LogLevel> kLevels = {
         {"error", LogLevel::kError}, {"warn", LogLevel::kWarn}, {"info", LogLevel::kInfo}, {"debug", LogLevel::kDebug}};
     auto it = kLevels.find(Lower(Trim(*v)));
-    if (it != kLevels.end()) o.log_level = it->second;
-    else error("GPUSHARE_LOG", *v, "expected error, warn, info or debug; using warn");
+    if (it != kLevels.end())
+      o.log_level = it->second;
+    else
+      error("GPUSHARE_LOG", *v, "expected error, warn, info or debug; using warn");
   }
   if (auto v = get("GPUSHARE_OOM_BACKTRACE"); v && !v->empty()) {
-    if (*v == "1" || Lower(*v) == "true") o.oom_backtrace = true;
-    else if (*v != "0" && Lower(*v) != "false") error("GPUSHARE_OOM_BACKTRACE", *v, "expected 1 or 0; using 0");
+    if (*v == "1" || Lower(*v) == "true")
+      o.oom_backtrace = true;
+    else if (*v != "0" && Lower(*v) != "false")
+      error("GPUSHARE_OOM_BACKTRACE", *v, "expected 1 or 0; using 0");
   }
   return o;
 }

@@ -21,8 +21,8 @@ enum class LogLevel { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 std::optional<uint64_t> ParseBytes(const std::string& text);
 
 struct MemoryLimits {
-  std::optional<uint64_t> all;                 // one cap for every virtual GPU
-  std::map<int, uint64_t> per_device;          // "0=4GiB,1=2GiB": virtual index -> cap
+  std::optional<uint64_t> all;         // one cap for every virtual GPU
+  std::map<int, uint64_t> per_device;  // "0=4GiB,1=2GiB": virtual index -> cap
   // The cap of virtual GPU `v`, or nullopt when none was asked for.
   std::optional<uint64_t> CapFor(int v) const;
 };

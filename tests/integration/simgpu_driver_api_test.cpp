@@ -253,7 +253,8 @@ TEST_F(DriverApi, KernelsTakeModeledTimeInStreamOrder) {
   std::atomic<int> order{0};
   int seen = -1;
   ASSERT_CU(cuLaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, s, nullptr, nullptr));
-  ASSERT_CU(cuLaunchHostFunc(s, [](void* p) { *static_cast<int*>(p) = 1; }, &seen));
+  ASSERT_CU(cuLaunchHostFunc(
+      s, [](void* p) { *static_cast<int*>(p) = 1; }, &seen));
   ASSERT_CU(cuStreamSynchronize(s));
   EXPECT_EQ(seen, 1);
   (void)order;
@@ -283,8 +284,9 @@ TEST_F(DriverApi, LaunchChecksHandlesAndGeometry) {
 }
 
 TEST_F(DriverApi, ModulesAndLibrariesResolveKernelNames) {
-  const char* ptx = ".version 7.8\n.target sm_70\n.address_size 64\n"
-                    ".visible .entry first(.param .u64 a) { ret; }\n.visible .entry second() { ret; }\n";
+  const char* ptx =
+      ".version 7.8\n.target sm_70\n.address_size 64\n"
+      ".visible .entry first(.param .u64 a) { ret; }\n.visible .entry second() { ret; }\n";
   CUmodule m;
   ASSERT_CU(cuModuleLoadData(&m, ptx));
   CUfunction f;
@@ -430,8 +432,10 @@ std::vector<Lookup> RuntimeLookups() {
     if (line.empty() || line[0] == '#') continue;
     std::istringstream ls(line);
     Lookup l;
-    if (line[0] == ' ') l.name = "";
-    else ls >> l.name;
+    if (line[0] == ' ')
+      l.name = "";
+    else
+      ls >> l.name;
     ls >> l.version >> l.flags;
     out.push_back(l);
   }
@@ -544,8 +548,8 @@ TEST_F(Nvml, MemoryAndProcessesMatchTheDriverView) {
   ASSERT_EQ(Fn<nvmlReturn_t (*)(nvmlDevice_t, nvmlMemory_v2_t*)>("nvmlDeviceGetMemoryInfo_v2")(dev_, &mem2),
             NVML_SUCCESS);
   EXPECT_EQ(mem2.used, total_b - free_b);
-  auto procs = Fn<nvmlReturn_t (*)(nvmlDevice_t, unsigned*, nvmlProcessInfo_t*)>(
-      "nvmlDeviceGetComputeRunningProcesses_v3");
+  auto procs =
+      Fn<nvmlReturn_t (*)(nvmlDevice_t, unsigned*, nvmlProcessInfo_t*)>("nvmlDeviceGetComputeRunningProcesses_v3");
   unsigned count = 0;
   EXPECT_EQ(procs(dev_, &count, nullptr), NVML_ERROR_INSUFFICIENT_SIZE);
   ASSERT_GE(count, 1u);

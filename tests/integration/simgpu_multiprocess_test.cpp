@@ -8,8 +8,8 @@
 #include "subprocess.h"
 
 using testing_support::Child;
-using testing_support::RunToEnd;
 using testing_support::Field;
+using testing_support::RunToEnd;
 using testing_support::SimNode;
 
 namespace {
@@ -72,7 +72,9 @@ TEST(SimgpuMultiProcess, PeerMatrixFollowsTheConfig) {
     auto pair = std::minmax(a, b);
     return pair == std::minmax(0, 1) || pair == std::minmax(2, 3) || pair == std::minmax(1, 2);
   };
-  auto nvlinked = [](int a, int b) { return std::minmax(a, b) == std::minmax(0, 1) || std::minmax(a, b) == std::minmax(2, 3); };
+  auto nvlinked = [](int a, int b) {
+    return std::minmax(a, b) == std::minmax(0, 1) || std::minmax(a, b) == std::minmax(2, 3);
+  };
   for (int a = 0; a < 4; ++a)
     for (int b = 0; b < 4; ++b) {
       const bool p2p = a != b && linked(a, b);

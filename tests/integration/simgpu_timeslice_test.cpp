@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <time.h>
 
-
 #include "subprocess.h"
 
 using testing_support::Child;
@@ -27,9 +26,10 @@ std::vector<double> Saturate(const SimNode& node, int n, double seconds, std::ve
   std::vector<std::unique_ptr<Child>> kids;
   for (int i = 0; i < n; ++i) {
     std::string dev = devices.empty() ? "0" : std::to_string(devices[i]);
-    kids.push_back(std::make_unique<Child>(
-        std::vector<std::string>{std::string(WORKER_PATH), "saturate", dev, std::to_string(start), std::to_string(seconds), "1000"},
-        node.Env()));
+    kids.push_back(
+        std::make_unique<Child>(std::vector<std::string>{std::string(WORKER_PATH), "saturate", dev,
+                                                         std::to_string(start), std::to_string(seconds), "1000"},
+                                node.Env()));
   }
   std::vector<double> shares;
   for (auto& k : kids) {

@@ -16,15 +16,15 @@
 
 namespace {
 
-#define CHECK(call)                                                            \
-  do {                                                                         \
-    CUresult r_ = (call);                                                      \
-    if (r_ != CUDA_SUCCESS) {                                                  \
-      const char* n_ = "?";                                                    \
-      cuGetErrorName(r_, &n_);                                                 \
-      std::printf("error %s at %s:%d: %s\n", n_, __FILE__, __LINE__, #call);  \
-      std::exit(2);                                                            \
-    }                                                                          \
+#define CHECK(call)                                                          \
+  do {                                                                       \
+    CUresult r_ = (call);                                                    \
+    if (r_ != CUDA_SUCCESS) {                                                \
+      const char* n_ = "?";                                                  \
+      cuGetErrorName(r_, &n_);                                               \
+      std::printf("error %s at %s:%d: %s\n", n_, __FILE__, __LINE__, #call); \
+      std::exit(2);                                                          \
+    }                                                                        \
   } while (0)
 
 uint64_t RealtimeNs() {
@@ -73,7 +73,9 @@ int Alloc(int device, size_t bytes) {
   CUdeviceptr p;
   CUresult r = cuMemAlloc(&p, bytes);
   std::printf("free=%zu total=%zu result=%s\n", free_b, total_b,
-              r == CUDA_SUCCESS ? "ok" : r == CUDA_ERROR_OUT_OF_MEMORY ? "oom" : "error");
+              r == CUDA_SUCCESS               ? "ok"
+              : r == CUDA_ERROR_OUT_OF_MEMORY ? "oom"
+                                              : "error");
   return 0;
 }
 
@@ -120,7 +122,8 @@ int Topo() {
   void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW);
   if (lib == nullptr) return 3;
   auto init = reinterpret_cast<nvmlReturn_t (*)()>(dlsym(lib, "nvmlInit_v2"));
-  auto handle = reinterpret_cast<nvmlReturn_t (*)(unsigned, nvmlDevice_t*)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
+  auto handle =
+      reinterpret_cast<nvmlReturn_t (*)(unsigned, nvmlDevice_t*)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
   auto p2p = reinterpret_cast<nvmlReturn_t (*)(nvmlDevice_t, nvmlDevice_t, nvmlGpuP2PCapsIndex_t, nvmlGpuP2PStatus_t*)>(
       dlsym(lib, "nvmlDeviceGetP2PStatus"));
   if (init() != NVML_SUCCESS) return 4;

@@ -76,8 +76,8 @@ class Child {
         buffer_.erase(0, nl + 1);
         return line;
       }
-      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      deadline - std::chrono::steady_clock::now()).count());
+      int left = static_cast<int>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
       if (left <= 0) return "";
       pollfd p{stdout_, POLLIN, 0};
       if (poll(&p, 1, left) <= 0) return "";

@@ -16,9 +16,7 @@ struct ParseError {
   std::string message;
 };
 
-[[noreturn]] void Fail(const std::string& field, const std::string& what) {
-  throw ParseError{field + ": " + what};
-}
+[[noreturn]] void Fail(const std::string& field, const std::string& what) { throw ParseError{field + ": " + what}; }
 
 uint64_t PositiveInteger(const json& v, const std::string& field) {
   if (v.is_number_unsigned() && v.get<uint64_t>() > 0) return v.get<uint64_t>();
@@ -93,8 +91,8 @@ void CheckKeys(const json& obj, const std::string& field, std::initializer_list<
 NodeConfig ParseDocument(const json& doc) {
   if (!doc.is_object()) Fail("<top>", "expected a JSON object");
   CheckKeys(doc, "",
-            {"gpus", "links", "timeslice_us", "default_kernel_us", "pcie_bandwidth_gbps",
-             "nvlink_bandwidth_gbps", "driver_version", "kernels"});
+            {"gpus", "links", "timeslice_us", "default_kernel_us", "pcie_bandwidth_gbps", "nvlink_bandwidth_gbps",
+             "driver_version", "kernels"});
   NodeConfig cfg;
   if (!doc.contains("gpus")) Fail("gpus", "missing (a list of GPUs is required)");
   const json& gpus = doc["gpus"];
@@ -106,8 +104,8 @@ NodeConfig ParseDocument(const json& doc) {
     const json& g = gpus[i];
     if (!g.is_object()) Fail(f, "expected an object");
     CheckKeys(g, f,
-              {"name", "memory", "sms", "pci_bus_id", "uuid", "compute_capability",
-               "memory_bandwidth_gbps", "context_memory"});
+              {"name", "memory", "sms", "pci_bus_id", "uuid", "compute_capability", "memory_bandwidth_gbps",
+               "context_memory"});
     GpuConfig gpu;
     if (!g.contains("name")) Fail(f + ".name", "missing");
     gpu.name = String(g["name"], f + ".name");
@@ -115,8 +113,8 @@ NodeConfig ParseDocument(const json& doc) {
     if (!g.contains("memory")) Fail(f + ".memory", "missing");
     gpu.memory_bytes = PositiveInteger(g["memory"], f + ".memory");
     gpu.sms = g.contains("sms") ? static_cast<int>(PositiveInteger(g["sms"], f + ".sms")) : 132;
-    gpu.pci_bus_id = g.contains("pci_bus_id") ? String(g["pci_bus_id"], f + ".pci_bus_id")
-                                              : DefaultPciBusId(static_cast<int>(i));
+    gpu.pci_bus_id =
+        g.contains("pci_bus_id") ? String(g["pci_bus_id"], f + ".pci_bus_id") : DefaultPciBusId(static_cast<int>(i));
     if (!ValidPciBusId(gpu.pci_bus_id))
       Fail(f + ".pci_bus_id", "expected \"dddd:bb:dd.f\" in hex, got \"" + gpu.pci_bus_id + "\"");
     gpu.uuid = g.contains("uuid") ? String(g["uuid"], f + ".uuid") : DefaultUuid(static_cast<int>(i));
@@ -124,8 +122,7 @@ NodeConfig ParseDocument(const json& doc) {
       Fail(f + ".uuid", "expected \"GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\", got \"" + gpu.uuid + "\"");
     if (g.contains("compute_capability")) {
       const json& cc = g["compute_capability"];
-      if (!cc.is_array() || cc.size() != 2)
-        Fail(f + ".compute_capability", "expected [major, minor]");
+      if (!cc.is_array() || cc.size() != 2) Fail(f + ".compute_capability", "expected [major, minor]");
       gpu.cc_major = static_cast<int>(PositiveInteger(cc[0], f + ".compute_capability[0]"));
       gpu.cc_minor = static_cast<int>(NonNegativeInteger(cc[1], f + ".compute_capability[1]"));
     }
@@ -153,9 +150,12 @@ NodeConfig ParseDocument(const json& doc) {
       if (a == b) Fail(f, "a GPU cannot link to itself");
       std::string kind = String(l[2], f + "[2]");
       LinkKind k;
-      if (kind == "nvlink") k = LinkKind::kNvlink;
-      else if (kind == "pcie") k = LinkKind::kPcie;
-      else Fail(f + "[2]", "expected \"nvlink\" or \"pcie\", got \"" + kind + "\"");
+      if (kind == "nvlink")
+        k = LinkKind::kNvlink;
+      else if (kind == "pcie")
+        k = LinkKind::kPcie;
+      else
+        Fail(f + "[2]", "expected \"nvlink\" or \"pcie\", got \"" + kind + "\"");
       cfg.links[a][b] = cfg.links[b][a] = k;
     }
   }
@@ -198,8 +198,7 @@ std::string LineOf(const std::string& text, size_t byte) {
 
 }  // namespace
 
-std::optional<NodeConfig> ParseConfig(const std::string& json_text, const std::string& source,
-                                      std::string* error) {
+std::optional<NodeConfig> ParseConfig(const std::string& json_text, const std::string& source, std::string* error) {
   json doc;
   try {
     doc = json::parse(json_text);

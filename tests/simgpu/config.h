@@ -43,15 +43,14 @@ struct NodeConfig {
   double nvlink_bandwidth_gbps = 300.0;
   int driver_version = 13000;
   std::map<std::string, KernelCost> kernels;  // exact-name overrides of the cost model
-  std::string source;                          // file path, or "<default>"
+  std::string source;                         // file path, or "<default>"
 
   LinkKind link(int a, int b) const { return links[a][b]; }
 };
 
 // Parses a JSON document. On error returns nullopt and sets `error` to a message that
 // names the offending field (e.g. "gpus[1].memory: expected a positive integer").
-std::optional<NodeConfig> ParseConfig(const std::string& json_text, const std::string& source,
-                                      std::string* error);
+std::optional<NodeConfig> ParseConfig(const std::string& json_text, const std::string& source, std::string* error);
 
 // The default node: two GPUs of 16 GiB with P2P (PCIe) between them.
 NodeConfig DefaultConfig();

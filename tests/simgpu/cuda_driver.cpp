@@ -264,8 +264,10 @@ CUresult cuCtxSetCurrent(CUcontext c) {
   }
   auto* ctx = reinterpret_cast<Context*>(c);
   if (!proc->ValidContext(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
-  if (stack.empty()) stack.push_back(ctx);
-  else stack.back() = ctx;
+  if (stack.empty())
+    stack.push_back(ctx);
+  else
+    stack.back() = ctx;
   return CUDA_SUCCESS;
 }
 
@@ -433,7 +435,8 @@ CUresult cuMemAllocPitch_v2(CUdeviceptr* dptr, size_t* pitch, size_t width, size
 
 CUresult cuMemAllocManaged(CUdeviceptr* dptr, size_t bytes, unsigned int flags) {
   SIM_CTX();
-  if (dptr == nullptr || (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST)) return CUDA_ERROR_INVALID_VALUE;
+  if (dptr == nullptr || (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST))
+    return CUDA_ERROR_INVALID_VALUE;
   return ToCu(proc->Allocate(ctx->device, bytes, MemKind::kManaged, dptr));
 }
 
@@ -571,8 +574,8 @@ CUresult cuArray3DGetDescriptor_v2(CUDA_ARRAY3D_DESCRIPTOR* d, CUarray h) {
   auto* a = reinterpret_cast<Array*>(h);
   if (!proc->Valid(a, Tag::kArray)) return CUDA_ERROR_INVALID_HANDLE;
   if (d == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  *d = CUDA_ARRAY3D_DESCRIPTOR{a->width, a->height, a->depth, static_cast<CUarray_format>(a->format), a->channels,
-                               a->flags};
+  *d = CUDA_ARRAY3D_DESCRIPTOR{a->width,    a->height, a->depth, static_cast<CUarray_format>(a->format),
+                               a->channels, a->flags};
   return CUDA_SUCCESS;
 }
 
@@ -587,7 +590,9 @@ CUresult cuArrayGetDescriptor_v2(CUDA_ARRAY_DESCRIPTOR* d, CUarray h) {
 // ---- copies and memsets ----
 
 CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n) { return CopyGeneric(dst, src, n, nullptr, false); }
-CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) { return CopyGeneric(dst, src, n, s, true); }
+CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
+  return CopyGeneric(dst, src, n, s, true);
+}
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
   return CopyTyped(dst, true, Ptr(src), false, n, nullptr, false);
 }
@@ -616,17 +621,41 @@ CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D* c) { return Copy2DGeneric(c, nullptr
 CUresult cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D* c) { return Copy2DGeneric(c, nullptr, false); }
 CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D* c, CUstream s) { return Copy2DGeneric(c, s, true); }
 
-CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) { return MemsetGeneric(d, 0, v, 1, n, 1, nullptr, false); }
-CUresult cuMemsetD16_v2(CUdeviceptr d, unsigned short v, size_t n) { return MemsetGeneric(d, 0, v, 2, n, 1, nullptr, false); }
-CUresult cuMemsetD32_v2(CUdeviceptr d, unsigned int v, size_t n) { return MemsetGeneric(d, 0, v, 4, n, 1, nullptr, false); }
-CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { return MemsetGeneric(d, 0, v, 1, n, 1, s, true); }
-CUresult cuMemsetD16Async(CUdeviceptr d, unsigned short v, size_t n, CUstream s) { return MemsetGeneric(d, 0, v, 2, n, 1, s, true); }
-CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) { return MemsetGeneric(d, 0, v, 4, n, 1, s, true); }
-CUresult cuMemsetD2D8_v2(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) { return MemsetGeneric(d, p, v, 1, w, h, nullptr, false); }
-CUresult cuMemsetD2D16_v2(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) { return MemsetGeneric(d, p, v, 2, w, h, nullptr, false); }
-CUresult cuMemsetD2D32_v2(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) { return MemsetGeneric(d, p, v, 4, w, h, nullptr, false); }
-CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) { return MemsetGeneric(d, p, v, 1, w, h, s, true); }
-CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) { return MemsetGeneric(d, p, v, 2, w, h, s, true); }
-CUresult cuMemsetD2D32Async(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) { return MemsetGeneric(d, p, v, 4, w, h, s, true); }
+CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) {
+  return MemsetGeneric(d, 0, v, 1, n, 1, nullptr, false);
+}
+CUresult cuMemsetD16_v2(CUdeviceptr d, unsigned short v, size_t n) {
+  return MemsetGeneric(d, 0, v, 2, n, 1, nullptr, false);
+}
+CUresult cuMemsetD32_v2(CUdeviceptr d, unsigned int v, size_t n) {
+  return MemsetGeneric(d, 0, v, 4, n, 1, nullptr, false);
+}
+CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream s) {
+  return MemsetGeneric(d, 0, v, 1, n, 1, s, true);
+}
+CUresult cuMemsetD16Async(CUdeviceptr d, unsigned short v, size_t n, CUstream s) {
+  return MemsetGeneric(d, 0, v, 2, n, 1, s, true);
+}
+CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) {
+  return MemsetGeneric(d, 0, v, 4, n, 1, s, true);
+}
+CUresult cuMemsetD2D8_v2(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h) {
+  return MemsetGeneric(d, p, v, 1, w, h, nullptr, false);
+}
+CUresult cuMemsetD2D16_v2(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h) {
+  return MemsetGeneric(d, p, v, 2, w, h, nullptr, false);
+}
+CUresult cuMemsetD2D32_v2(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h) {
+  return MemsetGeneric(d, p, v, 4, w, h, nullptr, false);
+}
+CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t p, unsigned char v, size_t w, size_t h, CUstream s) {
+  return MemsetGeneric(d, p, v, 1, w, h, s, true);
+}
+CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t p, unsigned short v, size_t w, size_t h, CUstream s) {
+  return MemsetGeneric(d, p, v, 2, w, h, s, true);
+}
+CUresult cuMemsetD2D32Async(CUdeviceptr d, size_t p, unsigned int v, size_t w, size_t h, CUstream s) {
+  return MemsetGeneric(d, p, v, 4, w, h, s, true);
+}
 
 }  // extern "C"

@@ -505,7 +505,8 @@ CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream s) {
 CUresult cuMemGetAllocationGranularity(size_t* granularity, const CUmemAllocationProp* prop,
                                        CUmemAllocationGranularity_flags) {
   SIM_INIT();
-  if (granularity == nullptr || prop == nullptr || !ValidLocation(proc, prop->location)) return CUDA_ERROR_INVALID_VALUE;
+  if (granularity == nullptr || prop == nullptr || !ValidLocation(proc, prop->location))
+    return CUDA_ERROR_INVALID_VALUE;
   *granularity = kVmmGranularity;
   return CUDA_SUCCESS;
 }

@@ -6,13 +6,13 @@
 #include <cuda.h>
 #include <cudaProfiler.h>
 
+#include <pthread.h>
+#include <strings.h>
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
-#include <pthread.h>
 #include <regex>
-#include <strings.h>
 
 #include "process.h"
 
@@ -44,19 +44,19 @@ inline Context* Current() {
 }
 
 // Every entry point but cuInit and the version/error queries starts with one of these.
-#define SIM_INIT()                                               \
-  Process* proc = g_process.load(std::memory_order_acquire);    \
+#define SIM_INIT()                                           \
+  Process* proc = g_process.load(std::memory_order_acquire); \
   if (proc == nullptr) return CUDA_ERROR_NOT_INITIALIZED
 
-#define SIM_CTX()                                                \
-  SIM_INIT();                                                    \
-  Context* ctx = Current();                                      \
+#define SIM_CTX()           \
+  SIM_INIT();               \
+  Context* ctx = Current(); \
   if (ctx == nullptr || !proc->ValidContext(ctx)) return CUDA_ERROR_INVALID_CONTEXT
 
-#define SIM_TRY(expr)                                            \
-  do {                                                           \
-    CUresult r_ = (expr);                                        \
-    if (r_ != CUDA_SUCCESS) return r_;                           \
+#define SIM_TRY(expr)                  \
+  do {                                 \
+    CUresult r_ = (expr);              \
+    if (r_ != CUDA_SUCCESS) return r_; \
   } while (0)
 
 inline bool ValidDevice(Process* p, CUdevice d) { return d >= 0 && d < p->device_count(); }
@@ -77,8 +77,8 @@ inline CUresult ResolveStream(Process* p, CUstream h, Stream** out) {
   return CUDA_SUCCESS;
 }
 
-#define SIM_STREAM(h)                                            \
-  Stream* stream = nullptr;                                      \
+#define SIM_STREAM(h)       \
+  Stream* stream = nullptr; \
   SIM_TRY(ResolveStream(proc, (h), &stream))
 
 inline Function* AsFunction(Process* p, const void* h) {
@@ -97,7 +97,8 @@ inline void UuidBytes(const std::string& uuid, unsigned char out[16]) {
   std::string hex;
   for (size_t i = 4; i < uuid.size(); ++i)
     if (uuid[i] != '-') hex += uuid[i];
-  for (int i = 0; i < 16; ++i) out[i] = static_cast<unsigned char>(HexNibble(hex[2 * i]) << 4 | HexNibble(hex[2 * i + 1]));
+  for (int i = 0; i < 16; ++i)
+    out[i] = static_cast<unsigned char>(HexNibble(hex[2 * i]) << 4 | HexNibble(hex[2 * i + 1]));
 }
 
 inline int PciField(const std::string& bus_id, int which) {  // 0 domain, 1 bus, 2 device
@@ -110,7 +111,11 @@ inline int PciField(const std::string& bus_id, int which) {  // 0 domain, 1 bus,
 // Binary images (cubin, fatbin) are not parsed: any name is accepted.
 inline void ScanImage(const void* image, Module* m) {
   const char* text = static_cast<const char*>(image);
-  if (text == nullptr || std::strncmp(text, "\x7f" "ELF", 4) == 0) return;
+  if (text == nullptr || std::strncmp(text,
+                                      "\x7f"
+                                      "ELF",
+                                      4) == 0)
+    return;
   const uint32_t magic = *reinterpret_cast<const uint32_t*>(text);
   if (magic == 0xBA55ED50u || magic == 0x466243B1u) return;  // fatbin containers
   std::string s(text, strnlen(text, 64 << 20));
@@ -146,8 +151,8 @@ inline CUresult ModuleFunction(Process* p, Module* m, const char* name, Function
   return CUDA_SUCCESS;
 }
 
-inline CUresult LaunchOn(Process* p, const void* f_handle, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                  unsigned bz, unsigned shared, CUstream h) {
+inline CUresult LaunchOn(Process* p, const void* f_handle, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                         unsigned by, unsigned bz, unsigned shared, CUstream h) {
   Function* f = AsFunction(p, f_handle);
   if (f == nullptr) return CUDA_ERROR_INVALID_HANDLE;
   Stream* stream = nullptr;
@@ -189,8 +194,8 @@ inline CUresult Copy2DGeneric(const CUDA_MEMCPY2D* c, CUstream h, bool async) {
   return ToCu(proc->Copy2D(stream, dst, dp, src, sp, c->WidthInBytes, c->Height, async));
 }
 
-inline CUresult MemsetGeneric(CUdeviceptr d, size_t pitch, unsigned value, unsigned elem, size_t w, size_t hgt, CUstream h,
-                       bool async) {
+inline CUresult MemsetGeneric(CUdeviceptr d, size_t pitch, unsigned value, unsigned elem, size_t w, size_t hgt,
+                              CUstream h, bool async) {
   SIM_INIT();
   SIM_STREAM(h);
   return ToCu(proc->Memset(stream, d, pitch ? pitch : w * elem, value, elem, w, hgt, async));
@@ -198,9 +203,14 @@ inline CUresult MemsetGeneric(CUdeviceptr d, size_t pitch, unsigned value, unsig
 
 inline size_t ArrayFormatBytes(CUarray_format f) {
   switch (f) {
-    case CU_AD_FORMAT_UNSIGNED_INT8: case CU_AD_FORMAT_SIGNED_INT8: return 1;
-    case CU_AD_FORMAT_UNSIGNED_INT16: case CU_AD_FORMAT_SIGNED_INT16: case CU_AD_FORMAT_HALF: return 2;
-    case CU_AD_FORMAT_UNSIGNED_INT32: case CU_AD_FORMAT_SIGNED_INT32: case CU_AD_FORMAT_FLOAT: return 4;
+    case CU_AD_FORMAT_UNSIGNED_INT8:
+    case CU_AD_FORMAT_SIGNED_INT8: return 1;
+    case CU_AD_FORMAT_UNSIGNED_INT16:
+    case CU_AD_FORMAT_SIGNED_INT16:
+    case CU_AD_FORMAT_HALF: return 2;
+    case CU_AD_FORMAT_UNSIGNED_INT32:
+    case CU_AD_FORMAT_SIGNED_INT32:
+    case CU_AD_FORMAT_FLOAT: return 4;
     default: return 0;
   }
 }
@@ -211,8 +221,8 @@ inline CUresult NewArray(const CUDA_ARRAY3D_DESCRIPTOR* d, int levels, Array** o
   const size_t elem = ArrayFormatBytes(d->Format);
   if (elem == 0 || d->Width == 0 || !(d->NumChannels == 1 || d->NumChannels == 2 || d->NumChannels == 4))
     return CUDA_ERROR_INVALID_VALUE;
-  const uint64_t level0 = uint64_t{d->Width} * std::max<size_t>(d->Height, 1) * std::max<size_t>(d->Depth, 1) *
-                          elem * d->NumChannels;
+  const uint64_t level0 =
+      uint64_t{d->Width} * std::max<size_t>(d->Height, 1) * std::max<size_t>(d->Depth, 1) * elem * d->NumChannels;
   uint64_t bytes = 0;
   for (int l = 0; l < levels; ++l) bytes += std::max<uint64_t>(level0 >> (2 * l), elem * d->NumChannels);
   auto* a = new Array();

@@ -55,7 +55,8 @@ const char* ErrorString(CUresult e) {
     case CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED: return "peer access is already enabled";
     case CUDA_ERROR_PEER_ACCESS_NOT_ENABLED: return "peer access has not been enabled";
     case CUDA_ERROR_PEER_ACCESS_UNSUPPORTED: return "peer access is not supported between these two devices";
-    case CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED: return "part or all of the requested memory range is already mapped";
+    case CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED:
+      return "part or all of the requested memory range is already mapped";
     case CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED: return "pointer does not correspond to a registered memory region";
     case CUDA_ERROR_UNSUPPORTED_LIMIT: return "limit is not supported on this architecture";
     case CUDA_ERROR_FILE_NOT_FOUND: return "file not found";
@@ -98,7 +99,8 @@ CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int version, cuuint
                              CUdriverProcAddressQueryResult* status) {
   if (status) *status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
   if (symbol == nullptr || pfn == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  if (flags & ~static_cast<cuuint64_t>(CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
+  if (flags &
+      ~static_cast<cuuint64_t>(CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
     return CUDA_ERROR_INVALID_VALUE;
   *pfn = nullptr;
   const bool per_thread = flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
@@ -109,7 +111,8 @@ CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int version, cuuint
     named = true;
     if (e.version > version || (e.per_thread && !per_thread)) continue;
     // A per-thread variant beats any legacy one when asked for; then the highest version.
-    const bool better = best == nullptr || (e.per_thread != best->per_thread ? e.per_thread : e.version > best->version);
+    const bool better =
+        best == nullptr || (e.per_thread != best->per_thread ? e.per_thread : e.version > best->version);
     if (better) best = &e;
   }
   if (best != nullptr) {

@@ -42,7 +42,7 @@ struct Slot {
 };
 
 struct Engine {
-  std::atomic<uint32_t> owner{0};  // slot index + 1; 0 when idle
+  std::atomic<uint32_t> owner{0};     // slot index + 1; 0 when idle
   std::atomic<uint32_t> wake_seq{0};  // futex word, bumped on every ownership change
   std::atomic<uint64_t> slice_end_ns{0};
   std::atomic<uint64_t> waiting[kMaxSlots / 64];
@@ -70,8 +70,8 @@ class Node {
  public:
   // Opens or creates the segment for `config`. `name` overrides the segment name
   // (SIMGPU_NODE); empty picks one from the uid and the config's fingerprint.
-  static std::unique_ptr<Node> Attach(const NodeConfig& config, const std::string& name,
-                                      bool claim_slot, std::string* error);
+  static std::unique_ptr<Node> Attach(const NodeConfig& config, const std::string& name, bool claim_slot,
+                                      std::string* error);
   ~Node();
   void Detach();  // gives back the slot and all it held; idempotent
   Node(const Node&) = delete;

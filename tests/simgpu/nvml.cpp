@@ -26,7 +26,7 @@ std::unique_ptr<NodeConfig> g_config;
 std::unique_ptr<Node> g_node;
 nvmlDevice_st g_devices[kMaxGpus];
 
-#define NVML_READY()                                       \
+#define NVML_READY() \
   if (g_node == nullptr) return NVML_ERROR_UNINITIALIZED
 
 int IndexOf(nvmlDevice_t h) {
@@ -312,8 +312,8 @@ nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h, nvmlProcessUtilizat
   }
   *count = static_cast<unsigned>(utils.size());
   for (size_t i = 0; i < utils.size(); ++i)
-    samples[i] = nvmlProcessUtilizationSample_t{static_cast<unsigned>(utils[i].pid), utils[i].time_ns / 1000,
-                                                utils[i].sm_percent, utils[i].mem_percent, 0, 0};
+    samples[i] = nvmlProcessUtilizationSample_t{
+        static_cast<unsigned>(utils[i].pid), utils[i].time_ns / 1000, utils[i].sm_percent, utils[i].mem_percent, 0, 0};
   return NVML_SUCCESS;
 }
 

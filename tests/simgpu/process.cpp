@@ -132,7 +132,8 @@ Status Process::ReleasePrimary(int device) {
   if (--primary_refs_[device] == 0) {
     SyncDevice(device);
     std::lock_guard<std::mutex> lock(primary_[device]->mu);
-    if (primary_charged_[device] && primary_[device]->charged_bytes) node_->Uncharge(device, primary_[device]->charged_bytes);
+    if (primary_charged_[device] && primary_[device]->charged_bytes)
+      node_->Uncharge(device, primary_[device]->charged_bytes);
     primary_charged_[device] = false;
     primary_[device]->charged_bytes = 0;
   }
@@ -161,7 +162,7 @@ Status Process::DestroyContext(Context* c) {
   SyncDevice(c->device);
   if (c->charged_bytes) node_->Uncharge(c->device, c->charged_bytes);
   std::erase(context_stack, c);  // destroying a current context pops it
-  Retire(c);  // streams created in it may still name it
+  Retire(c);                     // streams created in it may still name it
   return Status::kOk;
 }
 

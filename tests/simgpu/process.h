@@ -111,10 +111,10 @@ struct Range {
   uint64_t size = 0;
   int device = -1;
   MemKind kind = MemKind::kDevice;
-  uint64_t charged = 0;      // capacity charged for this range (0 for VMM mappings)
-  MemPool* pool = nullptr;   // kPooled
-  uint64_t vmm_handle = 0;   // kVmmMapping
-  bool accessible = true;    // VMM mappings become accessible through SetAccess
+  uint64_t charged = 0;     // capacity charged for this range (0 for VMM mappings)
+  MemPool* pool = nullptr;  // kPooled
+  uint64_t vmm_handle = 0;  // kVmmMapping
+  bool accessible = true;   // VMM mappings become accessible through SetAccess
 };
 
 struct MemPool {
@@ -176,7 +176,7 @@ class Process {
   // Device memory.
   Status Allocate(int device, uint64_t size, MemKind kind, OutAddress* address);
   Status Free(uint64_t address);
-  bool Lookup(uint64_t address, uint64_t* base, Range* range);  // address inside a device range?
+  bool Lookup(uint64_t address, uint64_t* base, Range* range);     // address inside a device range?
   bool DeviceSpan(uint64_t address, uint64_t bytes, int* device);  // whole span is device memory
   void AddPinned(uint64_t address, uint64_t size);
   bool RemovePinned(uint64_t address);
@@ -209,8 +209,8 @@ class Process {
   // Work submission.
   uint64_t Submit(Stream* stream, Work work);
   Status Copy(Stream* stream, uint64_t dst, uint64_t src, uint64_t bytes, bool async);
-  Status Copy2D(Stream* stream, uint64_t dst, uint64_t dst_pitch, uint64_t src, uint64_t src_pitch,
-                uint64_t width, uint64_t height, bool async);
+  Status Copy2D(Stream* stream, uint64_t dst, uint64_t dst_pitch, uint64_t src, uint64_t src_pitch, uint64_t width,
+                uint64_t height, bool async);
   Status Memset(Stream* stream, uint64_t dst, uint64_t pitch, uint64_t value, unsigned element_bytes,
                 uint64_t width_elements, uint64_t height, bool async);
   Status Launch(Stream* stream, Function* f, const LaunchGeometry& geo);
@@ -254,9 +254,9 @@ class Process {
   std::atomic<uint64_t> next_context_id_{1};
 
   std::shared_mutex mem_mu_;
-  std::map<uint64_t, Range> ranges_;         // device ranges by start address
-  std::map<uint64_t, uint64_t> pinned_;      // host ranges: start -> size
-  std::map<uint64_t, uint64_t> reserved_;    // VMM reservations: start -> size
+  std::map<uint64_t, Range> ranges_;                     // device ranges by start address
+  std::map<uint64_t, uint64_t> pinned_;                  // host ranges: start -> size
+  std::map<uint64_t, uint64_t> reserved_;                // VMM reservations: start -> size
   std::map<uint64_t, std::unique_ptr<PhysAlloc>> phys_;  // VMM handles by id
   uint64_t next_phys_ = 1;
   std::mutex mem_mu_pool_;

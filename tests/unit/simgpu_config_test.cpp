@@ -57,7 +57,8 @@ TEST(SimgpuConfig, ErrorsNameTheField) {
   EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a"}]})"), "node.json: gpus[0].memory: missing");
   EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": "lots"}]})"),
             "node.json: gpus[0].memory: expected a positive integer");
-  EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": 1, "colour": 1}]})"), "node.json: gpus[0].colour: unknown key");
+  EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": 1, "colour": 1}]})"),
+            "node.json: gpus[0].colour: unknown key");
   EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": 1, "pci_bus_id": "1:2"}]})"),
             "node.json: gpus[0].pci_bus_id: expected \"dddd:bb:dd.f\" in hex, got \"1:2\"");
   EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": 1}], "links": [[0, 1, "pcie"]]})"),

@@ -16,9 +16,11 @@ namespace {
 class SimgpuNode : public ::testing::Test {
  protected:
   void SetUp() override {
-    name_ = "simgpu-unit-" + std::to_string(getpid()) + "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    name_ = "simgpu-unit-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::string error;
-    auto cfg = ParseConfig(R"({"gpus": [{"name": "a", "memory": 1000000}, {"name": "b", "memory": 500}]})", "t", &error);
+    auto cfg =
+        ParseConfig(R"({"gpus": [{"name": "a", "memory": 1000000}, {"name": "b", "memory": 500}]})", "t", &error);
     ASSERT_TRUE(cfg) << error;
     config_ = *cfg;
   }
