@@ -1,0 +1,33 @@
+// The CUDA hook family's shared pieces: the typed table of real driver functions
+// (from cuda_hooks.def), loading the real driver, and ordinal translation helpers.
+#pragma once
+
+#define __CUDA_API_VERSION_INTERNAL 1  // every versioned ABI symbol by its own name
+#include <cuda.h>
+
+#include "client.h"
+
+namespace gpushare::cuda {
+
+// real::cuMemAlloc_v2 etc.: the real driver's functions, null until resolved.
+namespace real {
+#define GS_CUDA_HOOK(name, version, symbol) inline decltype(&::symbol) symbol = nullptr;
+#include "cuda_hooks.def"
+#undef GS_CUDA_HOOK
+}  // namespace real
+
+// Loads the real driver and resolves the table (once; thread-safe). False, with the
+// reason logged once, if the real libcuda.so.1 cannot be found.
+bool LoadRealDriver();
+
+// The hook of an ABI symbol name ("cuMemAlloc_v2"), or null if not hooked.
+void* HookForSymbol(const char* symbol);
+
+// The client runtime, with its devices known (the real driver initialized).
+Client* ReadyClient();
+
+// Calls a real function, or answers CUDA_ERROR_NOT_SUPPORTED when this driver lacks it.
+#define GS_REAL(symbol, ...) \
+  (::gpushare::cuda::real::symbol ? ::gpushare::cuda::real::symbol(__VA_ARGS__) : CUDA_ERROR_NOT_SUPPORTED)
+
+}  // namespace gpushare::cuda

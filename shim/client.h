@@ -1,0 +1,42 @@
+// The client runtime: one per process, API-neutral. It owns the options, the virtual
+// device map and the memory ledger, and reports out-of-memory refusals. The API hooks
+// (hooks/) translate driver calls into calls on it.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+
+#include "device_map.h"
+#include "memory_ledger.h"
+#include "options.h"
+
+namespace gpushare {
+
+class Client {
+ public:
+  // Constructed on first use (thread-safe), never destroyed: hooks may run during exit.
+  static Client& Get();
+
+  const ClientOptions& options() const { return options_; }
+  MemoryLedger& ledger() { return ledger_; }
+
+  // Called by a hook once the real driver is initialized; builds the device map and
+  // the caps. Later calls return at once.
+  void InitDevices(int physical_count);
+  bool devices_ready() const { return devices_ready_.load(std::memory_order_acquire); }
+  const DeviceMap& devices() const { return devices_; }
+
+  // Takes `bytes` on virtual GPU `device` for `call`, or logs why not (once per
+  // refusal: what is held, the cap, optionally the call stack) and returns false.
+  bool Reserve(int device, uint64_t bytes, const char* call);
+
+ private:
+  Client();
+  ClientOptions options_;
+  std::once_flag devices_once_;
+  std::atomic<bool> devices_ready_{false};
+  DeviceMap devices_;
+  MemoryLedger ledger_;
+};
+
+}  // namespace gpushare

@@ -1,0 +1,214 @@
+// A CUDA driver-API client for the shim's integration tests: it reaches the driver by
+// one of the three routes real programs use (linked symbols, dlopen+dlsym, and
+// cuGetProcAddress) and reports what it sees and what it can allocate.
+//   shim_client ROUTE info            devices, names, totals and memory info
+//   shim_client ROUTE fill DEV CHUNK  allocate CHUNK bytes until refused
+//   shim_client ROUTE race DEV CHUNK THREADS   the same from several threads at once
+//   shim_client ROUTE pitch DEV       a pitched and a managed allocation, then memory info
+// ROUTE: link | dlsym | getproc
+#define __CUDA_API_VERSION_INTERNAL 1
+#include <cuda.h>
+#include <dlfcn.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+struct Api {
+  decltype(&cuInit) init;
+  decltype(&cuDeviceGetCount) count;
+  decltype(&cuDeviceGet) get;
+  decltype(&cuDeviceGetName) name;
+  decltype(&cuDeviceTotalMem_v2) total;
+  decltype(&cuDevicePrimaryCtxRetain) retain;
+  decltype(&cuCtxSetCurrent) set_current;
+  decltype(&cuMemGetInfo_v2) info;
+  decltype(&cuMemAlloc_v2) alloc;
+  decltype(&cuMemAllocPitch_v2) alloc_pitch;
+  decltype(&cuMemAllocManaged) alloc_managed;
+  decltype(&cuMemFree_v2) free;
+  decltype(&cuGetErrorName) error_name;
+};
+
+Api Linked() {
+  return {cuInit,
+          cuDeviceGetCount,
+          cuDeviceGet,
+          cuDeviceGetName,
+          cuDeviceTotalMem_v2,
+          cuDevicePrimaryCtxRetain,
+          cuCtxSetCurrent,
+          cuMemGetInfo_v2,
+          cuMemAlloc_v2,
+          cuMemAllocPitch_v2,
+          cuMemAllocManaged,
+          cuMemFree_v2,
+          cuGetErrorName};
+}
+
+template <typename T>
+void Sym(void* lib, const char* name, T* out) {
+  *out = reinterpret_cast<T>(dlsym(lib, name));
+  if (*out == nullptr) {
+    std::printf("missing symbol %s\n", name);
+    std::exit(3);
+  }
+}
+
+Api ByDlsym() {
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW);
+  if (lib == nullptr) std::exit(3);
+  Api a;
+  Sym(lib, "cuInit", &a.init);
+  Sym(lib, "cuDeviceGetCount", &a.count);
+  Sym(lib, "cuDeviceGet", &a.get);
+  Sym(lib, "cuDeviceGetName", &a.name);
+  Sym(lib, "cuDeviceTotalMem_v2", &a.total);
+  Sym(lib, "cuDevicePrimaryCtxRetain", &a.retain);
+  Sym(lib, "cuCtxSetCurrent", &a.set_current);
+  Sym(lib, "cuMemGetInfo_v2", &a.info);
+  Sym(lib, "cuMemAlloc_v2", &a.alloc);
+  Sym(lib, "cuMemAllocPitch_v2", &a.alloc_pitch);
+  Sym(lib, "cuMemAllocManaged", &a.alloc_managed);
+  Sym(lib, "cuMemFree_v2", &a.free);
+  Sym(lib, "cuGetErrorName", &a.error_name);
+  return a;
+}
+
+// As the CUDA runtime does: get cuGetProcAddress_v2, ask it for itself, then for all.
+Api ByGetProcAddress() {
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW);
+  decltype(&cuGetProcAddress_v2) gpa;
+  Sym(lib, "cuGetProcAddress_v2", &gpa);
+  CUdriverProcAddressQueryResult status;
+  void* self = nullptr;
+  if (gpa("cuGetProcAddress", &self, 12000, 0, &status) != CUDA_SUCCESS) std::exit(3);
+  gpa = reinterpret_cast<decltype(gpa)>(self);
+  auto get = [&](const char* name, auto* out) {
+    void* fn = nullptr;
+    if (gpa(name, &fn, 13000, 0, &status) != CUDA_SUCCESS || fn == nullptr) {
+      std::printf("lookup failed %s\n", name);
+      std::exit(3);
+    }
+    *out = reinterpret_cast<std::remove_reference_t<decltype(*out)>>(fn);
+  };
+  Api a;
+  get("cuInit", &a.init);
+  get("cuDeviceGetCount", &a.count);
+  get("cuDeviceGet", &a.get);
+  get("cuDeviceGetName", &a.name);
+  get("cuDeviceTotalMem", &a.total);
+  get("cuDevicePrimaryCtxRetain", &a.retain);
+  get("cuCtxSetCurrent", &a.set_current);
+  get("cuMemGetInfo", &a.info);
+  get("cuMemAlloc", &a.alloc);
+  get("cuMemAllocPitch", &a.alloc_pitch);
+  get("cuMemAllocManaged", &a.alloc_managed);
+  get("cuMemFree", &a.free);
+  get("cuGetErrorName", &a.error_name);
+  return a;
+}
+
+Api g;
+
+const char* Name(CUresult r) {
+  const char* n = "?";
+  g.error_name(r, &n);
+  return n;
+}
+
+void Open(int dev) {
+  CUdevice d;
+  CUcontext ctx;
+  if (g.get(&d, dev) != CUDA_SUCCESS || g.retain(&ctx, d) != CUDA_SUCCESS || g.set_current(ctx) != CUDA_SUCCESS) {
+    std::printf("cannot open device %d\n", dev);
+    std::exit(4);
+  }
+}
+
+void PrintInfo(int dev) {
+  size_t free_b = 0, total_b = 0;
+  g.info(&free_b, &total_b);
+  std::printf("dev%d_free=%zu dev%d_total=%zu\n", dev, free_b, dev, total_b);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  if (argc < 3) return 64;
+  const std::string route = argv[1], cmd = argv[2];
+  g = route == "link" ? Linked() : route == "dlsym" ? ByDlsym() : ByGetProcAddress();
+  CUresult r = g.init(0);
+  if (r != CUDA_SUCCESS) {
+    std::printf("cuInit=%s\n", Name(r));
+    return 5;
+  }
+  if (cmd == "info") {
+    int n = 0;
+    g.count(&n);
+    std::printf("count=%d\n", n);
+    for (int d = 0; d < n; ++d) {
+      char name[128];
+      size_t total = 0;
+      g.name(name, sizeof name, d);
+      g.total(&total, d);
+      std::printf("dev%d_name=%s dev%d_totalmem=%zu\n", d, name, d, total);
+      Open(d);
+      PrintInfo(d);
+    }
+    CUdevice bad;
+    std::printf("get_out_of_range=%s\n", Name(g.get(&bad, n)));
+    return 0;
+  }
+  const int dev = argc > 3 ? std::atoi(argv[3]) : 0;
+  Open(dev);
+  if (cmd == "fill" && argc == 5) {
+    const size_t chunk = std::strtoull(argv[4], nullptr, 10);
+    std::vector<CUdeviceptr> held;
+    CUdeviceptr p;
+    while ((r = g.alloc(&p, chunk)) == CUDA_SUCCESS) held.push_back(p);
+    std::printf("allocated=%zu stopped_by=%s\n", held.size() * chunk, Name(r));
+    PrintInfo(dev);
+    for (CUdeviceptr q : held) g.free(q);
+    PrintInfo(dev);
+    r = g.alloc(&p, chunk);  // freed memory is usable again
+    std::printf("after_free=%s\n", Name(r));
+    return 0;
+  }
+  if (cmd == "race" && argc == 6) {
+    const size_t chunk = std::strtoull(argv[4], nullptr, 10);
+    const int threads = std::atoi(argv[5]);
+    std::atomic<size_t> total{0};
+    std::vector<std::thread> pool;
+    CUcontext ctx;
+    CUdevice d;
+    g.get(&d, dev);
+    g.retain(&ctx, d);
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&] {
+        g.set_current(ctx);
+        CUdeviceptr p;
+        while (g.alloc(&p, chunk) == CUDA_SUCCESS) total += chunk;
+      });
+    for (auto& t : pool) t.join();
+    std::printf("allocated=%zu\n", total.load());
+    return 0;
+  }
+  if (cmd == "pitch") {
+    CUdeviceptr a, m;
+    size_t pitch = 0;
+    std::printf("pitch=%s ", Name(g.alloc_pitch(&a, &pitch, 1000, 1024, 4)));
+    std::printf("pitch_bytes=%zu ", pitch);
+    std::printf("managed=%s\n", Name(g.alloc_managed(&m, 64 << 20, CU_MEM_ATTACH_GLOBAL)));
+    PrintInfo(dev);
+    return 0;
+  }
+  return 64;
+}

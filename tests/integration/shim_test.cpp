@@ -1,0 +1,121 @@
+// libgpushare.so in standalone mode on simgpu, in real processes: virtual devices,
+// memory caps on every route into the driver, the memory views, threads racing to a
+// cap, and malformed settings.
+#include <gtest/gtest.h>
+
+#include "subprocess.h"
+
+using testing_support::Field;
+using testing_support::RunToEnd;
+using testing_support::SimNode;
+
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20, kGiB = 1ull << 30;
+
+const char* kNode = R"({"gpus": [{"name": "alpha", "memory": 4294967296}, {"name": "beta", "memory": 2147483648}],
+                        "links": [[0, 1, "pcie"]]})";
+
+testing_support::RunResult Client(const SimNode& node, std::vector<std::string> args,
+                                  std::map<std::string, std::string> env = {}) {
+  auto all = node.Env();
+  all["LD_PRELOAD"] = GPUSHARE_LIB;
+  for (auto& [k, v] : env) all[k] = v;
+  args.insert(args.begin(), CLIENT_PATH);
+  return RunToEnd(args, all);
+}
+
+class ShimRoutes : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ShimRoutes, WithoutSettingsTheNodeIsSeenAsItIs) {
+  SimNode node(kNode);
+  auto r = Client(node, {GetParam(), "info"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "count"), 2u) << r.out;
+  EXPECT_EQ(Field(r.out, "dev0_totalmem"), 4 * kGiB);
+  EXPECT_EQ(Field(r.out, "dev1_total"), 2 * kGiB);
+  EXPECT_NE(r.out.find("dev1_name=beta"), std::string::npos) << r.out;
+}
+
+TEST_P(ShimRoutes, CapHoldsAndRefusalIsTheApisOutOfMemory) {
+  SimNode node(kNode);
+  auto r = Client(node, {GetParam(), "fill", "0", std::to_string(256 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "allocated"), 1 * kGiB) << r.out;
+  EXPECT_NE(r.out.find("stopped_by=CUDA_ERROR_OUT_OF_MEMORY"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("cuMemAlloc: out of memory on virtual GPU 0 (physical 0)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("after_free=CUDA_SUCCESS"), std::string::npos) << r.out;
+}
+
+TEST_P(ShimRoutes, MemoryViewsShowTheCap) {
+  SimNode node(kNode);
+  auto r = Client(node, {GetParam(), "info"}, {{"GPUSHARE_MEMORY_LIMIT", "0=1GiB,1=512MiB"}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "dev0_totalmem"), 1 * kGiB);
+  EXPECT_EQ(Field(r.out, "dev0_total"), 1 * kGiB);
+  EXPECT_EQ(Field(r.out, "dev0_free"), 1 * kGiB);
+  EXPECT_EQ(Field(r.out, "dev1_totalmem"), 512 * kMiB);
+  EXPECT_EQ(Field(r.out, "dev1_free"), 512 * kMiB);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryRoute, ShimRoutes, ::testing::Values("link", "dlsym", "getproc"));
+
+TEST(Shim, FreeMemoryFollowsAllocationsAndFrees) {
+  SimNode node(kNode);
+  auto r = Client(node, {"link", "fill", "1", std::to_string(192 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  EXPECT_EQ(Field(r.out, "allocated"), 960 * kMiB) << r.out;  // five chunks fit, a sixth would pass 1 GiB
+  // After the fill: 64 MiB left of the cap; after freeing: the whole cap.
+  EXPECT_NE(r.out.find("dev1_free=" + std::to_string(64 * kMiB) + " dev1_total=" + std::to_string(kGiB)),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("dev1_free=" + std::to_string(kGiB) + " "), std::string::npos) << r.out;
+}
+
+TEST(Shim, CapNeverShowsMoreFreeThanTheDeviceHas) {
+  SimNode node(kNode);
+  auto r = Client(node, {"link", "info"}, {{"GPUSHARE_MEMORY_LIMIT", "8GiB"}});
+  EXPECT_EQ(Field(r.out, "dev1_free"), 2 * kGiB) << r.out;  // beta has 2 GiB
+  EXPECT_EQ(Field(r.out, "dev1_totalmem"), 2 * kGiB) << r.out;
+}
+
+TEST(Shim, ThreadsRacingToTheCapNeverOvershootIt) {
+  SimNode node(kNode);
+  for (int round = 0; round < 3; ++round) {
+    auto r = Client(node, {"link", "race", "0", std::to_string(16 * kMiB), "8"}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+    EXPECT_EQ(Field(r.out, "allocated"), 1 * kGiB) << r.out;
+  }
+}
+
+TEST(Shim, PitchedAndManagedAllocationsAreCharged) {
+  SimNode node(kNode);
+  auto r = Client(node, {"link", "pitch", "0"}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  ASSERT_NE(r.out.find("pitch=CUDA_SUCCESS"), std::string::npos) << r.out;
+  ASSERT_NE(r.out.find("managed=CUDA_SUCCESS"), std::string::npos) << r.out;
+  EXPECT_EQ(Field(r.out, "pitch_bytes"), 1024u);
+  EXPECT_EQ(Field(r.out, "dev0_free"), 1 * kGiB - 1 * kMiB - 64 * kMiB) << r.out;
+}
+
+TEST(Shim, VisibleDevicesPickAndReorder) {
+  SimNode node(kNode);
+  auto r = Client(node, {"link", "info"}, {{"GPUSHARE_VISIBLE_DEVICES", "1,0"}});
+  EXPECT_EQ(Field(r.out, "count"), 2u);
+  EXPECT_NE(r.out.find("dev0_name=beta"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dev1_name=alpha"), std::string::npos) << r.out;
+  EXPECT_EQ(Field(r.out, "dev0_free"), 2 * kGiB) << r.out;  // the context really is on beta
+  r = Client(node, {"getproc", "info"}, {{"GPUSHARE_VISIBLE_DEVICES", "1"}});
+  EXPECT_EQ(Field(r.out, "count"), 1u);
+  EXPECT_NE(r.out.find("dev0_name=beta"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("get_out_of_range=CUDA_ERROR_INVALID_DEVICE"), std::string::npos) << r.out;
+}
+
+TEST(Shim, MalformedSettingsAreNamedAndTheSafestReadingHolds) {
+  SimNode node(kNode);
+  auto r = Client(node, {"link", "fill", "0", std::to_string(64 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "lots"}});
+  EXPECT_NE(r.out.find("GPUSHARE_MEMORY_LIMIT=\"lots\": not a size"), std::string::npos) << r.out;
+  EXPECT_EQ(Field(r.out, "allocated"), 0u) << r.out;
+  r = Client(node, {"link", "info"}, {{"GPUSHARE_VISIBLE_DEVICES", "0,7"}});
+  EXPECT_NE(r.out.find("GPUSHARE_VISIBLE_DEVICES names GPU 7 but the node has 2"), std::string::npos) << r.out;
+  EXPECT_EQ(Field(r.out, "count"), 1u) << r.out;
+}
+
+}  // namespace
