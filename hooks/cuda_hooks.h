@@ -12,8 +12,12 @@ namespace gpushare::cuda {
 // real::cuMemAlloc_v2 etc.: the real driver's functions, null until resolved.
 namespace real {
 #define GS_CUDA_HOOK(name, version, symbol) inline decltype(&::symbol) symbol = nullptr;
+#define GS_CUDA_HOOK_PT GS_CUDA_HOOK
+#define GS_CUDA_REAL GS_CUDA_HOOK
 #include "cuda_hooks.def"
 #undef GS_CUDA_HOOK
+#undef GS_CUDA_HOOK_PT
+#undef GS_CUDA_REAL
 }  // namespace real
 
 // Loads the real driver and resolves the table (once; thread-safe). False, with the

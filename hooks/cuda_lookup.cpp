@@ -30,24 +30,43 @@ struct HookEntry {
   const char* name;
   int version;
   const char* symbol;
-  void* hook;
+  void* hook;  // null for real functions used but not hooked
   void** real;
+  bool per_thread;
 };
 
 const HookEntry kHooks[] = {
+#define GS_CUDA_ENTRY(name, version, symbol, hook, per_thread) \
+  {#name, version, #symbol, hook, reinterpret_cast<void**>(&real::symbol), per_thread},
 #define GS_CUDA_HOOK(name, version, symbol) \
-  {#name, version, #symbol, reinterpret_cast<void*>(&::symbol), reinterpret_cast<void**>(&real::symbol)},
+  GS_CUDA_ENTRY(name, version, symbol, reinterpret_cast<void*>(&::symbol), false)
+#define GS_CUDA_HOOK_PT(name, version, symbol) \
+  GS_CUDA_ENTRY(name, version, symbol, reinterpret_cast<void*>(&::symbol), true)
+#define GS_CUDA_REAL(name, version, symbol) GS_CUDA_ENTRY(name, version, symbol, nullptr, false)
 #include "cuda_hooks.def"
+#undef GS_CUDA_ENTRY
 #undef GS_CUDA_HOOK
+#undef GS_CUDA_HOOK_PT
+#undef GS_CUDA_REAL
 };
 
-// The hook to hand out for `name` at `version` when the real driver answered `real_fn`.
-void* InterceptLookup(const char* name, int version, void* real_fn) {
+// The hook to hand out for `name` when the real driver answered `real_fn` to a lookup
+// at `version` with `flags`: the hook of that very function, else (should the driver
+// answer with a pointer other than its exported symbol) the hook of the newest
+// version not past `version`, per-thread variants only for per-thread lookups.
+void* InterceptLookup(const char* name, int version, cuuint64_t flags, void* real_fn) {
+  const bool per_thread = flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
   const HookEntry* best = nullptr;
+  bool has_per_thread = false;
   for (const HookEntry& e : kHooks) {
-    if (std::strcmp(e.name, name) != 0) continue;
-    if (*e.real == real_fn) return e.hook;  // the very function we wrap
-    if (e.version <= version && (best == nullptr || e.version > best->version)) best = &e;
+    if (e.hook == nullptr || std::strcmp(e.name, name) != 0) continue;
+    if (*e.real == real_fn) return e.hook;
+    has_per_thread = has_per_thread || e.per_thread;
+  }
+  for (const HookEntry& e : kHooks) {
+    if (e.hook == nullptr || std::strcmp(e.name, name) != 0 || e.version > version) continue;
+    if (e.per_thread != (per_thread && has_per_thread)) continue;
+    if (best == nullptr || e.version > best->version) best = &e;
   }
   return best ? best->hook : real_fn;
 }
@@ -75,7 +94,7 @@ bool LoadRealDriver() {
 
 void* HookForSymbol(const char* symbol) {
   for (const HookEntry& e : kHooks)
-    if (std::strcmp(e.symbol, symbol) == 0) return e.hook;
+    if (e.hook != nullptr && std::strcmp(e.symbol, symbol) == 0) return e.hook;
   return nullptr;
 }
 
@@ -108,7 +127,7 @@ CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int version, cuuint
   if (!LoadRealDriver()) return CUDA_ERROR_NOT_INITIALIZED;
   CUresult r = GS_REAL(cuGetProcAddress_v2, symbol, pfn, version, flags, status);
   if (r == CUDA_SUCCESS && symbol != nullptr && pfn != nullptr && *pfn != nullptr)
-    *pfn = InterceptLookup(symbol, version, *pfn);
+    *pfn = InterceptLookup(symbol, version, flags, *pfn);
   return r;
 }
 
@@ -116,7 +135,7 @@ CUresult cuGetProcAddress(const char* symbol, void** pfn, int version, cuuint64_
   if (!LoadRealDriver()) return CUDA_ERROR_NOT_INITIALIZED;
   CUresult r = GS_REAL(cuGetProcAddress, symbol, pfn, version, flags);
   if (r == CUDA_SUCCESS && symbol != nullptr && pfn != nullptr && *pfn != nullptr)
-    *pfn = InterceptLookup(symbol, version, *pfn);
+    *pfn = InterceptLookup(symbol, version, flags, *pfn);
   return r;
 }
 

@@ -15,14 +15,14 @@ bool MemoryLedger::Reserve(int device, uint64_t bytes) {
 
 void MemoryLedger::Unreserve(int device, uint64_t bytes) { devices_[device].used.fetch_sub(bytes); }
 
-void MemoryLedger::Remember(uint64_t key, Allocation a) {
-  Shard& s = ShardOf(key);
+void MemoryLedger::Remember(AllocSpace space, uint64_t key, Allocation a) {
+  Shard& s = ShardOf(space, key);
   std::lock_guard<std::mutex> lock(s.mu);
   s.live[key] = a;
 }
 
-std::optional<MemoryLedger::Allocation> MemoryLedger::Forget(uint64_t key) {
-  Shard& s = ShardOf(key);
+std::optional<MemoryLedger::Allocation> MemoryLedger::Forget(AllocSpace space, uint64_t key) {
+  Shard& s = ShardOf(space, key);
   std::lock_guard<std::mutex> lock(s.mu);
   auto it = s.live.find(key);
   if (it == s.live.end()) return std::nullopt;
@@ -31,8 +31,8 @@ std::optional<MemoryLedger::Allocation> MemoryLedger::Forget(uint64_t key) {
   return a;
 }
 
-std::optional<MemoryLedger::Allocation> MemoryLedger::Find(uint64_t key) const {
-  Shard& s = ShardOf(key);
+std::optional<MemoryLedger::Allocation> MemoryLedger::Find(AllocSpace space, uint64_t key) const {
+  Shard& s = ShardOf(space, key);
   std::lock_guard<std::mutex> lock(s.mu);
   auto it = s.live.find(key);
   if (it == s.live.end()) return std::nullopt;

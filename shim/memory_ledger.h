@@ -15,6 +15,10 @@ namespace gpushare {
 
 enum class AllocKind : uint8_t { kDevice, kPitch, kManaged, kAsync, kVmm, kArray, kContext };
 
+// What a live allocation is known by: a device address, a physical-memory handle
+// (VMM), or an array handle. Each has its own table, so their values never collide.
+enum class AllocSpace : uint8_t { kAddress = 0, kHandle = 1, kArray = 2 };
+
 class MemoryLedger {
  public:
   static constexpr int kMaxDevices = 64;
@@ -35,9 +39,9 @@ class MemoryLedger {
   };
   // Records a live allocation made after Reserve; Forget returns it (if known) so the
   // caller can Unreserve.
-  void Remember(uint64_t key, Allocation a);
-  std::optional<Allocation> Forget(uint64_t key);
-  std::optional<Allocation> Find(uint64_t key) const;
+  void Remember(AllocSpace space, uint64_t key, Allocation a);
+  std::optional<Allocation> Forget(AllocSpace space, uint64_t key);
+  std::optional<Allocation> Find(AllocSpace space, uint64_t key) const;
 
  private:
   struct Device {
@@ -48,10 +52,13 @@ class MemoryLedger {
     mutable std::mutex mu;
     std::unordered_map<uint64_t, Allocation> live;
   };
-  Shard& ShardOf(uint64_t key) const { return shards_[(key >> 9) % shards_.size()]; }
+  static constexpr size_t kShards = 16;
+  Shard& ShardOf(AllocSpace space, uint64_t key) const {
+    return shards_[static_cast<size_t>(space) * kShards + (key >> 9) % kShards];
+  }
 
   std::array<Device, kMaxDevices> devices_;
-  mutable std::array<Shard, 16> shards_;
+  mutable std::array<Shard, 3 * kShards> shards_;
 };
 
 }  // namespace gpushare

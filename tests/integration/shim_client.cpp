@@ -5,6 +5,7 @@
 //   shim_client ROUTE fill DEV CHUNK  allocate CHUNK bytes until refused
 //   shim_client ROUTE race DEV CHUNK THREADS   the same from several threads at once
 //   shim_client ROUTE pitch DEV       a pitched and a managed allocation, then memory info
+//   shim_client link families DEV     stream-ordered, pool, VMM and array allocations
 // ROUTE: link | dlsym | getproc
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
@@ -208,6 +209,49 @@ int main(int argc, char** argv) {
     std::printf("pitch_bytes=%zu ", pitch);
     std::printf("managed=%s\n", Name(g.alloc_managed(&m, 64 << 20, CU_MEM_ATTACH_GLOBAL)));
     PrintInfo(dev);
+    return 0;
+  }
+  if (cmd == "families" && route == "link") {
+    const size_t mib = 1 << 20;
+    auto free_now = [&] {
+      size_t f = 0, t = 0;
+      cuMemGetInfo_v2(&f, &t);
+      return f / mib;
+    };
+    CUstream s;
+    cuStreamCreate(&s, 0);
+    CUdeviceptr a, b;
+    // Each step first, then what it left free (printf's arguments have no set order).
+    CUresult r1 = cuMemAllocAsync(&a, 256 * mib, s);
+    std::printf("async=%s free=%zu\n", Name(r1), free_now());
+    cuMemFreeAsync(a, s);
+    cuStreamSynchronize(s);
+    std::printf("async_freed free=%zu\n", free_now());
+    CUmemPoolProps props{};
+    props.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    props.location = {CU_MEM_LOCATION_TYPE_DEVICE, dev};
+    CUmemoryPool pool;
+    r1 = cuMemPoolCreate(&pool, &props);
+    CUresult r2 = cuMemAllocFromPoolAsync(&b, 128 * mib, pool, s);
+    std::printf("pool=%s pool_alloc=%s free=%zu\n", Name(r1), Name(r2), free_now());
+    std::printf("pool_too_big=%s\n", Name(cuMemAllocFromPoolAsync(&a, 1024 * mib, pool, s)));
+    cuMemFreeAsync(b, s);
+    cuStreamSynchronize(s);
+    CUmemAllocationProp prop{};
+    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop.location = {CU_MEM_LOCATION_TYPE_DEVICE, dev};
+    CUmemGenericAllocationHandle h1, h2;
+    r1 = cuMemCreate(&h1, 512 * mib, &prop, 0);
+    std::printf("vmm=%s free=%zu ", Name(r1), free_now());
+    std::printf("vmm_too_big=%s ", Name(cuMemCreate(&h2, 768 * mib, &prop, 0)));
+    cuMemRelease(h1);
+    std::printf("vmm_released free=%zu\n", free_now());
+    CUDA_ARRAY3D_DESCRIPTOR d{1024, 1024, 16, CU_AD_FORMAT_FLOAT, 1, 0};  // 64 MiB
+    CUarray arr;
+    r1 = cuArray3DCreate_v2(&arr, &d);
+    std::printf("array=%s free=%zu ", Name(r1), free_now());
+    cuArrayDestroy(arr);
+    std::printf("array_destroyed free=%zu\n", free_now());
     return 0;
   }
   return 64;

@@ -95,6 +95,22 @@ TEST(Shim, PitchedAndManagedAllocationsAreCharged) {
   EXPECT_EQ(Field(r.out, "dev0_free"), 1 * kGiB - 1 * kMiB - 64 * kMiB) << r.out;
 }
 
+TEST(Shim, StreamOrderedVmmAndArrayAllocationsAreCharged) {
+  SimNode node(kNode);
+  for (const char* visible : {"0,1", "1,0"}) {  // also with the pool's and VMM's device remapped
+    auto r = Client(node, {"link", "families", "0"},
+                    {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}, {"GPUSHARE_VISIBLE_DEVICES", visible}});
+    EXPECT_NE(r.out.find("async=CUDA_SUCCESS free=768\n"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("async_freed free=1024"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("pool=CUDA_SUCCESS pool_alloc=CUDA_SUCCESS free=896"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("pool_too_big=CUDA_ERROR_OUT_OF_MEMORY"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("vmm=CUDA_SUCCESS free=512 vmm_too_big=CUDA_ERROR_OUT_OF_MEMORY vmm_released free=1024"),
+              std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("array=CUDA_SUCCESS free=960 array_destroyed free=1024"), std::string::npos) << r.out;
+  }
+}
+
 TEST(Shim, VisibleDevicesPickAndReorder) {
   SimNode node(kNode);
   auto r = Client(node, {"link", "info"}, {{"GPUSHARE_VISIBLE_DEVICES", "1,0"}});
