@@ -111,6 +111,10 @@ Client* ReadyClient() {
 
 }  // namespace gpushare::cuda
 
+namespace gpushare::nvml {
+void* HookForSymbol(const char* symbol);  // nvml_hooks.cpp
+}
+
 using namespace gpushare::cuda;
 
 extern "C" {
@@ -139,12 +143,16 @@ CUresult cuGetProcAddress(const char* symbol, void** pfn, int version, cuuint64_
   return r;
 }
 
-// Programs that dlopen the driver and dlsym from its handle get the hooks too.
+// Programs that dlopen the driver or NVML and dlsym from the handle get the hooks too.
 void* dlsym(void* handle, const char* symbol) {
   void* found = RealDlsym()(handle, symbol);
-  if (found != nullptr && symbol[0] == 'c' && symbol[1] == 'u')
-    if (void* hook = HookForSymbol(symbol)) return hook;
-  return found;
+  if (found == nullptr) return found;
+  void* hook = nullptr;
+  if (symbol[0] == 'c' && symbol[1] == 'u')
+    hook = HookForSymbol(symbol);
+  else if (std::strncmp(symbol, "nvml", 4) == 0)
+    hook = gpushare::nvml::HookForSymbol(symbol);
+  return hook ? hook : found;
 }
 
 }  // extern "C"

@@ -6,6 +6,7 @@
 //   shim_client ROUTE race DEV CHUNK THREADS   the same from several threads at once
 //   shim_client ROUTE pitch DEV       a pitched and a managed allocation, then memory info
 //   shim_client link families DEV     stream-ordered, pool, VMM and array allocations
+//   shim_client any nvml              what NVML shows (dlopen + dlsym, no CUDA call)
 // ROUTE: link | dlsym | getproc
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
@@ -18,6 +19,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "../../hooks/nvml_api.h"
 
 namespace {
 
@@ -139,12 +142,49 @@ void PrintInfo(int dev) {
   std::printf("dev%d_free=%zu dev%d_total=%zu\n", dev, free_b, dev, total_b);
 }
 
+int NvmlInfo() {
+  void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW);
+  if (lib == nullptr) return 3;
+  decltype(&nvmlInit_v2) init;
+  decltype(&nvmlDeviceGetCount_v2) count;
+  decltype(&nvmlDeviceGetHandleByIndex_v2) handle;
+  decltype(&nvmlDeviceGetName) name;
+  decltype(&nvmlDeviceGetIndex) index;
+  decltype(&nvmlDeviceGetMemoryInfo) memory;
+  Sym(lib, "nvmlInit_v2", &init);
+  Sym(lib, "nvmlDeviceGetCount_v2", &count);
+  Sym(lib, "nvmlDeviceGetHandleByIndex_v2", &handle);
+  Sym(lib, "nvmlDeviceGetName", &name);
+  Sym(lib, "nvmlDeviceGetIndex", &index);
+  Sym(lib, "nvmlDeviceGetMemoryInfo", &memory);
+  if (init() != NVML_SUCCESS) return 4;
+  unsigned n = 0;
+  count(&n);
+  std::printf("nvml_count=%u\n", n);
+  for (unsigned i = 0; i < n; ++i) {
+    nvmlDevice_t d;
+    char buf[96] = "";
+    unsigned idx = 99;
+    nvmlMemory_t mem{};
+    handle(i, &d);
+    name(d, buf, sizeof buf);
+    index(d, &idx);
+    memory(d, &mem);
+    std::printf("nvml%u_name=%s nvml%u_index=%u nvml%u_total=%llu nvml%u_free=%llu\n", i, buf, i, idx, i, mem.total, i,
+                mem.free);
+  }
+  nvmlDevice_t beyond;
+  std::printf("nvml_beyond=%d\n", static_cast<int>(handle(n, &beyond)));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   if (argc < 3) return 64;
   const std::string route = argv[1], cmd = argv[2];
+  if (cmd == "nvml") return NvmlInfo();
   g = route == "link" ? Linked() : route == "dlsym" ? ByDlsym() : ByGetProcAddress();
   CUresult r = g.init(0);
   if (r != CUDA_SUCCESS) {

@@ -124,6 +124,20 @@ TEST(Shim, VisibleDevicesPickAndReorder) {
   EXPECT_NE(r.out.find("get_out_of_range=CUDA_ERROR_INVALID_DEVICE"), std::string::npos) << r.out;
 }
 
+TEST(Shim, NvmlSpeaksOfVirtualGpusAndShowsTheCap) {
+  SimNode node(kNode);
+  auto r = Client(node, {"any", "nvml"}, {{"GPUSHARE_VISIBLE_DEVICES", "1"}, {"GPUSHARE_MEMORY_LIMIT", "512MiB"}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "nvml_count"), 1u) << r.out;
+  EXPECT_NE(r.out.find("nvml0_name=beta nvml0_index=0"), std::string::npos) << r.out;
+  EXPECT_EQ(Field(r.out, "nvml0_total"), 512 * kMiB) << r.out;
+  EXPECT_EQ(Field(r.out, "nvml0_free"), 512 * kMiB) << r.out;
+  EXPECT_EQ(Field(r.out, "nvml_beyond"), 2u) << r.out;  // NVML_ERROR_INVALID_ARGUMENT
+  r = Client(node, {"any", "nvml"});                    // without settings: the node as it is
+  EXPECT_EQ(Field(r.out, "nvml_count"), 2u) << r.out;
+  EXPECT_EQ(Field(r.out, "nvml1_total"), 2 * kGiB) << r.out;
+}
+
 TEST(Shim, MalformedSettingsAreNamedAndTheSafestReadingHolds) {
   SimNode node(kNode);
   auto r = Client(node, {"link", "fill", "0", std::to_string(64 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "lots"}});

@@ -1,0 +1,191 @@
+// NVML hooks: device counts, indices and handles are virtual (the same map as the
+// CUDA hooks), and memory queries show the client's cap, so nvidia-smi and NVML-based
+// tools inside the client see what the client was given. Physical GPU numbers are
+// NVML's indices; CUDA's ordinals agree with them under CUDA_DEVICE_ORDER=PCI_BUS_ID.
+#include <dlfcn.h>
+
+#include <cstring>
+#include <mutex>
+
+#include "client.h"
+#include "log.h"
+#include "nvml_api.h"
+
+namespace gpushare::nvml {
+namespace real {
+#define GS_NVML_HOOK(symbol) inline decltype(&::symbol) symbol = nullptr;
+#include "nvml_hooks.def"
+#undef GS_NVML_HOOK
+}  // namespace real
+
+namespace {
+
+struct HookEntry {
+  const char* symbol;
+  void* hook;
+  void** real;
+};
+
+const HookEntry kHooks[] = {
+#define GS_NVML_HOOK(symbol) {#symbol, reinterpret_cast<void*>(&::symbol), reinterpret_cast<void**>(&real::symbol)},
+#include "nvml_hooks.def"
+#undef GS_NVML_HOOK
+};
+
+using DlsymFn = void* (*)(void*, const char*);
+
+bool LoadRealNvml(DlsymFn real_dlsym) {
+  static std::once_flag once;
+  static bool loaded = false;
+  std::call_once(once, [&] {
+    void* handle = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_GLOBAL);
+    if (handle == nullptr) {
+      Log(LogLevel::kError, "cannot load the real NVML libnvidia-ml.so.1 (%s)", dlerror());
+      return;
+    }
+    for (const HookEntry& e : kHooks) *e.real = real_dlsym(handle, e.symbol);
+    loaded = true;
+  });
+  return loaded;
+}
+
+DlsymFn RealDlsym() {
+  static const DlsymFn fn = [] {
+    void* p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+    if (p == nullptr) p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+    return reinterpret_cast<DlsymFn>(p);
+  }();
+  return fn;
+}
+
+#define GS_NVML_REAL(symbol, ...) (real::symbol ? real::symbol(__VA_ARGS__) : NVML_ERROR_FUNCTION_NOT_FOUND)
+
+// The client with its device map, built from NVML's count if CUDA has not done it.
+Client* ReadyClient() {
+  Client& client = Client::Get();
+  if (client.devices_ready()) return &client;
+  unsigned count = 0;
+  if (GS_NVML_REAL(nvmlDeviceGetCount_v2, &count) != NVML_SUCCESS) return nullptr;
+  client.InitDevices(static_cast<int>(count));
+  return &client;
+}
+
+template <typename F>
+nvmlReturn_t Init(F real_init) {
+  if (!LoadRealNvml(RealDlsym())) return NVML_ERROR_LIBRARY_NOT_FOUND;
+  nvmlReturn_t r = real_init();
+  if (r == NVML_SUCCESS) ReadyClient();
+  return r;
+}
+
+// Virtual index of a device handle, or -1 when this client does not see it.
+int VirtualOf(Client* client, nvmlDevice_t device) {
+  unsigned physical = 0;
+  if (GS_NVML_REAL(nvmlDeviceGetIndex, device, &physical) != NVML_SUCCESS) return -1;
+  return client->devices().Virtual(static_cast<int>(physical));
+}
+
+nvmlReturn_t HandleByIndex(unsigned index, nvmlDevice_t* device) {
+  Client* client = ReadyClient();
+  if (client == nullptr) return NVML_ERROR_UNINITIALIZED;
+  const int physical = client->devices().Physical(static_cast<int>(index));
+  if (physical < 0 || device == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
+  return GS_NVML_REAL(nvmlDeviceGetHandleByIndex_v2, static_cast<unsigned>(physical), device);
+}
+
+// A handle found by UUID or PCI id is refused if it is not one of the client's GPUs.
+nvmlReturn_t OnlyVisible(nvmlReturn_t r, nvmlDevice_t* device) {
+  if (r != NVML_SUCCESS) return r;
+  Client* client = ReadyClient();
+  if (client == nullptr) return NVML_ERROR_UNINITIALIZED;
+  return VirtualOf(client, *device) < 0 ? NVML_ERROR_NOT_FOUND : NVML_SUCCESS;
+}
+
+// Total, free and used as the client's cap shows them (never more free than real).
+void CapView(nvmlDevice_t device, unsigned long long* total, unsigned long long* free_b, unsigned long long* used) {
+  Client* client = ReadyClient();
+  if (client == nullptr) return;
+  const int v = VirtualOf(client, device);
+  if (v < 0) return;
+  const uint64_t cap = client->ledger().Cap(v);
+  if (cap == MemoryLedger::kNoCap) return;
+  const uint64_t held = std::min(client->ledger().Used(v), cap);
+  *total = cap;
+  *free_b = std::min<uint64_t>(*free_b, cap - held);
+  *used = cap - *free_b;
+}
+
+}  // namespace
+
+void* HookForSymbol(const char* symbol) {
+  for (const HookEntry& e : kHooks)
+    if (std::strcmp(e.symbol, symbol) == 0) return e.hook;
+  return nullptr;
+}
+
+}  // namespace gpushare::nvml
+
+using namespace gpushare;
+using namespace gpushare::nvml;
+
+extern "C" {
+
+nvmlReturn_t nvmlInit_v2() {
+  return Init([] { return GS_NVML_REAL(nvmlInit_v2); });
+}
+nvmlReturn_t nvmlInit() {
+  return Init([] { return GS_NVML_REAL(nvmlInit); });
+}
+nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
+  return Init([flags] { return GS_NVML_REAL(nvmlInitWithFlags, flags); });
+}
+
+nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int* count) {
+  Client* client = ReadyClient();
+  if (client == nullptr) return NVML_ERROR_UNINITIALIZED;
+  if (count == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
+  *count = static_cast<unsigned>(client->devices().count());
+  return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetCount(unsigned int* count) { return nvmlDeviceGetCount_v2(count); }
+
+nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t* device) {
+  return HandleByIndex(index, device);
+}
+
+nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t* device) {
+  return HandleByIndex(index, device);
+}
+
+nvmlReturn_t nvmlDeviceGetHandleByUUID(const char* uuid, nvmlDevice_t* device) {
+  return OnlyVisible(GS_NVML_REAL(nvmlDeviceGetHandleByUUID, uuid, device), device);
+}
+
+nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char* bus_id, nvmlDevice_t* device) {
+  return OnlyVisible(GS_NVML_REAL(nvmlDeviceGetHandleByPciBusId_v2, bus_id, device), device);
+}
+
+nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int* index) {
+  Client* client = ReadyClient();
+  if (client == nullptr) return NVML_ERROR_UNINITIALIZED;
+  if (index == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
+  const int v = VirtualOf(client, device);
+  if (v < 0) return NVML_ERROR_NOT_FOUND;
+  *index = static_cast<unsigned>(v);
+  return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t* memory) {
+  nvmlReturn_t r = GS_NVML_REAL(nvmlDeviceGetMemoryInfo, device, memory);
+  if (r == NVML_SUCCESS) CapView(device, &memory->total, &memory->free, &memory->used);
+  return r;
+}
+
+nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t* memory) {
+  nvmlReturn_t r = GS_NVML_REAL(nvmlDeviceGetMemoryInfo_v2, device, memory);
+  if (r == NVML_SUCCESS) CapView(device, &memory->total, &memory->free, &memory->used);
+  return r;
+}
+
+}  // extern "C"
