@@ -14,10 +14,12 @@ namespace real {
 #define GS_CUDA_HOOK(name, version, symbol) inline decltype(&::symbol) symbol = nullptr;
 #define GS_CUDA_HOOK_PT GS_CUDA_HOOK
 #define GS_CUDA_REAL GS_CUDA_HOOK
+#define GS_CUDA_DEVICE_HOOK(name, version, symbol, params, args) GS_CUDA_HOOK(name, version, symbol)
 #include "cuda_hooks.def"
 #undef GS_CUDA_HOOK
 #undef GS_CUDA_HOOK_PT
 #undef GS_CUDA_REAL
+#undef GS_CUDA_DEVICE_HOOK
 }  // namespace real
 
 // Loads the real driver and resolves the table (once; thread-safe). False, with the

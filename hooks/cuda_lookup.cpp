@@ -43,7 +43,9 @@ const HookEntry kHooks[] = {
 #define GS_CUDA_HOOK_PT(name, version, symbol) \
   GS_CUDA_ENTRY(name, version, symbol, reinterpret_cast<void*>(&::symbol), true)
 #define GS_CUDA_REAL(name, version, symbol) GS_CUDA_ENTRY(name, version, symbol, nullptr, false)
+#define GS_CUDA_DEVICE_HOOK(name, version, symbol, params, args) GS_CUDA_HOOK(name, version, symbol)
 #include "cuda_hooks.def"
+#undef GS_CUDA_DEVICE_HOOK
 #undef GS_CUDA_ENTRY
 #undef GS_CUDA_HOOK
 #undef GS_CUDA_HOOK_PT

@@ -6,6 +6,7 @@
 //   shim_client ROUTE race DEV CHUNK THREADS   the same from several threads at once
 //   shim_client ROUTE pitch DEV       a pitched and a managed allocation, then memory info
 //   shim_client link families DEV     stream-ordered, pool, VMM and array allocations
+//   shim_client link peer             peer queries and a pointer's device, between virtual GPUs 0 and 1
 //   shim_client any nvml              what NVML shows (dlopen + dlsym, no CUDA call)
 // ROUTE: link | dlsym | getproc
 #define __CUDA_API_VERSION_INTERNAL 1
@@ -249,6 +250,24 @@ int main(int argc, char** argv) {
     std::printf("pitch_bytes=%zu ", pitch);
     std::printf("managed=%s\n", Name(g.alloc_managed(&m, 64 << 20, CU_MEM_ATTACH_GLOBAL)));
     PrintInfo(dev);
+    return 0;
+  }
+  if (cmd == "peer" && route == "link") {
+    int can = -1, rank = -1, ordinal = -1;
+    cuDeviceCanAccessPeer(&can, 0, 1);
+    cuDeviceGetP2PAttribute(&rank, CU_DEVICE_P2P_ATTRIBUTE_ACCESS_SUPPORTED, 0, 1);
+    Open(1);
+    CUdeviceptr p;
+    cuMemAlloc_v2(&p, 1 << 20);
+    cuPointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, p);
+    CUdevice current = -1;
+    cuCtxGetDevice(&current);
+    char bus[32] = "";
+    CUdevice back = -1;
+    cuDeviceGetPCIBusId(bus, sizeof bus, 1);
+    cuDeviceGetByPCIBusId(&back, bus);
+    std::printf("can_access=%d p2p_access=%d pointer_ordinal=%d ctx_device=%d bus_roundtrip=%d\n", can, rank, ordinal,
+                current, back);
     return 0;
   }
   if (cmd == "families" && route == "link") {

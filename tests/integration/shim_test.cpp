@@ -124,6 +124,17 @@ TEST(Shim, VisibleDevicesPickAndReorder) {
   EXPECT_NE(r.out.find("get_out_of_range=CUDA_ERROR_INVALID_DEVICE"), std::string::npos) << r.out;
 }
 
+TEST(Shim, OrdinalsGoingOutOfTheDriverAreVirtual) {
+  SimNode node(R"({"gpus": [{"name": "a", "memory": 1073741824}, {"name": "b", "memory": 1073741824},
+                            {"name": "c", "memory": 1073741824}], "links": [[1, 2, "nvlink"]]})");
+  auto r = Client(node, {"link", "peer", "0"}, {{"GPUSHARE_VISIBLE_DEVICES", "2,1"}});
+  EXPECT_NE(r.out.find("can_access=1 p2p_access=1 pointer_ordinal=1 ctx_device=1 bus_roundtrip=1"), std::string::npos)
+      << r.out;
+  r = Client(node, {"link", "peer", "0"}, {{"GPUSHARE_VISIBLE_DEVICES", "0,2"}});  // no link between 0 and 2
+  EXPECT_NE(r.out.find("can_access=0 p2p_access=0 pointer_ordinal=1 ctx_device=1 bus_roundtrip=1"), std::string::npos)
+      << r.out;
+}
+
 TEST(Shim, NvmlSpeaksOfVirtualGpusAndShowsTheCap) {
   SimNode node(kNode);
   auto r = Client(node, {"any", "nvml"}, {{"GPUSHARE_VISIBLE_DEVICES", "1"}, {"GPUSHARE_MEMORY_LIMIT", "512MiB"}});
