@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "cuda_hooks.h"
+#include "nvml_hooks.h"
 
 using namespace gpushare;
 using namespace gpushare::cuda;
@@ -44,6 +45,21 @@ CUresult ToVirtual(CUdevice physical, CUdevice* dev, CUresult not_visible) {
   return CUDA_SUCCESS;
 }
 
+// A context's own device memory counts against the cap: the first time this process
+// creates a context on a GPU, what the driver holds for the process there beyond its
+// recorded allocations (NVML's per-process figure) is charged.
+void ChargeContext(CUdevice dev) {
+  Client* client = ReadyClient();
+  const int physical = client ? client->devices().Physical(dev) : -1;
+  if (physical < 0 || !client->MarkContextCharged(dev)) return;
+  char bus_id[32] = "";
+  if (GS_REAL(cuDeviceGetPCIBusId, bus_id, sizeof bus_id, physical) != CUDA_SUCCESS) return;
+  auto held = gpushare::nvml::ProcessMemory(bus_id);
+  const uint64_t tracked = client->ledger().Used(dev);
+  if (!held || *held <= tracked) return;
+  client->ChargeOverhead(dev, *held - tracked, "context");
+}
+
 }  // namespace
 
 extern "C" {
@@ -51,19 +67,24 @@ extern "C" {
 #define GS_CUDA_HOOK(name, version, symbol)
 #define GS_CUDA_HOOK_PT(name, version, symbol)
 #define GS_CUDA_REAL(name, version, symbol)
-#define GS_CUDA_DEVICE_HOOK(name, version, symbol, params, args)                     \
-  CUresult symbol params {                                                           \
-    ToPhysical t;                                                                    \
-    if (!t.ready()) return CUDA_ERROR_NOT_INITIALIZED;                               \
-    auto call = std::make_tuple args;                                                \
-    if (t.status() != CUDA_SUCCESS) return t.status();                               \
-    return real::symbol ? std::apply(real::symbol, call) : CUDA_ERROR_NOT_SUPPORTED; \
+#define GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, then)                \
+  CUresult symbol params {                                                                 \
+    ToPhysical t;                                                                          \
+    if (!t.ready()) return CUDA_ERROR_NOT_INITIALIZED;                                     \
+    auto call = std::make_tuple args;                                                      \
+    if (t.status() != CUDA_SUCCESS) return t.status();                                     \
+    CUresult r = real::symbol ? std::apply(real::symbol, call) : CUDA_ERROR_NOT_SUPPORTED; \
+    if (r == CUDA_SUCCESS) then;                                                           \
+    return r;                                                                              \
   }
+#define GS_CUDA_DEVICE_HOOK(name, version, symbol, params, args) \
+  GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, (void)0)
 #include "cuda_hooks.def"
 #undef GS_CUDA_HOOK
 #undef GS_CUDA_HOOK_PT
 #undef GS_CUDA_REAL
 #undef GS_CUDA_DEVICE_HOOK
+#undef GS_CUDA_DEVICE_HOOK_THEN
 
 CUresult cuDeviceGetCount(int* count) {
   Client* c = ReadyClient();

@@ -15,11 +15,13 @@ namespace real {
 #define GS_CUDA_HOOK_PT GS_CUDA_HOOK
 #define GS_CUDA_REAL GS_CUDA_HOOK
 #define GS_CUDA_DEVICE_HOOK(name, version, symbol, params, args) GS_CUDA_HOOK(name, version, symbol)
+#define GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, then) GS_CUDA_HOOK(name, version, symbol)
 #include "cuda_hooks.def"
 #undef GS_CUDA_HOOK
 #undef GS_CUDA_HOOK_PT
 #undef GS_CUDA_REAL
 #undef GS_CUDA_DEVICE_HOOK
+#undef GS_CUDA_DEVICE_HOOK_THEN
 }  // namespace real
 
 // Loads the real driver and resolves the table (once; thread-safe). False, with the

@@ -10,6 +10,7 @@
 
 #include "cuda_hooks.h"
 #include "log.h"
+#include "nvml_hooks.h"
 
 namespace gpushare::cuda {
 namespace {
@@ -44,8 +45,10 @@ const HookEntry kHooks[] = {
   GS_CUDA_ENTRY(name, version, symbol, reinterpret_cast<void*>(&::symbol), true)
 #define GS_CUDA_REAL(name, version, symbol) GS_CUDA_ENTRY(name, version, symbol, nullptr, false)
 #define GS_CUDA_DEVICE_HOOK(name, version, symbol, params, args) GS_CUDA_HOOK(name, version, symbol)
+#define GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, then) GS_CUDA_HOOK(name, version, symbol)
 #include "cuda_hooks.def"
 #undef GS_CUDA_DEVICE_HOOK
+#undef GS_CUDA_DEVICE_HOOK_THEN
 #undef GS_CUDA_ENTRY
 #undef GS_CUDA_HOOK
 #undef GS_CUDA_HOOK_PT
@@ -112,10 +115,6 @@ Client* ReadyClient() {
 }
 
 }  // namespace gpushare::cuda
-
-namespace gpushare::nvml {
-void* HookForSymbol(const char* symbol);  // nvml_hooks.cpp
-}
 
 using namespace gpushare::cuda;
 

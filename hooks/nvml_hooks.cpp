@@ -3,6 +3,7 @@
 // tools inside the client see what the client was given. Physical GPU numbers are
 // NVML's indices; CUDA's ordinals agree with them under CUDA_DEVICE_ORDER=PCI_BUS_ID.
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <mutex>
@@ -10,12 +11,15 @@
 #include "client.h"
 #include "log.h"
 #include "nvml_api.h"
+#include "nvml_hooks.h"
 
 namespace gpushare::nvml {
 namespace real {
 #define GS_NVML_HOOK(symbol) inline decltype(&::symbol) symbol = nullptr;
+#define GS_NVML_REAL GS_NVML_HOOK
 #include "nvml_hooks.def"
 #undef GS_NVML_HOOK
+#undef GS_NVML_REAL
 }  // namespace real
 
 namespace {
@@ -28,8 +32,10 @@ struct HookEntry {
 
 const HookEntry kHooks[] = {
 #define GS_NVML_HOOK(symbol) {#symbol, reinterpret_cast<void*>(&::symbol), reinterpret_cast<void**>(&real::symbol)},
+#define GS_NVML_REAL(symbol) {#symbol, nullptr, reinterpret_cast<void**>(&real::symbol)},
 #include "nvml_hooks.def"
 #undef GS_NVML_HOOK
+#undef GS_NVML_REAL
 };
 
 using DlsymFn = void* (*)(void*, const char*);
@@ -119,8 +125,23 @@ void CapView(nvmlDevice_t device, unsigned long long* total, unsigned long long*
 
 void* HookForSymbol(const char* symbol) {
   for (const HookEntry& e : kHooks)
-    if (std::strcmp(e.symbol, symbol) == 0) return e.hook;
+    if (e.hook != nullptr && std::strcmp(e.symbol, symbol) == 0) return e.hook;
   return nullptr;
+}
+
+std::optional<uint64_t> ProcessMemory(const char* pci_bus_id) {
+  static std::once_flag once;
+  static bool ready = false;
+  std::call_once(once, [] { ready = LoadRealNvml(RealDlsym()) && GS_NVML_REAL(nvmlInit_v2) == NVML_SUCCESS; });
+  nvmlDevice_t device;
+  if (!ready || GS_NVML_REAL(nvmlDeviceGetHandleByPciBusId_v2, pci_bus_id, &device) != NVML_SUCCESS)
+    return std::nullopt;
+  nvmlProcessInfo_t infos[256];
+  unsigned count = 256;
+  if (GS_NVML_REAL(nvmlDeviceGetComputeRunningProcesses_v3, device, &count, infos) != NVML_SUCCESS) return std::nullopt;
+  for (unsigned i = 0; i < count; ++i)
+    if (infos[i].pid == static_cast<unsigned>(getpid())) return infos[i].usedGpuMemory;
+  return std::nullopt;
 }
 
 }  // namespace gpushare::nvml

@@ -70,4 +70,17 @@ bool Client::Reserve(int device, uint64_t bytes, const char* call) {
   return false;
 }
 
+void Client::ChargeOverhead(int device, uint64_t bytes, const char* what) {
+  ledger_.ForceReserve(device, bytes);
+  Log(LogLevel::kInfo, "virtual GPU %d: %s holds %s, charged to the cap", device, what, Bytes(bytes).c_str());
+  if (ledger_.Used(device) > ledger_.Cap(device))
+    Log(LogLevel::kWarn, "virtual GPU %d: the %s alone (%s) is past the %s cap; allocations will be refused", device,
+        what, Bytes(bytes).c_str(), Bytes(ledger_.Cap(device)).c_str());
+}
+
+bool Client::MarkContextCharged(int device) {
+  if (device < 0 || device >= MemoryLedger::kMaxDevices) return false;
+  return !context_charged_[device].exchange(true);
+}
+
 }  // namespace gpushare

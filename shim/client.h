@@ -30,6 +30,12 @@ class Client {
   // refusal: what is held, the cap, optionally the call stack) and returns false.
   bool Reserve(int device, uint64_t bytes, const char* call);
 
+  // Charges memory the driver holds for the process itself (a context's), which may
+  // pass the cap: later allocations are refused instead. `what` names it in the log.
+  void ChargeOverhead(int device, uint64_t bytes, const char* what);
+  // True the first time it is called for `device` (the context overhead is charged once).
+  bool MarkContextCharged(int device);
+
  private:
   Client();
   ClientOptions options_;
@@ -37,6 +43,7 @@ class Client {
   std::atomic<bool> devices_ready_{false};
   DeviceMap devices_;
   MemoryLedger ledger_;
+  std::atomic<bool> context_charged_[MemoryLedger::kMaxDevices] = {};
 };
 
 }  // namespace gpushare

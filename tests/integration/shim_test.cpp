@@ -78,6 +78,13 @@ TEST(Shim, CapNeverShowsMoreFreeThanTheDeviceHas) {
   EXPECT_EQ(Field(r.out, "dev1_totalmem"), 2 * kGiB) << r.out;
 }
 
+TEST(Shim, ContextMemoryCountsAgainstTheCap) {
+  SimNode node(R"({"gpus": [{"name": "a", "memory": 4294967296, "context_memory": 268435456}]})");
+  auto r = Client(node, {"link", "fill", "0", std::to_string(128 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  EXPECT_EQ(Field(r.out, "allocated"), 768 * kMiB) << r.out;  // 256 MiB of the cap is the context
+  EXPECT_NE(r.out.find("dev0_free=" + std::to_string(768 * kMiB) + " "), std::string::npos) << r.out;
+}
+
 TEST(Shim, ThreadsRacingToTheCapNeverOvershootIt) {
   SimNode node(kNode);
   for (int round = 0; round < 3; ++round) {
