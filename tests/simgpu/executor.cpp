@@ -16,6 +16,7 @@ namespace {
 constexpr uint64_t kMaxLagNs = 2000000;
 
 void SleepUntil(uint64_t deadline_ns) {
+  if (deadline_ns <= MonotonicNs()) return;  // already due: no system call
   timespec ts{static_cast<time_t>(deadline_ns / 1000000000ull), static_cast<long>(deadline_ns % 1000000000ull)};
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
   }
