@@ -17,14 +17,27 @@ namespace {
 
 using DlsymFn = void* (*)(void*, const char*);
 
-// glibc's dlsym, found past ours (we interpose the symbol dlsym itself).
+#define GS_EARLY __attribute__((no_sanitize("address", "undefined")))
+
+}  // namespace
+
+// glibc's dlsym, found past ours (we interpose dlsym itself). Resolved on first use:
+// dlsym can be called before any constructor of ours ran.
+extern "C" {
+__attribute__((visibility("hidden"))) void* gs_real_dlsym = nullptr;
+}
+
+extern "C" __attribute__((visibility("hidden"))) GS_EARLY void gs_resolve_real_dlsym() {
+  void* p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+  if (p == nullptr) p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+  __atomic_store_n(&gs_real_dlsym, p, __ATOMIC_RELEASE);
+}
+
+namespace {
+
 DlsymFn RealDlsym() {
-  static const DlsymFn fn = [] {
-    void* p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
-    if (p == nullptr) p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
-    return reinterpret_cast<DlsymFn>(p);
-  }();
-  return fn;
+  if (__atomic_load_n(&gs_real_dlsym, __ATOMIC_ACQUIRE) == nullptr) gs_resolve_real_dlsym();
+  return reinterpret_cast<DlsymFn>(gs_real_dlsym);
 }
 
 struct HookEntry {
@@ -144,16 +157,51 @@ CUresult cuGetProcAddress(const char* symbol, void** pfn, int version, cuuint64_
   return r;
 }
 
-// Programs that dlopen the driver or NVML and dlsym from the handle get the hooks too.
-void* dlsym(void* handle, const char* symbol) {
-  void* found = RealDlsym()(handle, symbol);
-  if (found == nullptr) return found;
-  void* hook = nullptr;
-  if (symbol[0] == 'c' && symbol[1] == 'u')
-    hook = HookForSymbol(symbol);
-  else if (std::strncmp(symbol, "nvml", 4) == 0)
-    hook = gpushare::nvml::HookForSymbol(symbol);
-  return hook ? hook : found;
+// Programs that dlopen the driver or NVML and dlsym from the handle get the hooks.
+// dlsym itself is a small assembly trampoline: a lookup of any other name jumps to
+// glibc's dlsym with the caller's own return address on the stack, so lookups
+// relative to the caller (RTLD_NEXT, which interposers such as sanitizer runtimes
+// and profilers rely on) keep their meaning. Only our names take the C++ path.
+
+// The hook for `symbol` if it is a name we intercept, else null.
+__attribute__((visibility("hidden"))) GS_EARLY void* gs_dlsym_hook_for(const char* symbol) {
+  if (symbol == nullptr) return nullptr;
+  if (symbol[0] == 'c' && symbol[1] == 'u') return HookForSymbol(symbol);
+  if (std::strncmp(symbol, "nvml", 4) == 0) return gpushare::nvml::HookForSymbol(symbol);
+  return nullptr;
+}
+
+// One of our names: the hook, provided the library asked really has the symbol.
+__attribute__((visibility("hidden"))) void* gs_dlsym_hooked(void* handle, const char* symbol, void* hook) {
+  return RealDlsym()(handle, symbol) != nullptr ? hook : nullptr;
 }
 
 }  // extern "C"
+
+// void* dlsym(void* handle, const char* symbol)
+asm(R"(
+  .text
+  .globl dlsym
+  .type dlsym, @function
+dlsym:
+  push %rdi
+  push %rsi
+  sub $8, %rsp
+  mov gs_real_dlsym(%rip), %rax
+  test %rax, %rax
+  jnz 1f
+  call gs_resolve_real_dlsym
+1:
+  mov 8(%rsp), %rdi
+  call gs_dlsym_hook_for
+  mov %rax, %rdx
+  add $8, %rsp
+  pop %rsi
+  pop %rdi
+  test %rdx, %rdx
+  jnz 2f
+  jmp *gs_real_dlsym(%rip)
+2:
+  jmp gs_dlsym_hooked
+  .size dlsym, .-dlsym
+)");

@@ -156,6 +156,16 @@ TEST(Shim, NvmlSpeaksOfVirtualGpusAndShowsTheCap) {
   EXPECT_EQ(Field(r.out, "nvml1_total"), 2 * kGiB) << r.out;
 }
 
+TEST(Shim, RtldNextLookupsStayRelativeToTheirCaller) {
+  SimNode node(kNode);
+  auto env = node.Env();
+  env["LD_PRELOAD"] = GPUSHARE_LIB;
+  env["GS_PROBE_VALUE"] = "found";
+  auto r = RunToEnd({RTLD_NEXT_CLIENT}, env);
+  EXPECT_NE(r.out.find("rtld_next=found"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("rtld_next=self"), std::string::npos) << r.out;
+}
+
 TEST(Shim, MalformedSettingsAreNamedAndTheSafestReadingHolds) {
   SimNode node(kNode);
   auto r = Client(node, {"link", "fill", "0", std::to_string(64 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "lots"}});
