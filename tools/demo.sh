@@ -2,10 +2,11 @@
 # The main job: processes sharing GPUs, shown with the samples. On a machine with an
 # NVIDIA GPU it uses the real one; otherwise the simulated node (simgpu). Until the
 # shim and broker land, it shows the node itself: capacity shared by processes and
-# GPU time sliced between them.
+# GPU time sliced between them, and a client capped by libgpushare.so.
 set -euo pipefail
 BUILD=${1:-build}
 S="$BUILD/samples"
+[ -f "$BUILD/lib/libgpushare.so" ] || { echo "demo: $BUILD/lib/libgpushare.so is missing; build first" >&2; exit 1; }
 for s in alloc_probe vector_add compute_loop memory_loop; do
   [ -x "$S/$s" ] || { echo "demo: $S/$s is missing; build first (see README.md)" >&2; exit 1; }
 done
@@ -50,4 +51,10 @@ echo; echo "== 5. a memory-bound process on GPU 1 at the same time as a compute-
 "$S/memory_loop" --device 1 --seconds 2 > "$tmp/m" & pm=$!
 wait $pc $pm
 cat "$tmp/c" "$tmp/m"
+echo; echo "== 6. the same probe under libgpushare.so: a 4 GiB cap on virtual GPU 0, which is physical GPU 1"
+LD_PRELOAD="$BUILD/lib/libgpushare.so" GPUSHARE_MEMORY_LIMIT=4GiB GPUSHARE_VISIBLE_DEVICES=1 \
+  "$S/alloc_probe" --device 0 "${PROBE_LIMIT[@]}" 2> "$tmp/shim.log"
+echo "   the shim's log, first of $(wc -l < "$tmp/shim.log") refusals:"
+head -n 1 "$tmp/shim.log" | sed 's/^/   /'
+
 echo; echo "demo: done"
