@@ -7,6 +7,8 @@
 //   shim_client ROUTE pitch DEV       a pitched and a managed allocation, then memory info
 //   shim_client link families DEV     stream-ordered, pool, VMM and array allocations
 //   shim_client link peer             peer queries and a pointer's device, between virtual GPUs 0 and 1
+//   shim_client any replay FILE       every cuGetProcAddress_v2 lookup of FILE (name version flags);
+//                                     counts failures and lookups answered with a hook
 //   shim_client any nvml              what NVML shows (dlopen + dlsym, no CUDA call)
 // ROUTE: link | dlsym | getproc
 #define __CUDA_API_VERSION_INTERNAL 1
@@ -179,6 +181,45 @@ int NvmlInfo() {
   return 0;
 }
 
+int Replay(const char* path) {
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW);
+  decltype(&cuGetProcAddress_v2) gpa;
+  Sym(lib, "cuGetProcAddress_v2", &gpa);
+  FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return 3;
+  char line[256];
+  int lookups = 0, failed = 0, hooked = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    if (line[0] == '#' || line[0] == ' ') continue;  // comments; the empty-name lookup
+    char name[128];
+    int version = 0;
+    unsigned long long flags = 0;
+    if (std::sscanf(line, "%127s %d %llu", name, &version, &flags) != 3) continue;
+    void* fn = nullptr;
+    CUdriverProcAddressQueryResult status;
+    ++lookups;
+    if (gpa(name, &fn, version, flags, &status) != CUDA_SUCCESS || fn == nullptr) {
+      ++failed;
+      std::printf("failed %s %d %llu\n", name, version, flags);
+      continue;
+    }
+    Dl_info info;
+    if (dladdr(fn, &info) && info.dli_fname && std::strstr(info.dli_fname, "libgpushare")) ++hooked;
+  }
+  std::fclose(f);
+  std::printf("lookups=%d failed=%d hooked=%d\n", lookups, failed, hooked);
+  // The allocation entry points the runtime resolves must be the shim's.
+  for (const char* name : {"cuMemAlloc", "cuMemFree", "cuMemGetInfo", "cuDeviceGetCount", "cuMemCreate"}) {
+    void* fn = nullptr;
+    CUdriverProcAddressQueryResult status;
+    gpa(name, &fn, 13000, 0, &status);
+    Dl_info info;
+    const bool ours = fn && dladdr(fn, &info) && info.dli_fname && std::strstr(info.dli_fname, "libgpushare");
+    std::printf("%s_hooked=%d\n", name, ours ? 1 : 0);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -186,6 +227,7 @@ int main(int argc, char** argv) {
   if (argc < 3) return 64;
   const std::string route = argv[1], cmd = argv[2];
   if (cmd == "nvml") return NvmlInfo();
+  if (cmd == "replay" && argc == 4) return Replay(argv[3]);
   g = route == "link" ? Linked() : route == "dlsym" ? ByDlsym() : ByGetProcAddress();
   CUresult r = g.init(0);
   if (r != CUDA_SUCCESS) {

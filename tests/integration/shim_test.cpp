@@ -156,6 +156,25 @@ TEST(Shim, NvmlSpeaksOfVirtualGpusAndShowsTheCap) {
   EXPECT_EQ(Field(r.out, "nvml1_total"), 2 * kGiB) << r.out;
 }
 
+TEST(Shim, EveryLookupOfTheCuda13RuntimeIsAnsweredAndHooksAreHandedOut) {
+  SimNode node(kNode);
+  auto r = Client(node, {"any", "replay", CUDART13_LOOKUPS});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "lookups"), 439u) << r.out;
+  EXPECT_EQ(Field(r.out, "failed"), 0u) << r.out;
+  EXPECT_GE(Field(r.out, "hooked"), 40u) << r.out;
+  for (const char* name : {"cuMemAlloc", "cuMemFree", "cuMemGetInfo", "cuDeviceGetCount", "cuMemCreate"})
+    EXPECT_EQ(Field(r.out, std::string(name) + "_hooked"), 1u) << name << "\n" << r.out;
+}
+
+TEST(Shim, OutOfMemoryBacktraceOnRequest) {
+  SimNode node(kNode);
+  auto r = Client(node, {"link", "fill", "0", std::to_string(512 * kMiB)},
+                  {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}, {"GPUSHARE_OOM_BACKTRACE", "1"}});
+  EXPECT_NE(r.out.find("cuMemAlloc: out of memory on virtual GPU 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" cuMemAlloc_v2+0x"), std::string::npos) << r.out;  // a frame of the stack
+}
+
 TEST(Shim, RtldNextLookupsStayRelativeToTheirCaller) {
   SimNode node(kNode);
   auto env = node.Env();
