@@ -12,15 +12,6 @@
 namespace gpushare {
 namespace {
 
-std::string Bytes(uint64_t n) {
-  char buf[64];
-  if (n >= (1ull << 30))
-    std::snprintf(buf, sizeof buf, "%.2f GiB", n / double(1ull << 30));
-  else
-    std::snprintf(buf, sizeof buf, "%.1f MiB", n / double(1ull << 20));
-  return buf;
-}
-
 void LogBacktrace() {
   unw_context_t context;
   unw_cursor_t cursor;
@@ -64,18 +55,18 @@ bool Client::Reserve(int device, uint64_t bytes, const char* call) {
   if (ledger_.Reserve(device, bytes)) return true;
   Log(LogLevel::kError,
       "%s: out of memory on virtual GPU %d (physical %d): asked for %s, tenant \"%s\" holds %s of its %s cap", call,
-      device, devices_.Physical(device), Bytes(bytes).c_str(), options_.tenant.c_str(),
-      Bytes(ledger_.Used(device)).c_str(), Bytes(ledger_.Cap(device)).c_str());
+      device, devices_.Physical(device), FormatBytes(bytes).c_str(), options_.tenant.c_str(),
+      FormatBytes(ledger_.Used(device)).c_str(), FormatBytes(ledger_.Cap(device)).c_str());
   if (options_.oom_backtrace) LogBacktrace();
   return false;
 }
 
 void Client::ChargeOverhead(int device, uint64_t bytes, const char* what) {
   ledger_.ForceReserve(device, bytes);
-  Log(LogLevel::kInfo, "virtual GPU %d: %s holds %s, charged to the cap", device, what, Bytes(bytes).c_str());
+  Log(LogLevel::kInfo, "virtual GPU %d: %s holds %s, charged to the cap", device, what, FormatBytes(bytes).c_str());
   if (ledger_.Used(device) > ledger_.Cap(device))
     Log(LogLevel::kWarn, "virtual GPU %d: the %s alone (%s) is past the %s cap; allocations will be refused", device,
-        what, Bytes(bytes).c_str(), Bytes(ledger_.Cap(device)).c_str());
+        what, FormatBytes(bytes).c_str(), FormatBytes(ledger_.Cap(device)).c_str());
 }
 
 bool Client::MarkContextCharged(int device) {

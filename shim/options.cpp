@@ -46,23 +46,6 @@ std::optional<double> ParsePositive(const std::string& s) {
 
 }  // namespace
 
-std::optional<uint64_t> ParseBytes(const std::string& raw) {
-  const std::string text = Trim(raw);
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
-  const std::string number = text.substr(0, i), unit = Lower(Trim(text.substr(i)));
-  if (number.empty() || number == "." || number.find('.') != number.rfind('.')) return std::nullopt;
-  static const std::map<std::string, double> kUnits = {
-      {"", 1.0},   {"b", 1.0},    {"k", 0x1p10},   {"kib", 0x1p10}, {"kb", 1e3},   {"m", 0x1p20},   {"mib", 0x1p20},
-      {"mb", 1e6}, {"g", 0x1p30}, {"gib", 0x1p30}, {"gb", 1e9},     {"t", 0x1p40}, {"tib", 0x1p40}, {"tb", 1e12},
-  };
-  auto it = kUnits.find(unit);
-  if (it == kUnits.end()) return std::nullopt;
-  const double bytes = std::strtod(number.c_str(), nullptr) * it->second;
-  if (!std::isfinite(bytes) || bytes >= 0x1p63) return std::nullopt;
-  return static_cast<uint64_t>(bytes);
-}
-
 std::optional<uint64_t> MemoryLimits::CapFor(int v) const {
   if (auto it = per_device.find(v); it != per_device.end()) return it->second;
   return all;

@@ -11,14 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "units.h"
+
 namespace gpushare {
 
 enum class LogLevel { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
-
-// Byte counts as people write them: "4GiB", "512MiB", "1.5GB", "4g", "1073741824".
-// Binary units: KiB MiB GiB TiB and the single letters k m g t (as docker reads them);
-// decimal units: KB MB GB TB. Case-insensitive. Returns nullopt if malformed.
-std::optional<uint64_t> ParseBytes(const std::string& text);
 
 struct MemoryLimits {
   std::optional<uint64_t> all;         // one cap for every virtual GPU
