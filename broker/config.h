@@ -1,0 +1,48 @@
+// The broker's configuration (TOML): node policy, class weights and tenants. Parsing
+// is pure (text in, config or an error naming file:line out) so that a reload can
+// check a new file before it replaces the running one.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gpushare::broker {
+
+enum class Admission { kRefuse, kOversubscribe };
+
+struct TenantPolicy {
+  std::optional<double> weight;         // fixed: what the client asks is ignored
+  std::optional<double> max_weight;     // bound on what the client asks
+  std::optional<uint64_t> memory;       // fixed cap per GPU, across the tenant's processes
+  std::optional<uint64_t> max_memory;   // bound on the cap the client asks
+  std::optional<std::vector<int>> gpus;       // allowed physical GPUs
+  std::optional<std::vector<uint32_t>> uids;  // who may use this tenant
+};
+
+struct BrokerConfig {
+  Admission admission = Admission::kRefuse;
+  std::string placement = "least-loaded";
+  double compute_weight = 0.7;
+  double memory_weight = 0.3;
+  std::map<std::string, TenantPolicy> tenants;
+};
+
+// Parses TOML text. On error returns nullopt and sets `error` to "SOURCE:LINE: what".
+std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source,
+                                              std::string* error);
+std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::string* error);
+
+// What a client gets as a member of its tenant, from the policy and what it asked.
+struct TenantTerms {
+  double weight = 1;
+  std::optional<uint64_t> memory_cap;  // per GPU; nullopt: uncapped
+  std::optional<std::vector<int>> gpus;
+  std::string refusal;  // non-empty: the client may not join
+};
+TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant, uint32_t uid, double asked_weight,
+                          std::optional<uint64_t> asked_cap);
+
+}  // namespace gpushare::broker

@@ -1,0 +1,111 @@
+// The broker's TOML config: every key, errors that name file:line, and how a tenant's
+// policy and a client's request combine into the terms the client gets.
+#include <gtest/gtest.h>
+
+#include "config.h"
+
+namespace gpushare::broker {
+namespace {
+
+std::string ErrorOf(const std::string& text) {
+  std::string error;
+  EXPECT_FALSE(ParseBrokerConfig(text, "broker.toml", &error).has_value()) << text;
+  return error;
+}
+
+TEST(BrokerConfig, EmptyFileIsValid) {
+  std::string error;
+  auto c = ParseBrokerConfig("", "broker.toml", &error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->admission, Admission::kRefuse);
+  EXPECT_DOUBLE_EQ(c->compute_weight, 0.7);
+  EXPECT_DOUBLE_EQ(c->memory_weight, 0.3);
+  EXPECT_TRUE(c->tenants.empty());
+}
+
+TEST(BrokerConfig, ParsesEveryKey) {
+  std::string error;
+  auto c = ParseBrokerConfig(R"(
+[node]
+admission = "oversubscribe"
+placement = "least-loaded"
+
+[class_weights]
+compute = 0.6
+memory = 0.4
+
+[tenants.research]
+weight = 2
+memory = "8GiB"
+gpus = [0, 1]
+uids = [1000, 1001]
+
+[tenants.batch]
+max_weight = 4.5
+max_memory = 1073741824
+)",
+                             "broker.toml", &error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->admission, Admission::kOversubscribe);
+  EXPECT_DOUBLE_EQ(c->compute_weight, 0.6);
+  const TenantPolicy& r = c->tenants.at("research");
+  EXPECT_EQ(r.weight, 2.0);
+  EXPECT_EQ(r.memory, 8ull << 30);
+  EXPECT_EQ(r.gpus, (std::vector<int>{0, 1}));
+  EXPECT_EQ(r.uids, (std::vector<uint32_t>{1000, 1001}));
+  const TenantPolicy& b = c->tenants.at("batch");
+  EXPECT_EQ(b.max_weight, 4.5);
+  EXPECT_EQ(b.max_memory, 1ull << 30);
+  EXPECT_FALSE(b.weight.has_value());
+}
+
+TEST(BrokerConfig, ErrorsNameFileAndLine) {
+  EXPECT_EQ(ErrorOf("[node]\nadmission = \"maybe\"\n"),
+            "broker.toml:2: node.admission: expected \"refuse\" or \"oversubscribe\"");
+  EXPECT_EQ(ErrorOf("[tenants.a]\nweight = 1\nmemroy = \"1GiB\"\n"), "broker.toml:3: tenants.a.memroy: unknown key");
+  EXPECT_EQ(ErrorOf("[tenants.a]\n\nmemory = \"lots\"\n"),
+            "broker.toml:3: tenants.a.memory: expected a size such as \"8GiB\" or a byte count");
+  EXPECT_EQ(ErrorOf("[tenants.a]\ngpus = [0, -1]\n"), "broker.toml:2: tenants.a.gpus: expected integers from 0 to 1023");
+  EXPECT_EQ(ErrorOf("[class_weights]\ncompute = 0\n"), "broker.toml:2: class_weights.compute: expected a positive number");
+  EXPECT_EQ(ErrorOf("colour = 1\n"), "broker.toml:1: colour: unknown key");
+  std::string syntax = ErrorOf("[tenants.a\nweight = 1\n");
+  EXPECT_EQ(syntax.rfind("broker.toml:1: ", 0), 0u) << syntax;
+}
+
+TEST(ResolveTenant, UnknownTenantsTakeWhatTheyAsk) {
+  BrokerConfig c;
+  TenantTerms t = ResolveTenant(c, "new", 1000, 3.0, 2ull << 30);
+  EXPECT_TRUE(t.refusal.empty());
+  EXPECT_EQ(t.weight, 3.0);
+  EXPECT_EQ(t.memory_cap, 2ull << 30);
+  EXPECT_FALSE(t.gpus.has_value());
+}
+
+TEST(ResolveTenant, FixedValuesWinAndBoundsClamp) {
+  BrokerConfig c;
+  c.tenants["fixed"] = TenantPolicy{2.0, std::nullopt, 8ull << 30, std::nullopt, std::vector<int>{1}, std::nullopt};
+  c.tenants["bounded"] = TenantPolicy{std::nullopt, 4.0, std::nullopt, 1ull << 30, std::nullopt, std::nullopt};
+  TenantTerms f = ResolveTenant(c, "fixed", 0, 9.0, 1ull << 20);
+  EXPECT_EQ(f.weight, 2.0);
+  EXPECT_EQ(f.memory_cap, 8ull << 30);
+  EXPECT_EQ(f.gpus, std::vector<int>{1});
+  TenantTerms b = ResolveTenant(c, "bounded", 0, 9.0, 4ull << 30);
+  EXPECT_EQ(b.weight, 4.0);
+  EXPECT_EQ(b.memory_cap, 1ull << 30);
+  TenantTerms low = ResolveTenant(c, "bounded", 0, 0.5, 256ull << 20);
+  EXPECT_EQ(low.weight, 0.5);
+  EXPECT_EQ(low.memory_cap, 256ull << 20);
+  TenantTerms uncapped_ask = ResolveTenant(c, "bounded", 0, 1.0, std::nullopt);  // never more than the bound
+  EXPECT_EQ(uncapped_ask.memory_cap, 1ull << 30);
+}
+
+TEST(ResolveTenant, UidBindingRefusesOthers) {
+  BrokerConfig c;
+  c.tenants["private"] = TenantPolicy{std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+                                      std::vector<uint32_t>{1000}};
+  EXPECT_TRUE(ResolveTenant(c, "private", 1000, 1, std::nullopt).refusal.empty());
+  EXPECT_EQ(ResolveTenant(c, "private", 1001, 1, std::nullopt).refusal, "uid 1001 may not use tenant \"private\"");
+}
+
+}  // namespace
+}  // namespace gpushare::broker
