@@ -1,10 +1,10 @@
 // Parsing and resolution of the broker's TOML configuration (see config.h).
 #include "config.h"
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <fstream>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "units.h"
 
@@ -68,9 +68,12 @@ BrokerConfig Parse(const toml::table& root) {
     CheckKeys(*t, "node", {"admission", "placement"});
     if (const toml::node* a = t->get("admission")) {
       auto s = a->value<std::string>();
-      if (s == "refuse") c.admission = Admission::kRefuse;
-      else if (s == "oversubscribe") c.admission = Admission::kOversubscribe;
-      else Fail(*a, "node.admission: expected \"refuse\" or \"oversubscribe\"");
+      if (s == "refuse")
+        c.admission = Admission::kRefuse;
+      else if (s == "oversubscribe")
+        c.admission = Admission::kOversubscribe;
+      else
+        Fail(*a, "node.admission: expected \"refuse\" or \"oversubscribe\"");
     }
     if (const toml::node* p = t->get("placement")) {
       auto s = p->value<std::string>();
@@ -108,8 +111,7 @@ BrokerConfig Parse(const toml::table& root) {
 
 }  // namespace
 
-std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source,
-                                              std::string* error) {
+std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source, std::string* error) {
   try {
     toml::table root = toml::parse(text, source);
     return Parse(root);
@@ -144,10 +146,14 @@ TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant,
     terms.refusal = "uid " + std::to_string(uid) + " may not use tenant \"" + tenant + "\"";
     return terms;
   }
-  if (p.weight) terms.weight = *p.weight;
-  else if (p.max_weight) terms.weight = std::min(asked_weight, *p.max_weight);
-  if (p.memory) terms.memory_cap = p.memory;
-  else if (p.max_memory) terms.memory_cap = asked_cap ? std::min(*asked_cap, *p.max_memory) : *p.max_memory;
+  if (p.weight)
+    terms.weight = *p.weight;
+  else if (p.max_weight)
+    terms.weight = std::min(asked_weight, *p.max_weight);
+  if (p.memory)
+    terms.memory_cap = p.memory;
+  else if (p.max_memory)
+    terms.memory_cap = asked_cap ? std::min(*asked_cap, *p.max_memory) : *p.max_memory;
   terms.gpus = p.gpus;
   return terms;
 }

@@ -14,10 +14,10 @@ namespace gpushare::broker {
 enum class Admission { kRefuse, kOversubscribe };
 
 struct TenantPolicy {
-  std::optional<double> weight;         // fixed: what the client asks is ignored
-  std::optional<double> max_weight;     // bound on what the client asks
-  std::optional<uint64_t> memory;       // fixed cap per GPU, across the tenant's processes
-  std::optional<uint64_t> max_memory;   // bound on the cap the client asks
+  std::optional<double> weight;               // fixed: what the client asks is ignored
+  std::optional<double> max_weight;           // bound on what the client asks
+  std::optional<uint64_t> memory;             // fixed cap per GPU, across the tenant's processes
+  std::optional<uint64_t> max_memory;         // bound on the cap the client asks
   std::optional<std::vector<int>> gpus;       // allowed physical GPUs
   std::optional<std::vector<uint32_t>> uids;  // who may use this tenant
 };
@@ -31,8 +31,7 @@ struct BrokerConfig {
 };
 
 // Parses TOML text. On error returns nullopt and sets `error` to "SOURCE:LINE: what".
-std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source,
-                                              std::string* error);
+std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source, std::string* error);
 std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::string* error);
 
 // What a client gets as a member of its tenant, from the policy and what it asked.

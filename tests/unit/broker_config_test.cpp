@@ -65,8 +65,10 @@ TEST(BrokerConfig, ErrorsNameFileAndLine) {
   EXPECT_EQ(ErrorOf("[tenants.a]\nweight = 1\nmemroy = \"1GiB\"\n"), "broker.toml:3: tenants.a.memroy: unknown key");
   EXPECT_EQ(ErrorOf("[tenants.a]\n\nmemory = \"lots\"\n"),
             "broker.toml:3: tenants.a.memory: expected a size such as \"8GiB\" or a byte count");
-  EXPECT_EQ(ErrorOf("[tenants.a]\ngpus = [0, -1]\n"), "broker.toml:2: tenants.a.gpus: expected integers from 0 to 1023");
-  EXPECT_EQ(ErrorOf("[class_weights]\ncompute = 0\n"), "broker.toml:2: class_weights.compute: expected a positive number");
+  EXPECT_EQ(ErrorOf("[tenants.a]\ngpus = [0, -1]\n"),
+            "broker.toml:2: tenants.a.gpus: expected integers from 0 to 1023");
+  EXPECT_EQ(ErrorOf("[class_weights]\ncompute = 0\n"),
+            "broker.toml:2: class_weights.compute: expected a positive number");
   EXPECT_EQ(ErrorOf("colour = 1\n"), "broker.toml:1: colour: unknown key");
   std::string syntax = ErrorOf("[tenants.a\nweight = 1\n");
   EXPECT_EQ(syntax.rfind("broker.toml:1: ", 0), 0u) << syntax;
@@ -101,8 +103,8 @@ TEST(ResolveTenant, FixedValuesWinAndBoundsClamp) {
 
 TEST(ResolveTenant, UidBindingRefusesOthers) {
   BrokerConfig c;
-  c.tenants["private"] = TenantPolicy{std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
-                                      std::vector<uint32_t>{1000}};
+  c.tenants["private"] =
+      TenantPolicy{std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::vector<uint32_t>{1000}};
   EXPECT_TRUE(ResolveTenant(c, "private", 1000, 1, std::nullopt).refusal.empty());
   EXPECT_EQ(ResolveTenant(c, "private", 1001, 1, std::nullopt).refusal, "uid 1001 may not use tenant \"private\"");
 }
