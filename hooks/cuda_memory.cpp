@@ -43,7 +43,7 @@ CUresult ChargedOn(Client* client, int dev, uint64_t bytes, AllocKind kind, Allo
   if (!client->Reserve(dev, bytes, call)) return CUDA_ERROR_OUT_OF_MEMORY;
   CUresult r = allocate();
   if (r != CUDA_SUCCESS) {
-    client->ledger().Unreserve(dev, bytes);
+    client->Release(dev, bytes);
     return r;
   }
   client->ledger().Remember(space, KeyOf(*key), {dev, bytes, kind});
@@ -61,7 +61,7 @@ CUresult Charged(uint64_t bytes, AllocKind kind, AllocSpace space, const char* c
 
 void Uncharge(AllocSpace space, uint64_t key) {
   Client& client = Client::Get();
-  if (auto a = client.ledger().Forget(space, key)) client.ledger().Unreserve(a->device, a->bytes);
+  if (auto a = client.ledger().Forget(space, key)) client.Release(a->device, a->bytes);
 }
 
 // Which virtual GPU each memory pool the application has seen belongs to.
@@ -182,7 +182,7 @@ CUresult cuMemAllocPitch_v2(CUdeviceptr* dptr, size_t* pitch, size_t width, size
   if (actual < bound) {
     Client& client = Client::Get();
     auto a = client.ledger().Forget(AllocSpace::kAddress, *dptr);
-    client.ledger().Unreserve(a->device, bound - actual);
+    client.Release(a->device, bound - actual);
     client.ledger().Remember(AllocSpace::kAddress, *dptr, {a->device, actual, AllocKind::kPitch});
   }
   return CUDA_SUCCESS;
@@ -203,7 +203,7 @@ CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total_bytes) {
   if (CurrentDevice(&client, &dev) != CUDA_SUCCESS) return r;
   const uint64_t cap = client->ledger().Cap(dev);
   if (cap == MemoryLedger::kNoCap) return r;
-  const uint64_t used = client->ledger().Used(dev);
+  const uint64_t used = client->Held(dev);
   *total_bytes = cap;
   *free_bytes = std::min<uint64_t>(*free_bytes, used >= cap ? 0 : cap - used);
   return r;

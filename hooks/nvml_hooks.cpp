@@ -115,7 +115,7 @@ void CapView(nvmlDevice_t device, unsigned long long* total, unsigned long long*
   if (v < 0) return;
   const uint64_t cap = client->ledger().Cap(v);
   if (cap == MemoryLedger::kNoCap) return;
-  const uint64_t held = std::min(client->ledger().Used(v), cap);
+  const uint64_t held = std::min(client->Held(v), cap);
   *total = cap;
   *free_b = std::min<uint64_t>(*free_b, cap - held);
   *used = cap - *free_b;

@@ -42,26 +42,72 @@ Client::Client() {
 void Client::InitDevices(int physical_count) {
   std::call_once(devices_once_, [&] {
     std::vector<std::string> errors;
-    devices_ = DeviceMap::Build(physical_count, options_.visible_devices, &errors);
+    for (int v = 0; v < MemoryLedger::kMaxDevices; ++v)
+      asked_caps_[v] = options_.memory.CapFor(v).value_or(MemoryLedger::kNoCap);
+    auto terms = broker_.Register(options_);
+    if (terms) {
+      // The broker's map and caps; a refused process sees no GPU.
+      devices_ = DeviceMap::Build(physical_count, terms->physical, &errors);
+      ApplyBrokerCaps(terms->cap_bytes);
+      Log(LogLevel::kInfo, "broker: %d virtual GPU(s) of %d physical, weight %g", devices_.count(), physical_count,
+          terms->weight);
+    } else {
+      devices_ = DeviceMap::Build(physical_count, options_.visible_devices, &errors);
+      for (int v = 0; v < devices_.count() && v < MemoryLedger::kMaxDevices; ++v) ledger_.SetCap(v, asked_caps_[v]);
+      std::vector<int> map;
+      for (int v = 0; v < devices_.count(); ++v) map.push_back(devices_.Physical(v));
+      broker_.UseMap(map);
+      Log(LogLevel::kInfo, "standalone: %d virtual GPU(s) of %d physical", devices_.count(), physical_count);
+    }
     for (const std::string& e : errors) Log(LogLevel::kError, "%s", e.c_str());
-    for (int v = 0; v < devices_.count() && v < MemoryLedger::kMaxDevices; ++v)
-      if (auto cap = options_.memory.CapFor(v)) ledger_.SetCap(v, *cap);
-    Log(LogLevel::kInfo, "standalone: %d virtual GPU(s) of %d physical", devices_.count(), physical_count);
     devices_ready_.store(true, std::memory_order_release);
   });
 }
 
+void Client::ApplyBrokerCaps(const std::vector<uint64_t>& caps) {
+  // The tighter of what this process asked and what the broker grants its tenant.
+  for (size_t v = 0; v < caps.size() && v < MemoryLedger::kMaxDevices; ++v)
+    ledger_.SetCap(static_cast<int>(v), std::min(asked_caps_[v], caps[v] == 0 ? MemoryLedger::kNoCap : caps[v]));
+}
+
+std::vector<uint64_t> Client::HeldPerDevice() const {
+  std::vector<uint64_t> held;
+  for (int v = 0; v < devices_.count() && v < MemoryLedger::kMaxDevices; ++v) held.push_back(ledger_.Used(v));
+  return held;
+}
+
 bool Client::Reserve(int device, uint64_t bytes, const char* call) {
-  if (ledger_.Reserve(device, bytes)) return true;
-  Log(LogLevel::kError,
-      "%s: out of memory on virtual GPU %d (physical %d): asked for %s, tenant \"%s\" holds %s of its %s cap", call,
-      device, devices_.Physical(device), FormatBytes(bytes).c_str(), options_.tenant.c_str(),
-      FormatBytes(ledger_.Used(device)).c_str(), FormatBytes(ledger_.Cap(device)).c_str());
+  if (auto caps = broker_.ChangedCaps()) ApplyBrokerCaps(*caps);
+  std::string why;
+  if (ledger_.Reserve(device, bytes)) {
+    std::vector<uint64_t> held_before = HeldPerDevice();  // what a re-registration reports
+    if (device < static_cast<int>(held_before.size())) held_before[device] -= bytes;
+    switch (broker_.Take(device, bytes, false, held_before, &why)) {
+      case BrokerLink::Answer::kGranted:
+      case BrokerLink::Answer::kStandalone: broker_.ReportUsed(device, ledger_.Used(device)); return true;
+      case BrokerLink::Answer::kRefused: ledger_.Unreserve(device, bytes); break;
+    }
+  } else {
+    why = "this process holds " + FormatBytes(ledger_.Used(device)) + " of its " + FormatBytes(ledger_.Cap(device)) +
+          " cap";
+  }
+  Log(LogLevel::kError, "%s: out of memory on virtual GPU %d (physical %d): asked for %s; tenant \"%s\": %s", call,
+      device, devices_.Physical(device), FormatBytes(bytes).c_str(), options_.tenant.c_str(), why.c_str());
   if (options_.oom_backtrace) LogBacktrace();
   return false;
 }
 
+void Client::Release(int device, uint64_t bytes) {
+  ledger_.Unreserve(device, bytes);
+  broker_.Give(device, bytes, HeldPerDevice());
+  broker_.ReportUsed(device, ledger_.Used(device));
+}
+
+uint64_t Client::Held(int device) { return std::max(ledger_.Used(device), broker_.TenantHeld(device)); }
+
 void Client::ChargeOverhead(int device, uint64_t bytes, const char* what) {
+  std::string ignored;
+  broker_.Take(device, bytes, true, HeldPerDevice(), &ignored);
   ledger_.ForceReserve(device, bytes);
   Log(LogLevel::kInfo, "virtual GPU %d: %s holds %s, charged to the cap", device, what, FormatBytes(bytes).c_str());
   if (ledger_.Used(device) > ledger_.Cap(device))

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <mutex>
 
+#include "broker_link.h"
 #include "device_map.h"
 #include "memory_ledger.h"
 #include "options.h"
@@ -26,9 +27,15 @@ class Client {
   bool devices_ready() const { return devices_ready_.load(std::memory_order_acquire); }
   const DeviceMap& devices() const { return devices_; }
 
-  // Takes `bytes` on virtual GPU `device` for `call`, or logs why not (once per
+  // Takes `bytes` on virtual GPU `device` for `call` (against this process's cap and,
+  // with a broker, the tenant's across its processes), or logs why not (once per
   // refusal: what is held, the cap, optionally the call stack) and returns false.
   bool Reserve(int device, uint64_t bytes, const char* call);
+  // Returns `bytes` taken by Reserve (or ChargeOverhead).
+  void Release(int device, uint64_t bytes);
+  // What counts as used on `device` in the cap view (cuMemGetInfo, NVML): this
+  // process's holdings, or its tenant's across processes when a broker says more.
+  uint64_t Held(int device);
 
   // Charges memory the driver holds for the process itself (a context's), which may
   // pass the cap: later allocations are refused instead. `what` names it in the log.
@@ -38,11 +45,16 @@ class Client {
 
  private:
   Client();
+  std::vector<uint64_t> HeldPerDevice() const;
+  void ApplyBrokerCaps(const std::vector<uint64_t>& caps);
+
   ClientOptions options_;
   std::once_flag devices_once_;
   std::atomic<bool> devices_ready_{false};
   DeviceMap devices_;
   MemoryLedger ledger_;
+  BrokerLink broker_;
+  uint64_t asked_caps_[MemoryLedger::kMaxDevices] = {};  // per virtual GPU, kNoCap: none
   std::atomic<bool> context_charged_[MemoryLedger::kMaxDevices] = {};
 };
 

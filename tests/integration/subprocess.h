@@ -96,6 +96,11 @@ class Child {
     return all;
   }
 
+  // Writes `text` to the child's stdin.
+  bool Send(const std::string& text) {
+    return stdin_ >= 0 && write(stdin_, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  }
+
   void CloseStdin() {
     if (stdin_ >= 0) close(stdin_);
     stdin_ = -1;

@@ -1,0 +1,314 @@
+// The broker's logic without I/O (see broker_core.h).
+#include "broker_core.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "placement.h"
+#include "units.h"
+
+namespace gpushare::broker {
+namespace {
+
+namespace proto = gpushare::protocol;
+
+std::vector<uint64_t> Capacities(const std::vector<GpuInfo>& gpus) {
+  std::vector<uint64_t> c;
+  for (const GpuInfo& g : gpus) c.push_back(g.memory_bytes);
+  return c;
+}
+
+proto::Welcome Refusal(const std::string& reason) {
+  proto::Welcome w{};
+  w.accepted = 0;
+  proto::SetString(w.reason, reason);
+  return w;
+}
+
+}  // namespace
+
+BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHost* channels)
+    : config_(std::move(config)), gpus_(std::move(gpus)), channels_(channels), ledger_(Capacities(gpus_)) {}
+
+void BrokerCore::Open(ClientId conn, const PeerCredentials& peer) { connections_[conn] = peer; }
+
+bool BrokerCore::Input(ClientId conn, std::vector<uint8_t>* buffer, std::vector<uint8_t>* out, std::string* error) {
+  auto peer = connections_.find(conn);
+  if (peer == connections_.end()) {
+    *error = "unknown connection";
+    return false;
+  }
+  auto append = [out](const std::vector<uint8_t>& bytes) { out->insert(out->end(), bytes.begin(), bytes.end()); };
+  for (;;) {
+    auto m = proto::Split(buffer, error);
+    if (!m) return error->empty();
+    const bool registered = clients_.count(conn) > 0;
+    switch (m->type) {
+      case proto::Type::kHello:
+        if (registered) {
+          *error = "a second Hello on one connection";
+          return false;
+        }
+        append(proto::Encode(proto::Type::kWelcome,
+                             Register(conn, peer->second, proto::Sanitized(proto::As<proto::Hello>(*m)))));
+        break;
+      case proto::Type::kTake:
+        if (!registered) {
+          *error = "Take before Hello";
+          return false;
+        }
+        append(proto::Encode(proto::Type::kTakeReply, Take(conn, proto::Sanitized(proto::As<proto::Take>(*m)))));
+        break;
+      case proto::Type::kGive:
+        if (!registered) {
+          *error = "Give before Hello";
+          return false;
+        }
+        Give(conn, proto::As<proto::Give>(*m));
+        break;
+      case proto::Type::kStatus: append(proto::EncodeText(proto::Type::kStatusReply, StatusJson())); break;
+      case proto::Type::kWelcome:
+      case proto::Type::kTakeReply:
+      case proto::Type::kStatusReply:
+        *error = "a client sent a broker's message (type " + std::to_string(static_cast<int>(m->type)) + ")";
+        return false;
+    }
+  }
+}
+
+proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, const proto::Hello& hello) {
+  const std::string tenant = hello.tenant[0] != '\0' ? hello.tenant : "default";
+  std::optional<uint64_t> asked_cap;
+  for (uint32_t v = 0; v < proto::kMaxDevices; ++v)
+    if (hello.cap_bytes[v] != 0) asked_cap = std::max(asked_cap.value_or(0), hello.cap_bytes[v]);
+  TenantTerms terms = ResolveTenant(config_, tenant, peer.uid, hello.weight, asked_cap);
+  if (!terms.refusal.empty()) return Refusal(terms.refusal);
+
+  // A tenant's cap is its configured one, else what its first live client asked.
+  const bool tenant_live =
+      std::any_of(clients_.begin(), clients_.end(), [&](const auto& c) { return c.second.tenant == tenant; });
+  const bool configured_cap =
+      config_.tenants.count(tenant) && (config_.tenants.at(tenant).memory || config_.tenants.at(tenant).max_memory);
+  std::optional<uint64_t> cap = tenant_live && !configured_cap ? ledger_.TenantCap(tenant) : terms.memory_cap;
+
+  PlacementRequest request;
+  request.allowed = terms.gpus;
+  for (uint32_t v = 0; v < hello.device_count; ++v)
+    if (hello.visible[v] >= 0) request.asked.push_back(hello.visible[v]);
+  std::vector<int> physical;
+  std::string warning;
+  if (hello.reattach) {
+    // The client's memory is already on these GPUs: keep its map, whatever the policy.
+    for (int g : request.asked)
+      if (g >= 0 && g < ledger_.gpu_count()) physical.push_back(g);
+  } else {
+    PlacementResult placed = PlaceLeastLoaded(ledger_, request);
+    if (!placed.refusal.empty()) return Refusal(placed.refusal);
+    if (request.asked.empty() && hello.device_count > 0 && placed.physical.size() > hello.device_count)
+      placed.physical.resize(hello.device_count);
+    // Admission: can the tenant's cap be met on each GPU beside what others were promised?
+    for (int g : placed.physical) {
+      const bool met = !cap || TenantOn(tenant, g) || Promised(g, tenant) + *cap <= ledger_.capacity(g);
+      if (met) {
+        physical.push_back(g);
+      } else if (config_.admission == Admission::kOversubscribe) {
+        physical.push_back(g);
+        warning = "GPU " + std::to_string(g) + " is oversubscribed: its " + FormatBytes(ledger_.capacity(g)) +
+                  " cannot hold every tenant's cap at once";
+      } else if (!request.asked.empty()) {
+        return Refusal("the " + FormatBytes(*cap) + " cap of tenant \"" + tenant + "\" cannot be met on GPU " +
+                       std::to_string(g) + ": " + FormatBytes(Promised(g, tenant)) + " of its " +
+                       FormatBytes(ledger_.capacity(g)) + " is promised to other tenants");
+      }
+    }
+    if (physical.empty())
+      return Refusal("the " + FormatBytes(cap.value_or(0)) + " cap of tenant \"" + tenant +
+                     "\" cannot be met on any GPU it may use (admission = \"refuse\")");
+  }
+
+  ledger_.AddClient(conn, tenant);
+  ledger_.SetTenantCap(tenant, cap);
+  ClientRecord& c = clients_[conn];
+  c.peer = peer;
+  c.tenant = tenant;
+  c.job = hello.job;
+  c.rank = hello.rank;
+  c.weight = terms.weight;
+  c.physical = physical;
+  c.cap_bytes = cap;
+  if (hello.reattach) {
+    // Rebuild the ledger from what the client says it holds, bounded by what it could hold.
+    for (size_t v = 0; v < physical.size(); ++v) {
+      const int g = physical[v];
+      uint64_t bound = ledger_.capacity(g) - std::min(ledger_.capacity(g), ledger_.GpuHeld(g));
+      ledger_.Restore(conn, g, std::min(hello.held_bytes[v], bound));
+    }
+  }
+  if (channels_ != nullptr) c.channel = channels_->Create(conn, peer);
+
+  proto::Welcome w{};
+  w.accepted = 1;
+  proto::SetString(w.reason, warning);
+  w.client_id = conn;
+  w.weight = c.weight;
+  w.device_count = static_cast<uint32_t>(physical.size());
+  for (size_t v = 0; v < physical.size(); ++v) {
+    w.physical[v] = physical[v];
+    w.cap_bytes[v] = cap.value_or(0);
+  }
+  proto::SetString(w.channel, c.channel);
+  PublishTenant(tenant);
+  return w;
+}
+
+proto::TakeReply BrokerCore::Take(ClientId conn, const proto::Take& take) {
+  proto::TakeReply r{};
+  const ClientRecord& c = clients_.at(conn);
+  if (take.device >= c.physical.size()) {
+    proto::SetString(r.reason, "no virtual GPU " + std::to_string(take.device));
+    return r;
+  }
+  const int g = c.physical[take.device];
+  if (take.force) {
+    const uint64_t room = ledger_.capacity(g) - std::min(ledger_.capacity(g), ledger_.GpuHeld(g));
+    ledger_.Restore(conn, g, std::min(take.bytes, room));
+    r.granted = 1;
+  } else {
+    switch (ledger_.Take(conn, g, take.bytes)) {
+      case NodeLedger::Grant::kGranted: r.granted = 1; break;
+      case NodeLedger::Grant::kTenantCap:
+        proto::SetString(r.reason, "tenant \"" + c.tenant + "\" holds " + FormatBytes(ledger_.TenantHeld(c.tenant, g)) +
+                                       " of its " + FormatBytes(c.cap_bytes.value_or(0)) + " cap on GPU " +
+                                       std::to_string(g) + " across its processes");
+        break;
+      case NodeLedger::Grant::kDeviceFull:
+        proto::SetString(r.reason, "GPU " + std::to_string(g) + " has " + FormatBytes(ledger_.GpuHeld(g)) + " of " +
+                                       FormatBytes(ledger_.capacity(g)) + " held by its clients");
+        break;
+      case NodeLedger::Grant::kBadRequest: proto::SetString(r.reason, "bad request"); break;
+    }
+  }
+  if (r.granted) PublishTenant(c.tenant);
+  return r;
+}
+
+void BrokerCore::Give(ClientId conn, const proto::Give& give) {
+  const ClientRecord& c = clients_.at(conn);
+  if (give.device >= c.physical.size()) return;
+  if (ledger_.Give(conn, c.physical[give.device], give.bytes) > 0) PublishTenant(c.tenant);
+}
+
+uint64_t BrokerCore::Close(ClientId conn) {
+  connections_.erase(conn);
+  auto it = clients_.find(conn);
+  if (it == clients_.end()) return 0;
+  const std::string tenant = it->second.tenant;
+  clients_.erase(it);
+  const uint64_t freed = ledger_.RemoveClient(conn);
+  if (channels_ != nullptr) channels_->Destroy(conn);
+  PublishTenant(tenant);
+  return freed;
+}
+
+void BrokerCore::Reload(BrokerConfig config) {
+  config_ = std::move(config);
+  // Tenants the new config fixes or bounds take its terms at once; memory already
+  // held past a lowered cap stays held, further allocations are refused.
+  std::map<std::string, bool> touched;
+  for (auto& [id, c] : clients_) {
+    TenantTerms terms = ResolveTenant(config_, c.tenant, c.peer.uid, c.weight, c.cap_bytes);
+    if (!terms.refusal.empty()) continue;  // keeps running on its terms; new clients are refused
+    c.weight = terms.weight;
+    auto policy = config_.tenants.find(c.tenant);
+    if (policy != config_.tenants.end() && (policy->second.memory || policy->second.max_memory)) {
+      c.cap_bytes = terms.memory_cap;
+      ledger_.SetTenantCap(c.tenant, terms.memory_cap);
+    }
+    touched[c.tenant] = true;
+  }
+  for (const auto& [tenant, _] : touched) PublishTenant(tenant);
+}
+
+uint64_t BrokerCore::Promised(int g, const std::string& except_tenant) const {
+  std::map<std::string, bool> seen;
+  uint64_t promised = 0;
+  for (const auto& [id, c] : clients_) {
+    if (c.tenant == except_tenant || seen[c.tenant]) continue;
+    if (std::find(c.physical.begin(), c.physical.end(), g) == c.physical.end()) continue;
+    seen[c.tenant] = true;
+    auto cap = ledger_.TenantCap(c.tenant);
+    promised += cap ? std::max(*cap, ledger_.TenantHeld(c.tenant, g)) : ledger_.TenantHeld(c.tenant, g);
+  }
+  return promised;
+}
+
+bool BrokerCore::TenantOn(const std::string& tenant, int g) const {
+  return std::any_of(clients_.begin(), clients_.end(), [&](const auto& c) {
+    return c.second.tenant == tenant &&
+           std::find(c.second.physical.begin(), c.second.physical.end(), g) != c.second.physical.end();
+  });
+}
+
+Grants BrokerCore::GrantsOf(const ClientRecord& c) const {
+  Grants g;
+  g.weight = c.weight;
+  for (int p : c.physical) {
+    g.cap_bytes.push_back(c.cap_bytes.value_or(0));
+    g.tenant_held_bytes.push_back(ledger_.TenantHeld(c.tenant, p));
+  }
+  return g;
+}
+
+void BrokerCore::PublishTenant(const std::string& tenant) {
+  if (channels_ == nullptr) return;
+  for (const auto& [id, c] : clients_)
+    if (c.tenant == tenant) channels_->Publish(id, GrantsOf(c));
+}
+
+const ClientRecord* BrokerCore::Client(ClientId conn) const {
+  auto it = clients_.find(conn);
+  return it == clients_.end() ? nullptr : &it->second;
+}
+
+std::string BrokerCore::StatusJson() const {
+  using nlohmann::json;
+  json gpus = json::array();
+  for (int g = 0; g < ledger_.gpu_count(); ++g)
+    gpus.push_back({{"index", g},
+                    {"name", g < static_cast<int>(gpus_.size()) ? gpus_[g].name : ""},
+                    {"memory_total", ledger_.capacity(g)},
+                    {"memory_used", ledger_.GpuHeld(g)}});
+  // A client's share of a GPU: its weight over the weights of every client on it
+  // (what weighted fair queuing gives each when all are busy).
+  std::vector<double> weight_on(ledger_.gpu_count(), 0);
+  for (const auto& [id, c] : clients_)
+    for (int g : c.physical) weight_on[g] += c.weight;
+  json clients = json::array();
+  for (const auto& [id, c] : clients_) {
+    json devices = json::array();
+    for (size_t v = 0; v < c.physical.size(); ++v) {
+      const int g = c.physical[v];
+      devices.push_back({{"virtual", v},
+                         {"physical", g},
+                         {"memory_used", ledger_.Held(id, g)},
+                         {"memory_cap", c.cap_bytes.value_or(ledger_.capacity(g))},
+                         {"capped", c.cap_bytes.has_value()},
+                         {"tenant_memory_used", ledger_.TenantHeld(c.tenant, g)},
+                         {"share", weight_on[g] > 0 ? c.weight / weight_on[g] : 0.0}});
+    }
+    const double share = c.physical.empty() ? 0.0 : devices[0]["share"].get<double>();
+    clients.push_back({{"id", id},
+                       {"pid", c.peer.pid},
+                       {"uid", c.peer.uid},
+                       {"tenant", c.tenant},
+                       {"job", c.job},
+                       {"rank", c.rank},
+                       {"weight", c.weight},
+                       {"class", "unknown"},
+                       {"gpu_share", share},
+                       {"devices", devices}});
+  }
+  return json{{"gpus", gpus}, {"clients", clients}}.dump();
+}
+
+}  // namespace gpushare::broker

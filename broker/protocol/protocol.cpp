@@ -1,0 +1,94 @@
+// Framing and sanitizing of protocol messages (see protocol.h).
+#include "protocol.h"
+
+#include <algorithm>
+
+namespace gpushare::protocol {
+namespace {
+
+// The exact payload size of each fixed-size type; 0 for variable (text) payloads.
+std::optional<size_t> PayloadSize(uint16_t type) {
+  switch (static_cast<Type>(type)) {
+    case Type::kHello: return sizeof(Hello);
+    case Type::kWelcome: return sizeof(Welcome);
+    case Type::kTake: return sizeof(Take);
+    case Type::kTakeReply: return sizeof(TakeReply);
+    case Type::kGive: return sizeof(Give);
+    case Type::kStatus: return 0;
+    case Type::kStatusReply: return 0;
+  }
+  return std::nullopt;
+}
+
+template <size_t N>
+void Terminate(char (&s)[N]) {
+  s[N - 1] = '\0';
+}
+
+}  // namespace
+
+std::vector<uint8_t> EncodeText(Type type, const std::string& text) {
+  std::vector<uint8_t> out(sizeof(Header) + text.size());
+  Header h{kMagic, kVersion, static_cast<uint16_t>(type), static_cast<uint32_t>(text.size())};
+  std::memcpy(out.data(), &h, sizeof h);
+  std::memcpy(out.data() + sizeof h, text.data(), text.size());
+  return out;
+}
+
+std::optional<Message> Split(std::vector<uint8_t>* buffer, std::string* error) {
+  error->clear();
+  if (buffer->size() < sizeof(Header)) return std::nullopt;
+  Header h;
+  std::memcpy(&h, buffer->data(), sizeof h);
+  if (h.magic != kMagic) {
+    *error = "not a gpushare message (bad magic)";
+    return std::nullopt;
+  }
+  if (h.version != kVersion) {
+    *error = "protocol version " + std::to_string(h.version) + ", expected " + std::to_string(kVersion);
+    return std::nullopt;
+  }
+  auto size = PayloadSize(h.type);
+  if (!size) {
+    *error = "unknown message type " + std::to_string(h.type);
+    return std::nullopt;
+  }
+  if (h.length > kMaxPayload || (*size != 0 && h.length != *size)) {
+    *error = "message type " + std::to_string(h.type) + " with a payload of " + std::to_string(h.length) + " bytes";
+    return std::nullopt;
+  }
+  if (buffer->size() < sizeof(Header) + h.length) return std::nullopt;
+  Message m{static_cast<Type>(h.type),
+            std::vector<uint8_t>(buffer->begin() + sizeof(Header), buffer->begin() + sizeof(Header) + h.length)};
+  buffer->erase(buffer->begin(), buffer->begin() + sizeof(Header) + h.length);
+  return m;
+}
+
+Hello Sanitized(Hello h) {
+  Terminate(h.tenant);
+  Terminate(h.job);
+  h.device_count = std::min<uint32_t>(h.device_count, kMaxDevices);
+  h.reattach = h.reattach != 0;
+  if (!(h.weight > 0 && h.weight <= 1000)) h.weight = 1;  // NaN and nonsense read as the default
+  for (int32_t& v : h.visible) v = std::clamp(v, -1, 1023);
+  return h;
+}
+
+Welcome Sanitized(Welcome w) {
+  Terminate(w.reason);
+  Terminate(w.channel);
+  w.device_count = std::min<uint32_t>(w.device_count, kMaxDevices);
+  return w;
+}
+
+Take Sanitized(Take t) {
+  t.force = t.force != 0;
+  return t;
+}
+
+TakeReply Sanitized(TakeReply r) {
+  Terminate(r.reason);
+  return r;
+}
+
+}  // namespace gpushare::protocol

@@ -1,0 +1,119 @@
+// The wire protocol between clients (libgpushare.so), tools and the broker, over the
+// broker's Unix socket. Messages are a fixed header and a fixed-size payload per type
+// (strings are NUL-padded arrays), so decoding is a bounds check and a copy; every
+// decoder the broker runs on client input is in protocol.cpp and fuzzed.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gpushare::protocol {
+
+inline constexpr uint32_t kMagic = 0x52485347;  // "GSHR"
+inline constexpr uint16_t kVersion = 1;
+inline constexpr int kMaxDevices = 16;
+inline constexpr size_t kMaxPayload = 1 << 20;
+
+enum class Type : uint16_t {
+  kHello = 1,        // client -> broker: who I am, what I ask for
+  kWelcome = 2,      // broker -> client: my terms, or why not
+  kTake = 3,         // client -> broker: may I hold `bytes` more on a virtual GPU?
+  kTakeReply = 4,    // broker -> client
+  kGive = 5,         // client -> broker: I hold `bytes` less
+  kStatus = 6,       // tool -> broker: the node as JSON, please
+  kStatusReply = 7,  // broker -> tool: JSON text
+};
+
+struct Header {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t type;
+  uint32_t length;  // payload bytes after the header
+};
+
+struct Hello {
+  char tenant[64];
+  char job[128];
+  int32_t rank;
+  double weight;
+  uint32_t device_count;             // virtual GPUs the client wants (0: all it may have)
+  int32_t visible[kMaxDevices];      // asked physical GPUs in virtual order, -1: broker chooses
+  uint64_t cap_bytes[kMaxDevices];   // asked cap per virtual GPU, 0: none asked
+  uint64_t held_bytes[kMaxDevices];  // held already (re-registering after a broker restart)
+  uint32_t reattach;                 // 1: re-registering; `visible` is the map in use and must stay
+};
+
+struct Welcome {
+  int32_t accepted;  // 1 yes, 0 refused
+  char reason[256];
+  uint64_t client_id;
+  double weight;
+  uint32_t device_count;
+  int32_t physical[kMaxDevices];
+  uint64_t cap_bytes[kMaxDevices];  // 0: uncapped
+  char channel[64];                 // the client's shared-memory channel (channel.h), "" if none
+};
+
+struct Take {
+  uint32_t device;  // virtual
+  uint32_t force;   // 1: memory the driver already holds (a context's): record it, past the cap if need be
+  uint64_t bytes;
+};
+
+struct TakeReply {
+  int32_t granted;  // 1 yes; 0 no
+  char reason[128];
+};
+
+struct Give {
+  uint32_t device;
+  uint64_t bytes;
+};
+
+// One decoded message, or why the bytes are not one.
+struct Message {
+  Type type;
+  std::vector<uint8_t> payload;
+};
+
+// Encodes a header and a payload struct.
+template <typename T>
+std::vector<uint8_t> Encode(Type type, const T& payload) {
+  std::vector<uint8_t> out(sizeof(Header) + sizeof(T));
+  Header h{kMagic, kVersion, static_cast<uint16_t>(type), static_cast<uint32_t>(sizeof(T))};
+  std::memcpy(out.data(), &h, sizeof h);
+  std::memcpy(out.data() + sizeof h, &payload, sizeof(T));
+  return out;
+}
+std::vector<uint8_t> EncodeText(Type type, const std::string& text);
+
+// Splits one message off the front of `buffer` (bytes received so far). Returns the
+// message and consumes its bytes; nullopt with `error` empty if more bytes are needed;
+// nullopt with `error` set if the bytes can never form a message (the peer is to be
+// dropped): bad magic or version, unknown type, wrong size for the type, oversize.
+std::optional<Message> Split(std::vector<uint8_t>* buffer, std::string* error);
+
+// A payload as its struct, with every string made NUL-terminated and every count
+// clamped, so nothing a peer sends can be read past its bounds.
+template <typename T>
+T As(const Message& m) {
+  T out;
+  std::memcpy(&out, m.payload.data(), sizeof(T));
+  return out;
+}
+Hello Sanitized(Hello h);
+Welcome Sanitized(Welcome w);
+Take Sanitized(Take t);
+TakeReply Sanitized(TakeReply r);
+
+// Copies a string into a fixed array, truncating, NUL-terminated.
+template <size_t N>
+void SetString(char (&dst)[N], const std::string& s) {
+  std::memset(dst, 0, N);
+  std::memcpy(dst, s.data(), std::min(s.size(), N - 1));
+}
+
+}  // namespace gpushare::protocol

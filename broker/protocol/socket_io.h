@@ -1,0 +1,25 @@
+// Blocking message I/O over the broker's Unix socket, for clients and tools (the
+// broker itself multiplexes non-blocking sockets). Sends never raise SIGPIPE in the
+// caller's process.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol.h"
+
+namespace gpushare::protocol {
+
+// The socket path a client or tool uses when none is given: $GPUSHARE_SOCKET, else
+// $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock.
+std::string DefaultSocketPath();
+
+// Connects (close-on-exec); returns the fd or -1 with `error` set.
+int ConnectUnix(const std::string& path, std::string* error);
+bool SendAll(int fd, const std::vector<uint8_t>& bytes);
+// Reads until one whole message is in `buffer` and returns it; nullopt with `error`
+// on hang-up, a read error, a malformed message, or after `timeout_ms` (-1: none).
+std::optional<Message> Receive(int fd, std::vector<uint8_t>* buffer, int timeout_ms, std::string* error);
+
+}  // namespace gpushare::protocol

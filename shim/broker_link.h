@@ -1,0 +1,77 @@
+// The client's link to the node broker: registration at first driver use, synchronous
+// Take (may I hold more?) and one-way Give, and the shared-memory channel the broker
+// publishes grants into. When the broker is absent or goes away, the client runs
+// standalone on its last caps (logged once) and re-registers when the broker is back,
+// reporting what it holds so the rebuilt ledger counts it once. API-neutral.
+#pragma once
+
+#include <boost/interprocess/mapped_region.hpp>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "channel.h"
+#include "options.h"
+
+namespace gpushare {
+
+class BrokerLink {
+ public:
+  // What the broker granted at registration.
+  struct Terms {
+    bool accepted = false;
+    std::string reason;               // why not, or a warning when accepted
+    std::vector<int> physical;        // virtual i -> physical GPU
+    std::vector<uint64_t> cap_bytes;  // per virtual GPU; 0: uncapped
+    double weight = 1;
+  };
+
+  BrokerLink();
+
+  // Registers with the broker at `options.socket_path`. nullopt: no broker answers
+  // (standalone); otherwise the broker's terms, accepted or not.
+  std::optional<Terms> Register(const ClientOptions& options);
+
+  // The virtual->physical map in use (standalone: the one built from the options), which
+  // a later registration keeps.
+  void UseMap(std::vector<int> physical);
+
+  enum class Answer { kGranted, kRefused, kStandalone };
+  // Asks to hold `bytes` more on virtual GPU `device` (`force`: already held, record it).
+  // `held` gives what the client holds per virtual GPU, for re-registering after the
+  // broker came back.
+  Answer Take(int device, uint64_t bytes, bool force, const std::vector<uint64_t>& held, std::string* reason);
+  void Give(int device, uint64_t bytes, const std::vector<uint64_t>& held);
+
+  // Caps the broker now grants per virtual GPU, if they changed since the last call
+  // (a config reload); what all the tenant's processes hold on `device` (0 if unknown).
+  std::optional<std::vector<uint64_t>> ChangedCaps();
+  uint64_t TenantHeld(int device) const;
+  // Reports this process's usage into its channel (what gpushare-smi can show).
+  void ReportUsed(int device, uint64_t bytes);
+
+  bool attached() const;
+
+ private:
+  std::optional<Terms> Hello(bool reattach, const std::vector<uint64_t>& held);
+  bool EnsureAttached(const std::vector<uint64_t>& held);  // mu_ held
+  void Lost(const char* why);                              // mu_ held
+  void MapChannel(const std::string& name);
+  void AfterForkInChild();
+
+  mutable std::mutex mu_;
+  ClientOptions options_;
+  std::vector<int> physical_;  // the map in use, kept across re-registration
+  int fd_ = -1;
+  bool ever_attached_ = false;
+  bool disabled_ = false;  // a forked child: the parent's registration is not its own
+  uint64_t last_try_ms_ = 0;
+  std::vector<uint8_t> inbox_;
+  boost::interprocess::mapped_region region_;
+  protocol::Channel* channel_ = nullptr;
+  uint64_t seen_generation_ = 0;
+};
+
+}  // namespace gpushare
