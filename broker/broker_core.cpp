@@ -108,7 +108,9 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
       placed.physical.resize(hello.device_count);
     // Admission: can the tenant's cap be met on each GPU beside what others were promised?
     for (int g : placed.physical) {
-      const bool met = !cap || TenantOn(tenant, g) || Promised(g, tenant) + *cap <= ledger_.capacity(g);
+      // As room left, not a sum: a client's huge cap would wrap Promised + cap past the check.
+      const bool met = !cap || TenantOn(tenant, g) ||
+                       *cap <= ledger_.capacity(g) - std::min(ledger_.capacity(g), Promised(g, tenant));
       if (met) {
         physical.push_back(g);
       } else if (config_.admission == Admission::kOversubscribe) {
@@ -308,7 +310,8 @@ std::string BrokerCore::StatusJson() const {
                        {"gpu_share", share},
                        {"devices", devices}});
   }
-  return json{{"gpus", gpus}, {"clients", clients}}.dump();
+  // Tenant and job names are a client's bytes, not always UTF-8: replace, never throw.
+  return json{{"gpus", gpus}, {"clients", clients}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace gpushare::broker

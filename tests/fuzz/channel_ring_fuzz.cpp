@@ -1,0 +1,151 @@
+// Fuzzes DrainRing, the broker's reader of a client-written launch ring: the client
+// owns ring_head and the records, and may write anything at any time, so every call
+// must read at most a ring's worth, pass on only records naming a possible device,
+// account for every record it skips, and leave the broker's tail at the client's head.
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "channel.h"
+#include "fuzz_target.h"
+#include "shm_channels.h"
+
+namespace {
+
+namespace proto = gpushare::protocol;
+
+// The program's instructions, one byte each, operands after; DrainRing runs after each.
+enum class Op : uint8_t {
+  kSetHead,     // 8 bytes: ring_head
+  kAdvance,     // 2 bytes: ring_head += n (the client publishes n records)
+  kRewind,      // 2 bytes: ring_head -= n
+  kWrite,       // 2 bytes index, sizeof(LaunchRecord) bytes: one record, raw
+  kFillDevice,  // 1 byte: every record's device
+  kSetTail,     // 8 bytes: the broker's tail (as after a broker restart)
+  kOpCount,
+};
+
+class Reader {
+ public:
+  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  bool done() const { return pos_ >= size_; }
+  uint8_t Byte() { return pos_ < size_ ? data_[pos_++] : 0; }
+  uint64_t Raw(size_t n) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; ++i) v |= uint64_t{Byte()} << (8 * i);
+    return v;
+  }
+  void Bytes(void* dst, size_t n) {
+    auto* d = static_cast<uint8_t*>(dst);
+    for (size_t i = 0; i < n; ++i) d[i] = Byte();
+  }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+  size_t pos_ = 0;
+};
+
+void Drain(proto::Channel* channel, uint64_t* tail, uint64_t* dropped) {
+  const uint64_t head = channel->ring_head.load();
+  const uint64_t tail_before = *tail, dropped_before = *dropped;
+  size_t passed = 0;
+  const size_t read = gpushare::broker::DrainRing(channel, tail, dropped, [&](const proto::LaunchRecord& r) {
+    FUZZ_CHECK(r.device < static_cast<uint32_t>(proto::kMaxDevices));
+    ++passed;
+  });
+  FUZZ_CHECK(read <= proto::kRingRecords);
+  FUZZ_CHECK(passed <= read);
+  FUZZ_CHECK(*tail == head);  // caught up with the client, whatever it wrote
+  FUZZ_CHECK(channel->ring_tail.load() == *tail || head < tail_before);
+  if (head >= tail_before) {
+    // Every record between the old tail and the head was passed on, skipped or overrun
+    // (modulo 2^64: a client that moves its head by ~2^64 wraps the broker's counter).
+    FUZZ_CHECK(passed + (*dropped - dropped_before) == head - tail_before);
+    FUZZ_CHECK(read == std::min<uint64_t>(head - tail_before, proto::kRingRecords));
+  } else {
+    FUZZ_CHECK(read == 0 && *dropped == dropped_before);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // Heap-allocated at its exact size, so that ASan catches any read past the ring.
+  auto channel = std::make_unique<proto::Channel>();
+  std::memset(static_cast<void*>(channel.get()), 0, sizeof(proto::Channel));
+  Reader r(data, size);
+  uint64_t tail = r.Raw(8), dropped = 0;
+  channel->ring_head.store(r.Raw(8));
+  for (int steps = 0; !r.done() && steps < 256; ++steps) {
+    switch (static_cast<Op>(r.Byte() % static_cast<uint8_t>(Op::kOpCount))) {
+      case Op::kSetHead: channel->ring_head.store(r.Raw(8)); break;
+      case Op::kAdvance: channel->ring_head.fetch_add(r.Raw(2)); break;
+      case Op::kRewind: channel->ring_head.fetch_sub(r.Raw(2)); break;
+      case Op::kWrite: {
+        const uint64_t index = r.Raw(2) % proto::kRingRecords;
+        r.Bytes(&channel->ring[index], sizeof(proto::LaunchRecord));
+        break;
+      }
+      case Op::kFillDevice: {
+        const uint8_t device = r.Byte();
+        for (proto::LaunchRecord& rec : channel->ring) rec.device = device;
+        break;
+      }
+      case Op::kSetTail: tail = r.Raw(8); break;
+      case Op::kOpCount: break;
+    }
+    Drain(channel.get(), &tail, &dropped);
+  }
+  return 0;
+}
+
+std::vector<std::vector<uint8_t>> FuzzSeeds() {
+  auto u64 = [](std::vector<uint8_t>& out, uint64_t v) {
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  };
+  auto op = [](std::vector<uint8_t>& out, Op o, std::vector<uint8_t> operands) {
+    out.push_back(static_cast<uint8_t>(o));
+    out.insert(out.end(), operands.begin(), operands.end());
+  };
+  std::vector<std::vector<uint8_t>> seeds;
+  {  // a client publishing a few records at a time, one naming no device
+    std::vector<uint8_t> s;
+    u64(s, 0);
+    u64(s, 0);
+    op(s, Op::kAdvance, {3, 0});
+    std::vector<uint8_t> record(sizeof(proto::LaunchRecord), 0);
+    record[16] = 0x40;  // device 64
+    std::vector<uint8_t> write = {1, 0};
+    write.insert(write.end(), record.begin(), record.end());
+    op(s, Op::kWrite, write);
+    op(s, Op::kAdvance, {2, 0});
+    op(s, Op::kAdvance, {0, 4});  // 1024: a whole ring
+    seeds.push_back(s);
+  }
+  {  // overrun by far, then rewound
+    std::vector<uint8_t> s;
+    u64(s, 5);
+    u64(s, 100000);
+    op(s, Op::kFillDevice, {17});
+    op(s, Op::kAdvance, {0xff, 0x07});
+    op(s, Op::kRewind, {0xff, 0xff});
+    op(s, Op::kFillDevice, {1});
+    op(s, Op::kAdvance, {0x10, 0});
+    seeds.push_back(s);
+  }
+  {  // indices next to overflow
+    std::vector<uint8_t> s;
+    u64(s, ~uint64_t{0} - 10);
+    u64(s, ~uint64_t{0});
+    std::vector<uint8_t> head;
+    u64(head, 0);
+    op(s, Op::kSetHead, head);
+    std::vector<uint8_t> tail;
+    u64(tail, ~uint64_t{0} - 2000);
+    op(s, Op::kSetTail, tail);
+    op(s, Op::kAdvance, {0xff, 0xff});
+    seeds.push_back(s);
+  }
+  return seeds;
+}
