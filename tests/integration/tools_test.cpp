@@ -1,0 +1,184 @@
+// The user tools as users run them: gpushare-run composes the environment and
+// LD_PRELOAD and execs, with exit 2 for bad arguments, 1 for a missing shim, 127 for a
+// command that cannot run; gpushare-smi prints a broker's status (here a stand-in
+// broker that answers one status request) and fails clearly when none is reachable.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "protocol.h"
+#include "socket_io.h"
+#include "subprocess.h"
+
+namespace {
+
+using testing_support::RunToEnd;
+namespace proto = gpushare::protocol;
+
+std::string Shim() { return std::filesystem::canonical(GPUSHARE_LIB).string(); }
+
+// The line "NAME=..." of `env` output, or "" when absent.
+std::string EnvLine(const std::string& out, const std::string& name) {
+  size_t at = out.rfind("\n" + name + "=");
+  if (at == std::string::npos && out.rfind(name + "=", 0) == 0)
+    at = 0;
+  else if (at != std::string::npos)
+    ++at;
+  else
+    return "";
+  return out.substr(at, out.find('\n', at) - at);
+}
+
+TEST(GpushareRun, SetsTheVariablesAndPreloadsTheShimFirst) {
+  auto r = RunToEnd({GPUSHARE_RUN, "--tenant", "t", "--memory", "1GiB", "--weight", "2", "--job", "j", "--devices",
+                     "1,0", "--socket", "/tmp/none.sock", "--", "/usr/bin/env"},
+                    {{"LD_PRELOAD", "libm.so.6"}, {"GPUSHARE_LIBRARY", ""}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(EnvLine(r.out, "GPUSHARE_TENANT"), "GPUSHARE_TENANT=t") << r.out;
+  EXPECT_EQ(EnvLine(r.out, "GPUSHARE_MEMORY_LIMIT"), "GPUSHARE_MEMORY_LIMIT=1GiB");
+  EXPECT_EQ(EnvLine(r.out, "GPUSHARE_WEIGHT"), "GPUSHARE_WEIGHT=2");
+  EXPECT_EQ(EnvLine(r.out, "GPUSHARE_JOB"), "GPUSHARE_JOB=j");
+  EXPECT_EQ(EnvLine(r.out, "GPUSHARE_VISIBLE_DEVICES"), "GPUSHARE_VISIBLE_DEVICES=1,0");
+  EXPECT_EQ(EnvLine(r.out, "GPUSHARE_SOCKET"), "GPUSHARE_SOCKET=/tmp/none.sock");
+  EXPECT_EQ(EnvLine(r.out, "LD_PRELOAD"), "LD_PRELOAD=" + Shim() + ":libm.so.6");
+}
+
+TEST(GpushareRun, DoesNotPreloadTheShimTwiceAndHonoursGpushareLibrary) {
+  auto r = RunToEnd({GPUSHARE_RUN, "--", "/usr/bin/env"}, {{"LD_PRELOAD", Shim()}, {"GPUSHARE_LIBRARY", GPUSHARE_LIB}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(EnvLine(r.out, "LD_PRELOAD"), "LD_PRELOAD=" + Shim());
+  EXPECT_EQ(EnvLine(r.out, "GPUSHARE_TENANT"), "");
+}
+
+TEST(GpushareRun, BadArgumentsExitTwoWithTheReason) {
+  auto r = RunToEnd({GPUSHARE_RUN, "--tenant", "t"}, {});
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("no command"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("usage: gpushare-run"), std::string::npos) << r.out;
+
+  r = RunToEnd({GPUSHARE_RUN, "--tenant", "t", "--"}, {});
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+
+  r = RunToEnd({GPUSHARE_RUN, "--memory", "lots", "--", "/usr/bin/true"}, {});
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.out.find("--memory: \"lots\" is not a size"), std::string::npos) << r.out;
+
+  r = RunToEnd({GPUSHARE_RUN, "--help"}, {});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("--memory"), std::string::npos) << r.out;
+}
+
+TEST(GpushareRun, AMissingShimExitsOneNamingThePath) {
+  auto r = RunToEnd({GPUSHARE_RUN, "--", "/usr/bin/true"}, {{"GPUSHARE_LIBRARY", "/nonexistent/libgpushare.so"}});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("/nonexistent/libgpushare.so"), std::string::npos) << r.out;
+}
+
+TEST(GpushareRun, ACommandThatCannotRunExits127) {
+  auto r = RunToEnd({GPUSHARE_RUN, "--", "/nonexistent/cmd", "arg"}, {{"GPUSHARE_LIBRARY", ""}});
+  EXPECT_EQ(r.exit_code, 127) << r.out;
+  EXPECT_NE(r.out.find("gpushare-run: cannot run /nonexistent/cmd: No such file or directory"), std::string::npos)
+      << r.out;
+}
+
+TEST(GpushareSmi, NoBrokerExitsOneNamingTheSocket) {
+  auto r = RunToEnd({GPUSHARE_SMI, "--socket", "/nonexistent"}, {});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("/nonexistent"), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+
+  // The default path comes from GPUSHARE_SOCKET, as for clients.
+  r = RunToEnd({GPUSHARE_SMI}, {{"GPUSHARE_SOCKET", "/nonexistent/env.sock"}});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("/nonexistent/env.sock"), std::string::npos) << r.out;
+}
+
+TEST(GpushareSmi, BadArgumentsExitTwo) {
+  EXPECT_EQ(RunToEnd({GPUSHARE_SMI, "--bogus"}, {}).exit_code, 2);
+  EXPECT_EQ(RunToEnd({GPUSHARE_SMI, "--socket"}, {}).exit_code, 2);
+  EXPECT_EQ(RunToEnd({GPUSHARE_SMI, "--help"}, {}).exit_code, 0);
+}
+
+// A stand-in broker: answers one status request with `status_json`.
+class FakeBroker {
+ public:
+  explicit FakeBroker(std::string status_json) {
+    path_ = "/tmp/gs-tools-test-" + std::to_string(getpid()) + "-" + std::to_string(counter_++) + ".sock";
+    unlink(path_.c_str());
+    listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(listen_fd_, 4) != 0)
+      std::abort();
+    thread_ = std::thread([this, status_json] {
+      int fd = accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) return;
+      std::vector<uint8_t> buffer;
+      std::string error;
+      auto m = proto::Receive(fd, &buffer, 10000, &error);
+      if (m && m->type == proto::Type::kStatus)
+        proto::SendAll(fd, proto::EncodeText(proto::Type::kStatusReply, status_json));
+      close(fd);
+    });
+  }
+  ~FakeBroker() {
+    shutdown(listen_fd_, SHUT_RDWR);
+    thread_.join();
+    close(listen_fd_);
+    unlink(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  std::string path_;
+  int listen_fd_ = -1;
+  std::thread thread_;
+};
+
+const char* kStatus =
+    R"({"gpus":[{"index":0,"name":"simgpu H100 0","memory_total":17179869184,"memory_used":1073741824},
+  {"index":1,"name":"simgpu H100 1","memory_total":17179869184,"memory_used":0}],
+  "clients":[{"id":1,"pid":4242,"uid":1000,"tenant":"alice","job":"","rank":-1,"weight":1.0,"class":"unknown",
+  "gpu_share":0.5,"devices":[{"virtual":0,"physical":1,"memory_used":536870912,"memory_cap":4294967296,
+  "capped":true,"tenant_memory_used":0,"share":0.5},{"virtual":1,"physical":0,"memory_used":0,
+  "memory_cap":17179869184,"capped":false,"share":0.5}]}],"future_key":{"x":1}})";
+
+TEST(GpushareSmi, PrintsGpusAndClientsAsATable) {
+  FakeBroker broker(kStatus);
+  auto r = RunToEnd({GPUSHARE_SMI, "--socket", broker.path()}, {});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* expected : {"simgpu H100 0", "1.00 GiB / 16.00 GiB", "simgpu H100 1", "4242", "alice", "50%", "0->1",
+                               "512.0 MiB / 4.00 GiB", "1->0", "0 B / 16.00 GiB (no cap)"})
+    EXPECT_NE(r.out.find(expected), std::string::npos) << expected << " in\n" << r.out;
+}
+
+TEST(GpushareSmi, JsonIsTheBrokersStatusPretty) {
+  FakeBroker broker(kStatus);
+  auto r = RunToEnd({GPUSHARE_SMI, "--json", "--socket", broker.path()}, {});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out), nlohmann::json::parse(kStatus));
+  EXPECT_NE(r.out.find("\n  \"clients\": ["), std::string::npos) << r.out;
+}
+
+TEST(GpushareSmi, ToleratesMissingAndOddlyTypedFields) {
+  FakeBroker broker(R"({"gpus":[{"index":"zero"},{}],"clients":[{"pid":7,"devices":"none"},{"tenant":5}]})");
+  auto r = RunToEnd({GPUSHARE_SMI, "--socket", broker.path()}, {});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("7"), std::string::npos) << r.out;
+}
+
+TEST(GpushareSmi, AReplyThatIsNotJsonExitsOne) {
+  FakeBroker broker("not json");
+  auto r = RunToEnd({GPUSHARE_SMI, "--socket", broker.path()}, {});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find(broker.path()), std::string::npos) << r.out;
+}
+
+}  // namespace

@@ -1,0 +1,191 @@
+// gpushare-smi: the node as the broker sees it (GPUs, clients, their shares and caps),
+// as a table for people or as JSON for scripts. It asks the broker once over its
+// socket (protocol::Type::kStatus) and prints the reply; it keeps no state.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol.h"
+#include "socket_io.h"
+#include "units.h"
+
+namespace {
+
+// ordered_json: --json keeps the order the broker wrote (gpus before clients).
+using json = nlohmann::ordered_json;
+namespace proto = gpushare::protocol;
+
+constexpr int kReplyTimeoutMs = 5000;
+
+const char kUsage[] =
+    "usage: gpushare-smi [--socket PATH] [--json]\n"
+    "Shows the GPUs and the clients of the gpushare broker on this node.\n"
+    "  --socket PATH  the broker's socket (default: $GPUSHARE_SOCKET, else\n"
+    "                 $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock)\n"
+    "  --json         print the broker's status as JSON\n"
+    "  -h, --help     this text\n";
+
+// Readers that take whatever a newer or older broker sends: a missing key or one of
+// another type gives the default, never an exception.
+std::string Str(const json& j, const char* key, const std::string& fallback = "") {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+double Num(const json& j, const char* key, double fallback) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+uint64_t Bytes(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number()) return 0;
+  if (it->is_number_unsigned()) return it->get<uint64_t>();
+  const double d = it->get<double>();
+  return d > 0 ? static_cast<uint64_t>(d) : 0;
+}
+bool Bool(const json& j, const char* key, bool fallback) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() ? it->get<bool>() : fallback;
+}
+const json& Array(const json& j, const char* key) {
+  static const json kEmpty = json::array();
+  auto it = j.find(key);
+  return it != j.end() && it->is_array() ? *it : kEmpty;
+}
+
+std::string Printf(const char* format, double value) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, value);
+  return buf;
+}
+
+std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+// Left-aligned columns, two blanks apart, each as wide as its widest cell.
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& row : rows)
+    for (size_t c = 0; c < row.size(); ++c) {
+      if (width.size() <= c) width.push_back(0);
+      width[c] = std::max(width[c], row[c].size());
+    }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      line += row[c];
+      if (c + 1 < row.size()) line += std::string(width[c] - row[c].size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+void PrintHuman(const json& status, const std::string& socket_path) {
+  std::printf("gpushare broker at %s\n\n", socket_path.c_str());
+  std::vector<std::vector<std::string>> gpus = {{"GPU", "NAME", "MEMORY USED / TOTAL", "USED"}};
+  for (const json& g : Array(status, "gpus")) {
+    if (!g.is_object()) continue;
+    const uint64_t used = Bytes(g, "memory_used"), total = Bytes(g, "memory_total");
+    gpus.push_back(
+        {Printf("%.0f", Num(g, "index", -1)), OrDash(Str(g, "name")),
+         gpushare::FormatBytes(used) + " / " + gpushare::FormatBytes(total),
+         total > 0 ? Printf("%.0f%%", 100.0 * static_cast<double>(used) / static_cast<double>(total)) : "-"});
+  }
+  PrintTable(gpus);
+
+  std::printf("\n");
+  const json& clients = Array(status, "clients");
+  if (clients.empty()) {
+    std::printf("No clients.\n");
+    return;
+  }
+  // The share is per GPU (a client's weight over the weights of all clients on that
+  // GPU), so it goes on each device line; gpu_share stands in when a device lacks it.
+  std::vector<std::vector<std::string>> rows = {
+      {"PID", "TENANT", "JOB", "RANK", "WEIGHT", "CLASS", "GPU V->P", "SHARE", "MEMORY USED / CAP"}};
+  for (const json& c : clients) {
+    if (!c.is_object()) continue;
+    const double rank = Num(c, "rank", -1), gpu_share = Num(c, "gpu_share", 0);
+    const std::vector<std::string> client = {
+        Printf("%.0f", Num(c, "pid", 0)),      OrDash(Str(c, "tenant")),          OrDash(Str(c, "job")),
+        rank < 0 ? "-" : Printf("%.0f", rank), Printf("%g", Num(c, "weight", 1)), OrDash(Str(c, "class"))};
+    // One line per virtual GPU; the client's own columns only on the first.
+    bool first = true;
+    for (const json& d : Array(c, "devices")) {
+      if (!d.is_object()) continue;
+      std::vector<std::string> row = first ? client : std::vector<std::string>(client.size(), "");
+      row.push_back(Printf("%.0f", Num(d, "virtual", -1)) + "->" + Printf("%.0f", Num(d, "physical", -1)));
+      row.push_back(Printf("%.0f%%", 100.0 * Num(d, "share", gpu_share)));
+      row.push_back(gpushare::FormatBytes(Bytes(d, "memory_used")) + " / " +
+                    gpushare::FormatBytes(Bytes(d, "memory_cap")) + (Bool(d, "capped", true) ? "" : " (no cap)"));
+      rows.push_back(row);
+      first = false;
+    }
+    if (first) {
+      std::vector<std::string> row = client;
+      row.insert(row.end(), {"-", Printf("%.0f%%", 100.0 * gpu_share), "-"});
+      rows.push_back(row);
+    }
+  }
+  PrintTable(rows);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string socket_path;
+  bool as_json = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (arg == "--json") {
+      as_json = true;
+    } else if (arg == "--socket" && i + 1 < argc) {
+      socket_path = argv[++i];
+    } else if (arg.rfind("--socket=", 0) == 0) {
+      socket_path = arg.substr(std::strlen("--socket="));
+    } else {
+      std::fprintf(stderr, "gpushare-smi: %s\n%s",
+                   arg == "--socket" ? "--socket needs a path" : ("unknown argument " + arg).c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (socket_path.empty()) socket_path = proto::DefaultSocketPath();
+
+  std::string error;
+  const int fd = proto::ConnectUnix(socket_path, &error);
+  if (fd < 0) {
+    std::fprintf(stderr, "gpushare-smi: cannot reach the broker at %s: %s\n", socket_path.c_str(), error.c_str());
+    return 1;
+  }
+  std::vector<uint8_t> buffer;
+  std::optional<proto::Message> reply;
+  if (proto::SendAll(fd, proto::EncodeText(proto::Type::kStatus, "")))
+    reply = proto::Receive(fd, &buffer, kReplyTimeoutMs, &error);
+  else
+    error = "cannot send the request";
+  close(fd);
+  if (!reply || reply->type != proto::Type::kStatusReply) {
+    std::fprintf(stderr, "gpushare-smi: no status from the broker at %s: %s\n", socket_path.c_str(),
+                 reply ? "unexpected reply" : error.c_str());
+    return 1;
+  }
+  const json status = json::parse(reply->payload.begin(), reply->payload.end(), nullptr, false);
+  if (status.is_discarded() || !status.is_object()) {
+    std::fprintf(stderr, "gpushare-smi: the broker at %s sent a status that is not a JSON object\n",
+                 socket_path.c_str());
+    return 1;
+  }
+  if (as_json)
+    std::printf("%s\n", status.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+  else
+    PrintHuman(status, socket_path);
+  return 0;
+}
