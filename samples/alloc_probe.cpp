@@ -1,14 +1,18 @@
 // alloc_probe: how much device memory this process can hold. Allocates --chunk sized
 // blocks until cuMemAlloc reports CUDA_ERROR_OUT_OF_MEMORY (or --limit is reached), then
-// halves the chunk down to 2 MiB to fill the rest. Prints key=value lines, frees all.
+// halves the chunk down to 2 MiB to fill the rest. Prints key=value lines, holds the
+// memory for --hold seconds (to be seen by gpushare-smi or nvidia-smi), frees all.
+#include <unistd.h>
+
 #include <algorithm>
 #include <vector>
 
 #include "common.h"
 
 int main(int argc, char** argv) {
-  samples::Args args(argc, argv, {"--device", "--chunk", "--limit"},
+  samples::Args args(argc, argv, {"--device", "--chunk", "--limit", "--hold"},
                      "[--chunk SIZE (default 256MiB)] [--limit BYTES (stop there; default none)] [--device D]\n"
+                     "[--hold SECONDS (keep the memory that long before freeing; default 0)]\n"
                      "sizes: 1048576, 512KiB, 256MiB, 1GiB (binary) or 512MB, 1GB (decimal)");
   const uint64_t chunk = args.Bytes("--chunk", 256ull << 20);
   const uint64_t limit = args.Bytes("--limit", 0);  // 0: until out of memory
@@ -43,6 +47,8 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(allocated), blocks.size(), free_after,
               oom == CUDA_SUCCESS ? "none" : samples::ErrorName(oom));
 
+  std::fflush(stdout);
+  if (const double hold = args.Double("--hold", 0); hold > 0) usleep(static_cast<useconds_t>(hold * 1e6));
   for (CUdeviceptr p : blocks) CHECK(cuMemFree(p));
   CHECK(cuMemGetInfo(&free_final, &unused));
   std::printf("free_final=%zu\n", free_final);
