@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: processes sharing GPUs, shown with the samples. On a machine with an
-# NVIDIA GPU it uses the real one; otherwise the simulated node (simgpu). Until the
-# shim and broker land, it shows the node itself: capacity shared by processes and
-# GPU time sliced between them, and a client capped by libgpushare.so.
+# NVIDIA GPU it uses the real one; otherwise the simulated node (simgpu). It shows the
+# node itself (capacity shared by processes, GPU time sliced between them), a client
+# capped by libgpushare.so alone, then a broker with two tenants seen by gpushare-smi.
 set -euo pipefail
 BUILD=${1:-build}
 S="$BUILD/samples"
@@ -56,5 +56,32 @@ LD_PRELOAD="$BUILD/lib/libgpushare.so" GPUSHARE_MEMORY_LIMIT=4GiB GPUSHARE_VISIB
   "$S/alloc_probe" --device 0 "${PROBE_LIMIT[@]}" 2> "$tmp/shim.log"
 echo "   the shim's log, first of $(wc -l < "$tmp/shim.log") refusals:"
 head -n 1 "$tmp/shim.log" | sed 's/^/   /'
+
+echo; echo "== 7. a broker and two tenants: caps held across processes, shown by gpushare-smi"
+B="$BUILD/bin"
+cat > "$tmp/broker.toml" <<'TOML'
+[tenants.team-a]
+weight = 2
+memory = "6GiB"     # per GPU, across all of team-a's processes
+gpus = [0]          # team-a may use physical GPU 0 only
+
+[tenants.guests]
+max_memory = "2GiB"
+TOML
+export GPUSHARE_SOCKET="$tmp/broker.sock"
+"$B/gpushare-broker" --config "$tmp/broker.toml" --socket "$GPUSHARE_SOCKET" 2> "$tmp/broker.log" & broker=$!
+for _ in $(seq 100); do [ -S "$GPUSHARE_SOCKET" ] && break; sleep 0.05; done
+# Two team-a processes on GPU 0 share one 6 GiB cap; a guest gets at most 2 GiB.
+"$B/gpushare-run" --tenant team-a -- "$S/alloc_probe" --limit 4GiB --hold 3 > "$tmp/a1" 2>&1 & a1=$!
+sleep 0.5
+"$B/gpushare-run" --tenant team-a -- "$S/alloc_probe" --limit 4GiB --hold 3 > "$tmp/a2" 2>&1 & a2=$!
+"$B/gpushare-run" --tenant guests --memory 8GiB -- "$S/alloc_probe" --hold 3 > "$tmp/g1" 2>&1 & g1=$!
+sleep 1.5
+"$B/gpushare-smi"
+wait $a1 $a2 $g1 || true
+for f in a1 a2 g1; do echo "   $f: $(grep -E '^allocated_bytes=' "$tmp/$f")"; done
+echo "   (team-a's two processes add up to its 6 GiB cap; the guest asked 8 GiB and was bounded to 2 GiB)"
+kill $broker; wait $broker 2>/dev/null || true
+unset GPUSHARE_SOCKET
 
 echo; echo "demo: done"
