@@ -3,6 +3,7 @@
 
 #include <toml++/toml.h>
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -14,6 +15,11 @@ namespace {
 struct ConfigError {
   std::string message;
   int line;
+};
+
+// An error in a file the config names (the classifier profile): "PATH:LINE: what".
+struct IncludedFileError {
+  std::string message;
 };
 
 [[noreturn]] void Fail(const toml::node& at, const std::string& what) {
@@ -61,7 +67,7 @@ std::vector<T> IntList(const toml::node& n, const std::string& field, int64_t mi
 
 BrokerConfig Parse(const toml::table& root) {
   BrokerConfig c;
-  CheckKeys(root, "", {"node", "class_weights", "tenants"});
+  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier"});
   if (const toml::node* node = root.get("node")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "node: expected a table");
@@ -84,9 +90,26 @@ BrokerConfig Parse(const toml::table& root) {
   if (const toml::node* node = root.get("class_weights")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "class_weights: expected a table");
-    CheckKeys(*t, "class_weights", {"compute", "memory"});
+    CheckKeys(*t, "class_weights", {"compute", "memory", "copy", "unknown"});
     if (const toml::node* n = t->get("compute")) c.compute_weight = PositiveNumber(*n, "class_weights.compute");
     if (const toml::node* n = t->get("memory")) c.memory_weight = PositiveNumber(*n, "class_weights.memory");
+    if (const toml::node* n = t->get("copy")) c.copy_weight = PositiveNumber(*n, "class_weights.copy");
+    if (const toml::node* n = t->get("unknown")) c.unknown_weight = PositiveNumber(*n, "class_weights.unknown");
+  }
+  if (const toml::node* node = root.get("scheduler")) {
+    const toml::table* t = node->as_table();
+    if (t == nullptr) Fail(*node, "scheduler: expected a table");
+    CheckKeys(*t, "scheduler", {"enabled", "quantum_ms"});
+    if (const toml::node* n = t->get("enabled")) {
+      auto b = n->value<bool>();
+      if (!b || !n->is_boolean()) Fail(*n, "scheduler.enabled: expected true or false");
+      c.scheduling = *b;
+    }
+    if (const toml::node* n = t->get("quantum_ms")) {
+      const double ms = PositiveNumber(*n, "scheduler.quantum_ms");
+      if (ms < 1 || ms > 1000) Fail(*n, "scheduler.quantum_ms: expected 1 to 1000");
+      c.quantum_us = static_cast<uint32_t>(ms * 1000);
+    }
   }
   if (const toml::node* node = root.get("tenants")) {
     const toml::table* tenants = node->as_table();
@@ -109,16 +132,111 @@ BrokerConfig Parse(const toml::table& root) {
   return c;
 }
 
+// What a kernel name may be declared as (idle is not a property of a kernel).
+std::optional<WorkClass> DeclarableClass(const std::string& name) {
+  std::optional<WorkClass> c = ParseWorkClass(name);
+  if (c == WorkClass::kIdle) return std::nullopt;
+  return c;
+}
+constexpr const char* kDeclarableClasses = "\"compute\", \"memory\", \"copy\" or \"unknown\"";
+
+// [classifier]: the config's rules, then (unless default_rules = false) the defaults; a
+// profile path relative to the directory of `source`.
+void ParseClassifier(const toml::table& root, const std::string& source, ClassifierConfig* out) {
+  const toml::node* node = root.get("classifier");
+  if (node == nullptr) return;
+  const toml::table* t = node->as_table();
+  if (t == nullptr) Fail(*node, "classifier: expected a table");
+  CheckKeys(*t, "classifier", {"rules", "default_rules", "profile"});
+  std::vector<NameRule> rules;
+  if (const toml::node* n = t->get("rules")) {
+    const toml::array* a = n->as_array();
+    if (a == nullptr) Fail(*n, "classifier.rules: expected a list of { pattern = \"...\", class = \"...\" }");
+    for (size_t i = 0; i < a->size(); ++i) {
+      const toml::node& item = *a->get(i);
+      const std::string field = "classifier.rules[" + std::to_string(i) + "]";
+      const toml::table* r = item.as_table();
+      if (r == nullptr) Fail(item, field + ": expected { pattern = \"...\", class = \"...\" }");
+      CheckKeys(*r, field, {"pattern", "class"});
+      const toml::node* pattern = r->get("pattern");
+      const toml::node* cls = r->get("class");
+      if (pattern == nullptr || cls == nullptr) Fail(item, field + ": expected a pattern and a class");
+      std::optional<std::string> p = pattern->value<std::string>();
+      if (!p || p->empty()) Fail(*pattern, field + ".pattern: expected a non-empty string");
+      std::optional<WorkClass> c = DeclarableClass(cls->value<std::string>().value_or(""));
+      if (!c) Fail(*cls, field + ".class: expected " + kDeclarableClasses);
+      rules.push_back(NameRule{*p, *c});
+    }
+  }
+  bool default_rules = true;
+  if (const toml::node* n = t->get("default_rules")) {
+    auto b = n->value<bool>();
+    if (!b || !n->is_boolean()) Fail(*n, "classifier.default_rules: expected true or false");
+    default_rules = *b;
+  }
+  if (default_rules) {
+    for (NameRule& r : ClassifierConfig::DefaultNameRules()) rules.push_back(std::move(r));
+  }
+  out->rules = std::move(rules);
+  if (const toml::node* n = t->get("profile")) {
+    std::optional<std::string> p = n->value<std::string>();
+    if (!p || p->empty()) Fail(*n, "classifier.profile: expected a file path");
+    std::filesystem::path path(*p);
+    if (path.is_relative()) path = std::filesystem::path(source).parent_path() / path;
+    std::ifstream in(path);
+    if (!in) Fail(*n, "classifier.profile: cannot read " + path.string());
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string error;
+    auto profile = ParseClassifierProfile(ss.str(), path.string(), &error);
+    if (!profile) throw IncludedFileError{error};
+    out->profile = std::move(*profile);
+    out->profile_path = path.string();
+  }
+}
+
 }  // namespace
+
+std::optional<std::map<std::string, WorkClass>> ParseClassifierProfile(const std::string& text,
+                                                                       const std::string& source, std::string* error) {
+  constexpr const char* kBlanks = " \t\r\f\v";
+  std::map<std::string, WorkClass> profile;
+  std::map<std::string, int> first_line;
+  std::istringstream in(text);
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    const size_t begin = line.find_first_not_of(kBlanks);
+    if (begin == std::string::npos || line[begin] == '#') continue;
+    const size_t end = line.find_last_not_of(kBlanks) + 1;
+    const size_t class_at = line.find_last_of(kBlanks, end - 1);
+    const auto fail = [&](const std::string& what) {
+      *error = source + ":" + std::to_string(number) + ": " + what;
+      return std::nullopt;
+    };
+    if (class_at == std::string::npos || class_at < begin) return fail("expected \"KERNEL_NAME CLASS\"");
+    const std::string name = line.substr(begin, line.find_last_not_of(kBlanks, class_at) + 1 - begin);
+    const std::string cls_name = line.substr(class_at + 1, end - class_at - 1);
+    std::optional<WorkClass> cls = DeclarableClass(cls_name);
+    if (!cls) return fail("class \"" + cls_name + "\": expected " + kDeclarableClasses);
+    if (auto [it, fresh] = first_line.emplace(name, number); !fresh)
+      return fail("\"" + name + "\" is already classified on line " + std::to_string(it->second));
+    profile[name] = *cls;
+  }
+  return profile;
+}
 
 std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source, std::string* error) {
   try {
     toml::table root = toml::parse(text, source);
-    return Parse(root);
+    BrokerConfig config = Parse(root);
+    ParseClassifier(root, source, &config.classifier);
+    return config;
   } catch (const toml::parse_error& e) {
     *error = source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
   } catch (const ConfigError& e) {
     *error = source + ":" + std::to_string(e.line) + ": " + e.message;
+  } catch (const IncludedFileError& e) {
+    *error = e.message;
   }
   return std::nullopt;
 }

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "classifier.h"
+
 namespace gpushare::broker {
 
 enum class Admission { kRefuse, kOversubscribe };
@@ -27,12 +29,26 @@ struct BrokerConfig {
   std::string placement = "least-loaded";
   double compute_weight = 0.7;
   double memory_weight = 0.3;
+  double copy_weight = 0.3;
+  double unknown_weight = 0.5;
+  // [scheduler]: WFQ on GPU time (scheduler.h).
+  bool scheduling = true;      // false: clients run free (memory caps and placement only)
+  uint32_t quantum_us = 20000;  // a client's exclusive slice of a GPU before others may have it
   std::map<std::string, TenantPolicy> tenants;
+  // [classifier]: kernel-name rules (the config's, then the defaults) and a profile.
+  ClassifierConfig classifier;
 };
 
 // Parses TOML text. On error returns nullopt and sets `error` to "SOURCE:LINE: what".
 std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source, std::string* error);
 std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::string* error);
+
+// A classifier profile: one "KERNEL_NAME CLASS" per line, the name being everything
+// before the last blank-separated field (names may contain blanks); CLASS is compute,
+// memory, copy or unknown (no opinion). Blank lines and lines starting with '#' are
+// skipped. On error returns nullopt and sets `error` to "SOURCE:LINE: what".
+std::optional<std::map<std::string, WorkClass>> ParseClassifierProfile(const std::string& text,
+                                                                       const std::string& source, std::string* error);
 
 // What a client gets as a member of its tenant, from the policy and what it asked.
 struct TenantTerms {

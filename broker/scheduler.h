@@ -1,0 +1,123 @@
+// Weighted fair queuing of GPU time, per physical GPU, by exclusive slices.
+//
+// A flow is one client's virtual GPU (placed on a physical GPU). At most one flow per
+// GPU holds it at a time: the holder's launches pass its gate, the others' wait
+// (without spinning) until granted. A grant lasts a quantum; when it ends and another
+// flow is waiting, the holder is asked to give the GPU back: it stops launching,
+// drains what it queued, and reports when the drain completed. The time from the
+// grant to that measured drain is the GPU time it used (the GPU was its alone), and
+// is charged to its virtual time as used / weight. The waiting flow with the least
+// virtual time is granted next (start-time fair queuing over measured service).
+// Work-conserving: a flow that waits for nothing is skipped, a holder that launches
+// nothing for a few ms after its grant gives way to those waiting, a lone holder keeps the
+// GPU without a hand-off, and a flow that comes back from idle (more than a quantum
+// without a grant, release or want) starts at the GPU's current virtual time: it
+// cannot bank service while idle. One that gave back a slice and wants the GPU again
+// soon after is still backlogged and keeps its place.
+//
+// Pure: no I/O; time is passed in (CLOCK_MONOTONIC ns). The daemon carries out the
+// actions through the clients' channels.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "ledger.h"
+
+namespace gpushare::broker {
+
+struct SchedAction {
+  enum class Kind { kGrant, kRevoke };
+  Kind kind;
+  ClientId client;
+  int device;      // the client's virtual GPU
+  uint64_t slice;  // the grant's id (a revoke names the grant to give back)
+};
+
+class Scheduler {
+ public:
+  struct Params {
+    uint64_t quantum_ns = 20'000'000;
+    uint64_t revoke_timeout_ns = 1'000'000'000;  // a holder that does not give back by then loses the GPU
+    uint64_t share_half_life_ns = 1'000'000'000;  // smoothing of the measured shares
+    uint64_t idle_grace_ns = 5'000'000;  // a granted flow that launches nothing this long gives way
+  };
+  explicit Scheduler(Params params);
+  void SetParams(Params params) { params_ = params; }
+
+  // Flows come and go with their clients. `weight` > 0 (tenant weight x class weight).
+  void AddFlow(ClientId client, int device, int gpu, double weight);
+  void RemoveClient(ClientId client);
+  void SetWeight(ClientId client, int device, double weight);
+
+  // The client has launches waiting at its gate for `device`.
+  void Want(ClientId client, int device, uint64_t now_ns);
+  // The client launched on `device` (seen in its records) by `now_ns`.
+  void Launched(ClientId client, int device, uint64_t now_ns);
+  // The client gave back grant `slice`; its work drained at `drained_ns` (client-said:
+  // clamped to what the broker's own clock allows). A flow that gave back because its
+  // quantum ended is still backlogged: it waits for its next turn without asking.
+  void Released(ClientId client, int device, uint64_t slice, uint64_t drained_ns, uint64_t now_ns);
+
+  // Grants and revokes due at `now_ns`. Call after any of the above and by NextDeadline.
+  std::vector<SchedAction> Tick(uint64_t now_ns);
+  // When Tick next has something to do on its own (a quantum or a revoke timing out);
+  // nullopt: nothing until a client speaks.
+  std::optional<uint64_t> NextDeadline() const;
+
+  struct FlowStatus {
+    int gpu = -1;
+    double weight = 0;
+    bool holding = false;
+    bool waiting = false;
+    uint64_t used_ns = 0;  // all GPU time charged so far
+    double share = 0;      // of its GPU's charged time, recent (smoothed)
+    bool unresponsive = false;  // ignored a revoke past the timeout
+  };
+  std::optional<FlowStatus> Status(ClientId client, int device, uint64_t now_ns) const;
+  // Who holds `gpu` (client, device), if anyone.
+  std::optional<std::pair<ClientId, int>> Holder(int gpu) const;
+
+ private:
+  using Key = std::pair<ClientId, int>;
+  struct Flow {
+    int gpu = -1;
+    double weight = 1;
+    double vtime = 0;
+    bool waiting = false;
+    uint64_t wait_order = 0;  // ties in virtual time go to the flow waiting longest
+    uint64_t active_at = 0;   // its last grant, release or want: idle since then
+    uint64_t launched_at = 0;
+    uint64_t used_ns = 0;
+    double recent_ns = 0;  // decayed
+    uint64_t recent_at = 0;
+    bool unresponsive = false;
+  };
+  struct Gpu {
+    std::optional<Key> holder;
+    uint64_t slice = 0;          // the holder's grant id
+    uint64_t period_start = 0;   // since when the holder's use is not yet charged
+    uint64_t quantum_end = 0;
+    uint64_t grant_at = 0;
+    bool revoking = false;
+    bool idle_revoke = false;  // revoked for launching nothing, not at its quantum's end
+    uint64_t revoke_deadline = 0;
+    double vclock = 0;           // the virtual time of the flow in service
+    double recent_ns = 0;        // decayed, all flows
+    uint64_t recent_at = 0;
+  };
+  void Charge(Flow& f, Gpu& g, uint64_t used_ns, uint64_t now_ns);
+  bool OthersWaiting(int gpu, const Key& holder) const;
+  double Decayed(double value, uint64_t since, uint64_t now) const;
+
+  Params params_;
+  uint64_t next_slice_ = 1;
+  uint64_t next_wait_order_ = 1;
+  std::map<Key, Flow> flows_;
+  std::map<int, Gpu> gpus_;
+};
+
+}  // namespace gpushare::broker

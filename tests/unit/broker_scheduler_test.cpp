@@ -1,0 +1,298 @@
+// The WFQ scheduler with a fake clock: grants, revokes, measured charging, shares.
+#include "scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace gpushare::broker {
+namespace {
+
+constexpr uint64_t kMs = 1'000'000;
+using Kind = SchedAction::Kind;
+
+Scheduler::Params Quantum(uint64_t ms) {
+  Scheduler::Params p;
+  p.quantum_ns = ms * kMs;
+  return p;
+}
+
+// Saturating clients driven by the scheduler's actions: a granted client runs until
+// revoked, drains for `drain_ns`, gives back, and at once wants the GPU again.
+struct Sim {
+  explicit Sim(Scheduler::Params p) : s(p) {}
+  Scheduler s;
+  uint64_t now = 0;
+  uint64_t drain_ns = 0;
+  uint64_t want_delay_ns = 0;  // from giving back to wanting again (its next launch)
+  std::map<std::pair<ClientId, int>, uint64_t> releases;  // flow -> time it gives back
+  std::map<std::pair<ClientId, int>, uint64_t> wants;     // flow -> time it wants again
+  std::map<std::pair<ClientId, int>, uint64_t> slices;
+  std::map<std::pair<ClientId, int>, int> grants;
+
+  void Apply(const std::vector<SchedAction>& actions) {
+    for (const SchedAction& a : actions) {
+      if (a.kind == Kind::kGrant) {
+        slices[{a.client, a.device}] = a.slice;
+        ++grants[{a.client, a.device}];
+        s.Launched(a.client, a.device, now);  // saturating: launches at once
+      } else {
+        releases[{a.client, a.device}] = now + drain_ns;
+      }
+    }
+  }
+  void RunUntil(uint64_t end) {
+    Apply(s.Tick(now));
+    while (now < end) {
+      uint64_t next = end;
+      if (auto d = s.NextDeadline()) next = std::min(next, *d);
+      for (const auto& [flow, at] : releases) next = std::min(next, at);
+      for (const auto& [flow, at] : wants) next = std::min(next, at);
+      now = std::max(now, next);
+      for (auto it = releases.begin(); it != releases.end();) {
+        if (it->second > now) {
+          ++it;
+          continue;
+        }
+        s.Released(it->first.first, it->first.second, slices[it->first], now, now);
+        wants[it->first] = now + want_delay_ns;
+        it = releases.erase(it);
+      }
+      Apply(s.Tick(now));  // the GPU is handed on before the one that gave it back asks again
+      for (auto it = wants.begin(); it != wants.end();) {
+        if (it->second > now) {
+          ++it;
+          continue;
+        }
+        s.Want(it->first.first, it->first.second, now);
+        it = wants.erase(it);
+      }
+      Apply(s.Tick(now));
+    }
+  }
+  uint64_t Used(ClientId c) { return s.Status(c, 0, now)->used_ns; }
+};
+
+TEST(Scheduler, ALoneClientIsGrantedAtOnceAndKeepsTheGpu) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.Want(1, 0, 5 * kMs);
+  auto a = s.Tick(5 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kGrant);
+  EXPECT_EQ(a[0].client, 1u);
+  EXPECT_EQ(s.NextDeadline(), 25 * kMs);
+  EXPECT_TRUE(s.Tick(25 * kMs).empty());  // nobody else waits: no revoke
+  EXPECT_EQ(s.Status(1, 0, 25 * kMs)->used_ns, 20 * kMs);  // its account is kept up to date
+  EXPECT_TRUE(s.Status(1, 0, 25 * kMs)->holding);
+  EXPECT_DOUBLE_EQ(s.Status(1, 0, 25 * kMs)->share, 1.0);
+}
+
+TEST(Scheduler, AWaiterGetsTheGpuAfterTheQuantumAndTheMeasuredDrainIsCharged) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.AddFlow(2, 0, 0, 1.0);
+  s.Want(1, 0, 0);
+  ASSERT_EQ(s.Tick(0).size(), 1u);
+  s.Want(2, 0, 5 * kMs);
+  EXPECT_TRUE(s.Tick(5 * kMs).empty());  // the holder keeps its quantum
+  auto a = s.Tick(20 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);
+  EXPECT_EQ(a[0].client, 1u);
+  EXPECT_EQ(a[0].slice, 1u);
+  EXPECT_TRUE(s.Tick(22 * kMs).empty());  // not given back yet: nobody else is granted
+  s.Released(1, 0, 1, 23 * kMs, 23 * kMs);
+  a = s.Tick(23 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kGrant);
+  EXPECT_EQ(a[0].client, 2u);
+  EXPECT_EQ(a[0].slice, 2u);
+  EXPECT_EQ(s.Status(1, 0, 23 * kMs)->used_ns, 23 * kMs);  // 20 ms quantum + 3 ms drain
+  EXPECT_EQ(s.Holder(0), (std::pair<ClientId, int>{2, 0}));
+}
+
+TEST(Scheduler, StaleOrForgedReleasesChangeNothing) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.AddFlow(2, 0, 0, 1.0);
+  s.Want(1, 0, 0);
+  s.Tick(0);
+  s.Released(2, 0, 1, 10 * kMs, 10 * kMs);  // not the holder
+  s.Released(1, 0, 7, 10 * kMs, 10 * kMs);  // not its grant
+  EXPECT_EQ(s.Holder(0), (std::pair<ClientId, int>{1, 0}));
+  // A drain "in the future" is clamped to the broker's clock.
+  s.Released(1, 0, 1, 500 * kMs, 12 * kMs);
+  EXPECT_EQ(s.Status(1, 0, 12 * kMs)->used_ns, 12 * kMs);
+  EXPECT_FALSE(s.Holder(0).has_value());
+}
+
+TEST(Scheduler, AHolderThatLaunchesNothingGivesWayAndIsNotPresumedBacklogged) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.AddFlow(2, 0, 0, 1.0);
+  s.Want(1, 0, 0);
+  s.Tick(0);
+  s.Launched(1, 0, 1 * kMs);
+  s.Want(2, 0, 2 * kMs);
+  ASSERT_EQ(s.Tick(20 * kMs).size(), 1u);  // quantum over: revoked
+  s.Released(1, 0, 1, 21 * kMs, 21 * kMs);  // still backlogged: waits without asking
+  auto a = s.Tick(21 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].client, 2u);
+  EXPECT_TRUE(s.Status(1, 0, 21 * kMs)->waiting);
+  // Client 2 had finished after all: it launches nothing, and after the grace gives way.
+  EXPECT_EQ(s.NextDeadline(), 26 * kMs);
+  EXPECT_TRUE(s.Tick(25 * kMs).empty());
+  a = s.Tick(26 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);
+  EXPECT_EQ(a[0].client, 2u);
+  s.Released(2, 0, 2, 26 * kMs, 26 * kMs);
+  a = s.Tick(26 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].client, 1u);
+  EXPECT_FALSE(s.Status(2, 0, 26 * kMs)->waiting);  // not presumed to want it back
+  EXPECT_EQ(s.Status(2, 0, 26 * kMs)->used_ns, 5 * kMs);
+}
+
+TEST(Scheduler, AHolderThatIgnoresARevokeLosesTheGpuAtTheTimeout) {
+  Scheduler::Params p = Quantum(20);
+  p.revoke_timeout_ns = 100 * kMs;
+  Scheduler s(p);
+  s.AddFlow(1, 0, 0, 1.0);
+  s.AddFlow(2, 0, 0, 1.0);
+  s.Want(1, 0, 0);
+  s.Tick(0);
+  s.Want(2, 0, 1 * kMs);
+  ASSERT_EQ(s.Tick(20 * kMs).size(), 1u);
+  EXPECT_TRUE(s.Tick(119 * kMs).empty());
+  auto a = s.Tick(120 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].client, 2u);
+  EXPECT_TRUE(s.Status(1, 0, 120 * kMs)->unresponsive);
+  EXPECT_EQ(s.Status(1, 0, 120 * kMs)->used_ns, 120 * kMs);
+}
+
+TEST(Scheduler, TwoSaturatingClientsWeighted2To1GetTwoThirdsAndOneThird) {
+  Sim sim(Quantum(20));
+  sim.drain_ns = 2 * kMs;
+  sim.s.AddFlow(1, 0, 0, 2.0);
+  sim.s.AddFlow(2, 0, 0, 1.0);
+  sim.s.Want(1, 0, 0);
+  sim.s.Want(2, 0, 0);
+  sim.RunUntil(6000 * kMs);
+  const double a = static_cast<double>(sim.Used(1)), b = static_cast<double>(sim.Used(2));
+  // Work-conserving: the GPU was always someone's (all charged but the slice in progress).
+  EXPECT_LE(sim.Used(1) + sim.Used(2), sim.now);
+  EXPECT_GE(sim.Used(1) + sim.Used(2), sim.now - 22 * kMs);
+  EXPECT_NEAR(a / (a + b), 2.0 / 3, 0.005);
+  // The lag of a flow is bounded by one slice (quantum + drain) of service.
+  EXPECT_LE(std::abs(a / 2 - b), 22.0 * kMs);
+  EXPECT_NEAR(sim.s.Status(1, 0, sim.now)->share, 2.0 / 3, 0.02);
+}
+
+TEST(Scheduler, AClientAskingAgainJustAfterGivingBackKeepsItsPlace) {
+  // As clients really do: the launch that finds the gate closed asks only after the
+  // drain, so the GPU has already gone to the other client.
+  Sim sim(Quantum(20));
+  sim.drain_ns = 2 * kMs;
+  sim.want_delay_ns = 200'000;
+  sim.s.AddFlow(1, 0, 0, 1.4);
+  sim.s.AddFlow(2, 0, 0, 0.7);
+  sim.s.Want(1, 0, 0);
+  sim.s.Want(2, 0, 0);
+  sim.RunUntil(6000 * kMs);
+  const double a = static_cast<double>(sim.Used(1)), b = static_cast<double>(sim.Used(2));
+  EXPECT_NEAR(a / (a + b), 2.0 / 3, 0.005);
+}
+
+TEST(Scheduler, FourClientsWeighted4To2To1To1) {
+  Sim sim(Quantum(10));
+  sim.drain_ns = 1 * kMs;
+  const double w[] = {4, 2, 1, 1};
+  for (ClientId c = 1; c <= 4; ++c) {
+    sim.s.AddFlow(c, 0, 0, w[c - 1]);
+    sim.s.Want(c, 0, 0);
+  }
+  sim.RunUntil(5000 * kMs);
+  for (ClientId c = 1; c <= 4; ++c)
+    EXPECT_NEAR(static_cast<double>(sim.Used(c)) / sim.now, w[c - 1] / 8, 0.01) << "client " << c;
+}
+
+TEST(Scheduler, GpusAreScheduledIndependently) {
+  Sim sim(Quantum(20));
+  sim.s.AddFlow(1, 0, 0, 1.0);
+  sim.s.AddFlow(2, 0, 1, 1.0);
+  sim.s.Want(1, 0, 0);
+  sim.s.Want(2, 0, 0);
+  sim.RunUntil(1000 * kMs);
+  EXPECT_EQ(sim.Used(1), 1000 * kMs);  // each alone on its GPU: never revoked
+  EXPECT_EQ(sim.Used(2), 1000 * kMs);
+  EXPECT_EQ((sim.grants[{1, 0}]), 1);
+}
+
+TEST(Scheduler, AClientBackFromIdleCannotBankService) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.AddFlow(2, 0, 0, 1.0);
+  s.Want(1, 0, 0);
+  s.Tick(0);
+  // Client 1 runs alone for a second; client 2 then wants the GPU.
+  s.Want(2, 0, 1000 * kMs);
+  auto a = s.Tick(1000 * kMs);  // 1's quantum long over: revoked at once
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);
+  s.Released(1, 0, 1, 1000 * kMs, 1000 * kMs);
+  s.Want(1, 0, 1000 * kMs);
+  a = s.Tick(1000 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].client, 2u);
+  // After one quantum of 2, 1 is granted again: 2 did not get a second's worth in a row.
+  s.Want(1, 0, 1001 * kMs);
+  a = s.Tick(1020 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);
+  s.Released(2, 0, a[0].slice, 1020 * kMs, 1020 * kMs);
+  s.Want(2, 0, 1020 * kMs);
+  a = s.Tick(1020 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].client, 1u);
+}
+
+TEST(Scheduler, AWeightChangeShiftsSharesWithinOnePeriod) {
+  Sim sim(Quantum(10));
+  sim.s.AddFlow(1, 0, 0, 1.0);
+  sim.s.AddFlow(2, 0, 0, 1.0);
+  sim.s.Want(1, 0, 0);
+  sim.s.Want(2, 0, 0);
+  sim.RunUntil(1000 * kMs);
+  EXPECT_NEAR(static_cast<double>(sim.Used(1)) / sim.now, 0.5, 0.011);
+  sim.s.SetWeight(1, 0, 3.0);
+  const uint64_t a0 = sim.Used(1), t0 = sim.now;
+  sim.RunUntil(2000 * kMs);
+  EXPECT_NEAR(static_cast<double>(sim.Used(1) - a0) / (sim.now - t0), 0.75, 0.011);
+  // Within one period (four quanta, the weights' sum) the new ratio shows.
+  const uint64_t a1 = sim.Used(1), b1 = sim.Used(2);
+  sim.RunUntil(2040 * kMs);
+  EXPECT_EQ(sim.Used(1) - a1, 30 * kMs);
+  EXPECT_EQ(sim.Used(2) - b1, 10 * kMs);
+}
+
+TEST(Scheduler, ARemovedHolderFreesTheGpuForTheNextWaiter) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.AddFlow(2, 0, 0, 1.0);
+  s.Want(1, 0, 0);
+  s.Tick(0);
+  s.Want(2, 0, 1 * kMs);
+  s.RemoveClient(1);
+  auto a = s.Tick(2 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kGrant);
+  EXPECT_EQ(a[0].client, 2u);
+  EXPECT_FALSE(s.Status(1, 0, 2 * kMs).has_value());
+}
+
+}  // namespace
+}  // namespace gpushare::broker
