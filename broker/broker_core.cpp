@@ -1,9 +1,13 @@
 // The broker's logic without I/O (see broker_core.h).
 #include "broker_core.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "futex.h"
 #include "placement.h"
 #include "units.h"
 
@@ -18,6 +22,15 @@ std::vector<uint64_t> Capacities(const std::vector<GpuInfo>& gpus) {
   return c;
 }
 
+constexpr size_t kMaxStreams = 64;                   // classified one by one; more share the client's
+constexpr uint64_t kEvaluateEveryNs = 100'000'000;  // classification and weights
+
+Scheduler::Params SchedulerParams(const BrokerConfig& c) {
+  Scheduler::Params p;
+  p.quantum_ns = static_cast<uint64_t>(c.quantum_us) * 1000;
+  return p;
+}
+
 proto::Welcome Refusal(const std::string& reason) {
   proto::Welcome w{};
   w.accepted = 0;
@@ -28,7 +41,13 @@ proto::Welcome Refusal(const std::string& reason) {
 }  // namespace
 
 BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHost* channels)
-    : config_(std::move(config)), gpus_(std::move(gpus)), channels_(channels), ledger_(Capacities(gpus_)) {}
+    : config_(std::move(config)),
+      gpus_(std::move(gpus)),
+      channels_(channels),
+      ledger_(Capacities(gpus_)),
+      scheduler_(SchedulerParams(config_)),
+      clock_(proto::MonotonicNs),
+      admin_uid_(geteuid()) {}
 
 void BrokerCore::Open(ClientId conn, const PeerCredentials& peer) { connections_[conn] = peer; }
 
@@ -67,9 +86,21 @@ bool BrokerCore::Input(ClientId conn, std::vector<uint8_t>* buffer, std::vector<
         Give(conn, proto::As<proto::Give>(*m));
         break;
       case proto::Type::kStatus: append(proto::EncodeText(proto::Type::kStatusReply, StatusJson())); break;
+      case proto::Type::kSched:
+        if (!registered) {
+          *error = "Sched before Hello";
+          return false;
+        }
+        OnSched(conn, proto::Sanitized(proto::As<proto::Sched>(*m)));
+        break;
+      case proto::Type::kSetWeight:
+        append(proto::EncodeText(proto::Type::kToolReply,
+                                 SetWeight(peer->second, proto::Sanitized(proto::As<proto::SetWeight>(*m)))));
+        break;
       case proto::Type::kWelcome:
       case proto::Type::kTakeReply:
       case proto::Type::kStatusReply:
+      case proto::Type::kToolReply:
         *error = "a client sent a broker's message (type " + std::to_string(static_cast<int>(m->type)) + ")";
         return false;
     }
@@ -147,6 +178,14 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
     }
   }
   if (channels_ != nullptr) c.channel = channels_->Create(conn, peer);
+  work_[conn] = std::make_unique<ClientWork>(&config_.classifier);
+  c.scheduled = config_.scheduling && !c.channel.empty();
+  if (c.scheduled) {
+    for (size_t v = 0; v < physical.size(); ++v) {
+      scheduler_.AddFlow(conn, static_cast<int>(v), physical[v], EffectiveWeight(conn));
+      channels_->SetGate(conn, static_cast<int>(v), proto::kGateWait, 0);  // the first launch asks
+    }
+  }
 
   proto::Welcome w{};
   w.accepted = 1;
@@ -159,6 +198,7 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
     w.cap_bytes[v] = cap.value_or(0);
   }
   proto::SetString(w.channel, c.channel);
+  w.scheduled = c.scheduled ? 1 : 0;
   PublishTenant(tenant);
   return w;
 }
@@ -206,14 +246,20 @@ uint64_t BrokerCore::Close(ClientId conn) {
   if (it == clients_.end()) return 0;
   const std::string tenant = it->second.tenant;
   clients_.erase(it);
+  work_.erase(conn);
+  scheduler_.RemoveClient(conn);  // a GPU it held goes to the next waiter
   const uint64_t freed = ledger_.RemoveClient(conn);
   if (channels_ != nullptr) channels_->Destroy(conn);
   PublishTenant(tenant);
+  Schedule(clock_());
   return freed;
 }
 
 void BrokerCore::Reload(BrokerConfig config) {
   config_ = std::move(config);
+  scheduler_.SetParams(SchedulerParams(config_));
+  tenant_weight_.clear();  // run-time weights last until a reload
+  for (auto& [id, w] : work_) w->name_class.clear();  // the rules may have changed
   // Tenants the new config fixes or bounds take its terms at once; memory already
   // held past a lowered cap stays held, further allocations are refused.
   std::map<std::string, bool> touched;
@@ -226,9 +272,154 @@ void BrokerCore::Reload(BrokerConfig config) {
       c.cap_bytes = terms.memory_cap;
       ledger_.SetTenantCap(c.tenant, terms.memory_cap);
     }
+    c.weight_override.reset();
     touched[c.tenant] = true;
   }
   for (const auto& [tenant, _] : touched) PublishTenant(tenant);
+  for (const auto& [id, c] : clients_) UpdateWeights(id);
+}
+
+void BrokerCore::OnSched(ClientId conn, const proto::Sched& s) {
+  const ClientRecord& c = clients_.at(conn);
+  if (!c.scheduled || s.device >= c.physical.size()) return;
+  const uint64_t now = clock_();
+  const int device = static_cast<int>(s.device);
+  if (s.event == static_cast<uint32_t>(proto::SchedEvent::kWant))
+    scheduler_.Want(conn, device, now);
+  else if (s.event == static_cast<uint32_t>(proto::SchedEvent::kReleased))
+    scheduler_.Released(conn, device, s.slice, s.drained_ns, now);
+  Schedule(now);
+}
+
+void BrokerCore::Schedule(uint64_t now) {
+  if (channels_ == nullptr) return;
+  for (const SchedAction& a : scheduler_.Tick(now))
+    channels_->SetGate(a.client, a.device, a.kind == SchedAction::Kind::kGrant ? proto::kGateHeld : proto::kGateWait,
+                       a.slice);
+}
+
+std::optional<uint64_t> BrokerCore::NextDeadline() const { return scheduler_.NextDeadline(); }
+
+double BrokerCore::ClassWeight(WorkClass c) const {
+  switch (c) {
+    case WorkClass::kCompute: return config_.compute_weight;
+    case WorkClass::kMemory: return config_.memory_weight;
+    case WorkClass::kCopy: return config_.copy_weight;
+    default: return config_.unknown_weight;
+  }
+}
+
+double BrokerCore::BaseWeight(const ClientRecord& c) const {
+  if (c.weight_override) return *c.weight_override;
+  if (auto t = tenant_weight_.find(c.tenant); t != tenant_weight_.end()) return t->second;
+  return c.weight;
+}
+
+double BrokerCore::EffectiveWeight(ClientId id) const {
+  auto w = work_.find(id);
+  return BaseWeight(clients_.at(id)) *
+         ClassWeight(w == work_.end() ? WorkClass::kUnknown : w->second->overall.current());
+}
+
+void BrokerCore::UpdateWeights(ClientId id) {
+  const ClientRecord& c = clients_.at(id);
+  if (!c.scheduled) return;
+  const double weight = EffectiveWeight(id);
+  for (size_t v = 0; v < c.physical.size(); ++v) scheduler_.SetWeight(id, static_cast<int>(v), weight);
+}
+
+std::string BrokerCore::SetWeight(const PeerCredentials& peer, const proto::SetWeight& s) {
+  if (peer.uid != 0 && peer.uid != admin_uid_)
+    return "refused: only root or the broker's user (uid " + std::to_string(admin_uid_) + ") may change weights";
+  if (s.weight <= 0) return "refused: a weight is a number in (0, 1000]";
+  std::vector<ClientId> changed;
+  if (s.pid > 0) {
+    for (auto& [id, c] : clients_)
+      if (c.peer.pid == s.pid) {
+        c.weight_override = s.weight;
+        changed.push_back(id);
+      }
+    if (changed.empty()) return "refused: no client with pid " + std::to_string(s.pid);
+  } else {
+    if (s.tenant[0] == '\0') return "refused: name a pid or a tenant";
+    tenant_weight_[s.tenant] = s.weight;  // its clients to come as well, until a reload
+    for (auto& [id, c] : clients_)
+      if (c.tenant == s.tenant) {
+        c.weight_override.reset();
+        changed.push_back(id);
+      }
+  }
+  for (ClientId id : changed) UpdateWeights(id);
+  char weight[32];
+  std::snprintf(weight, sizeof weight, "%g", s.weight);
+  return std::string("ok: weight ") + weight + " for " + std::to_string(changed.size()) + " client(s)";
+}
+
+void BrokerCore::Observe(ClientId id, ClientWork& w, const proto::RecordData& r, uint64_t now) {
+  ++w.records;
+  w.launched_mask |= 1u << r.device;
+  const bool copy = proto::IsCopy(r.kind);
+  std::optional<WorkClass> cls;
+  const char* example = nullptr;
+  if (copy) {
+    ++w.copies;
+    w.copy_bytes += r.bytes;
+  } else {
+    ++w.kernels;
+    if (r.name != 0) {
+      if (w.name_class.empty()) {
+        w.name_class.assign(proto::kNameSlots, -1);
+        w.names.assign(proto::kNameSlots, std::string());
+      }
+      int8_t& known = w.name_class[r.name - 1];
+      if (known == -1) {
+        std::string name = channels_->KernelName(id, r.name);
+        if (!name.empty()) {
+          auto c = ClassOfName(config_.classifier, name);
+          known = c ? static_cast<int8_t>(*c) : static_cast<int8_t>(-2);
+          w.names[r.name - 1] = std::move(name);
+        }
+      }
+      if (known >= 0) cls = static_cast<WorkClass>(known);
+      if (known != -1) example = w.names[r.name - 1].c_str();
+    }
+  }
+  w.overall.ObserveClassified(now, cls, copy, r.bytes, example);
+  auto stream = w.streams.find(r.stream);
+  if (stream == w.streams.end() && w.streams.size() < kMaxStreams)
+    stream = w.streams.emplace(r.stream, Classifier(&config_.classifier)).first;
+  if (stream != w.streams.end()) stream->second.ObserveClassified(now, cls, copy, r.bytes, example);
+}
+
+void BrokerCore::Poll() {
+  const uint64_t now = clock_();
+  if (channels_ != nullptr) {
+    for (auto& [id, w] : work_) {
+      ClientWork& work = *w;
+      const ClientId client = id;
+      work.launched_mask = 0;
+      channels_->Drain(id, [&](const proto::RecordData& r) { Observe(client, work, r, now); });
+      for (int d = 0; work.launched_mask != 0; ++d, work.launched_mask >>= 1)
+        if (work.launched_mask & 1u) scheduler_.Launched(client, d, now);
+    }
+  }
+  if (now - last_evaluation_ns_ >= kEvaluateEveryNs) {
+    last_evaluation_ns_ = now;
+    for (auto& [id, w] : work_) {
+      const WorkClass before = w->overall.current();
+      w->overall.Evaluate(now);
+      for (auto& [stream, c] : w->streams) c.Evaluate(now);
+      if (w->overall.current() != before) UpdateWeights(id);
+    }
+  }
+  Schedule(now);
+}
+
+void BrokerCore::Utilization(int32_t pid, unsigned sm_percent, unsigned mem_percent) {
+  const uint64_t now = clock_();
+  for (const auto& [id, c] : clients_)
+    if (c.peer.pid == pid)
+      if (auto w = work_.find(id); w != work_.end()) w->second->overall.Utilization(now, sm_percent, mem_percent);
 }
 
 uint64_t BrokerCore::Promised(int g, const std::string& except_tenant) const {
@@ -285,29 +476,56 @@ std::string BrokerCore::StatusJson() const {
   std::vector<double> weight_on(ledger_.gpu_count(), 0);
   for (const auto& [id, c] : clients_)
     for (int g : c.physical) weight_on[g] += c.weight;
+  const uint64_t now = clock_();
   json clients = json::array();
   for (const auto& [id, c] : clients_) {
     json devices = json::array();
     for (size_t v = 0; v < c.physical.size(); ++v) {
       const int g = c.physical[v];
-      devices.push_back({{"virtual", v},
-                         {"physical", g},
-                         {"memory_used", ledger_.Held(id, g)},
-                         {"memory_cap", c.cap_bytes.value_or(ledger_.capacity(g))},
-                         {"capped", c.cap_bytes.has_value()},
-                         {"tenant_memory_used", ledger_.TenantHeld(c.tenant, g)},
-                         {"share", weight_on[g] > 0 ? c.weight / weight_on[g] : 0.0}});
+      json d = {{"virtual", v},
+                {"physical", g},
+                {"memory_used", ledger_.Held(id, g)},
+                {"memory_cap", c.cap_bytes.value_or(ledger_.capacity(g))},
+                {"capped", c.cap_bytes.has_value()},
+                {"tenant_memory_used", ledger_.TenantHeld(c.tenant, g)}};
+      // Scheduled: the measured share of the GPU's time (recent, smoothed); else what
+      // its weight would give it beside the others on the GPU.
+      if (auto f = scheduler_.Status(id, static_cast<int>(v), now)) {
+        d["share"] = f->share;
+        d["gpu_time_ms"] = static_cast<double>(f->used_ns) / 1e6;
+        d["holding"] = f->holding;
+        d["waiting"] = f->waiting;
+        d["unresponsive"] = f->unresponsive;
+      } else {
+        d["share"] = weight_on[g] > 0 ? c.weight / weight_on[g] : 0.0;
+      }
+      devices.push_back(d);
     }
     const double share = c.physical.empty() ? 0.0 : devices[0]["share"].get<double>();
+    auto w = work_.find(id);
+    const ClientWork* work = w == work_.end() ? nullptr : w->second.get();
+    json streams = json::array();
+    if (work != nullptr)
+      for (const auto& [stream, cl] : work->streams)
+        streams.push_back({{"stream", stream}, {"class", WorkClassName(cl.current())}, {"why", cl.reason()}});
+    const RingCounts counts = channels_ != nullptr ? channels_->Counts(id) : RingCounts{};
     clients.push_back({{"id", id},
                        {"pid", c.peer.pid},
                        {"uid", c.peer.uid},
                        {"tenant", c.tenant},
                        {"job", c.job},
                        {"rank", c.rank},
-                       {"weight", c.weight},
-                       {"class", "unknown"},
+                       {"weight", BaseWeight(c)},
+                       {"effective_weight", EffectiveWeight(id)},
+                       {"scheduled", c.scheduled},
+                       {"class", work ? WorkClassName(work->overall.current()) : "unknown"},
+                       {"class_why", work ? work->overall.reason() : ""},
                        {"gpu_share", share},
+                       {"records", work ? work->records : 0},
+                       {"kernels", work ? work->kernels : 0},
+                       {"copies", work ? work->copies : 0},
+                       {"records_dropped", counts.dropped_records + counts.lost},
+                       {"streams", streams},
                        {"devices", devices}});
   }
   // Tenant and job names are a client's bytes, not always UTF-8: replace, never throw.

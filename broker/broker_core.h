@@ -6,15 +6,20 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "channel.h"
+#include "classifier.h"
 #include "config.h"
 #include "gpu_inventory.h"
 #include "ledger.h"
 #include "protocol.h"
+#include "scheduler.h"
 
 namespace gpushare::broker {
 
@@ -32,6 +37,15 @@ struct Grants {
   std::vector<uint64_t> tenant_held_bytes;  // per virtual GPU
 };
 
+// What a client's ring lost: records the broker found unreadable or overrun (`lost`),
+// and what the client itself could not fit (its summary counters).
+struct RingCounts {
+  uint64_t lost = 0;
+  uint64_t dropped_records = 0;
+  uint64_t dropped_copies = 0;
+  uint64_t dropped_bytes = 0;
+};
+
 // Where the core puts per-client channels (the daemon: shared memory; tests: a fake).
 class ChannelHost {
  public:
@@ -40,6 +54,12 @@ class ChannelHost {
   virtual std::string Create(ClientId id, const PeerCredentials& peer) = 0;
   virtual void Publish(ClientId id, const Grants& grants) = 0;
   virtual void Destroy(ClientId id) = 0;
+  // The GPU-time gate of a client's virtual GPU (protocol::GateState).
+  virtual void SetGate(ClientId, int /*device*/, uint32_t /*state*/, uint64_t /*slice*/) {}
+  // The client's new launch records; the text of one of its kernel names.
+  virtual size_t Drain(ClientId, const std::function<void(const protocol::RecordData&)>&) { return 0; }
+  virtual std::string KernelName(ClientId, uint16_t) { return ""; }
+  virtual RingCounts Counts(ClientId) { return {}; }
 };
 
 struct ClientRecord {
@@ -51,11 +71,32 @@ struct ClientRecord {
   std::vector<int> physical;          // virtual i -> physical GPU
   std::optional<uint64_t> cap_bytes;  // per GPU, the tenant's
   std::string channel;
+  bool scheduled = false;             // its launches pass gates the scheduler opens
+  std::optional<double> weight_override;  // set by `gpushare-smi set-weight` until reload
+};
+
+// What the broker learns of a client's work from its launch records and NVML.
+struct ClientWork {
+  explicit ClientWork(const ClassifierConfig* config) : overall(config) {}
+  Classifier overall;
+  std::map<uint64_t, Classifier> streams;    // by stream id, bounded (kMaxStreams)
+  std::vector<int8_t> name_class;             // per name slot: -1 not looked up, -2 no class, else WorkClass
+  std::vector<std::string> names;             // per name slot, once read (stable: interned for reasons)
+  uint64_t records = 0;
+  uint64_t kernels = 0;
+  uint64_t copies = 0;
+  uint64_t copy_bytes = 0;
+  uint32_t launched_mask = 0;  // virtual GPUs with records in the current drain
 };
 
 class BrokerCore {
  public:
   BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHost* channels);
+
+  // The clock (CLOCK_MONOTONIC ns by default; tests pass a fake one).
+  void SetClock(std::function<uint64_t()> clock) { clock_ = std::move(clock); }
+  // Who may change weights at run time besides root (the broker's own uid by default).
+  void SetAdminUid(uint32_t uid) { admin_uid_ = uid; }
 
   // A connection's life. `Input` handles every whole message in `buffer` (consuming
   // it) and appends the replies to `out`; it returns false when the peer is to be
@@ -67,6 +108,14 @@ class BrokerCore {
 
   // A new configuration: tenants' weights and caps as it says from now on.
   void Reload(BrokerConfig config);
+
+  // Periodic work: reads clients' launch records, re-evaluates their classes (and so
+  // their weights), and carries out the scheduler's grants and revokes. The daemon
+  // calls it every loop, at least by NextDeadline.
+  void Poll();
+  std::optional<uint64_t> NextDeadline() const;
+  // Measured utilization of a process on a physical GPU (NVML), for the classifier.
+  void Utilization(int32_t pid, unsigned sm_percent, unsigned mem_percent);
 
   std::string StatusJson() const;
   const ClientRecord* Client(ClientId conn) const;
@@ -82,6 +131,14 @@ class BrokerCore {
   bool TenantOn(const std::string& tenant, int g) const;
   void PublishTenant(const std::string& tenant);
   Grants GrantsOf(const ClientRecord& c) const;
+  void OnSched(ClientId conn, const protocol::Sched& s);
+  std::string SetWeight(const PeerCredentials& peer, const protocol::SetWeight& s);
+  double ClassWeight(WorkClass c) const;
+  double BaseWeight(const ClientRecord& c) const;  // run-time override, else the tenant's terms
+  double EffectiveWeight(ClientId id) const;  // tenant (or overridden) weight x class weight
+  void UpdateWeights(ClientId id);
+  void Schedule(uint64_t now);  // Tick and carry out
+  void Observe(ClientId id, ClientWork& w, const protocol::RecordData& r, uint64_t now);
 
   BrokerConfig config_;
   std::vector<GpuInfo> gpus_;
@@ -89,6 +146,12 @@ class BrokerCore {
   NodeLedger ledger_;
   std::map<ClientId, PeerCredentials> connections_;  // open, not (yet) registered
   std::map<ClientId, ClientRecord> clients_;
+  std::map<ClientId, std::unique_ptr<ClientWork>> work_;
+  std::map<std::string, double> tenant_weight_;  // set at run time, until a reload
+  Scheduler scheduler_;
+  std::function<uint64_t()> clock_;
+  uint32_t admin_uid_;
+  uint64_t last_evaluation_ns_ = 0;
 };
 
 }  // namespace gpushare::broker

@@ -16,6 +16,7 @@
 
 #include "broker_core.h"
 #include "broker_log.h"
+#include "futex.h"
 #include "shm_channels.h"
 #include "socket_io.h"
 
@@ -23,7 +24,8 @@ namespace gpushare::broker {
 namespace {
 
 constexpr size_t kMaxPendingOutput = 8 << 20;  // a peer that reads nothing is dropped past this
-constexpr int kRingDrainMs = 20;
+constexpr uint64_t kRingDrainNs = 20'000'000;      // how often clients' rings are read
+constexpr uint64_t kUtilizationEveryNs = 200'000'000;  // NVML per-process utilization
 
 struct Connection {
   int fd = -1;
@@ -84,12 +86,12 @@ class Daemon {
         fds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
         ids.push_back(id);
       }
-      int n = poll(fds.data(), fds.size(), core_.client_count() > 0 ? kRingDrainMs : -1);
+      int n = poll(fds.data(), fds.size(), PollTimeoutMs());
       if (n < 0 && errno != EINTR) {
         Log(LogLevel::kError, "poll: %s", std::strerror(errno));
         return 1;
       }
-      channels_.DrainAll([](ClientId, const protocol::LaunchRecord&) {});  // the scheduler's, later
+      Periodic();
       if (n <= 0) continue;
       if (fds[0].revents & POLLIN) {
         signalfd_siginfo si;
@@ -106,6 +108,25 @@ class Daemon {
       for (size_t i = 0; i < ids.size(); ++i)
         if (fds[i + 2].revents != 0) Serve(ids[i], fds[i + 2].revents);
     }
+  }
+
+  // Until the next quantum or revoke deadline, or the next ring drain while clients
+  // are connected; forever when there are none.
+  int PollTimeoutMs() const {
+    if (core_.client_count() == 0) return -1;
+    const uint64_t now = protocol::MonotonicNs();
+    uint64_t wait = kRingDrainNs;
+    if (auto d = core_.NextDeadline()) wait = std::min(wait, *d > now ? *d - now : 0);
+    return static_cast<int>((wait + 999'999) / 1'000'000);
+  }
+
+  void Periodic() {
+    const uint64_t now = protocol::MonotonicNs();
+    if (core_.client_count() > 0 && now - last_utilization_ns_ >= kUtilizationEveryNs) {
+      last_utilization_ns_ = now;
+      for (const ProcessUtilization& u : sampler_.Sample()) core_.Utilization(u.pid, u.sm_percent, u.mem_percent);
+    }
+    core_.Poll();
   }
 
   ~Daemon() {
@@ -192,6 +213,8 @@ class Daemon {
   }
 
   DaemonOptions options_;
+  UtilizationSampler sampler_;
+  uint64_t last_utilization_ns_ = 0;
   ShmChannels channels_;
   BrokerCore core_;
   std::map<ClientId, Connection> connections_;

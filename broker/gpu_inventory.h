@@ -17,4 +17,24 @@ struct GpuInfo {
 // The GPUs NVML reports, or an empty list with `error` set.
 std::vector<GpuInfo> DiscoverGpus(std::string* error);
 
+// Per-process utilization of every GPU since the previous call
+// (nvmlDeviceGetProcessUtilization), for the classifier. Quietly empty where NVML or
+// the query is not available.
+struct ProcessUtilization {
+  int gpu;
+  int32_t pid;
+  unsigned sm_percent;
+  unsigned mem_percent;
+};
+class UtilizationSampler {
+ public:
+  UtilizationSampler();
+  std::vector<ProcessUtilization> Sample();
+
+ private:
+  void* get_ = nullptr;  // nvmlDeviceGetProcessUtilization
+  std::vector<void*> devices_;
+  unsigned long long last_us_ = 0;
+};
+
 }  // namespace gpushare::broker

@@ -11,34 +11,77 @@
 #include <new>
 
 #include "broker_log.h"
+#include "futex.h"
 
 namespace gpushare::broker {
 namespace bip = boost::interprocess;
 namespace proto = gpushare::protocol;
 
-size_t DrainRing(proto::Channel* channel, uint64_t* tail, uint64_t* dropped,
-                 const std::function<void(const proto::LaunchRecord&)>& on_record) {
+size_t DrainRing(proto::Channel* channel, RingCursor* cursor,
+                 const std::function<void(const proto::RecordData&)>& on_record) {
+  constexpr uint32_t kStallDrains = 3;
   const uint64_t head = channel->ring_head.load(std::memory_order_acquire);
-  if (head < *tail) {  // the client rewound its index: start again from where it says
-    *tail = head;
+  uint64_t& tail = cursor->tail;
+  if (head < tail) {  // the client rewound its index: start again from where it says
+    tail = head;
+    channel->ring_tail.store(tail, std::memory_order_release);
     return 0;
   }
-  if (head - *tail > proto::kRingRecords) {
-    *dropped += head - *tail - proto::kRingRecords;
-    *tail = head - proto::kRingRecords;
+  if (head - tail > proto::kRingRecords) {
+    cursor->dropped += head - tail - proto::kRingRecords;
+    tail = head - proto::kRingRecords;
   }
   size_t read = 0;
-  for (; *tail < head; ++*tail, ++read) {
-    proto::LaunchRecord r;
-    std::memcpy(&r, &channel->ring[*tail % proto::kRingRecords], sizeof r);
-    if (r.device >= static_cast<uint32_t>(proto::kMaxDevices)) {
-      ++*dropped;
+  while (tail < head) {
+    proto::LaunchRecord& slot = channel->ring[tail % proto::kRingRecords];
+    const uint64_t seq = slot.seq.load(std::memory_order_acquire);
+    if (seq < tail + 1 && ++cursor->stalls < kStallDrains) break;  // claimed, not yet published
+    cursor->stalls = 0;
+    proto::RecordData r;
+    r.stream = slot.stream;
+    r.submit_ns = slot.submit_ns;
+    r.bytes = slot.bytes;
+    r.grid = slot.grid;
+    r.block = slot.block;
+    r.shared_bytes = slot.shared_bytes;
+    r.name = slot.name;
+    r.device = slot.device;
+    const uint8_t kind = slot.kind;
+    r.kind = static_cast<proto::RecordKind>(kind);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    const bool intact = seq == tail + 1 && slot.seq.load(std::memory_order_relaxed) == seq;
+    ++tail;
+    if (!intact || r.device >= proto::kMaxDevices || kind < 1 || kind > 7 || r.name > proto::kNameSlots) {
+      ++cursor->dropped;
       continue;
     }
     on_record(r);
+    ++read;
   }
-  channel->ring_tail.store(*tail, std::memory_order_release);
+  channel->ring_tail.store(tail, std::memory_order_release);
   return read;
+}
+
+std::string ReadKernelName(const proto::Channel* channel, uint16_t name) {
+  if (name == 0 || name > proto::kNameSlots) return "";
+  const proto::KernelName& n = channel->names[name - 1];
+  if (n.ready.load(std::memory_order_acquire) != 1) return "";
+  char text[proto::kNameBytes];
+  std::memcpy(text, n.text, sizeof text);
+  return std::string(text, strnlen(text, sizeof text));
+}
+
+void SetGate(proto::Channel* channel, int device, uint32_t state, uint64_t slice) {
+  if (device < 0 || device >= proto::kMaxDevices) return;
+  proto::Gate& g = channel->gates[device];
+  g.slice.store(slice, std::memory_order_relaxed);
+  g.state.store(state, std::memory_order_seq_cst);
+  g.grant_seq.fetch_add(1, std::memory_order_seq_cst);
+  proto::FutexWakeAll(&g.grant_seq);
+  if (state == proto::kGateWait) {  // a revoke: the client's drain thread gives it back
+    channel->client_wake.fetch_add(1, std::memory_order_seq_cst);
+    proto::FutexWakeAll(&channel->client_wake);
+  }
 }
 
 ShmChannels::ShmChannels(std::string prefix) : prefix_(std::move(prefix)) {}
@@ -91,12 +134,36 @@ void ShmChannels::Destroy(ClientId id) {
   segments_.erase(it);
 }
 
-size_t ShmChannels::DrainAll(const std::function<void(ClientId, const proto::LaunchRecord&)>& on_record) {
-  size_t read = 0;
-  for (auto& [id, s] : segments_)
-    read +=
-        DrainRing(s->channel, &s->tail, &s->dropped, [&, id = id](const proto::LaunchRecord& r) { on_record(id, r); });
-  return read;
+void ShmChannels::SetGate(ClientId id, int device, uint32_t state, uint64_t slice) {
+  auto it = segments_.find(id);
+  if (it != segments_.end()) broker::SetGate(it->second->channel, device, state, slice);
+}
+
+size_t ShmChannels::Drain(ClientId id, const std::function<void(const proto::RecordData&)>& on_record) {
+  auto it = segments_.find(id);
+  return it == segments_.end() ? 0 : DrainRing(it->second->channel, &it->second->cursor, on_record);
+}
+
+std::string ShmChannels::KernelName(ClientId id, uint16_t name) {
+  auto it = segments_.find(id);
+  if (it == segments_.end()) return "";
+  auto& names = it->second->names;
+  if (auto n = names.find(name); n != names.end()) return n->second;
+  std::string text = ReadKernelName(it->second->channel, name);
+  if (!text.empty()) names[name] = text;  // complete: it is what the client named it
+  return text;
+}
+
+RingCounts ShmChannels::Counts(ClientId id) {
+  RingCounts c;
+  auto it = segments_.find(id);
+  if (it == segments_.end()) return c;
+  const proto::Channel* ch = it->second->channel;
+  c.lost = it->second->cursor.dropped;
+  c.dropped_records = ch->dropped_records.load(std::memory_order_relaxed);
+  c.dropped_copies = ch->dropped_copies.load(std::memory_order_relaxed);
+  c.dropped_bytes = ch->dropped_bytes.load(std::memory_order_relaxed);
+  return c;
 }
 
 void ShmChannels::RemoveStale() {

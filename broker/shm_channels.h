@@ -16,11 +16,26 @@
 
 namespace gpushare::broker {
 
-// Reads a client's launch ring. `tail` is the broker's own record of what it consumed.
-// Returns the records read (at most a ring's worth); `dropped` counts records the
-// client overwrote before they were read or that its indices cannot account for.
-size_t DrainRing(protocol::Channel* channel, uint64_t* tail, uint64_t* dropped,
-                 const std::function<void(const protocol::LaunchRecord&)>& on_record);
+// The broker's own position in a client's ring.
+struct RingCursor {
+  uint64_t tail = 0;     // records consumed
+  uint64_t dropped = 0;  // records lost: overwritten, malformed, never published
+  uint32_t stalls = 0;   // drains in a row stuck at `tail` on an unpublished record
+};
+
+// Reads a client's launch ring (at most a ring's worth). A record claimed but not yet
+// published stops the drain until the next one; one that stays unpublished (its
+// writer died, or scribbled) is skipped after a few drains and counted as dropped, as
+// are records whose fields are out of range. Nothing in the ring is trusted.
+size_t DrainRing(protocol::Channel* channel, RingCursor* cursor,
+                 const std::function<void(const protocol::RecordData&)>& on_record);
+
+// The text of kernel name `name` (1 + its slot) once the client completed it, "" if
+// none; bounded and NUL-safe whatever the client wrote.
+std::string ReadKernelName(const protocol::Channel* channel, uint16_t name);
+
+// Sets a client's gate and wakes its waiters (grant) or its drain thread (revoke).
+void SetGate(protocol::Channel* channel, int device, uint32_t state, uint64_t slice);
 
 class ShmChannels : public ChannelHost {
  public:
@@ -32,8 +47,10 @@ class ShmChannels : public ChannelHost {
   void Publish(ClientId id, const Grants& grants) override;
   void Destroy(ClientId id) override;
 
-  // Drains every client's ring; returns the records read.
-  size_t DrainAll(const std::function<void(ClientId, const protocol::LaunchRecord&)>& on_record);
+  void SetGate(ClientId id, int device, uint32_t state, uint64_t slice) override;
+  size_t Drain(ClientId id, const std::function<void(const protocol::RecordData&)>& on_record) override;
+  std::string KernelName(ClientId id, uint16_t name) override;
+  RingCounts Counts(ClientId id) override;
   // Removes segments left by brokers that are no longer running (after a crash).
   static void RemoveStale();
 
@@ -42,8 +59,8 @@ class ShmChannels : public ChannelHost {
     std::string name;
     boost::interprocess::mapped_region region;
     protocol::Channel* channel = nullptr;
-    uint64_t tail = 0;
-    uint64_t dropped = 0;
+    RingCursor cursor;
+    std::map<uint16_t, std::string> names;  // read once each
   };
   std::string prefix_;
   std::map<ClientId, std::unique_ptr<Segment>> segments_;

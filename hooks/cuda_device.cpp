@@ -60,6 +60,12 @@ void ChargeContext(CUdevice dev) {
   client->ChargeOverhead(dev, *held - tracked, "context");
 }
 
+// A context the application created: charged as above, and known to the drain.
+void ContextCreated(CUdevice dev, CUcontext ctx) {
+  ChargeContext(dev);
+  TrackContext(dev, ctx);
+}
+
 }  // namespace
 
 extern "C" {

@@ -34,6 +34,11 @@ void* HookForSymbol(const char* symbol);
 // The client runtime, with its devices known (the real driver initialized).
 Client* ReadyClient();
 
+// Contexts of a virtual GPU the application created (cuda_launch.cpp): the drain
+// thread synchronizes them, with the GPU's primary context, when a grant is revoked.
+void TrackContext(int device, CUcontext ctx);
+void DrainDevice(int device);
+
 // Calls a real function, or answers CUDA_ERROR_NOT_SUPPORTED when this driver lacks it.
 #define GS_REAL(symbol, ...) \
   (::gpushare::cuda::real::symbol ? ::gpushare::cuda::real::symbol(__VA_ARGS__) : CUDA_ERROR_NOT_SUPPORTED)

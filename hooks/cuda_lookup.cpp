@@ -123,6 +123,7 @@ Client* ReadyClient() {
   // hook (or not at all: then the real driver says so).
   int count = 0;
   if (!LoadRealDriver() || GS_REAL(cuDeviceGetCount, &count) != CUDA_SUCCESS) return nullptr;
+  client.gate().SetDrain(DrainDevice);
   client.InitDevices(count);
   return &client;
 }

@@ -1,6 +1,7 @@
 // The client's link to the broker (see broker_link.h).
 #include "broker_link.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -43,6 +44,7 @@ void BrokerLink::AfterForkInChild() {
   if (fd_ >= 0) close(fd_);  // the parent's connection stays the parent's
   fd_ = -1;
   disabled_ = true;
+  channel_ = nullptr;  // and so is its channel (the observer forgets it without writing)
 }
 
 std::optional<BrokerLink::Terms> BrokerLink::Register(const ClientOptions& options) {
@@ -107,7 +109,7 @@ std::optional<BrokerLink::Terms> BrokerLink::Hello(bool reattach, const std::vec
     t.physical.push_back(w.physical[v]);
     t.cap_bytes.push_back(w.cap_bytes[v]);
   }
-  if (t.accepted) MapChannel(w.channel);
+  if (t.accepted) MapChannel(w.channel, w.scheduled == 1);
   return t;
 }
 
@@ -116,9 +118,21 @@ void BrokerLink::UseMap(std::vector<int> physical) {
   physical_ = std::move(physical);
 }
 
-void BrokerLink::MapChannel(const std::string& name) {
+void BrokerLink::SetChannelObserver(std::function<void(proto::Channel*, bool)> observer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  observer_ = std::move(observer);
+  if (channel_ != nullptr && observer_) observer_(channel_, scheduled_);
+}
+
+void BrokerLink::DropChannel() {
+  if (observer_) observer_(nullptr, false);
   channel_ = nullptr;
+  if (region_.get_address() != nullptr) retired_.push_back(std::move(region_));
   region_ = bip::mapped_region();
+}
+
+void BrokerLink::MapChannel(const std::string& name, bool scheduled) {
+  DropChannel();
   if (name.empty()) return;
   try {
     bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_write);
@@ -128,7 +142,9 @@ void BrokerLink::MapChannel(const std::string& name) {
     auto* c = static_cast<proto::Channel*>(region_.get_address());
     if (c->magic != proto::kChannelMagic || c->version != proto::kChannelVersion) return;
     channel_ = c;
+    scheduled_ = scheduled;
     seen_generation_ = 0;
+    if (observer_) observer_(channel_, scheduled_);
   } catch (const bip::interprocess_exception& e) {
     Log(LogLevel::kWarn, "cannot map the broker channel %s: %s", name.c_str(), e.what());
   }
@@ -161,9 +177,35 @@ void BrokerLink::Lost(const char* why) {
       options_.socket_path.c_str(), why);
   close(fd_);
   fd_ = -1;
-  channel_ = nullptr;
-  region_ = bip::mapped_region();
+  DropChannel();
   last_try_ms_ = NowMs();
+}
+
+bool BrokerLink::SendSched(const proto::Sched& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fd_ < 0) return false;
+  if (!proto::SendAll(fd_, proto::Encode(proto::Type::kSched, s))) {
+    Lost("send failed");
+    return false;
+  }
+  return true;
+}
+
+bool BrokerLink::Alive() {
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return true;  // busy with a request: it will notice itself
+  if (fd_ < 0) return false;
+  pollfd p{fd_, POLLRDHUP, 0};
+  if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))) {
+    Lost("it hung up");
+    return false;
+  }
+  return true;
+}
+
+void BrokerLink::Reconnect(const std::vector<uint64_t>& held) {
+  std::lock_guard<std::mutex> lock(mu_);
+  EnsureAttached(held);
 }
 
 BrokerLink::Answer BrokerLink::Take(int device, uint64_t bytes, bool force, const std::vector<uint64_t>& held,

@@ -7,6 +7,7 @@
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -54,11 +55,21 @@ class BrokerLink {
 
   bool attached() const;
 
+  // Told of every channel mapped (after registering) and of its loss (nullptr).
+  void SetChannelObserver(std::function<void(protocol::Channel*, bool scheduled)> observer);
+  // A gate event for the broker; false when the broker is gone.
+  bool SendSched(const protocol::Sched& s);
+  // False once the broker has hung up (checked without waiting; true while busy).
+  bool Alive();
+  // Registers again if the broker is back (at most every 500 ms).
+  void Reconnect(const std::vector<uint64_t>& held);
+
  private:
   std::optional<Terms> Hello(bool reattach, const std::vector<uint64_t>& held);
   bool EnsureAttached(const std::vector<uint64_t>& held);  // mu_ held
   void Lost(const char* why);                              // mu_ held
-  void MapChannel(const std::string& name);
+  void MapChannel(const std::string& name, bool scheduled);
+  void DropChannel();
   void AfterForkInChild();
 
   mutable std::mutex mu_;
@@ -70,8 +81,11 @@ class BrokerLink {
   uint64_t last_try_ms_ = 0;
   std::vector<uint8_t> inbox_;
   boost::interprocess::mapped_region region_;
+  std::vector<boost::interprocess::mapped_region> retired_;  // never unmapped: launches may hold pointers
+  std::function<void(protocol::Channel*, bool)> observer_;
   protocol::Channel* channel_ = nullptr;
   uint64_t seen_generation_ = 0;
+  bool scheduled_ = false;
 };
 
 }  // namespace gpushare

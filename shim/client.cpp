@@ -4,6 +4,8 @@
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 
+#include <pthread.h>
+
 #include <cstdlib>
 #include <string>
 
@@ -37,6 +39,18 @@ Client::Client() {
   options_ = ParseClientOptions([](const char* name) { return std::getenv(name); });
   SetLogLevel(options_.log_level);
   for (const std::string& e : options_.errors) Log(LogLevel::kError, "%s", e.c_str());
+  LaunchGate::Hooks hooks;
+  hooks.send = [this](const protocol::Sched& s) { return broker_.SendSched(s); };
+  hooks.broker_alive = [this] { return broker_.Alive(); };
+  hooks.reconnect = [this] { broker_.Reconnect(HeldPerDevice()); };
+  gate_.SetHooks(std::move(hooks));
+  broker_.SetChannelObserver([this](protocol::Channel* c, bool scheduled) {
+    if (c != nullptr)
+      gate_.Attach(c, scheduled);
+    else
+      gate_.Detach();
+  });
+  pthread_atfork(nullptr, nullptr, [] { Client::Get().gate_.Forget(); });
 }
 
 void Client::InitDevices(int physical_count) {

@@ -8,6 +8,7 @@
 
 #include "broker_link.h"
 #include "device_map.h"
+#include "launch_gate.h"
 #include "memory_ledger.h"
 #include "options.h"
 
@@ -20,6 +21,8 @@ class Client {
 
   const ClientOptions& options() const { return options_; }
   MemoryLedger& ledger() { return ledger_; }
+  // Launch records and GPU-time gates (used by the launch hooks on their hot path).
+  LaunchGate& gate() { return gate_; }
 
   // Called by a hook once the real driver is initialized; builds the device map and
   // the caps. Later calls return at once.
@@ -53,6 +56,7 @@ class Client {
   std::atomic<bool> devices_ready_{false};
   DeviceMap devices_;
   MemoryLedger ledger_;
+  LaunchGate gate_;  // before broker_: the link reports its channels to it
   BrokerLink broker_;
   uint64_t asked_caps_[MemoryLedger::kMaxDevices] = {};  // per virtual GPU, kNoCap: none
   std::atomic<bool> context_charged_[MemoryLedger::kMaxDevices] = {};

@@ -1,7 +1,7 @@
 // The shared-memory channel between one client and the broker: a segment the broker
 // creates per client (mode 0600, owned by the client's uid), holding what the broker
 // grants (caps, the tenant's holdings, weight), what the client reports (usage), and
-// the client's launch-record ring. Only atomics, no lock: a client killed at any
+// the client's launch-record ring, its kernel names and its GPU-time gates. Only atomics, no lock: a client killed at any
 // instant leaves nothing for the broker or another client to wait on, and whatever a
 // client writes here is read by the broker as untrusted data (see ChannelReader).
 #pragma once
@@ -14,17 +14,77 @@
 namespace gpushare::protocol {
 
 inline constexpr uint32_t kChannelMagic = 0x4e484347;  // "GCHN"
-inline constexpr uint32_t kChannelVersion = 1;
-inline constexpr uint32_t kRingRecords = 1024;  // a power of two
+inline constexpr uint32_t kChannelVersion = 2;
+inline constexpr uint32_t kRingRecords = 4096;  // a power of two
+inline constexpr uint32_t kNameSlots = 512;
+inline constexpr uint32_t kNameBytes = 124;
 
-// One kernel launch as the broker sees it (the scheduling issue fills and reads these).
+enum class RecordKind : uint8_t {
+  kKernel = 1,
+  kCooperative = 2,
+  kGraph = 3,
+  kCopyHtoD = 4,
+  kCopyDtoH = 5,
+  kCopyDtoD = 6,  // also peer and 2D/3D copies
+  kMemset = 7,
+};
+inline bool IsCopy(RecordKind k) { return k >= RecordKind::kCopyHtoD; }
+
+// One launch or async copy as the broker sees it: 48 bytes, fixed. `seq` (the ring
+// position + 1) is stored last, with release order: a slot whose seq is not the
+// position the broker expects is not (or no longer) that record.
 struct LaunchRecord {
-  uint64_t function;    // an opaque id of the kernel
-  uint64_t enqueue_ns;  // CLOCK_MONOTONIC
-  uint32_t device;      // virtual
-  uint32_t blocks;      // grid size
-  uint32_t threads;     // per block
-  uint32_t flags;
+  std::atomic<uint64_t> seq;
+  uint64_t stream;     // an opaque id (the stream handle)
+  uint64_t submit_ns;  // CLOCK_MONOTONIC
+  uint64_t bytes;      // copies and memsets
+  uint32_t grid;       // blocks in the grid (saturating)
+  uint32_t block;      // threads per block
+  uint32_t shared_bytes;
+  uint16_t name;   // kernels: 1 + the slot of its name in Channel::names; 0: unknown
+  uint8_t device;  // virtual
+  uint8_t kind;    // RecordKind
+};
+static_assert(sizeof(LaunchRecord) == 48);
+
+// A record as the broker decodes it (a plain copy, fields checked).
+struct RecordData {
+  uint64_t stream;
+  uint64_t submit_ns;
+  uint64_t bytes;
+  uint32_t grid;
+  uint32_t block;
+  uint32_t shared_bytes;
+  uint16_t name;
+  uint8_t device;
+  RecordKind kind;
+};
+
+// A kernel name, written once by the client when it first launches the kernel.
+struct KernelName {
+  std::atomic<uint32_t> ready;  // 1 once `text` is complete
+  char text[kNameBytes];        // NUL-terminated (the broker checks)
+};
+
+// The GPU-time gate of one virtual GPU (scheduler.h): the broker grants and revokes,
+// the client's launches pass while it holds the GPU and wait (futex on grant_seq)
+// while it does not.
+enum GateState : uint32_t {
+  kGateFree = 0,  // not scheduled: launch freely
+  kGateHeld = 1,  // granted: launch
+  kGateWait = 2,  // not granted (or being revoked): wait for a grant
+};
+struct Gate {
+  // Written by the broker.
+  std::atomic<uint32_t> state;      // GateState
+  std::atomic<uint32_t> grant_seq;  // futex word, bumped with every state change
+  std::atomic<uint64_t> slice;      // the grant held or being revoked
+  // Written by the client.
+  std::atomic<uint32_t> inflight;  // launches between passing the gate and the driver call
+  std::atomic<uint32_t> waiting;   // threads waiting at the gate
+  std::atomic<uint64_t> released_slice;
+  std::atomic<uint64_t> drained_ns;  // when its work drained after the last release
+  std::atomic<uint64_t> waited_ns;   // total time its threads waited at the gate
 };
 
 struct Channel {
@@ -35,14 +95,23 @@ struct Channel {
   std::atomic<uint64_t> cap_bytes[kMaxDevices];          // per virtual GPU; 0: uncapped
   std::atomic<uint64_t> tenant_held_bytes[kMaxDevices];  // all the tenant's processes
   std::atomic<uint32_t> weight_milli;
+  std::atomic<uint32_t> client_wake;  // futex word: bumped when the broker revokes a grant
+  Gate gates[kMaxDevices];
   // Written by the client only.
   std::atomic<uint64_t> used_bytes[kMaxDevices];
-  std::atomic<uint64_t> ring_head;  // records published
+  std::atomic<uint64_t> ring_head;  // records published (positions claimed)
+  // What did not fit in the ring, summarized: records, of them copies, their bytes.
+  std::atomic<uint64_t> dropped_records;
+  std::atomic<uint64_t> dropped_copies;
+  std::atomic<uint64_t> dropped_bytes;
+  std::atomic<uint32_t> name_count;  // name slots claimed
+  KernelName names[kNameSlots];
   // Written by the broker only.
   std::atomic<uint64_t> ring_tail;  // records consumed
   LaunchRecord ring[kRingRecords];
 };
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "the channel needs lock-free 64-bit atomics");
+static_assert(sizeof(std::atomic<uint32_t>) == 4, "futex words are 32-bit");
 
 }  // namespace gpushare::protocol

@@ -16,6 +16,9 @@ std::optional<size_t> PayloadSize(uint16_t type) {
     case Type::kGive: return sizeof(Give);
     case Type::kStatus: return 0;
     case Type::kStatusReply: return 0;
+    case Type::kSched: return sizeof(Sched);
+    case Type::kSetWeight: return sizeof(SetWeight);
+    case Type::kToolReply: return 0;
   }
   return std::nullopt;
 }
@@ -78,6 +81,7 @@ Welcome Sanitized(Welcome w) {
   Terminate(w.reason);
   Terminate(w.channel);
   w.device_count = std::min<uint32_t>(w.device_count, kMaxDevices);
+  w.scheduled = w.scheduled != 0;
   return w;
 }
 
@@ -89,6 +93,18 @@ Take Sanitized(Take t) {
 TakeReply Sanitized(TakeReply r) {
   Terminate(r.reason);
   return r;
+}
+
+Sched Sanitized(Sched s) {
+  if (s.event != static_cast<uint32_t>(SchedEvent::kWant) && s.event != static_cast<uint32_t>(SchedEvent::kReleased))
+    s.event = 0;  // read as nothing
+  return s;
+}
+
+SetWeight Sanitized(SetWeight s) {
+  Terminate(s.tenant);
+  if (!(s.weight > 0 && s.weight <= 1000)) s.weight = 0;  // refused
+  return s;
 }
 
 }  // namespace gpushare::protocol

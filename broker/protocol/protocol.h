@@ -13,7 +13,7 @@
 namespace gpushare::protocol {
 
 inline constexpr uint32_t kMagic = 0x52485347;  // "GSHR"
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr int kMaxDevices = 16;
 inline constexpr size_t kMaxPayload = 1 << 20;
 
@@ -25,6 +25,9 @@ enum class Type : uint16_t {
   kGive = 5,         // client -> broker: I hold `bytes` less
   kStatus = 6,       // tool -> broker: the node as JSON, please
   kStatusReply = 7,  // broker -> tool: JSON text
+  kSched = 8,        // client -> broker: a GPU-time gate event (want, released)
+  kSetWeight = 9,    // tool -> broker: change a client's or a tenant's weight
+  kToolReply = 10,   // broker -> tool: text, "ok" or why not
 };
 
 struct Header {
@@ -55,6 +58,7 @@ struct Welcome {
   int32_t physical[kMaxDevices];
   uint64_t cap_bytes[kMaxDevices];  // 0: uncapped
   char channel[64];                 // the client's shared-memory channel (channel.h), "" if none
+  uint32_t scheduled;               // 1: launches pass the channel's gates (GPU time is scheduled)
 };
 
 struct Take {
@@ -71,6 +75,25 @@ struct TakeReply {
 struct Give {
   uint32_t device;
   uint64_t bytes;
+};
+
+enum class SchedEvent : uint32_t {
+  kWant = 1,      // threads wait at the gate of `device`
+  kReleased = 2,  // grant `slice` given back; the work drained at `drained_ns`
+};
+struct Sched {
+  uint32_t device;  // virtual
+  uint32_t event;   // SchedEvent
+  uint64_t slice;
+  uint64_t drained_ns;  // CLOCK_MONOTONIC
+};
+
+// Weight of the client `pid` (when > 0), else of every client of `tenant`, until the
+// client leaves or the config is reloaded. Only the broker's own user (or root) may.
+struct SetWeight {
+  int32_t pid;
+  char tenant[64];
+  double weight;
 };
 
 // One decoded message, or why the bytes are not one.
@@ -108,6 +131,8 @@ Hello Sanitized(Hello h);
 Welcome Sanitized(Welcome w);
 Take Sanitized(Take t);
 TakeReply Sanitized(TakeReply r);
+Sched Sanitized(Sched s);
+SetWeight Sanitized(SetWeight s);
 
 // Copies a string into a fixed array, truncating, NUL-terminated.
 template <size_t N>

@@ -1,7 +1,10 @@
 // Fuzzes DrainRing, the broker's reader of a client-written launch ring: the client
 // owns ring_head and the records, and may write anything at any time, so every call
-// must read at most a ring's worth, pass on only records naming a possible device,
-// account for every record it skips, and leave the broker's tail at the client's head.
+// must read at most a ring's worth, pass on only records with fields in range, account
+// for every record it consumes (passed on or dropped), never pass the client's head,
+// and never be held up for long by a record that is claimed but never published.
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -22,6 +25,7 @@ enum class Op : uint8_t {
   kWrite,       // 2 bytes index, sizeof(LaunchRecord) bytes: one record, raw
   kFillDevice,  // 1 byte: every record's device
   kSetTail,     // 8 bytes: the broker's tail (as after a broker restart)
+  kPublish,     // 1 byte n: the client claims and publishes n well-formed records
   kOpCount,
 };
 
@@ -46,26 +50,37 @@ class Reader {
   size_t pos_ = 0;
 };
 
-void Drain(proto::Channel* channel, uint64_t* tail, uint64_t* dropped) {
+void Drain(proto::Channel* channel, gpushare::broker::RingCursor* cursor) {
   const uint64_t head = channel->ring_head.load();
-  const uint64_t tail_before = *tail, dropped_before = *dropped;
+  const uint64_t tail_before = cursor->tail, dropped_before = cursor->dropped;
   size_t passed = 0;
-  const size_t read = gpushare::broker::DrainRing(channel, tail, dropped, [&](const proto::LaunchRecord& r) {
-    FUZZ_CHECK(r.device < static_cast<uint32_t>(proto::kMaxDevices));
+  const size_t read = gpushare::broker::DrainRing(channel, cursor, [&](const proto::RecordData& r) {
+    FUZZ_CHECK(r.device < proto::kMaxDevices);
+    FUZZ_CHECK(r.name <= proto::kNameSlots);
+    FUZZ_CHECK(static_cast<uint8_t>(r.kind) >= 1 && static_cast<uint8_t>(r.kind) <= 7);
     ++passed;
   });
+  FUZZ_CHECK(read == passed);
   FUZZ_CHECK(read <= proto::kRingRecords);
-  FUZZ_CHECK(passed <= read);
-  FUZZ_CHECK(*tail == head);  // caught up with the client, whatever it wrote
-  FUZZ_CHECK(channel->ring_tail.load() == *tail || head < tail_before);
+  FUZZ_CHECK(channel->ring_tail.load() == cursor->tail);
   if (head >= tail_before) {
-    // Every record between the old tail and the head was passed on, skipped or overrun
-    // (modulo 2^64: a client that moves its head by ~2^64 wraps the broker's counter).
-    FUZZ_CHECK(passed + (*dropped - dropped_before) == head - tail_before);
-    FUZZ_CHECK(read == std::min<uint64_t>(head - tail_before, proto::kRingRecords));
+    FUZZ_CHECK(cursor->tail <= head);
+    // Every record consumed was passed on or counted as dropped (modulo 2^64: a client
+    // that moves its head by ~2^64 wraps the broker's counter).
+    FUZZ_CHECK(passed + (cursor->dropped - dropped_before) == cursor->tail - tail_before);
   } else {
-    FUZZ_CHECK(read == 0 && *dropped == dropped_before);
+    FUZZ_CHECK(read == 0 && cursor->tail == head && cursor->dropped == dropped_before);
   }
+}
+
+// Nothing the client leaves half-written holds the broker up: drains without any
+// client action reach the head, three drains per unpublished record at most.
+void DrainUntilCaughtUp(proto::Channel* channel, gpushare::broker::RingCursor* cursor) {
+  const uint64_t head = channel->ring_head.load();
+  if (head < cursor->tail) return;
+  const uint64_t behind = std::min<uint64_t>(head - cursor->tail, proto::kRingRecords);
+  for (uint64_t i = 0; i < 3 * behind + 1 && cursor->tail < head; ++i) Drain(channel, cursor);
+  FUZZ_CHECK(cursor->tail == head);
 }
 
 }  // namespace
@@ -75,7 +90,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto channel = std::make_unique<proto::Channel>();
   std::memset(static_cast<void*>(channel.get()), 0, sizeof(proto::Channel));
   Reader r(data, size);
-  uint64_t tail = r.Raw(8), dropped = 0;
+  gpushare::broker::RingCursor cursor;
+  cursor.tail = r.Raw(8);
   channel->ring_head.store(r.Raw(8));
   for (int steps = 0; !r.done() && steps < 256; ++steps) {
     switch (static_cast<Op>(r.Byte() % static_cast<uint8_t>(Op::kOpCount))) {
@@ -92,11 +108,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         for (proto::LaunchRecord& rec : channel->ring) rec.device = device;
         break;
       }
-      case Op::kSetTail: tail = r.Raw(8); break;
+      case Op::kSetTail: cursor.tail = r.Raw(8); break;
+      case Op::kPublish: {
+        const uint8_t n = r.Byte();
+        for (uint8_t i = 0; i < n; ++i) {
+          const uint64_t pos = channel->ring_head.fetch_add(1);
+          proto::LaunchRecord& rec = channel->ring[pos % proto::kRingRecords];
+          rec.device = static_cast<uint8_t>(i % proto::kMaxDevices);
+          rec.kind = static_cast<uint8_t>(proto::RecordKind::kKernel);
+          rec.name = 0;
+          rec.seq.store(pos + 1);
+        }
+        break;
+      }
       case Op::kOpCount: break;
     }
-    Drain(channel.get(), &tail, &dropped);
+    Drain(channel.get(), &cursor);
   }
+  if (size % 7 == 0) DrainUntilCaughtUp(channel.get(), &cursor);  // now and then: costly on a big backlog
   return 0;
 }
 
@@ -115,12 +144,13 @@ std::vector<std::vector<uint8_t>> FuzzSeeds() {
     u64(s, 0);
     op(s, Op::kAdvance, {3, 0});
     std::vector<uint8_t> record(sizeof(proto::LaunchRecord), 0);
-    record[16] = 0x40;  // device 64
+    record[offsetof(proto::LaunchRecord, device)] = 0x40;  // device 64
     std::vector<uint8_t> write = {1, 0};
     write.insert(write.end(), record.begin(), record.end());
     op(s, Op::kWrite, write);
     op(s, Op::kAdvance, {2, 0});
-    op(s, Op::kAdvance, {0, 4});  // 1024: a whole ring
+    op(s, Op::kAdvance, {0, 16});  // 4096: a whole ring
+    op(s, Op::kPublish, {5});
     seeds.push_back(s);
   }
   {  // overrun by far, then rewound

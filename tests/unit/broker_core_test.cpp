@@ -23,7 +23,20 @@ class FakeChannels : public ChannelHost {
   }
   void Publish(ClientId id, const Grants& g) override { live[id] = g; }
   void Destroy(ClientId id) override { live.erase(id); }
+  void SetGate(ClientId id, int device, uint32_t state, uint64_t slice) override {
+    gates[{id, device}] = {state, slice};
+  }
+  size_t Drain(ClientId id, const std::function<void(const proto::RecordData&)>& on_record) override {
+    size_t n = 0;
+    for (const proto::RecordData& r : pending[id]) on_record(r), ++n;
+    pending[id].clear();
+    return n;
+  }
+  std::string KernelName(ClientId id, uint16_t name) override { return names[{id, name}]; }
   std::map<ClientId, Grants> live;
+  std::map<std::pair<ClientId, int>, std::pair<uint32_t, uint64_t>> gates;  // state, slice
+  std::map<ClientId, std::vector<proto::RecordData>> pending;
+  std::map<std::pair<ClientId, uint16_t>, std::string> names;
 };
 
 class BrokerCoreTest : public ::testing::Test {
@@ -157,7 +170,10 @@ TEST_F(BrokerCoreTest, ABoundTenantRefusesOtherUids) {
   EXPECT_EQ(Hello(2, "alice", 0, 5).accepted, 1);
 }
 
-TEST_F(BrokerCoreTest, StatusReportsSharesByWeight) {
+TEST_F(BrokerCoreTest, StatusReportsSharesByWeightWhenNotScheduling) {
+  BrokerConfig config;
+  config.scheduling = false;
+  core_.Reload(config);
   Hello(1, "a", 0, 1000, {0});  // weight 2
   core_.Open(2, {102, 1000, 1000});
   proto::Hello h{};
@@ -172,6 +188,102 @@ TEST_F(BrokerCoreTest, StatusReportsSharesByWeight) {
   EXPECT_DOUBLE_EQ(s["clients"][1]["gpu_share"].get<double>(), 0.75);
 }
 
+// The scheduler through the core: gates, revokes, measured shares, run-time weights
+// and classification from records, on a fake clock.
+class ScheduledCoreTest : public BrokerCoreTest {
+ protected:
+  static constexpr uint64_t kMs = 1'000'000;
+  ScheduledCoreTest() {
+    core_.SetClock([this] { return now_; });
+    core_.SetAdminUid(4242);
+  }
+  void Sched(ClientId id, proto::SchedEvent e, uint64_t slice = 0, uint64_t drained = 0) {
+    ASSERT_TRUE(Send(id, proto::Encode(proto::Type::kSched, proto::Sched{0, static_cast<uint32_t>(e), slice, drained})));
+  }
+  std::pair<uint32_t, uint64_t> Gate(ClientId id) { return channels_.gates[{id, 0}]; }
+  std::string SetWeight(ClientId from, uint32_t uid, int32_t pid, const std::string& tenant, double weight) {
+    core_.Open(from, {999, uid, uid});
+    proto::SetWeight w{};
+    w.pid = pid;
+    proto::SetString(w.tenant, tenant);
+    w.weight = weight;
+    auto r = Send(from, proto::Encode(proto::Type::kSetWeight, w));
+    EXPECT_TRUE(r && r->size() == 1);
+    return std::string(r->at(0).payload.begin(), r->at(0).payload.end());
+  }
+  uint64_t now_ = 1000 * kMs;
+};
+
+TEST_F(ScheduledCoreTest, GrantsRevokesAndChargesWhatWasMeasured) {
+  EXPECT_EQ(Hello(1, "a", 0, 1000, {0}).scheduled, 1u);
+  Hello(2, "b", 0, 1000, {0});
+  EXPECT_EQ(Gate(1).first, proto::kGateWait);  // nobody launches before asking
+  Sched(1, proto::SchedEvent::kWant);
+  EXPECT_EQ(Gate(1), (std::pair<uint32_t, uint64_t>{proto::kGateHeld, 1}));
+  Sched(2, proto::SchedEvent::kWant);
+  EXPECT_EQ(Gate(2).first, proto::kGateWait);
+  now_ += 20 * kMs;
+  core_.Poll();
+  EXPECT_EQ(Gate(1), (std::pair<uint32_t, uint64_t>{proto::kGateWait, 1}));  // revoked: give back slice 1
+  now_ += 2 * kMs;
+  Sched(1, proto::SchedEvent::kReleased, 1, now_ - 1 * kMs);  // drained 1 ms ago
+  EXPECT_EQ(Gate(2), (std::pair<uint32_t, uint64_t>{proto::kGateHeld, 2}));
+  auto s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_DOUBLE_EQ(s["clients"][0]["devices"][0]["gpu_time_ms"].get<double>(), 21.0);
+  EXPECT_DOUBLE_EQ(s["clients"][0]["gpu_share"].get<double>(), 1.0);  // the only time charged yet
+  EXPECT_TRUE(s["clients"][1]["devices"][0]["holding"].get<bool>());
+  // The holder hangs up: the GPU goes to the next waiter at once.
+  Sched(1, proto::SchedEvent::kWant);
+  core_.Close(2);
+  EXPECT_EQ(Gate(1), (std::pair<uint32_t, uint64_t>{proto::kGateHeld, 3}));
+}
+
+TEST_F(ScheduledCoreTest, ASchedMessageBeforeHelloDropsThePeer) {
+  core_.Open(7, {107, 1000, 1000});
+  EXPECT_FALSE(Send(7, proto::Encode(proto::Type::kSched, proto::Sched{0, 1, 0, 0})));
+}
+
+TEST_F(ScheduledCoreTest, OnlyTheAdminChangesWeightsAndTheyApplyAtOnce) {
+  Hello(1, "a", 0, 1000, {0});  // asks weight 2
+  Hello(2, "a", 0, 1000, {0});
+  EXPECT_NE(SetWeight(10, 1000, 101, "", 5).find("refused: only root"), std::string::npos);
+  EXPECT_NE(SetWeight(11, 4242, 555, "", 5).find("no client with pid 555"), std::string::npos);
+  EXPECT_NE(SetWeight(12, 4242, 101, "", -1).find("refused"), std::string::npos);
+  EXPECT_EQ(SetWeight(13, 4242, 101, "", 5), "ok: weight 5 for 1 client(s)");
+  auto s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_DOUBLE_EQ(s["clients"][0]["weight"].get<double>(), 5);
+  EXPECT_DOUBLE_EQ(s["clients"][0]["effective_weight"].get<double>(), 5 * 0.5);  // unknown class: 0.5
+  EXPECT_EQ(SetWeight(14, 0, 0, "a", 3), "ok: weight 3 for 2 client(s)");  // root may; a tenant's clients
+  s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_DOUBLE_EQ(s["clients"][0]["weight"].get<double>(), 3);
+  core_.Reload(BrokerConfig{});  // until a reload
+  s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_DOUBLE_EQ(s["clients"][1]["effective_weight"].get<double>(), 2 * 0.5);
+}
+
+TEST_F(ScheduledCoreTest, RecordsClassifyAClientAndItsClassSetsItsWeight) {
+  Hello(1, "a", 0, 1000, {0});  // weight 2
+  channels_.names[{1, 1}] = "simgpu_memory_200us";
+  for (int round = 0; round < 5; ++round) {
+    for (int i = 0; i < 50; ++i) {
+      proto::RecordData r{};
+      r.stream = 7;
+      r.kind = proto::RecordKind::kKernel;
+      r.name = 1;
+      channels_.pending[1].push_back(r);
+    }
+    now_ += 100 * kMs;
+    core_.Poll();
+  }
+  auto s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_EQ(s["clients"][0]["class"], "memory");
+  EXPECT_NE(s["clients"][0]["class_why"].get<std::string>().find("simgpu_memory_200us"), std::string::npos);
+  EXPECT_DOUBLE_EQ(s["clients"][0]["effective_weight"].get<double>(), 2 * 0.3);
+  EXPECT_EQ(s["clients"][0]["kernels"], 250);
+  ASSERT_EQ(s["clients"][0]["streams"].size(), 1u);
+  EXPECT_EQ(s["clients"][0]["streams"][0]["class"], "memory");
+}
+
 TEST(PlaceLeastLoaded, OrdersAllowedGpusByMemoryHeld) {
   NodeLedger ledger({kGiB * 16, kGiB * 16, kGiB * 16});
   ledger.AddClient(1, "t");
@@ -184,18 +296,58 @@ TEST(PlaceLeastLoaded, OrdersAllowedGpusByMemoryHeld) {
   EXPECT_FALSE(PlaceLeastLoaded(ledger, {{7}, std::nullopt}).refusal.empty());
 }
 
-TEST(DrainRing, ReadsAtMostARingAndSkipsRecordsItCannotTrust) {
+// Publishes a well-formed record at the client's next position.
+void Publish(proto::Channel* c, uint8_t device, bool publish = true) {
+  const uint64_t pos = c->ring_head.fetch_add(1);
+  proto::LaunchRecord& r = c->ring[pos % proto::kRingRecords];
+  r.device = device;
+  r.kind = static_cast<uint8_t>(proto::RecordKind::kKernel);
+  r.grid = static_cast<uint32_t>(pos);
+  if (publish) r.seq.store(pos + 1);
+}
+
+TEST(DrainRing, PassesPublishedRecordsAndDropsMalformedOnes) {
   auto channel = std::make_unique<proto::Channel>();
-  for (uint32_t i = 0; i < proto::kRingRecords; ++i) channel->ring[i].device = i % 2 ? 999 : 0;
+  RingCursor cursor;
+  Publish(channel.get(), 0);
+  Publish(channel.get(), 200);  // no such device
+  Publish(channel.get(), 3);
+  std::vector<uint32_t> grids;
+  EXPECT_EQ(DrainRing(channel.get(), &cursor, [&](const proto::RecordData& r) { grids.push_back(r.grid); }), 2u);
+  EXPECT_EQ(grids, (std::vector<uint32_t>{0, 2}));
+  EXPECT_EQ(cursor.tail, 3u);
+  EXPECT_EQ(cursor.dropped, 1u);
+  EXPECT_EQ(channel->ring_tail.load(), 3u);
+}
+
+TEST(DrainRing, WaitsBrieflyForAClaimedRecordThenSkipsIt) {
+  auto channel = std::make_unique<proto::Channel>();
+  RingCursor cursor;
+  Publish(channel.get(), 0);
+  Publish(channel.get(), 0, /*publish=*/false);  // its writer was killed mid-record
+  Publish(channel.get(), 0);
+  int passed = 0;
+  auto count = [&](const proto::RecordData&) { ++passed; };
+  EXPECT_EQ(DrainRing(channel.get(), &cursor, count), 1u);
+  EXPECT_EQ(cursor.tail, 1u);  // stopped at the claimed record
+  EXPECT_EQ(DrainRing(channel.get(), &cursor, count), 0u);
+  EXPECT_EQ(DrainRing(channel.get(), &cursor, count), 1u);  // third try: skipped, the next one read
+  EXPECT_EQ(cursor.tail, 3u);
+  EXPECT_EQ(cursor.dropped, 1u);
+  EXPECT_EQ(passed, 2);
+}
+
+TEST(DrainRing, ReadsAtMostARingAndCountsWhatWasOverrun) {
+  auto channel = std::make_unique<proto::Channel>();
+  RingCursor cursor;
   channel->ring_head = 10 * proto::kRingRecords;  // a head far ahead of anything written
-  uint64_t tail = 0, dropped = 0, good = 0;
-  size_t read = DrainRing(channel.get(), &tail, &dropped, [&](const proto::LaunchRecord&) { ++good; });
-  EXPECT_EQ(read, proto::kRingRecords);
-  EXPECT_EQ(good, proto::kRingRecords / 2);
-  EXPECT_EQ(tail, 10u * proto::kRingRecords);
+  size_t read = DrainRing(channel.get(), &cursor, [](const proto::RecordData&) {});
+  EXPECT_EQ(read, 0u);  // nothing there was published at those positions: it waits there
+  EXPECT_EQ(cursor.tail, 9u * proto::kRingRecords);  // the overrun is counted, a ring's worth left
+  EXPECT_EQ(cursor.dropped, 9u * proto::kRingRecords);
   channel->ring_head = 3;  // rewound
-  EXPECT_EQ(DrainRing(channel.get(), &tail, &dropped, [&](const proto::LaunchRecord&) { ++good; }), 0u);
-  EXPECT_EQ(tail, 3u);
+  EXPECT_EQ(DrainRing(channel.get(), &cursor, [](const proto::RecordData&) {}), 0u);
+  EXPECT_EQ(cursor.tail, 3u);
 }
 
 }  // namespace

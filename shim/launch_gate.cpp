@@ -1,0 +1,240 @@
+// Launch gates, records and the drain thread (see launch_gate.h).
+#include "launch_gate.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "futex.h"
+#include "log.h"
+
+namespace gpushare {
+namespace {
+
+namespace proto = gpushare::protocol;
+
+constexpr uint64_t kWantResendNs = 100'000'000;  // a waiting launch re-asks this often
+constexpr uint64_t kDrainPollNs = 50'000'000;    // the drain thread checks the broker this often
+constexpr uint64_t kInflightWaitNs = 200'000'000;
+
+// Submit times for the broker's windows: the coarse clock is a few ns (no system call)
+// and a few ms coarse, which is finer than any window the classifier uses.
+uint64_t CoarseNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
+
+void LaunchGate::SetHooks(Hooks hooks) { hooks_ = std::move(hooks); }
+
+void LaunchGate::SetDrain(void (*drain)(int device)) { drain_.store(drain, std::memory_order_release); }
+
+void LaunchGate::Forget() {
+  scheduled_.store(false, std::memory_order_relaxed);
+  channel_.store(nullptr, std::memory_order_release);
+}
+
+void LaunchGate::Attach(proto::Channel* channel, bool scheduled) {
+  if (channel != nullptr) PublishNames(channel);
+  scheduled_.store(scheduled && channel != nullptr, std::memory_order_relaxed);
+  channel_.store(channel, std::memory_order_release);
+  detach_seq_.fetch_add(1);
+  proto::FutexWakeAll(&detach_seq_);
+  StartDrainThread();
+}
+
+void LaunchGate::Detach() {
+  proto::Channel* c = channel_.exchange(nullptr, std::memory_order_acq_rel);
+  scheduled_.store(false, std::memory_order_relaxed);
+  if (c == nullptr) return;
+  // The broker is gone: open its gates ourselves so no launch waits for it.
+  for (proto::Gate& g : c->gates) {
+    g.state.store(proto::kGateFree, std::memory_order_seq_cst);
+    g.grant_seq.fetch_add(1, std::memory_order_seq_cst);
+    proto::FutexWakeAll(&g.grant_seq);
+  }
+}
+
+LaunchGate::Pass::Pass(LaunchGate& gate, int device) : gate_(gate.Enter(device)) {}
+
+LaunchGate::Pass::~Pass() {
+  if (gate_ != nullptr) gate_->inflight.fetch_sub(1, std::memory_order_release);
+}
+
+proto::Gate* LaunchGate::Enter(int device) {
+  proto::Channel* c = channel_.load(std::memory_order_acquire);
+  if (c == nullptr || !scheduled_.load(std::memory_order_relaxed) || device < 0 || device >= proto::kMaxDevices)
+    return nullptr;
+  proto::Gate& g = c->gates[device];
+  // Counted before the state is read (both sequentially consistent): the drain thread,
+  // reading them the other way round, either sees this launch in flight or this launch
+  // sees the revoke.
+  g.inflight.fetch_add(1, std::memory_order_seq_cst);
+  if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) return &g;
+  g.inflight.fetch_sub(1, std::memory_order_seq_cst);
+  return WaitForGrant(c, device);
+}
+
+proto::Gate* LaunchGate::WaitForGrant(proto::Channel* c, int device) {
+  proto::Gate& g = c->gates[device];
+  const uint64_t start = proto::MonotonicNs();
+  g.waiting.fetch_add(1, std::memory_order_relaxed);
+  uint64_t asked_at = 0;
+  proto::Gate* passed = nullptr;
+  for (;;) {
+    const uint32_t seq = g.grant_seq.load(std::memory_order_acquire);
+    g.inflight.fetch_add(1, std::memory_order_seq_cst);
+    if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) {
+      passed = &g;
+      break;
+    }
+    g.inflight.fetch_sub(1, std::memory_order_seq_cst);
+    if (channel_.load(std::memory_order_acquire) != c) break;  // detached or a new broker: go on
+    const uint64_t now = proto::MonotonicNs();
+    if (now - asked_at >= kWantResendNs) {
+      asked_at = now;
+      proto::Sched want{static_cast<uint32_t>(device), static_cast<uint32_t>(proto::SchedEvent::kWant), 0, 0};
+      if (hooks_.send && !hooks_.send(want)) {
+        Detach();
+        break;
+      }
+    }
+    proto::FutexWait(&g.grant_seq, seq, kWantResendNs);
+  }
+  g.waiting.fetch_sub(1, std::memory_order_relaxed);
+  g.waited_ns.fetch_add(proto::MonotonicNs() - start, std::memory_order_relaxed);
+  return passed;
+}
+
+void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uint16_t name, uint32_t grid,
+                        uint32_t block, uint32_t shared_bytes, uint64_t bytes) {
+  proto::Channel* c = channel_.load(std::memory_order_acquire);
+  if (c == nullptr) return;
+  uint64_t pos = c->ring_head.load(std::memory_order_relaxed);
+  do {
+    if (pos - c->ring_tail.load(std::memory_order_acquire) >= proto::kRingRecords) {
+      // Full: summarized, not lost silently.
+      c->dropped_records.fetch_add(1, std::memory_order_relaxed);
+      if (proto::IsCopy(kind)) {
+        c->dropped_copies.fetch_add(1, std::memory_order_relaxed);
+        c->dropped_bytes.fetch_add(bytes, std::memory_order_relaxed);
+      }
+      return;
+    }
+  } while (!c->ring_head.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+  proto::LaunchRecord& r = c->ring[pos % proto::kRingRecords];
+  r.stream = stream;
+  r.submit_ns = CoarseNs();
+  r.bytes = bytes;
+  r.grid = grid;
+  r.block = block;
+  r.shared_bytes = shared_bytes;
+  r.name = name;
+  r.device = static_cast<uint8_t>(device);
+  r.kind = static_cast<uint8_t>(kind);
+  r.seq.store(pos + 1, std::memory_order_release);
+}
+
+uint16_t LaunchGate::NameSlot(uintptr_t function, std::string (*get_name)(uintptr_t function)) {
+  if (function == 0) return 0;
+  size_t h = (function >> 4) * 0x9E3779B97F4A7C15ull >> 52;  // 12 bits: kFunctionTable
+  for (size_t probe = 0; probe < 16; ++probe, h = (h + 1) & (kFunctionTable - 1)) {
+    FunctionEntry& e = functions_[h];
+    uintptr_t key = e.function.load(std::memory_order_acquire);
+    if (key == function) return e.slot.load(std::memory_order_acquire);  // 0 while being named
+    if (key != 0) continue;
+    if (!e.function.compare_exchange_strong(key, function, std::memory_order_acq_rel)) {
+      if (key == function) return e.slot.load(std::memory_order_acquire);
+      continue;
+    }
+    // First sight: name it once.
+    const uint32_t index = name_count_.fetch_add(1, std::memory_order_relaxed);
+    if (index >= proto::kNameSlots) return 0;  // more kernels than slots: the rest go unnamed
+    const std::string name = get_name(function);
+    std::strncpy(names_[index], name.c_str(), proto::kNameBytes - 1);
+    name_ready_[index].store(1, std::memory_order_release);
+    if (proto::Channel* c = channel_.load(std::memory_order_acquire)) {
+      std::memcpy(c->names[index].text, names_[index], proto::kNameBytes);
+      c->names[index].ready.store(1, std::memory_order_release);
+      c->name_count.store(std::min<uint32_t>(name_count_.load(), proto::kNameSlots), std::memory_order_relaxed);
+    }
+    const uint16_t slot = static_cast<uint16_t>(index + 1);
+    e.slot.store(slot, std::memory_order_release);
+    return slot;
+  }
+  return 0;  // the table is crowded here: unnamed
+}
+
+void LaunchGate::PublishNames(proto::Channel* c) {
+  const uint32_t count = std::min<uint32_t>(name_count_.load(std::memory_order_acquire), proto::kNameSlots);
+  for (uint32_t i = 0; i < count; ++i) {
+    if (name_ready_[i].load(std::memory_order_acquire) != 1) continue;
+    std::memcpy(c->names[i].text, names_[i], proto::kNameBytes);
+    c->names[i].ready.store(1, std::memory_order_release);
+  }
+  c->name_count.store(count, std::memory_order_relaxed);
+}
+
+void LaunchGate::StartDrainThread() {
+  std::call_once(thread_once_, [this] {
+    // Signals stay with the application's threads.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    std::thread([this] { DrainLoop(); }).detach();
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  });
+}
+
+void LaunchGate::DrainLoop() {
+  pthread_setname_np(pthread_self(), "gpushare-drain");
+  proto::Channel* seen = nullptr;
+  for (;;) {
+    proto::Channel* c = channel_.load(std::memory_order_acquire);
+    if (c != seen) {  // a new broker's grants start afresh
+      std::memset(released_, 0, sizeof released_);
+      seen = c;
+    }
+    if (c == nullptr) {
+      const uint32_t seq = detach_seq_.load();
+      if (hooks_.reconnect) hooks_.reconnect();
+      if (channel_.load(std::memory_order_acquire) == nullptr) proto::FutexWait(&detach_seq_, seq, kDrainPollNs * 10);
+      continue;
+    }
+    const uint32_t wake = c->client_wake.load(std::memory_order_acquire);
+    for (int d = 0; d < proto::kMaxDevices; ++d) {
+      proto::Gate& g = c->gates[d];
+      const uint64_t slice = g.slice.load(std::memory_order_acquire);
+      if (g.state.load(std::memory_order_seq_cst) == proto::kGateWait && slice != 0 && slice != released_[d])
+        Release(c, d, slice);
+    }
+    if (hooks_.broker_alive && !hooks_.broker_alive()) {
+      Detach();
+      continue;
+    }
+    proto::FutexWait(&c->client_wake, wake, kDrainPollNs);
+  }
+}
+
+void LaunchGate::Release(proto::Channel* c, int device, uint64_t slice) {
+  proto::Gate& g = c->gates[device];
+  // Launches that passed the gate before the revoke reach the driver first.
+  const uint64_t start = proto::MonotonicNs();
+  while (g.inflight.load(std::memory_order_seq_cst) != 0 && proto::MonotonicNs() - start < kInflightWaitNs)
+    sched_yield();
+  if (auto drain = drain_.load(std::memory_order_acquire)) drain(device);
+  const uint64_t drained = proto::MonotonicNs();
+  released_[device] = slice;
+  g.drained_ns.store(drained, std::memory_order_relaxed);
+  g.released_slice.store(slice, std::memory_order_release);
+  proto::Sched done{static_cast<uint32_t>(device), static_cast<uint32_t>(proto::SchedEvent::kReleased), slice, drained};
+  if (hooks_.send && !hooks_.send(done)) Detach();
+}
+
+}  // namespace gpushare

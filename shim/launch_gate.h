@@ -1,0 +1,102 @@
+// The client's side of GPU-time scheduling, API-neutral: every launch and async copy
+// passes a gate per virtual GPU and appends a record to the broker's ring.
+//
+// Hot path (a launch with the GPU granted, or unscheduled): a load of the channel, an
+// atomic increment and a load at the gate, the ring slot claimed by compare-and-swap
+// and filled, the increment undone after the driver call. No lock, no system call, no
+// allocation. A launch without the GPU sends Want once and sleeps on the gate's futex
+// until the broker grants it.
+//
+// A drain thread answers the broker's revokes: it waits for launches already past
+// the gate, drains the process's queued work on that GPU (the hooks say how), and
+// reports when the drain completed: that measured time ends the slice charged to it.
+// It also watches the broker: if it goes away every gate opens (standalone), and it
+// registers again when the broker is back.
+//
+// Channels are never unmapped while the process lives (a launch may still hold a
+// pointer into an old one after the broker restarted).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "channel.h"
+#include "protocol.h"
+
+namespace gpushare {
+
+class LaunchGate {
+ public:
+  // What the gate needs from the rest of the client (set once, before Attach).
+  struct Hooks {
+    std::function<bool(const protocol::Sched&)> send;        // to the broker; false: the link is gone
+    std::function<bool()> broker_alive;                      // false: the broker hung up
+    std::function<void()> reconnect;                         // try to register again (rate-limited by the caller)
+  };
+  void SetHooks(Hooks hooks);
+  void SetDrain(void (*drain)(int device));  // by the API family (hooks/), before registering
+
+  // The broker's channel for this process; `scheduled`: launches wait for grants.
+  void Attach(protocol::Channel* channel, bool scheduled);
+  // The broker is gone: every gate opens, waiting launches go on.
+  void Detach();
+  // A forked child: the parent's channel is not its own (nothing is written to it).
+  void Forget();
+
+  // A launch passing the gate of virtual GPU `device`: constructed before the driver
+  // call, destroyed after it.
+  class Pass {
+   public:
+    Pass(LaunchGate& gate, int device);
+    ~Pass();
+    Pass(const Pass&) = delete;
+    Pass& operator=(const Pass&) = delete;
+
+   private:
+    protocol::Gate* gate_ = nullptr;
+  };
+
+  // Appends a record for a launch or copy on `device`; never blocks (a full ring is
+  // counted in the channel's dropped_* summary).
+  void Record(int device, protocol::RecordKind kind, uint64_t stream, uint16_t name, uint32_t grid, uint32_t block,
+              uint32_t shared_bytes, uint64_t bytes);
+
+  // The name slot (1-based; 0: unknown) of the kernel `function`, asking `get_name`
+  // the first time this function is seen. Lock-free after the first sight.
+  uint16_t NameSlot(uintptr_t function, std::string (*get_name)(uintptr_t function));
+
+  bool scheduled() const { return scheduled_.load(std::memory_order_relaxed); }
+
+ private:
+  protocol::Gate* Enter(int device);
+  protocol::Gate* WaitForGrant(protocol::Channel* c, int device);
+  void StartDrainThread();
+  void DrainLoop();
+  void Release(protocol::Channel* c, int device, uint64_t slice);
+  void PublishNames(protocol::Channel* c);
+
+  std::atomic<protocol::Channel*> channel_{nullptr};
+  std::atomic<bool> scheduled_{false};
+  Hooks hooks_;
+  std::atomic<void (*)(int)> drain_{nullptr};  // waits for this process's work on a virtual GPU
+  std::once_flag thread_once_;
+  uint64_t released_[protocol::kMaxDevices] = {};  // drain thread only
+  std::atomic<uint32_t> detach_seq_{0};  // futex word for the drain thread while detached
+
+  // Kernel names, kept by the process (a new channel gets them all again).
+  struct FunctionEntry {
+    std::atomic<uintptr_t> function{0};
+    std::atomic<uint16_t> slot{0};
+  };
+  static constexpr size_t kFunctionTable = 4096;  // a power of two
+  FunctionEntry functions_[kFunctionTable];
+  std::atomic<uint32_t> name_count_{0};
+  char names_[protocol::kNameSlots][protocol::kNameBytes] = {};
+  std::atomic<uint8_t> name_ready_[protocol::kNameSlots] = {};
+};
+
+}  // namespace gpushare
