@@ -54,7 +54,7 @@ template <typename Real, typename... Args>
 CUresult Gated(Kind kind, CUstream stream, const Shape& shape, Real real, Args... args) {
   if (real == nullptr) return CUDA_ERROR_NOT_SUPPORTED;
   Client* c = ReadyClient();
-  if (c == nullptr) return real(args...);
+  if (c == nullptr || !c->gate().attached()) return real(args...);  // standalone: nothing to record
   const int device = CurrentDevice(c);
   const uint16_t name = shape.function != 0 ? c->gate().NameSlot(shape.function, FunctionName) : 0;
   CUresult r;

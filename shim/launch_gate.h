@@ -70,6 +70,7 @@ class LaunchGate {
   uint16_t NameSlot(uintptr_t function, std::string (*get_name)(uintptr_t function));
 
   bool scheduled() const { return scheduled_.load(std::memory_order_relaxed); }
+  bool attached() const { return channel_.load(std::memory_order_relaxed) != nullptr; }
 
  private:
   protocol::Gate* Enter(int device);
