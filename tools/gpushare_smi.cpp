@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -25,7 +27,10 @@ constexpr int kReplyTimeoutMs = 5000;
 
 const char kUsage[] =
     "usage: gpushare-smi [--socket PATH] [--json]\n"
-    "Shows the GPUs and the clients of the gpushare broker on this node.\n"
+    "       gpushare-smi [--socket PATH] set-weight (--pid PID | --tenant TENANT) WEIGHT\n"
+    "Shows the GPUs and the clients of the gpushare broker on this node, or changes a\n"
+    "client's (or every client of a tenant's) scheduling weight until the broker's config\n"
+    "is reloaded (root or the broker's own user only).\n"
     "  --socket PATH  the broker's socket (default: $GPUSHARE_SOCKET, else\n"
     "                 $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock)\n"
     "  --json         print the broker's status as JSON\n"
@@ -133,6 +138,79 @@ void PrintHuman(const json& status, const std::string& socket_path) {
     }
   }
   PrintTable(rows);
+
+  // Why each client is of its class (the classifier's evidence).
+  std::vector<std::vector<std::string>> why = {{"PID", "CLASS", "WHY"}};
+  for (const json& c : clients)
+    if (c.is_object())
+      why.push_back({Printf("%.0f", Num(c, "pid", 0)), OrDash(Str(c, "class")), OrDash(Str(c, "class_why"))});
+  std::printf("\n");
+  PrintTable(why);
+}
+
+// One request, one reply, over a fresh connection; `reached` false: no broker there.
+std::optional<proto::Message> Ask(const std::string& socket_path, const std::vector<uint8_t>& request,
+                                  std::string* error, bool* reached) {
+  const int fd = proto::ConnectUnix(socket_path, error);
+  *reached = fd >= 0;
+  if (fd < 0) return std::nullopt;
+  std::vector<uint8_t> buffer;
+  std::optional<proto::Message> reply;
+  if (proto::SendAll(fd, request))
+    reply = proto::Receive(fd, &buffer, kReplyTimeoutMs, error);
+  else
+    *error = "cannot send the request";
+  close(fd);
+  return reply;
+}
+
+// set-weight (--pid PID | --tenant TENANT) WEIGHT: 0 done, 1 refused or no broker, 2 usage.
+int SetWeight(const std::vector<std::string>& args, const std::string& socket_path) {
+  proto::SetWeight request{};
+  std::optional<double> weight;
+  bool target = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    char* end = nullptr;
+    if (args[i] == "--pid" && i + 1 < args.size()) {
+      const long pid = std::strtol(args[++i].c_str(), &end, 10);
+      if (*end != '\0' || pid <= 0 || pid > INT32_MAX) {
+        std::fprintf(stderr, "gpushare-smi: set-weight: --pid needs a process id, not \"%s\"\n", args[i].c_str());
+        return 2;
+      }
+      request.pid = static_cast<int32_t>(pid);
+      target = true;
+    } else if (args[i] == "--tenant" && i + 1 < args.size()) {
+      proto::SetString(request.tenant, args[++i]);
+      target = true;
+    } else if (!weight) {
+      const double w = std::strtod(args[i].c_str(), &end);
+      if (*end != '\0' || !(w > 0 && w <= 1000)) {
+        std::fprintf(stderr, "gpushare-smi: set-weight: a weight is a number in (0, 1000], not \"%s\"\n",
+                     args[i].c_str());
+        return 2;
+      }
+      weight = w;
+    } else {
+      std::fprintf(stderr, "gpushare-smi: set-weight: unexpected argument %s\n%s", args[i].c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (!target || !weight) {
+    std::fprintf(stderr, "gpushare-smi: set-weight needs --pid PID or --tenant TENANT, and a WEIGHT\n%s", kUsage);
+    return 2;
+  }
+  request.weight = *weight;
+  std::string error;
+  bool reached = false;
+  auto reply = Ask(socket_path, proto::Encode(proto::Type::kSetWeight, request), &error, &reached);
+  if (!reply || reply->type != proto::Type::kToolReply) {
+    std::fprintf(stderr, "gpushare-smi: %s the broker at %s: %s\n", reached ? "no answer from" : "cannot reach",
+                 socket_path.c_str(), reply ? "unexpected reply" : error.c_str());
+    return 1;
+  }
+  const std::string text(reply->payload.begin(), reply->payload.end());
+  std::printf("%s\n", text.c_str());
+  return text.rfind("ok", 0) == 0 ? 0 : 1;
 }
 
 }  // namespace
@@ -140,9 +218,17 @@ void PrintHuman(const json& status, const std::string& socket_path) {
 int main(int argc, char** argv) {
   std::string socket_path;
   bool as_json = false;
+  std::optional<std::vector<std::string>> set_weight;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
+    if (set_weight) {
+      if (arg == "--socket" && i + 1 < argc)
+        socket_path = argv[++i];
+      else
+        set_weight->push_back(arg);
+    } else if (arg == "set-weight") {
+      set_weight.emplace();
+    } else if (arg == "-h" || arg == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
     } else if (arg == "--json") {
@@ -158,20 +244,15 @@ int main(int argc, char** argv) {
     }
   }
   if (socket_path.empty()) socket_path = proto::DefaultSocketPath();
+  if (set_weight) return SetWeight(*set_weight, socket_path);
 
   std::string error;
-  const int fd = proto::ConnectUnix(socket_path, &error);
-  if (fd < 0) {
+  bool reached = false;
+  auto reply = Ask(socket_path, proto::EncodeText(proto::Type::kStatus, ""), &error, &reached);
+  if (!reached) {
     std::fprintf(stderr, "gpushare-smi: cannot reach the broker at %s: %s\n", socket_path.c_str(), error.c_str());
     return 1;
   }
-  std::vector<uint8_t> buffer;
-  std::optional<proto::Message> reply;
-  if (proto::SendAll(fd, proto::EncodeText(proto::Type::kStatus, "")))
-    reply = proto::Receive(fd, &buffer, kReplyTimeoutMs, &error);
-  else
-    error = "cannot send the request";
-  close(fd);
   if (!reply || reply->type != proto::Type::kStatusReply) {
     std::fprintf(stderr, "gpushare-smi: no status from the broker at %s: %s\n", socket_path.c_str(),
                  reply ? "unexpected reply" : error.c_str());

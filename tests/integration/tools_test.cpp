@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "protocol.h"
@@ -124,18 +125,29 @@ class FakeBroker {
       auto m = proto::Receive(fd, &buffer, 10000, &error);
       if (m && m->type == proto::Type::kStatus)
         proto::SendAll(fd, proto::EncodeText(proto::Type::kStatusReply, status_json));
+      if (m && m->type == proto::Type::kSetWeight) {
+        set_weight_ = proto::Sanitized(proto::As<proto::SetWeight>(*m));
+        proto::SendAll(fd, proto::EncodeText(proto::Type::kToolReply, status_json));  // the text to answer
+      }
       close(fd);
     });
   }
   ~FakeBroker() {
-    shutdown(listen_fd_, SHUT_RDWR);
-    thread_.join();
+    Join();
     close(listen_fd_);
     unlink(path_.c_str());
   }
+  // Stops listening and waits for the request in progress: what it received is settled.
+  void Join() {
+    shutdown(listen_fd_, SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+  }
   const std::string& path() const { return path_; }
+  // The set-weight request it received (after the tool exited).
+  const std::optional<proto::SetWeight>& set_weight() const { return set_weight_; }
 
  private:
+  std::optional<proto::SetWeight> set_weight_;
   static inline int counter_ = 0;
   std::string path_;
   int listen_fd_ = -1;
@@ -150,12 +162,45 @@ const char* kStatus =
   "capped":true,"tenant_memory_used":0,"share":0.5},{"virtual":1,"physical":0,"memory_used":0,
   "memory_cap":17179869184,"capped":false,"share":0.5}]}],"future_key":{"x":1}})";
 
+TEST(GpushareSmi, SetWeightSendsTheTargetAndPrintsTheBrokersAnswer) {
+  {
+    FakeBroker broker("ok: weight 3 for 1 client(s)");
+    auto r = RunToEnd({GPUSHARE_SMI, "--socket", broker.path(), "set-weight", "--pid", "77", "3"}, {});
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("ok: weight 3 for 1 client(s)"), std::string::npos) << r.out;
+    broker.Join();
+    ASSERT_TRUE(broker.set_weight().has_value());
+    EXPECT_EQ(broker.set_weight()->pid, 77);
+    EXPECT_DOUBLE_EQ(broker.set_weight()->weight, 3.0);
+  }
+  FakeBroker refused("refused: only root or the broker's user (uid 0) may change weights");
+  auto r = RunToEnd({GPUSHARE_SMI, "set-weight", "--tenant", "team-a", "2.5", "--socket", refused.path()}, {});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("refused: only root"), std::string::npos) << r.out;
+  refused.Join();
+  ASSERT_TRUE(refused.set_weight().has_value());
+  EXPECT_STREQ(refused.set_weight()->tenant, "team-a");
+  EXPECT_EQ(refused.set_weight()->pid, 0);
+}
+
+TEST(GpushareSmi, SetWeightWithBadArgumentsExitsTwo) {
+  for (std::vector<std::string> args : {std::vector<std::string>{"set-weight", "3"},
+                                        {"set-weight", "--pid", "x", "3"},
+                                        {"set-weight", "--tenant", "a", "-1"},
+                                        {"set-weight", "--tenant", "a"},
+                                        {"set-weight", "--tenant", "a", "2", "9"}}) {
+    args.insert(args.begin(), GPUSHARE_SMI);
+    auto r = RunToEnd(args, {});
+    EXPECT_EQ(r.exit_code, 2) << args[2] << "\n" << r.out;
+  }
+}
+
 TEST(GpushareSmi, PrintsGpusAndClientsAsATable) {
   FakeBroker broker(kStatus);
   auto r = RunToEnd({GPUSHARE_SMI, "--socket", broker.path()}, {});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   for (const char* expected : {"simgpu H100 0", "1.00 GiB / 16.00 GiB", "simgpu H100 1", "4242", "alice", "50%", "0->1",
-                               "512.0 MiB / 4.00 GiB", "1->0", "0 B / 16.00 GiB (no cap)"})
+                               "512.0 MiB / 4.00 GiB", "1->0", "0 B / 16.00 GiB (no cap)", "WHY"})
     EXPECT_NE(r.out.find(expected), std::string::npos) << expected << " in\n" << r.out;
 }
 
