@@ -1,5 +1,6 @@
 // Fuzzes everything the broker runs on a client's bytes (framing, payload decoding,
-// BrokerCore's Hello/Take/Give/Status handling) over several connections at once. The
+// BrokerCore's Hello/Take/Give/Status/Sched/SetWeight handling, the scheduler's
+// grants and revokes as time passes) over several connections at once. The
 // input is a small program (see Op) so that the fuzzer reaches registered clients,
 // capped tenants and full GPUs, not only framing errors; after every step the ledger,
 // the replies and the published grants are checked, and a broken invariant traps.
@@ -47,6 +48,9 @@ enum class Op : uint8_t {
   kReconnect,   // hang up and connect again (a new connection id, same peer)
   kReload,      // switch to config variant n (0: empty, as at start)
   kStatusJson,  // the status report, as the tools read it
+  kSched,       // encode a Sched (gate event): device, event, slice, drained time
+  kSetWeight,   // encode a SetWeight: pid selector, tenant, weight
+  kPoll,        // time passes (n ms) and the broker does its periodic work
   kOpCount,
 };
 
@@ -157,7 +161,27 @@ class FakeChannels : public ChannelHost {
   void Destroy(ClientId id) override {
     FUZZ_CHECK(core->Client(id) == nullptr);
     live.erase(id);
+    for (auto it = gates.begin(); it != gates.end();) it = it->first.first == id ? gates.erase(it) : std::next(it);
   }
+  void SetGate(ClientId id, int device, uint32_t state, uint64_t slice) override {
+    const auto* client = core->Client(id);
+    FUZZ_CHECK(client != nullptr && client->scheduled);
+    FUZZ_CHECK(device >= 0 && static_cast<size_t>(device) < client->physical.size());
+    FUZZ_CHECK(state == proto::kGateHeld || state == proto::kGateWait);
+    FUZZ_CHECK(state != proto::kGateHeld || slice != 0);
+    gates[{id, device}] = state;
+  }
+  // At most one client holds each physical GPU.
+  void CheckGates() const {
+    std::map<int, int> holders;
+    for (const auto& [key, state] : gates) {
+      if (state != proto::kGateHeld) continue;
+      const auto* client = core->Client(key.first);
+      FUZZ_CHECK(client != nullptr);
+      FUZZ_CHECK(++holders[client->physical[key.second]] <= 1);
+    }
+  }
+  std::map<std::pair<ClientId, int>, uint32_t> gates;
 };
 
 // One client connection as the daemon keeps it.
@@ -198,6 +222,8 @@ class Harness {
       : core_(BrokerConfig{}, {GpuInfo{0, "fake-0", kGpuBytes}, GpuInfo{1, "fake-1", kGpuBytes}}, &channels_) {
     channels_.core = &core_;
     channels_.fail_creates = (setup & 1) != 0;
+    core_.SetClock([this] { return now_; });
+    core_.SetAdminUid(1000);
     const PeerCredentials peers[kSlots] = {{100, 0, 0}, {200, 1000, 1000}, {201, 1000, 1000}, {300, 1001, 1001}};
     for (int s = 0; s < kSlots; ++s) {
       slots_[s].peer = peers[s];
@@ -242,9 +268,37 @@ class Harness {
         admission_checked_ = false;  // a reload may lower or raise caps past what admission promised
         break;
       case Op::kStatusJson: CheckStatus(core_.StatusJson()); break;
+      case Op::kSched: {
+        proto::Sched m{};
+        m.device = r.Device();
+        m.event = r.Byte() % 4;  // 1 want, 2 released, else nonsense
+        m.slice = r.Byte() < 0xf0 ? r.Byte() % 8 : r.Raw(8);
+        m.drained_ns = now_ + (r.Byte() < 0x80 ? 0 : r.Raw(8));
+        Append(s, proto::Encode(proto::Type::kSched, m));
+        break;
+      }
+      case Op::kSetWeight: {
+        proto::SetWeight m{};
+        const uint8_t who = r.Byte();
+        m.pid = who % 3 == 0 ? 0 : who % 3 == 1 ? slots_[who / 3 % kSlots].peer.pid : static_cast<int32_t>(r.Raw(4));
+        const uint8_t tenant = r.Byte();
+        if (tenant < std::size(kTenants))
+          proto::SetString(m.tenant, kTenants[tenant]);
+        else
+          r.Text(m.tenant, tenant % 65);
+        m.weight = r.Weight();
+        Append(s, proto::Encode(proto::Type::kSetWeight, m));
+        break;
+      }
+      case Op::kPoll:
+        now_ += (uint64_t{r.Byte()} + 1) * 1'000'000;
+        core_.Poll();
+        if (auto d = core_.NextDeadline()) FUZZ_CHECK(*d + 2'000'000'000ull > now_);  // none long overdue
+        break;
       case Op::kOpCount: break;
     }
     CheckLedger();
+    channels_.CheckGates();
   }
 
   // The program ended: what the clients still have to say arrives, then they all hang up.
@@ -357,15 +411,16 @@ class Harness {
     bool breached = false;
     for (const proto::Message& req : requests) {
       FUZZ_CHECK(!breached);  // nothing is read past a breach
-      const bool breach = req.type == proto::Type::kHello ? registered
-                          : req.type == proto::Type::kTake || req.type == proto::Type::kGive
-                              ? !registered
-                              : req.type != proto::Type::kStatus;
+      const bool breach =
+          req.type == proto::Type::kHello ? registered
+          : req.type == proto::Type::kTake || req.type == proto::Type::kGive || req.type == proto::Type::kSched
+              ? !registered
+              : req.type != proto::Type::kStatus && req.type != proto::Type::kSetWeight;
       if (breach) {
         breached = true;
         continue;
       }
-      if (req.type == proto::Type::kGive) continue;
+      if (req.type == proto::Type::kGive || req.type == proto::Type::kSched) continue;
       auto reply = proto::Split(&out, &error);
       FUZZ_CHECK(reply.has_value());
       switch (req.type) {
@@ -392,6 +447,13 @@ class Harness {
           FUZZ_CHECK(reply->type == proto::Type::kStatusReply);
           CheckStatus(std::string(reply->payload.begin(), reply->payload.end()));
           break;
+        case proto::Type::kSetWeight: {
+          FUZZ_CHECK(reply->type == proto::Type::kToolReply);
+          const std::string text(reply->payload.begin(), reply->payload.end());
+          FUZZ_CHECK(text.rfind("ok", 0) == 0 || text.rfind("refused", 0) == 0);
+          if (s.peer.uid != 0 && s.peer.uid != 1000) FUZZ_CHECK(text.rfind("refused", 0) == 0);
+          break;
+        }
         default: FUZZ_CHECK(false && "a request the core should have refused");
       }
     }
@@ -448,6 +510,7 @@ class Harness {
     }
   }
 
+  uint64_t now_ = 1'000'000'000;  // the broker's clock (ns)
   FakeChannels channels_;
   BrokerCore core_;
   Slot slots_[kSlots];
@@ -507,6 +570,21 @@ class Writer {
     return *this;
   }
   Writer& StatusJson() { return Op(Op::kStatusJson, 0); }
+  Writer& Sched(int slot, uint8_t device, uint8_t event, uint8_t slice) {
+    Op(Op::kSched, slot);
+    bytes_.insert(bytes_.end(), {device, event, 0, slice, 0});
+    return *this;
+  }
+  Writer& SetWeight(int slot, uint8_t who, uint8_t tenant, uint8_t weight) {
+    Op(Op::kSetWeight, slot);
+    bytes_.insert(bytes_.end(), {who, tenant, weight});
+    return *this;
+  }
+  Writer& Poll(uint8_t ms) {
+    Op(Op::kPoll, 0);
+    bytes_.push_back(ms);
+    return *this;
+  }
   std::vector<uint8_t> Done(uint8_t setup = 0) {
     bytes_.insert(bytes_.begin(), setup);
     return bytes_;
@@ -652,5 +730,31 @@ std::vector<std::vector<uint8_t>> FuzzSeeds() {
                       .Done());
   // Names that are not UTF-8 in the status report (StatusJson used to throw on them).
   seeds.push_back(Writer().HelloRawTenant(0, {0xfa, 'x', 0xc3}).Deliver(0).Status(1).Deliver(1).StatusJson().Done());
+  // Two clients on GPU 0 take turns: want, grant, revoke at the quantum, give back; a
+  // stale give-back; the admin (uid 1000, slot 1) and root (slot 0) change weights.
+  seeds.push_back(Writer()
+                      .Hello(1, 2, {1})
+                      .Hello(2, 2, {1})
+                      .Deliver(1)
+                      .Deliver(2)
+                      .Sched(1, 0, 1, 0)
+                      .Sched(2, 0, 1, 0)
+                      .Deliver(1)
+                      .Deliver(2)
+                      .Poll(25)
+                      .Sched(1, 0, 2, 1)
+                      .Sched(1, 0, 2, 7)
+                      .Deliver(1)
+                      .Poll(3)
+                      .SetWeight(1, 1, 0, 2)
+                      .SetWeight(0, 0, 2, 3)
+                      .SetWeight(3, 0, 2, 3)
+                      .Deliver(1)
+                      .Deliver(0)
+                      .Deliver(3)
+                      .Reconnect(2)
+                      .Poll(200)
+                      .StatusJson()
+                      .Done());
   return seeds;
 }
