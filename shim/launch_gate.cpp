@@ -31,6 +31,17 @@ uint64_t CoarseNs() {
 
 }  // namespace
 
+LaunchGate::~LaunchGate() {
+  stop_.store(true);
+  detach_seq_.fetch_add(1);
+  proto::FutexWakeAll(&detach_seq_);
+  if (proto::Channel* c = channel_.load()) {
+    c->client_wake.fetch_add(1);
+    proto::FutexWakeAll(&c->client_wake);
+  }
+  if (drain_thread_.joinable()) drain_thread_.join();
+}
+
 void LaunchGate::SetHooks(Hooks hooks) { hooks_ = std::move(hooks); }
 
 void LaunchGate::SetDrain(void (*drain)(int device)) { drain_.store(drain, std::memory_order_release); }
@@ -187,7 +198,7 @@ void LaunchGate::StartDrainThread() {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    std::thread([this] { DrainLoop(); }).detach();
+    drain_thread_ = std::thread([this] { DrainLoop(); });
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
   });
 }
@@ -195,7 +206,7 @@ void LaunchGate::StartDrainThread() {
 void LaunchGate::DrainLoop() {
   pthread_setname_np(pthread_self(), "gpushare-drain");
   proto::Channel* seen = nullptr;
-  for (;;) {
+  while (!stop_.load()) {
     proto::Channel* c = channel_.load(std::memory_order_acquire);
     if (c != seen) {  // a new broker's grants start afresh
       std::memset(released_, 0, sizeof released_);

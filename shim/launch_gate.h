@@ -31,6 +31,13 @@ namespace gpushare {
 
 class LaunchGate {
  public:
+  LaunchGate() = default;
+  // Stops the drain thread (the client's gate lives as long as the process; tests
+  // make and destroy their own).
+  ~LaunchGate();
+  LaunchGate(const LaunchGate&) = delete;
+  LaunchGate& operator=(const LaunchGate&) = delete;
+
   // What the gate needs from the rest of the client (set once, before Attach).
   struct Hooks {
     std::function<bool(const protocol::Sched&)> send;        // to the broker; false: the link is gone
@@ -85,6 +92,8 @@ class LaunchGate {
   Hooks hooks_;
   std::atomic<void (*)(int)> drain_{nullptr};  // waits for this process's work on a virtual GPU
   std::once_flag thread_once_;
+  std::thread drain_thread_;
+  std::atomic<bool> stop_{false};
   uint64_t released_[protocol::kMaxDevices] = {};  // drain thread only
   std::atomic<uint32_t> detach_seq_{0};  // futex word for the drain thread while detached
 

@@ -1,0 +1,199 @@
+// The client's launch gate against an in-memory channel, with the broker's side of
+// the channel (SetGate, DrainRing) played by the test: passing, waiting and waking,
+// revokes answered by the drain thread, records and their summary when the ring is
+// full, kernel names, and the gates opening when the broker goes away.
+#include "launch_gate.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "futex.h"
+#include "shm_channels.h"
+
+namespace gpushare {
+namespace {
+
+namespace proto = gpushare::protocol;
+using namespace std::chrono_literals;
+
+// A LaunchGate attached to a fresh channel; what it sends to the "broker" is kept.
+class LaunchGateTest : public ::testing::Test {
+ protected:
+  LaunchGateTest() : channel_(std::make_unique<proto::Channel>()) {
+    std::memset(static_cast<void*>(channel_.get()), 0, sizeof(proto::Channel));
+    LaunchGate::Hooks hooks;
+    hooks.send = [this](const proto::Sched& s) {
+      std::lock_guard<std::mutex> lock(mu_);
+      sent_.push_back(s);
+      return true;
+    };
+    hooks.broker_alive = [this] { return alive_.load(); };
+    gate_.SetHooks(hooks);
+    gate_.SetDrain([](int device) { drained_device.store(device); });
+  }
+  std::vector<proto::Sched> Sent() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return sent_;
+  }
+  // Waits (up to 2 s) until `pred` holds.
+  template <typename Pred>
+  static bool Eventually(Pred pred) {
+    for (int i = 0; i < 400; ++i) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return pred();
+  }
+
+  static inline std::atomic<int> drained_device{-1};
+  std::unique_ptr<proto::Channel> channel_;
+  std::mutex mu_;
+  std::vector<proto::Sched> sent_;
+  std::atomic<bool> alive_{true};
+  LaunchGate gate_;  // last: destroyed first (its drain thread uses the members above)
+};
+
+TEST_F(LaunchGateTest, UnattachedOrUnscheduledLaunchesPassAndRecordNothingWhenUnattached) {
+  { LaunchGate::Pass pass(gate_, 0); }
+  gate_.Record(0, proto::RecordKind::kKernel, 1, 0, 1, 1, 0, 0);
+  EXPECT_EQ(channel_->ring_head.load(), 0u);
+  gate_.Attach(channel_.get(), /*scheduled=*/false);
+  channel_->gates[0].state = proto::kGateWait;  // not scheduled: the gate is not looked at
+  { LaunchGate::Pass pass(gate_, 0); }
+  EXPECT_EQ(channel_->gates[0].inflight.load(), 0u);
+}
+
+TEST_F(LaunchGateTest, AHeldGateCountsTheLaunchInFlightOnlyDuringIt) {
+  gate_.Attach(channel_.get(), true);
+  broker::SetGate(channel_.get(), 0, proto::kGateHeld, 1);
+  {
+    LaunchGate::Pass pass(gate_, 0);
+    EXPECT_EQ(channel_->gates[0].inflight.load(), 1u);
+  }
+  EXPECT_EQ(channel_->gates[0].inflight.load(), 0u);
+  EXPECT_TRUE(Sent().empty());
+}
+
+TEST_F(LaunchGateTest, AClosedGateAsksWaitsAndGoesOnWhenGranted) {
+  gate_.Attach(channel_.get(), true);
+  broker::SetGate(channel_.get(), 0, proto::kGateWait, 0);
+  std::atomic<bool> passed{false};
+  std::thread launcher([&] {
+    LaunchGate::Pass pass(gate_, 0);
+    passed = true;
+  });
+  ASSERT_TRUE(Eventually([&] { return !Sent().empty(); }));
+  EXPECT_EQ(Sent()[0].event, static_cast<uint32_t>(proto::SchedEvent::kWant));
+  EXPECT_EQ(Sent()[0].device, 0u);
+  std::this_thread::sleep_for(30ms);
+  EXPECT_FALSE(passed.load());  // asleep, not through
+  EXPECT_EQ(channel_->gates[0].waiting.load(), 1u);
+  broker::SetGate(channel_.get(), 0, proto::kGateHeld, 5);
+  launcher.join();
+  EXPECT_TRUE(passed.load());
+  EXPECT_EQ(channel_->gates[0].waiting.load(), 0u);
+  EXPECT_GT(channel_->gates[0].waited_ns.load(), 20'000'000u);
+}
+
+TEST_F(LaunchGateTest, TheDrainThreadAnswersARevokeWithTheMeasuredDrain) {
+  gate_.Attach(channel_.get(), true);
+  broker::SetGate(channel_.get(), 2, proto::kGateHeld, 7);
+  drained_device = -1;
+  const uint64_t before = proto::MonotonicNs();
+  broker::SetGate(channel_.get(), 2, proto::kGateWait, 7);  // revoke grant 7
+  ASSERT_TRUE(Eventually([&] { return !Sent().empty(); }));
+  const proto::Sched s = Sent()[0];
+  EXPECT_EQ(s.event, static_cast<uint32_t>(proto::SchedEvent::kReleased));
+  EXPECT_EQ(s.device, 2u);
+  EXPECT_EQ(s.slice, 7u);
+  EXPECT_GE(s.drained_ns, before);
+  EXPECT_EQ(drained_device.load(), 2);
+  EXPECT_EQ(channel_->gates[2].released_slice.load(), 7u);
+  std::this_thread::sleep_for(60ms);
+  EXPECT_EQ(Sent().size(), 1u);  // given back once
+}
+
+TEST_F(LaunchGateTest, RecordsArePublishedInOrderAndAFullRingIsSummarized) {
+  gate_.Attach(channel_.get(), true);
+  for (uint32_t i = 0; i < proto::kRingRecords + 3; ++i)
+    gate_.Record(1, i % 2 ? proto::RecordKind::kCopyHtoD : proto::RecordKind::kKernel, 9, 0, i, 32, 0, 100);
+  EXPECT_EQ(channel_->ring_head.load(), proto::kRingRecords);
+  EXPECT_EQ(channel_->dropped_records.load(), 3u);
+  EXPECT_EQ(channel_->dropped_copies.load(), 1u);  // records 4096..4098: one copy among them
+  EXPECT_EQ(channel_->dropped_bytes.load(), 100u);
+  broker::RingCursor cursor;
+  std::vector<uint32_t> grids;
+  broker::DrainRing(channel_.get(), &cursor, [&](const proto::RecordData& r) {
+    EXPECT_EQ(r.device, 1);
+    EXPECT_EQ(r.stream, 9u);
+    grids.push_back(r.grid);
+  });
+  ASSERT_EQ(grids.size(), proto::kRingRecords);
+  for (uint32_t i = 0; i < grids.size(); ++i) ASSERT_EQ(grids[i], i);
+  gate_.Record(1, proto::RecordKind::kKernel, 9, 0, 77, 32, 0, 0);  // room again
+  EXPECT_EQ(channel_->ring_head.load(), proto::kRingRecords + 1);
+}
+
+TEST_F(LaunchGateTest, RecordsFromManyThreadsAreAllPublished) {
+  gate_.Attach(channel_.get(), true);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 500; ++i) gate_.Record(0, proto::RecordKind::kKernel, static_cast<uint64_t>(t), 0, 1, 1, 0, 0);
+    });
+  for (auto& t : threads) t.join();
+  broker::RingCursor cursor;
+  size_t read = broker::DrainRing(channel_.get(), &cursor, [](const proto::RecordData&) {});
+  EXPECT_EQ(read, 2000u);
+  EXPECT_EQ(cursor.dropped, 0u);
+}
+
+std::atomic<int> g_name_asks{0};
+std::string NameOf(uintptr_t f) {
+  ++g_name_asks;
+  return "kernel_" + std::to_string(f);
+}
+
+TEST_F(LaunchGateTest, AKernelIsNamedOnceAndANewChannelGetsEveryName) {
+  gate_.Attach(channel_.get(), true);
+  g_name_asks = 0;
+  const uint16_t a = gate_.NameSlot(0x1000, NameOf);
+  const uint16_t b = gate_.NameSlot(0x2000, NameOf);
+  EXPECT_EQ(gate_.NameSlot(0x1000, NameOf), a);
+  EXPECT_EQ(g_name_asks.load(), 2);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(gate_.NameSlot(0, NameOf), 0);
+  EXPECT_EQ(broker::ReadKernelName(channel_.get(), a), "kernel_4096");
+  EXPECT_EQ(broker::ReadKernelName(channel_.get(), b), "kernel_8192");
+  auto fresh = std::make_unique<proto::Channel>();  // the broker restarted
+  std::memset(static_cast<void*>(fresh.get()), 0, sizeof(proto::Channel));
+  gate_.Attach(fresh.get(), true);
+  EXPECT_EQ(broker::ReadKernelName(fresh.get(), b), "kernel_8192");
+  EXPECT_EQ(g_name_asks.load(), 2);
+}
+
+TEST_F(LaunchGateTest, WhenTheBrokerGoesAwayWaitingLaunchesGoOnAndGatesStayOpen) {
+  gate_.Attach(channel_.get(), true);
+  broker::SetGate(channel_.get(), 0, proto::kGateWait, 0);
+  std::atomic<bool> passed{false};
+  std::thread launcher([&] {
+    LaunchGate::Pass pass(gate_, 0);
+    passed = true;
+  });
+  ASSERT_TRUE(Eventually([&] { return !Sent().empty(); }));
+  alive_ = false;  // the drain thread notices within its poll period and opens the gates
+  launcher.join();
+  EXPECT_TRUE(passed.load());
+  EXPECT_FALSE(gate_.attached());
+  { LaunchGate::Pass pass(gate_, 0); }  // standalone now: passes at once
+}
+
+}  // namespace
+}  // namespace gpushare
