@@ -54,6 +54,7 @@ class LaunchGateTest : public ::testing::Test {
 
   static inline std::atomic<int> drained_device{-1};
   std::unique_ptr<proto::Channel> channel_;
+  std::unique_ptr<proto::Channel> spare_;  // a second channel, alive as long as the gate
   std::mutex mu_;
   std::vector<proto::Sched> sent_;
   std::atomic<bool> alive_{true};
@@ -172,10 +173,10 @@ TEST_F(LaunchGateTest, AKernelIsNamedOnceAndANewChannelGetsEveryName) {
   EXPECT_EQ(gate_.NameSlot(0, NameOf), 0);
   EXPECT_EQ(broker::ReadKernelName(channel_.get(), a), "kernel_4096");
   EXPECT_EQ(broker::ReadKernelName(channel_.get(), b), "kernel_8192");
-  auto fresh = std::make_unique<proto::Channel>();  // the broker restarted
-  std::memset(static_cast<void*>(fresh.get()), 0, sizeof(proto::Channel));
-  gate_.Attach(fresh.get(), true);
-  EXPECT_EQ(broker::ReadKernelName(fresh.get(), b), "kernel_8192");
+  spare_ = std::make_unique<proto::Channel>();  // the broker restarted: a new channel
+  std::memset(static_cast<void*>(spare_.get()), 0, sizeof(proto::Channel));
+  gate_.Attach(spare_.get(), true);
+  EXPECT_EQ(broker::ReadKernelName(spare_.get(), b), "kernel_8192");
   EXPECT_EQ(g_name_asks.load(), 2);
 }
 
