@@ -393,16 +393,25 @@ void BrokerCore::Observe(ClientId id, ClientWork& w, const proto::RecordData& r,
 
 void BrokerCore::Poll() {
   const uint64_t now = clock_();
+  bool busy = false;
   if (channels_ != nullptr) {
     for (auto& [id, w] : work_) {
       ClientWork& work = *w;
       const ClientId client = id;
       work.launched_mask = 0;
-      channels_->Drain(id, [&](const proto::RecordData& r) { Observe(client, work, r, now); });
+      // A ring read full may have more behind it: read on (bounded) and poll sooner.
+      size_t read = 0;
+      for (int round = 0; round < 4; ++round) {
+        const size_t n = channels_->Drain(id, [&](const proto::RecordData& r) { Observe(client, work, r, now); });
+        read += n;
+        if (n < proto::kRingRecords) break;
+      }
+      busy = busy || read >= proto::kRingRecords / 4;
       for (int d = 0; work.launched_mask != 0; ++d, work.launched_mask >>= 1)
         if (work.launched_mask & 1u) scheduler_.Launched(client, d, now);
     }
   }
+  rings_busy_ = busy;
   if (now - last_evaluation_ns_ >= kEvaluateEveryNs) {
     last_evaluation_ns_ = now;
     for (auto& [id, w] : work_) {

@@ -114,6 +114,8 @@ class BrokerCore {
   // calls it every loop, at least by NextDeadline.
   void Poll();
   std::optional<uint64_t> NextDeadline() const;
+  // Whether the last Poll found a ring a quarter full or more (then poll sooner).
+  bool rings_busy() const { return rings_busy_; }
   // Measured utilization of a process on a physical GPU (NVML), for the classifier.
   void Utilization(int32_t pid, unsigned sm_percent, unsigned mem_percent);
 
@@ -152,6 +154,7 @@ class BrokerCore {
   std::function<uint64_t()> clock_;
   uint32_t admin_uid_;
   uint64_t last_evaluation_ns_ = 0;
+  bool rings_busy_ = false;
 };
 
 }  // namespace gpushare::broker

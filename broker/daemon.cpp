@@ -25,6 +25,7 @@ namespace {
 
 constexpr size_t kMaxPendingOutput = 8 << 20;  // a peer that reads nothing is dropped past this
 constexpr uint64_t kRingDrainNs = 20'000'000;      // how often clients' rings are read
+constexpr uint64_t kBusyRingDrainNs = 2'000'000;   // …while a client fills its ring fast
 constexpr uint64_t kUtilizationEveryNs = 200'000'000;  // NVML per-process utilization
 
 struct Connection {
@@ -115,7 +116,7 @@ class Daemon {
   int PollTimeoutMs() const {
     if (core_.client_count() == 0) return -1;
     const uint64_t now = protocol::MonotonicNs();
-    uint64_t wait = kRingDrainNs;
+    uint64_t wait = core_.rings_busy() ? kBusyRingDrainNs : kRingDrainNs;
     if (auto d = core_.NextDeadline()) wait = std::min(wait, *d > now ? *d - now : 0);
     return static_cast<int>((wait + 999'999) / 1'000'000);
   }

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -19,8 +20,13 @@ namespace proto = gpushare::protocol;
 
 size_t DrainRing(proto::Channel* channel, RingCursor* cursor,
                  const std::function<void(const proto::RecordData&)>& on_record) {
-  constexpr uint32_t kStallDrains = 3;
+  return DrainRing(channel, cursor, proto::MonotonicNs(), on_record);
+}
+
+size_t DrainRing(proto::Channel* channel, RingCursor* cursor, uint64_t now_ns,
+                 const std::function<void(const proto::RecordData&)>& on_record) {
   const uint64_t head = channel->ring_head.load(std::memory_order_acquire);
+  cursor->last_backlog = head >= cursor->tail ? static_cast<size_t>(std::min<uint64_t>(head - cursor->tail, proto::kRingRecords)) : 0;
   uint64_t& tail = cursor->tail;
   if (head < tail) {  // the client rewound its index: start again from where it says
     tail = head;
@@ -35,8 +41,14 @@ size_t DrainRing(proto::Channel* channel, RingCursor* cursor,
   while (tail < head) {
     proto::LaunchRecord& slot = channel->ring[tail % proto::kRingRecords];
     const uint64_t seq = slot.seq.load(std::memory_order_acquire);
-    if (seq < tail + 1 && ++cursor->stalls < kStallDrains) break;  // claimed, not yet published
-    cursor->stalls = 0;
+    if (seq < tail + 1) {  // claimed, not yet published: wait for it, for a while
+      if (cursor->stuck_at != tail) {
+        cursor->stuck_at = tail;
+        cursor->stuck_since_ns = now_ns;
+      }
+      if (now_ns - cursor->stuck_since_ns < kRingStallNs) break;
+    }
+    cursor->stuck_at = UINT64_MAX;
     proto::RecordData r;
     r.stream = slot.stream;
     r.submit_ns = slot.submit_ns;

@@ -7,6 +7,7 @@
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -20,13 +21,22 @@ namespace gpushare::broker {
 struct RingCursor {
   uint64_t tail = 0;     // records consumed
   uint64_t dropped = 0;  // records lost: overwritten, malformed, never published
-  uint32_t stalls = 0;   // drains in a row stuck at `tail` on an unpublished record
+  uint64_t stuck_at = UINT64_MAX;  // a position found claimed but unpublished…
+  uint64_t stuck_since_ns = 0;     // …since then
+  size_t last_backlog = 0;         // records waiting when the last drain began
 };
 
+// How long a claimed record may stay unpublished before it is skipped: far longer
+// than a preempted writer needs, short against the broker's windows.
+inline constexpr uint64_t kRingStallNs = 10'000'000;
+
 // Reads a client's launch ring (at most a ring's worth). A record claimed but not yet
-// published stops the drain until the next one; one that stays unpublished (its
-// writer died, or scribbled) is skipped after a few drains and counted as dropped, as
+// published stops the drain until a later one; one that stays unpublished for
+// kRingStallNs (its writer died, or scribbles) is skipped and counted as dropped, as
 // are records whose fields are out of range. Nothing in the ring is trusted.
+size_t DrainRing(protocol::Channel* channel, RingCursor* cursor, uint64_t now_ns,
+                 const std::function<void(const protocol::RecordData&)>& on_record);
+// The same at the current CLOCK_MONOTONIC time.
 size_t DrainRing(protocol::Channel* channel, RingCursor* cursor,
                  const std::function<void(const protocol::RecordData&)>& on_record);
 

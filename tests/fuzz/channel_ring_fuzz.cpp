@@ -50,11 +50,13 @@ class Reader {
   size_t pos_ = 0;
 };
 
+uint64_t g_now = 0;  // the broker's clock, advanced by the program
+
 void Drain(proto::Channel* channel, gpushare::broker::RingCursor* cursor) {
   const uint64_t head = channel->ring_head.load();
   const uint64_t tail_before = cursor->tail, dropped_before = cursor->dropped;
   size_t passed = 0;
-  const size_t read = gpushare::broker::DrainRing(channel, cursor, [&](const proto::RecordData& r) {
+  const size_t read = gpushare::broker::DrainRing(channel, cursor, g_now, [&](const proto::RecordData& r) {
     FUZZ_CHECK(r.device < proto::kMaxDevices);
     FUZZ_CHECK(r.name <= proto::kNameSlots);
     FUZZ_CHECK(static_cast<uint8_t>(r.kind) >= 1 && static_cast<uint8_t>(r.kind) <= 7);
@@ -74,12 +76,15 @@ void Drain(proto::Channel* channel, gpushare::broker::RingCursor* cursor) {
 }
 
 // Nothing the client leaves half-written holds the broker up: drains without any
-// client action reach the head, three drains per unpublished record at most.
+// client action reach the head, a stall period per unpublished record at most.
 void DrainUntilCaughtUp(proto::Channel* channel, gpushare::broker::RingCursor* cursor) {
   const uint64_t head = channel->ring_head.load();
   if (head < cursor->tail) return;
   const uint64_t behind = std::min<uint64_t>(head - cursor->tail, proto::kRingRecords);
-  for (uint64_t i = 0; i < 3 * behind + 1 && cursor->tail < head; ++i) Drain(channel, cursor);
+  for (uint64_t i = 0; i < 2 * behind + 2 && cursor->tail < head; ++i) {
+    Drain(channel, cursor);
+    g_now += gpushare::broker::kRingStallNs;
+  }
   FUZZ_CHECK(cursor->tail == head);
 }
 
@@ -91,6 +96,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::memset(static_cast<void*>(channel.get()), 0, sizeof(proto::Channel));
   Reader r(data, size);
   gpushare::broker::RingCursor cursor;
+  g_now = 0;
   cursor.tail = r.Raw(8);
   channel->ring_head.store(r.Raw(8));
   for (int steps = 0; !r.done() && steps < 256; ++steps) {
@@ -123,6 +129,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       case Op::kOpCount: break;
     }
+    g_now += r.Byte() * 100'000;  // up to 25.5 ms between drains
     Drain(channel.get(), &cursor);
   }
   if (size % 7 == 0) DrainUntilCaughtUp(channel.get(), &cursor);  // now and then: costly on a big backlog

@@ -328,10 +328,11 @@ TEST(DrainRing, WaitsBrieflyForAClaimedRecordThenSkipsIt) {
   Publish(channel.get(), 0);
   int passed = 0;
   auto count = [&](const proto::RecordData&) { ++passed; };
-  EXPECT_EQ(DrainRing(channel.get(), &cursor, count), 1u);
+  const uint64_t t0 = 1'000'000'000;
+  EXPECT_EQ(DrainRing(channel.get(), &cursor, t0, count), 1u);
   EXPECT_EQ(cursor.tail, 1u);  // stopped at the claimed record
-  EXPECT_EQ(DrainRing(channel.get(), &cursor, count), 0u);
-  EXPECT_EQ(DrainRing(channel.get(), &cursor, count), 1u);  // third try: skipped, the next one read
+  EXPECT_EQ(DrainRing(channel.get(), &cursor, t0 + kRingStallNs - 1, count), 0u);  // a preempted writer: waits
+  EXPECT_EQ(DrainRing(channel.get(), &cursor, t0 + kRingStallNs, count), 1u);  // stuck: skipped, the next read
   EXPECT_EQ(cursor.tail, 3u);
   EXPECT_EQ(cursor.dropped, 1u);
   EXPECT_EQ(passed, 2);
