@@ -22,7 +22,7 @@ std::vector<uint64_t> Capacities(const std::vector<GpuInfo>& gpus) {
   return c;
 }
 
-constexpr size_t kMaxStreams = 64;                   // classified one by one; more share the client's
+constexpr size_t kMaxStreams = 64;                  // classified one by one; more share the client's
 constexpr uint64_t kEvaluateEveryNs = 100'000'000;  // classification and weights
 
 Scheduler::Params SchedulerParams(const BrokerConfig& c) {
@@ -258,7 +258,7 @@ uint64_t BrokerCore::Close(ClientId conn) {
 void BrokerCore::Reload(BrokerConfig config) {
   config_ = std::move(config);
   scheduler_.SetParams(SchedulerParams(config_));
-  tenant_weight_.clear();  // run-time weights last until a reload
+  tenant_weight_.clear();                             // run-time weights last until a reload
   for (auto& [id, w] : work_) w->name_class.clear();  // the rules may have changed
   // Tenants the new config fixes or bounds take its terms at once; memory already
   // held past a lowered cap stays held, further allocations are refused.

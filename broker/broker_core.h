@@ -71,7 +71,7 @@ struct ClientRecord {
   std::vector<int> physical;          // virtual i -> physical GPU
   std::optional<uint64_t> cap_bytes;  // per GPU, the tenant's
   std::string channel;
-  bool scheduled = false;             // its launches pass gates the scheduler opens
+  bool scheduled = false;                 // its launches pass gates the scheduler opens
   std::optional<double> weight_override;  // set by `gpushare-smi set-weight` until reload
 };
 
@@ -79,9 +79,9 @@ struct ClientRecord {
 struct ClientWork {
   explicit ClientWork(const ClassifierConfig* config) : overall(config) {}
   Classifier overall;
-  std::map<uint64_t, Classifier> streams;    // by stream id, bounded (kMaxStreams)
-  std::vector<int8_t> name_class;             // per name slot: -1 not looked up, -2 no class, else WorkClass
-  std::vector<std::string> names;             // per name slot, once read (stable: interned for reasons)
+  std::map<uint64_t, Classifier> streams;  // by stream id, bounded (kMaxStreams)
+  std::vector<int8_t> name_class;          // per name slot: -1 not looked up, -2 no class, else WorkClass
+  std::vector<std::string> names;          // per name slot, once read (stable: interned for reasons)
   uint64_t records = 0;
   uint64_t kernels = 0;
   uint64_t copies = 0;
@@ -137,7 +137,7 @@ class BrokerCore {
   std::string SetWeight(const PeerCredentials& peer, const protocol::SetWeight& s);
   double ClassWeight(WorkClass c) const;
   double BaseWeight(const ClientRecord& c) const;  // run-time override, else the tenant's terms
-  double EffectiveWeight(ClientId id) const;  // tenant (or overridden) weight x class weight
+  double EffectiveWeight(ClientId id) const;       // tenant (or overridden) weight x class weight
   void UpdateWeights(ClientId id);
   void Schedule(uint64_t now);  // Tick and carry out
   void Observe(ClientId id, ClientWork& w, const protocol::RecordData& r, uint64_t now);

@@ -32,7 +32,7 @@ struct BrokerConfig {
   double copy_weight = 0.3;
   double unknown_weight = 0.5;
   // [scheduler]: WFQ on GPU time (scheduler.h).
-  bool scheduling = true;      // false: clients run free (memory caps and placement only)
+  bool scheduling = true;       // false: clients run free (memory caps and placement only)
   uint32_t quantum_us = 20000;  // a client's exclusive slice of a GPU before others may have it
   std::map<std::string, TenantPolicy> tenants;
   // [classifier]: kernel-name rules (the config's, then the defaults) and a profile.

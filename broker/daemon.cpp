@@ -23,9 +23,9 @@
 namespace gpushare::broker {
 namespace {
 
-constexpr size_t kMaxPendingOutput = 8 << 20;  // a peer that reads nothing is dropped past this
-constexpr uint64_t kRingDrainNs = 20'000'000;      // how often clients' rings are read
-constexpr uint64_t kBusyRingDrainNs = 2'000'000;   // …while a client fills its ring fast
+constexpr size_t kMaxPendingOutput = 8 << 20;          // a peer that reads nothing is dropped past this
+constexpr uint64_t kRingDrainNs = 20'000'000;          // how often clients' rings are read
+constexpr uint64_t kBusyRingDrainNs = 2'000'000;       // …while a client fills its ring fast
 constexpr uint64_t kUtilizationEveryNs = 200'000'000;  // NVML per-process utilization
 
 struct Connection {

@@ -67,8 +67,7 @@ std::vector<ProcessUtilization> UtilizationSampler::Sample() {
     unsigned n = 256;
     if (get(static_cast<nvmlDevice_t>(devices_[g]), samples, &n, last_us_) != NVML_SUCCESS) continue;
     for (unsigned i = 0; i < n && i < 256; ++i) {
-      out.push_back({static_cast<int>(g), static_cast<int32_t>(samples[i].pid), samples[i].smUtil,
-                     samples[i].memUtil});
+      out.push_back({static_cast<int>(g), static_cast<int32_t>(samples[i].pid), samples[i].smUtil, samples[i].memUtil});
       newest = std::max(newest, samples[i].timeStamp);
     }
   }

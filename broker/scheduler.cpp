@@ -85,9 +85,8 @@ void Scheduler::Launched(ClientId client, int device, uint64_t now_ns) {
 }
 
 bool Scheduler::OthersWaiting(int gpu, const Key& holder) const {
-  return std::any_of(flows_.begin(), flows_.end(), [&](const auto& kv) {
-    return kv.second.gpu == gpu && kv.second.waiting && kv.first != holder;
-  });
+  return std::any_of(flows_.begin(), flows_.end(),
+                     [&](const auto& kv) { return kv.second.gpu == gpu && kv.second.waiting && kv.first != holder; });
 }
 
 void Scheduler::Released(ClientId client, int device, uint64_t slice, uint64_t drained_ns, uint64_t now_ns) {
@@ -117,8 +116,8 @@ std::vector<SchedAction> Scheduler::Tick(uint64_t now_ns) {
       g.holder.reset();
       g.revoking = false;
     }
-    if (g.holder && !g.revoking && OthersWaiting(gpu, *g.holder) &&
-        flows_.at(*g.holder).launched_at < g.grant_at && now_ns >= g.grant_at + params_.idle_grace_ns) {
+    if (g.holder && !g.revoking && OthersWaiting(gpu, *g.holder) && flows_.at(*g.holder).launched_at < g.grant_at &&
+        now_ns >= g.grant_at + params_.idle_grace_ns) {
       g.revoking = true;  // granted, launched nothing: it was not backlogged after all
       g.idle_revoke = true;
       g.revoke_deadline = now_ns + params_.revoke_timeout_ns;

@@ -41,9 +41,9 @@ class Scheduler {
  public:
   struct Params {
     uint64_t quantum_ns = 20'000'000;
-    uint64_t revoke_timeout_ns = 1'000'000'000;  // a holder that does not give back by then loses the GPU
+    uint64_t revoke_timeout_ns = 1'000'000'000;   // a holder that does not give back by then loses the GPU
     uint64_t share_half_life_ns = 1'000'000'000;  // smoothing of the measured shares
-    uint64_t idle_grace_ns = 5'000'000;  // a granted flow that launches nothing this long gives way
+    uint64_t idle_grace_ns = 5'000'000;           // a granted flow that launches nothing this long gives way
   };
   explicit Scheduler(Params params);
   void SetParams(Params params) { params_ = params; }
@@ -73,8 +73,8 @@ class Scheduler {
     double weight = 0;
     bool holding = false;
     bool waiting = false;
-    uint64_t used_ns = 0;  // all GPU time charged so far
-    double share = 0;      // of its GPU's charged time, recent (smoothed)
+    uint64_t used_ns = 0;       // all GPU time charged so far
+    double share = 0;           // of its GPU's charged time, recent (smoothed)
     bool unresponsive = false;  // ignored a revoke past the timeout
   };
   std::optional<FlowStatus> Status(ClientId client, int device, uint64_t now_ns) const;
@@ -98,15 +98,15 @@ class Scheduler {
   };
   struct Gpu {
     std::optional<Key> holder;
-    uint64_t slice = 0;          // the holder's grant id
-    uint64_t period_start = 0;   // since when the holder's use is not yet charged
+    uint64_t slice = 0;         // the holder's grant id
+    uint64_t period_start = 0;  // since when the holder's use is not yet charged
     uint64_t quantum_end = 0;
     uint64_t grant_at = 0;
     bool revoking = false;
     bool idle_revoke = false;  // revoked for launching nothing, not at its quantum's end
     uint64_t revoke_deadline = 0;
-    double vclock = 0;           // the virtual time of the flow in service
-    double recent_ns = 0;        // decayed, all flows
+    double vclock = 0;     // the virtual time of the flow in service
+    double recent_ns = 0;  // decayed, all flows
     uint64_t recent_at = 0;
   };
   void Charge(Flow& f, Gpu& g, uint64_t used_ns, uint64_t now_ns);

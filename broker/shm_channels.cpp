@@ -5,9 +5,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -26,7 +26,8 @@ size_t DrainRing(proto::Channel* channel, RingCursor* cursor,
 size_t DrainRing(proto::Channel* channel, RingCursor* cursor, uint64_t now_ns,
                  const std::function<void(const proto::RecordData&)>& on_record) {
   const uint64_t head = channel->ring_head.load(std::memory_order_acquire);
-  cursor->last_backlog = head >= cursor->tail ? static_cast<size_t>(std::min<uint64_t>(head - cursor->tail, proto::kRingRecords)) : 0;
+  cursor->last_backlog =
+      head >= cursor->tail ? static_cast<size_t>(std::min<uint64_t>(head - cursor->tail, proto::kRingRecords)) : 0;
   uint64_t& tail = cursor->tail;
   if (head < tail) {  // the client rewound its index: start again from where it says
     tail = head;

@@ -19,8 +19,8 @@ namespace gpushare::broker {
 
 // The broker's own position in a client's ring.
 struct RingCursor {
-  uint64_t tail = 0;     // records consumed
-  uint64_t dropped = 0;  // records lost: overwritten, malformed, never published
+  uint64_t tail = 0;               // records consumed
+  uint64_t dropped = 0;            // records lost: overwritten, malformed, never published
   uint64_t stuck_at = UINT64_MAX;  // a position found claimed but unpublished…
   uint64_t stuck_since_ns = 0;     // …since then
   size_t last_backlog = 0;         // records waiting when the last drain began

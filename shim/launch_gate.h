@@ -40,9 +40,9 @@ class LaunchGate {
 
   // What the gate needs from the rest of the client (set once, before Attach).
   struct Hooks {
-    std::function<bool(const protocol::Sched&)> send;        // to the broker; false: the link is gone
-    std::function<bool()> broker_alive;                      // false: the broker hung up
-    std::function<void()> reconnect;                         // try to register again (rate-limited by the caller)
+    std::function<bool(const protocol::Sched&)> send;  // to the broker; false: the link is gone
+    std::function<bool()> broker_alive;                // false: the broker hung up
+    std::function<void()> reconnect;                   // try to register again (rate-limited by the caller)
   };
   void SetHooks(Hooks hooks);
   void SetDrain(void (*drain)(int device));  // by the API family (hooks/), before registering
@@ -95,7 +95,7 @@ class LaunchGate {
   std::thread drain_thread_;
   std::atomic<bool> stop_{false};
   uint64_t released_[protocol::kMaxDevices] = {};  // drain thread only
-  std::atomic<uint32_t> detach_seq_{0};  // futex word for the drain thread while detached
+  std::atomic<uint32_t> detach_seq_{0};            // futex word for the drain thread while detached
 
   // Kernel names, kept by the process (a new channel gets them all again).
   struct FunctionEntry {

@@ -1,9 +1,9 @@
 // The shared-memory channel between one client and the broker: a segment the broker
 // creates per client (mode 0600, owned by the client's uid), holding what the broker
 // grants (caps, the tenant's holdings, weight), what the client reports (usage), and
-// the client's launch-record ring, its kernel names and its GPU-time gates. Only atomics, no lock: a client killed at any
-// instant leaves nothing for the broker or another client to wait on, and whatever a
-// client writes here is read by the broker as untrusted data (see ChannelReader).
+// the client's launch-record ring, its kernel names and its GPU-time gates. Only atomics, no lock: a client killed at
+// any instant leaves nothing for the broker or another client to wait on, and whatever a client writes here is read by
+// the broker as untrusted data (see ChannelReader).
 #pragma once
 
 #include <atomic>

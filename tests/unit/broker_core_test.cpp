@@ -198,7 +198,8 @@ class ScheduledCoreTest : public BrokerCoreTest {
     core_.SetAdminUid(4242);
   }
   void Sched(ClientId id, proto::SchedEvent e, uint64_t slice = 0, uint64_t drained = 0) {
-    ASSERT_TRUE(Send(id, proto::Encode(proto::Type::kSched, proto::Sched{0, static_cast<uint32_t>(e), slice, drained})));
+    ASSERT_TRUE(
+        Send(id, proto::Encode(proto::Type::kSched, proto::Sched{0, static_cast<uint32_t>(e), slice, drained})));
   }
   std::pair<uint32_t, uint64_t> Gate(ClientId id) { return channels_.gates[{id, 0}]; }
   std::string SetWeight(ClientId from, uint32_t uid, int32_t pid, const std::string& tenant, double weight) {
@@ -253,7 +254,7 @@ TEST_F(ScheduledCoreTest, OnlyTheAdminChangesWeightsAndTheyApplyAtOnce) {
   auto s = nlohmann::json::parse(core_.StatusJson());
   EXPECT_DOUBLE_EQ(s["clients"][0]["weight"].get<double>(), 5);
   EXPECT_DOUBLE_EQ(s["clients"][0]["effective_weight"].get<double>(), 5 * 0.5);  // unknown class: 0.5
-  EXPECT_EQ(SetWeight(14, 0, 0, "a", 3), "ok: weight 3 for 2 client(s)");  // root may; a tenant's clients
+  EXPECT_EQ(SetWeight(14, 0, 0, "a", 3), "ok: weight 3 for 2 client(s)");        // root may; a tenant's clients
   s = nlohmann::json::parse(core_.StatusJson());
   EXPECT_DOUBLE_EQ(s["clients"][0]["weight"].get<double>(), 3);
   core_.Reload(BrokerConfig{});  // until a reload
@@ -330,9 +331,9 @@ TEST(DrainRing, WaitsBrieflyForAClaimedRecordThenSkipsIt) {
   auto count = [&](const proto::RecordData&) { ++passed; };
   const uint64_t t0 = 1'000'000'000;
   EXPECT_EQ(DrainRing(channel.get(), &cursor, t0, count), 1u);
-  EXPECT_EQ(cursor.tail, 1u);  // stopped at the claimed record
+  EXPECT_EQ(cursor.tail, 1u);                                                      // stopped at the claimed record
   EXPECT_EQ(DrainRing(channel.get(), &cursor, t0 + kRingStallNs - 1, count), 0u);  // a preempted writer: waits
-  EXPECT_EQ(DrainRing(channel.get(), &cursor, t0 + kRingStallNs, count), 1u);  // stuck: skipped, the next read
+  EXPECT_EQ(DrainRing(channel.get(), &cursor, t0 + kRingStallNs, count), 1u);      // stuck: skipped, the next read
   EXPECT_EQ(cursor.tail, 3u);
   EXPECT_EQ(cursor.dropped, 1u);
   EXPECT_EQ(passed, 2);
@@ -343,7 +344,7 @@ TEST(DrainRing, ReadsAtMostARingAndCountsWhatWasOverrun) {
   RingCursor cursor;
   channel->ring_head = 10 * proto::kRingRecords;  // a head far ahead of anything written
   size_t read = DrainRing(channel.get(), &cursor, [](const proto::RecordData&) {});
-  EXPECT_EQ(read, 0u);  // nothing there was published at those positions: it waits there
+  EXPECT_EQ(read, 0u);                               // nothing there was published at those positions: it waits there
   EXPECT_EQ(cursor.tail, 9u * proto::kRingRecords);  // the overrun is counted, a ring's worth left
   EXPECT_EQ(cursor.dropped, 9u * proto::kRingRecords);
   channel->ring_head = 3;  // rewound

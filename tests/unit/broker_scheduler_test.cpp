@@ -24,7 +24,7 @@ struct Sim {
   Scheduler s;
   uint64_t now = 0;
   uint64_t drain_ns = 0;
-  uint64_t want_delay_ns = 0;  // from giving back to wanting again (its next launch)
+  uint64_t want_delay_ns = 0;                             // from giving back to wanting again (its next launch)
   std::map<std::pair<ClientId, int>, uint64_t> releases;  // flow -> time it gives back
   std::map<std::pair<ClientId, int>, uint64_t> wants;     // flow -> time it wants again
   std::map<std::pair<ClientId, int>, uint64_t> slices;
@@ -82,7 +82,7 @@ TEST(Scheduler, ALoneClientIsGrantedAtOnceAndKeepsTheGpu) {
   EXPECT_EQ(a[0].kind, Kind::kGrant);
   EXPECT_EQ(a[0].client, 1u);
   EXPECT_EQ(s.NextDeadline(), 25 * kMs);
-  EXPECT_TRUE(s.Tick(25 * kMs).empty());  // nobody else waits: no revoke
+  EXPECT_TRUE(s.Tick(25 * kMs).empty());                   // nobody else waits: no revoke
   EXPECT_EQ(s.Status(1, 0, 25 * kMs)->used_ns, 20 * kMs);  // its account is kept up to date
   EXPECT_TRUE(s.Status(1, 0, 25 * kMs)->holding);
   EXPECT_DOUBLE_EQ(s.Status(1, 0, 25 * kMs)->share, 1.0);
@@ -135,7 +135,7 @@ TEST(Scheduler, AHolderThatLaunchesNothingGivesWayAndIsNotPresumedBacklogged) {
   s.Tick(0);
   s.Launched(1, 0, 1 * kMs);
   s.Want(2, 0, 2 * kMs);
-  ASSERT_EQ(s.Tick(20 * kMs).size(), 1u);  // quantum over: revoked
+  ASSERT_EQ(s.Tick(20 * kMs).size(), 1u);   // quantum over: revoked
   s.Released(1, 0, 1, 21 * kMs, 21 * kMs);  // still backlogged: waits without asking
   auto a = s.Tick(21 * kMs);
   ASSERT_EQ(a.size(), 1u);

@@ -147,7 +147,8 @@ TEST_F(LaunchGateTest, RecordsFromManyThreadsAreAllPublished) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
-      for (int i = 0; i < 500; ++i) gate_.Record(0, proto::RecordKind::kKernel, static_cast<uint64_t>(t), 0, 1, 1, 0, 0);
+      for (int i = 0; i < 500; ++i)
+        gate_.Record(0, proto::RecordKind::kKernel, static_cast<uint64_t>(t), 0, 1, 1, 0, 0);
     });
   for (auto& t : threads) t.join();
   broker::RingCursor cursor;
