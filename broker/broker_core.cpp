@@ -416,6 +416,9 @@ void BrokerCore::Poll() {
     last_evaluation_ns_ = now;
     for (auto& [id, w] : work_) {
       const WorkClass before = w->overall.current();
+      const ClientRecord& c = clients_.at(id);
+      for (size_t v = 0; v < c.physical.size(); ++v)
+        if (auto f = scheduler_.Status(id, static_cast<int>(v), now); f && f->waiting) w->overall.Pending(now);
       w->overall.Evaluate(now);
       for (auto& [stream, c] : w->streams) c.Evaluate(now);
       if (w->overall.current() != before) UpdateWeights(id);

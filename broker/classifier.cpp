@@ -231,6 +231,10 @@ std::string Classifier::NamesText(const Evidence& e) const {
   return text;
 }
 
+void Classifier::Pending(uint64_t time_ns) {
+  if (seen_work_) last_work_ns_ = std::max(last_work_ns_, time_ns);
+}
+
 std::optional<WorkClass> Classifier::Propose(const Evidence& e, uint64_t now_ns, std::string* why) const {
   if (!seen_work_) {
     *why = "no work seen yet";

@@ -66,6 +66,9 @@ class Classifier {
                          const char* example_name);
   // Measured utilization of this client's process over a recent window (percent).
   void Utilization(uint64_t time_ns, unsigned sm_percent, unsigned mem_percent);
+  // The client has work waiting (at the scheduler's gate) at `time_ns`: not idle, even
+  // without records (a client the scheduler holds back launches nothing meanwhile).
+  void Pending(uint64_t time_ns);
   // Re-evaluates at `now_ns`; returns the current (hysteresis-filtered) class.
   WorkClass Evaluate(uint64_t now_ns);
 

@@ -208,6 +208,21 @@ TEST(Classifier, ANewClassMustHoldFor300msOverTwoEvaluations) {
   EXPECT_EQ(c.reason(), "idle: no work for 2.0 s");
 }
 
+TEST(Classifier, AClientHeldBackByTheSchedulerIsNotIdle) {
+  ClassifierConfig config;
+  Classifier c(&config);
+  for (uint64_t t = 0; t <= 1000 * kMs; t += kMs) c.Observe(Kernel(t, kCompute));
+  EXPECT_EQ(c.Evaluate(1000 * kMs), WorkClass::kCompute);
+  // Two seconds without a record, but waiting at its gate all along: still compute.
+  for (uint64_t t = 1100 * kMs; t <= 3000 * kMs; t += 100 * kMs) {
+    c.Pending(t);
+    EXPECT_EQ(c.Evaluate(t), WorkClass::kCompute) << t / kMs << " ms";
+  }
+  // Once it stops waiting too, it goes idle as usual.
+  EXPECT_EQ(c.Evaluate(3500 * kMs), WorkClass::kCompute);
+  EXPECT_EQ(c.Evaluate(3800 * kMs), WorkClass::kIdle);
+}
+
 TEST(Classifier, AnInterruptedCandidateStartsOver) {
   ClassifierConfig config;
   Classifier c(&config);
