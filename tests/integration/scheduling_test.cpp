@@ -402,8 +402,13 @@ TEST(Scheduling, AWeightRaisedAtRunTimeFrom1To3GivesThreeQuartersWithinHalfASeco
     json now = broker.Status();
     weights += "\n  at " + std::to_string(std::lround(MsSince(start))) + " ms:";
     for (auto& w : workers)
-      if (const json* c = ClientWithPid(now, w->pid()))
-        weights += " " + (*c)["class"].get<std::string>() + " x" + (*c)["effective_weight"].dump();
+      if (const json* c = ClientWithPid(now, w->pid())) {
+        // Appended piece by piece: GCC 12 at -O3 misreads `" " + std::string&&` (-Wrestrict).
+        weights += ' ';
+        weights += (*c)["class"].get<std::string>();
+        weights += " x";
+        weights += (*c)["effective_weight"].dump();
+      }
   }
   auto timelines = FinishAll(workers);
 
