@@ -1,0 +1,176 @@
+// The node's GPU topology (see topology.h). NVML is loaded at run time, as in
+// gpu_inventory.cpp, so the broker builds and starts on machines without a driver.
+#include "topology.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "../hooks/nvml_api.h"
+
+namespace gpushare::broker {
+
+namespace {
+
+// Not (yet) in hooks/nvml_api.h: the two topology queries, as NVML declares them.
+using P2PStatusFn = nvmlReturn_t (*)(nvmlDevice_t, nvmlDevice_t, nvmlGpuP2PCapsIndex_t, nvmlGpuP2PStatus_t*);
+using CommonAncestorFn = nvmlReturn_t (*)(nvmlDevice_t, nvmlDevice_t, nvmlGpuTopologyLevel_t*);
+
+PathLevel LevelOf(nvmlGpuTopologyLevel_t level) {
+  switch (level) {
+    case NVML_TOPOLOGY_INTERNAL: return PathLevel::kSame;
+    case NVML_TOPOLOGY_SINGLE: return PathLevel::kSingleSwitch;
+    case NVML_TOPOLOGY_MULTIPLE: return PathLevel::kMultipleSwitches;
+    case NVML_TOPOLOGY_HOSTBRIDGE: return PathLevel::kHostBridge;
+    case NVML_TOPOLOGY_NODE: return PathLevel::kNumaNode;
+    case NVML_TOPOLOGY_SYSTEM: return PathLevel::kSystem;
+  }
+  return PathLevel::kUnknown;
+}
+
+}  // namespace
+
+const char* LinkName(Link link) {
+  switch (link) {
+    case Link::kNone: return "no P2P";
+    case Link::kPcie: return "PCIe";
+    case Link::kNvlink: return "NVLink";
+  }
+  return "?";
+}
+
+const char* PathLevelName(PathLevel level) {
+  switch (level) {
+    case PathLevel::kSame: return "X";
+    case PathLevel::kSingleSwitch: return "PIX";
+    case PathLevel::kMultipleSwitches: return "PXB";
+    case PathLevel::kHostBridge: return "PHB";
+    case PathLevel::kNumaNode: return "NODE";
+    case PathLevel::kSystem: return "SYS";
+    case PathLevel::kUnknown: return "?";
+  }
+  return "?";
+}
+
+Topology::Topology(std::vector<uint64_t> memory, std::vector<std::string> gpu_names)
+    : gpu_count(static_cast<int>(memory.size())), memory_bytes(std::move(memory)), names(std::move(gpu_names)) {
+  names.resize(memory_bytes.size());
+  for (int g = 0; g < gpu_count; ++g)
+    if (names[g].empty()) names[g] = "GPU " + std::to_string(g);
+  links.assign(static_cast<size_t>(gpu_count) * gpu_count, Link::kNone);
+  levels.assign(links.size(), PathLevel::kUnknown);
+  for (int g = 0; g < gpu_count; ++g) levels[static_cast<size_t>(g) * gpu_count + g] = PathLevel::kSame;
+}
+
+void Topology::Connect(int a, int b, Link link, PathLevel level) {
+  if (a < 0 || b < 0 || a >= gpu_count || b >= gpu_count || a == b) return;
+  links[static_cast<size_t>(a) * gpu_count + b] = links[static_cast<size_t>(b) * gpu_count + a] = link;
+  levels[static_cast<size_t>(a) * gpu_count + b] = levels[static_cast<size_t>(b) * gpu_count + a] = level;
+}
+
+Link Topology::link(int a, int b) const {
+  if (a < 0 || b < 0 || a >= gpu_count || b >= gpu_count || a == b) return Link::kNone;
+  return links[static_cast<size_t>(a) * gpu_count + b];
+}
+
+PathLevel Topology::level(int a, int b) const {
+  if (a < 0 || b < 0 || a >= gpu_count || b >= gpu_count) return PathLevel::kUnknown;
+  return levels[static_cast<size_t>(a) * gpu_count + b];
+}
+
+uint64_t Topology::largest_memory_bytes() const {
+  return memory_bytes.empty() ? 0 : *std::max_element(memory_bytes.begin(), memory_bytes.end());
+}
+
+std::string Topology::Describe() const {
+  std::string out = "     ";
+  char cell[16];
+  for (int b = 0; b < gpu_count; ++b) {
+    std::snprintf(cell, sizeof cell, " GPU%-2d", b);
+    out += cell;
+  }
+  while (out.back() == ' ') out.pop_back();
+  out += "\n";
+  for (int a = 0; a < gpu_count; ++a) {
+    std::snprintf(cell, sizeof cell, "GPU%-2d", a);
+    out += cell;
+    for (int b = 0; b < gpu_count; ++b) {
+      const char* word = a == b                        ? "X"
+                         : link(a, b) == Link::kNvlink ? "NV"
+                         : link(a, b) == Link::kPcie   ? PathLevelName(level(a, b))
+                                                       : "-";
+      std::snprintf(cell, sizeof cell, " %-5s", word);
+      out += cell;
+    }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    out += "\n";
+  }
+  return out;
+}
+
+std::optional<Topology> DiscoverTopology(std::string* error) {
+  void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    *error = std::string("cannot load NVML (libnvidia-ml.so.1): ") + dlerror();
+    return std::nullopt;
+  }
+  auto init = reinterpret_cast<decltype(&nvmlInit_v2)>(dlsym(lib, "nvmlInit_v2"));
+  auto count = reinterpret_cast<decltype(&nvmlDeviceGetCount_v2)>(dlsym(lib, "nvmlDeviceGetCount_v2"));
+  auto handle = reinterpret_cast<decltype(&nvmlDeviceGetHandleByIndex_v2)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
+  auto name = reinterpret_cast<decltype(&nvmlDeviceGetName)>(dlsym(lib, "nvmlDeviceGetName"));
+  auto memory = reinterpret_cast<decltype(&nvmlDeviceGetMemoryInfo)>(dlsym(lib, "nvmlDeviceGetMemoryInfo"));
+  auto p2p = reinterpret_cast<P2PStatusFn>(dlsym(lib, "nvmlDeviceGetP2PStatus"));
+  auto ancestor = reinterpret_cast<CommonAncestorFn>(dlsym(lib, "nvmlDeviceGetTopologyCommonAncestor"));
+  unsigned n = 0;
+  if (!init || !count || !handle || !name || !memory || init() != NVML_SUCCESS || count(&n) != NVML_SUCCESS) {
+    *error = "NVML is present but does not answer (driver not loaded?)";
+    return std::nullopt;
+  }
+  std::vector<nvmlDevice_t> devices(n, nullptr);
+  std::vector<uint64_t> sizes(n, 0);
+  std::vector<std::string> names(n);
+  std::vector<std::string> notes;
+  for (unsigned i = 0; i < n; ++i) {
+    char buf[NVML_DEVICE_NAME_V2_BUFFER_SIZE] = "";
+    nvmlMemory_t mem{};
+    if (handle(i, &devices[i]) != NVML_SUCCESS) {
+      devices[i] = nullptr;
+      notes.push_back("GPU " + std::to_string(i) + ": NVML gives no handle; no P2P assumed");
+      continue;
+    }
+    if (name(devices[i], buf, sizeof buf) == NVML_SUCCESS) names[i] = buf;
+    if (memory(devices[i], &mem) == NVML_SUCCESS) sizes[i] = mem.total;
+  }
+  Topology t(std::move(sizes), std::move(names));
+  if (!p2p) notes.push_back("this NVML has no nvmlDeviceGetP2PStatus: no P2P assumed between any GPUs");
+  for (unsigned a = 0; a < n; ++a) {
+    for (unsigned b = a + 1; b < n; ++b) {
+      if (devices[a] == nullptr || devices[b] == nullptr) continue;
+      nvmlGpuTopologyLevel_t nvml_level = NVML_TOPOLOGY_SYSTEM;
+      const PathLevel level = ancestor && ancestor(devices[a], devices[b], &nvml_level) == NVML_SUCCESS
+                                  ? LevelOf(nvml_level)
+                                  : PathLevel::kUnknown;
+      Link link = Link::kNone;
+      if (p2p) {
+        // NVLink capability first: an NVLink pair also answers OK for reads.
+        nvmlGpuP2PStatus_t nvlink = NVML_P2P_STATUS_UNKNOWN, read = NVML_P2P_STATUS_UNKNOWN;
+        const nvmlReturn_t rn = p2p(devices[a], devices[b], NVML_P2P_CAPS_INDEX_NVLINK, &nvlink);
+        const nvmlReturn_t rr = p2p(devices[a], devices[b], NVML_P2P_CAPS_INDEX_READ, &read);
+        if (rn == NVML_SUCCESS && nvlink == NVML_P2P_STATUS_OK)
+          link = Link::kNvlink;
+        else if (rr == NVML_SUCCESS && read == NVML_P2P_STATUS_OK)
+          link = Link::kPcie;
+        else if (rr != NVML_SUCCESS)
+          notes.push_back("GPUs " + std::to_string(a) + " and " + std::to_string(b) +
+                          ": P2P status unknown (NVML error " + std::to_string(static_cast<int>(rr)) +
+                          "); no P2P assumed");
+      }
+      t.Connect(static_cast<int>(a), static_cast<int>(b), link, level);
+    }
+  }
+  t.notes = std::move(notes);
+  return t;
+}
+
+}  // namespace gpushare::broker
