@@ -87,7 +87,10 @@ std::string ReadKernelName(const proto::Channel* channel, uint16_t name) {
 void SetGate(proto::Channel* channel, int device, uint32_t state, uint64_t slice) {
   if (device < 0 || device >= proto::kMaxDevices) return;
   proto::Gate& g = channel->gates[device];
-  g.slice.store(slice, std::memory_order_relaxed);
+  // grant_seq is odd while state and slice change (the drain thread reads them as a
+  // pair and retries on a change), and the futex word launches wait on.
+  g.grant_seq.fetch_add(1, std::memory_order_seq_cst);
+  g.slice.store(slice, std::memory_order_seq_cst);
   g.state.store(state, std::memory_order_seq_cst);
   g.grant_seq.fetch_add(1, std::memory_order_seq_cst);
   proto::FutexWakeAll(&g.grant_seq);

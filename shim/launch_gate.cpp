@@ -66,6 +66,7 @@ void LaunchGate::Detach() {
   if (c == nullptr) return;
   // The broker is gone: open its gates ourselves so no launch waits for it.
   for (proto::Gate& g : c->gates) {
+    g.grant_seq.fetch_add(1, std::memory_order_seq_cst);  // odd while changing, as the broker does
     g.state.store(proto::kGateFree, std::memory_order_seq_cst);
     g.grant_seq.fetch_add(1, std::memory_order_seq_cst);
     proto::FutexWakeAll(&g.grant_seq);
@@ -221,9 +222,12 @@ void LaunchGate::DrainLoop() {
     const uint32_t wake = c->client_wake.load(std::memory_order_acquire);
     for (int d = 0; d < proto::kMaxDevices; ++d) {
       proto::Gate& g = c->gates[d];
-      const uint64_t slice = g.slice.load(std::memory_order_acquire);
-      if (g.state.load(std::memory_order_seq_cst) == proto::kGateWait && slice != 0 && slice != released_[d])
-        Release(c, d, slice);
+      // State and slice as one pair: grant_seq is odd while the broker changes them.
+      const uint32_t before = g.grant_seq.load(std::memory_order_seq_cst);
+      const uint32_t state = g.state.load(std::memory_order_seq_cst);
+      const uint64_t slice = g.slice.load(std::memory_order_seq_cst);
+      if ((before & 1) != 0 || g.grant_seq.load(std::memory_order_seq_cst) != before) continue;  // next round
+      if (state == proto::kGateWait && slice != 0 && slice != released_[d]) Release(c, d, slice);
     }
     if (hooks_.broker_alive && !hooks_.broker_alive()) {
       Detach();

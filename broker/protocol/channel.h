@@ -77,7 +77,7 @@ enum GateState : uint32_t {
 struct Gate {
   // Written by the broker.
   std::atomic<uint32_t> state;      // GateState
-  std::atomic<uint32_t> grant_seq;  // futex word, bumped with every state change
+  std::atomic<uint32_t> grant_seq;  // futex word; odd while state and slice change, +2 per change
   std::atomic<uint64_t> slice;      // the grant held or being revoked
   // Written by the client.
   std::atomic<uint32_t> inflight;  // launches between passing the gate and the driver call
