@@ -158,13 +158,24 @@ std::vector<SchedAction> Scheduler::Tick(uint64_t now_ns) {
         g.slice = next_slice_++;
         g.grant_at = now_ns;
         g.period_start = now_ns;
-        g.quantum_end = now_ns + params_.quantum_ns;
+        g.quantum_end = now_ns + QuantumFor(*best, gpu);
         g.vclock = f.vtime;
         actions.push_back({SchedAction::Kind::kGrant, best->first, best->second, g.slice});
       }
     }
   }
   return actions;
+}
+
+uint64_t Scheduler::QuantumFor(const Key& key, int gpu) const {
+  // A heavier flow gets a longer slice (up to 4 quanta) rather than more of them: the
+  // same shares with fewer hand-offs, each of which leaves the GPU idle for a moment.
+  const double weight = flows_.at(key).weight;
+  double lightest = weight;
+  for (const auto& [k, f] : flows_)
+    if (f.gpu == gpu && f.waiting) lightest = std::min(lightest, f.weight);
+  const double scale = std::clamp(weight / lightest, 1.0, 4.0);
+  return static_cast<uint64_t>(static_cast<double>(params_.quantum_ns) * scale);
 }
 
 std::optional<uint64_t> Scheduler::NextDeadline() const {

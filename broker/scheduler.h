@@ -2,7 +2,8 @@
 //
 // A flow is one client's virtual GPU (placed on a physical GPU). At most one flow per
 // GPU holds it at a time: the holder's launches pass its gate, the others' wait
-// (without spinning) until granted. A grant lasts a quantum; when it ends and another
+// (without spinning) until granted. A grant lasts a quantum (a heavier flow's up to
+// four, in proportion to its weight over the lightest one waiting); when it ends and another
 // flow is waiting, the holder is asked to give the GPU back: it stops launching,
 // drains what it queued, and reports when the drain completed. The time from the
 // grant to that measured drain is the GPU time it used (the GPU was its alone), and
@@ -111,6 +112,7 @@ class Scheduler {
   };
   void Charge(Flow& f, Gpu& g, uint64_t used_ns, uint64_t now_ns);
   bool OthersWaiting(int gpu, const Key& holder) const;
+  uint64_t QuantumFor(const Key& key, int gpu) const;
   double Decayed(double value, uint64_t since, uint64_t now) const;
 
   Params params_;
