@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <unistd.h>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -335,29 +334,6 @@ TEST(Classifier, SetConfigClassifiesCachedNamesAgain) {
   c.Observe(Kernel(2300 * kMs, "k"));
   EXPECT_EQ(c.Evaluate(2300 * kMs), WorkClass::kMemory);
   EXPECT_EQ(c.reason(), "names: 100% memory (k)");
-}
-
-TEST(Classifier, ConsumesMoreThanTwoMillionRecordsPerSecond) {
-  ClassifierConfig config;
-  Classifier fast(&config), simple(&config);
-  std::vector<Observation> records = {Kernel(0, kCompute), Kernel(0, kMemory), Copy(0, 4096),
-                                      Kernel(0, "void at::native::vectorized_elementwise_kernel<4>")};
-  constexpr int kRecords = 4'000'000;
-  auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kRecords; ++i)
-    fast.ObserveClassified(i * 250ull, i % 3 ? WorkClass::kCompute : WorkClass::kMemory, i % 7 == 0, 64, kCompute);
-  const double fast_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kRecords; ++i) {
-    Observation& o = records[i % records.size()];
-    o.time_ns = i * 250ull;
-    simple.Observe(o);
-  }
-  const double simple_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_LT(fast_s, 2.0) << kRecords / fast_s << " records/s";
-  EXPECT_LT(simple_s, 2.0) << kRecords / simple_s << " records/s";
-  EXPECT_EQ(fast.Evaluate(kRecords * 250ull), WorkClass::kCompute);
-  EXPECT_EQ(simple.Evaluate(kRecords * 250ull), WorkClass::kMemory);
 }
 
 // [classifier] and the class weights it brings.
