@@ -14,11 +14,13 @@
 #include "protocol.h"
 #include "socket_io.h"
 #include "subprocess.h"
+#include "test_broker.h"
 
 namespace {
 
 using nlohmann::json;
 using testing_support::Child;
+using testing_support::ClientWithPid;
 using testing_support::SimNode;
 namespace proto = gpushare::protocol;
 
@@ -29,72 +31,13 @@ const char* kTwoGpus =
         "links": [[0, 1, "nvlink"]]})";
 const char* kOneGpu = R"({"gpus": [{"name": "sim0", "memory": 17179869184}], "links": []})";
 
-// One broker on a private simulated node and socket, with a config file it can reload.
-class Broker {
+// The broker under test, and a client process (broker_client) preloaded with the shim.
+class Broker : public testing_support::TestBroker {
  public:
-  Broker(const std::string& node_json, const std::string& config_toml) : node_(node_json) {
-    static int counter = 0;
-    const std::string base = "/tmp/gs-broker-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-    socket_ = base + ".sock";
-    config_ = base + ".toml";
-    WriteConfig(config_toml);
-    Start();
-  }
-  ~Broker() {
-    broker_.reset();
-    std::remove(config_.c_str());
-    std::remove(socket_.c_str());
-  }
-
-  void Start() {
-    broker_ = std::make_unique<Child>(std::vector<std::string>{BROKER_PATH, "--config", config_, "--socket", socket_},
-                                      node_.Env());
-    for (int i = 0; i < 500; ++i) {
-      std::string error;
-      int fd = proto::ConnectUnix(socket_, &error);
-      if (fd >= 0) {
-        close(fd);
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ADD_FAILURE() << "the broker did not start: " << broker_->ReadAll();
-  }
-  void Kill() {
-    broker_->Kill(SIGKILL);
-    broker_->Wait();
-  }
-  void WriteConfig(const std::string& toml) { std::ofstream(config_) << toml; }
-  pid_t pid() const { return broker_->pid(); }
-  bool Alive() { return kill(broker_->pid(), 0) == 0 && waitpid(broker_->pid(), nullptr, WNOHANG) == 0; }
-  Child& process() { return *broker_; }
-  const std::string& socket() const { return socket_; }
-
-  json Status() {
-    std::string error;
-    int fd = proto::ConnectUnix(socket_, &error);
-    if (fd < 0) return json{{"error", error}};
-    std::vector<uint8_t> buffer;
-    proto::SendAll(fd, proto::EncodeText(proto::Type::kStatus, ""));
-    auto m = proto::Receive(fd, &buffer, 5000, &error);
-    close(fd);
-    if (!m) return json{{"error", error}};
-    return json::parse(std::string(m->payload.begin(), m->payload.end()));
-  }
-
-  // A client process preloaded with the shim, talking to this broker.
+  using TestBroker::TestBroker;
   std::unique_ptr<Child> Client(const std::map<std::string, std::string>& extra) {
-    auto env = node_.Env();
-    env["LD_PRELOAD"] = GPUSHARE_LIB;
-    env["GPUSHARE_SOCKET"] = socket_;
-    for (const auto& [k, v] : extra) env[k] = v;
-    return std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH}, env);
+    return std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH}, ClientEnv(extra));
   }
-
- private:
-  SimNode node_;
-  std::string socket_, config_;
-  std::unique_ptr<Child> broker_;
 };
 
 std::string Ask(Child& c, const std::string& command) {
@@ -104,12 +47,6 @@ std::string Ask(Child& c, const std::string& command) {
     std::string line = c.ReadLine();
     if (line.rfind("gpushare", 0) != 0) return line;
   }
-}
-
-const json* ClientWithPid(const json& status, pid_t pid) {
-  for (const json& c : status["clients"])
-    if (c["pid"] == pid) return &c;
-  return nullptr;
 }
 
 TEST(Broker, ClientJoinsAndStatusShowsWhatItHoldsWithTheContractFields) {

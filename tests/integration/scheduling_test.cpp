@@ -21,11 +21,13 @@
 #include "protocol.h"
 #include "socket_io.h"
 #include "subprocess.h"
+#include "test_broker.h"
 
 namespace {
 
 using nlohmann::json;
 using testing_support::Child;
+using testing_support::ClientWithPid;
 using testing_support::SimNode;
 namespace proto = gpushare::protocol;
 
@@ -51,72 +53,13 @@ void SleepUntilMs(uint64_t start_ns, double ms) {
   }
 }
 
-// One broker on a private simulated node and socket.
-class Broker {
+// The broker under test; a client of `tenant` gets simgpu, the shim and this broker.
+class Broker : public testing_support::TestBroker {
  public:
-  Broker(const std::string& node_json, const std::string& config_toml) : node_(node_json) {
-    static int counter = 0;
-    const std::string base = "/tmp/gs-sched-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-    socket_ = base + ".sock";
-    config_ = base + ".toml";
-    std::ofstream(config_) << config_toml;
-    broker_ = std::make_unique<Child>(std::vector<std::string>{BROKER_PATH, "--config", config_, "--socket", socket_},
-                                      node_.Env());
-    for (int i = 0; i < 500; ++i) {
-      std::string error;
-      int fd = proto::ConnectUnix(socket_, &error);
-      if (fd >= 0) {
-        close(fd);
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ADD_FAILURE() << "the broker did not start: " << broker_->ReadAll();
-  }
-  ~Broker() {
-    broker_.reset();
-    std::remove(config_.c_str());
-    std::remove(socket_.c_str());
-  }
-
-  // The environment of a client of `tenant`: simgpu, the shim preloaded, this broker.
+  using TestBroker::TestBroker;
   std::map<std::string, std::string> ClientEnv(const std::string& tenant) const {
-    auto env = node_.Env();
-    env["LD_PRELOAD"] = GPUSHARE_LIB;
-    env["GPUSHARE_SOCKET"] = socket_;
-    env["GPUSHARE_TENANT"] = tenant;
-    return env;
+    return TestBroker::ClientEnv({{"GPUSHARE_TENANT", tenant}});
   }
-
-  json Status() {
-    auto reply = Ask(proto::EncodeText(proto::Type::kStatus, ""));
-    return reply ? json::parse(*reply) : json{{"error", "no status"}};
-  }
-
-  // The broker's answer ("ok: ..." or why not) to a run-time weight for process `pid`.
-  std::string SetWeight(pid_t pid, double weight) {
-    proto::SetWeight request{};
-    request.pid = pid;
-    request.weight = weight;
-    return Ask(proto::Encode(proto::Type::kSetWeight, request)).value_or("no answer");
-  }
-
- private:
-  std::optional<std::string> Ask(const std::vector<uint8_t>& request) {
-    std::string error;
-    int fd = proto::ConnectUnix(socket_, &error);
-    if (fd < 0) return std::nullopt;
-    std::vector<uint8_t> buffer;
-    proto::SendAll(fd, request);
-    auto m = proto::Receive(fd, &buffer, 5000, &error);
-    close(fd);
-    if (!m) return std::nullopt;
-    return std::string(m->payload.begin(), m->payload.end());
-  }
-
-  SimNode node_;
-  std::string socket_, config_;
-  std::unique_ptr<Child> broker_;
 };
 
 // What a sched_worker printed: kernels completed over time, and when it did what.
@@ -205,12 +148,6 @@ std::string Percents(const std::vector<double>& shares) {
     s += (s.empty() ? "" : " / ") + std::string(one);
   }
   return s;
-}
-
-const json* ClientWithPid(const json& status, pid_t pid) {
-  for (const json& c : status["clients"])
-    if (c["pid"] == pid) return &c;
-  return nullptr;
 }
 
 // Workers start together after this lead, once every process has loaded and registered.
