@@ -88,16 +88,9 @@ constexpr size_t kWeightRaw = std::size(kWeights);
 const char* const kTenants[] = {"", "a", "b", "c", "default"};
 
 // Decodes the program; past the end every read is zero.
-class Reader {
+class Reader : public FuzzInput {
  public:
-  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool done() const { return pos_ >= size_; }
-  uint8_t Byte() { return pos_ < size_ ? data_[pos_++] : 0; }
-  uint64_t Raw(size_t n) {
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; ++i) v |= uint64_t{Byte()} << (8 * i);
-    return v;
-  }
+  using FuzzInput::FuzzInput;
   template <size_t N>
   void Text(char (&dst)[N], size_t n) {
     for (size_t i = 0; i < std::min(n, N); ++i) dst[i] = static_cast<char>(Byte());
@@ -129,11 +122,6 @@ class Reader {
     const uint8_t b = Byte();
     return b < 0xf0 ? b % 3 : static_cast<uint32_t>(Raw(4));
   }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
 };
 
 // Records what the core publishes and checks it against the core's own view.

@@ -29,26 +29,7 @@ enum class Op : uint8_t {
   kOpCount,
 };
 
-class Reader {
- public:
-  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool done() const { return pos_ >= size_; }
-  uint8_t Byte() { return pos_ < size_ ? data_[pos_++] : 0; }
-  uint64_t Raw(size_t n) {
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; ++i) v |= uint64_t{Byte()} << (8 * i);
-    return v;
-  }
-  void Bytes(void* dst, size_t n) {
-    auto* d = static_cast<uint8_t*>(dst);
-    for (size_t i = 0; i < n; ++i) d[i] = Byte();
-  }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
+using Reader = FuzzInput;
 
 uint64_t g_now = 0;  // the broker's clock, advanced by the program
 
