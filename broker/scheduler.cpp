@@ -50,6 +50,13 @@ void Scheduler::Charge(Flow& f, Gpu& g, uint64_t used_ns, uint64_t now_ns) {
   g.recent_at = now_ns;
 }
 
+void Scheduler::ChargeHolderUntil(Gpu& g, uint64_t now_ns) {
+  Flow& h = flows_.at(*g.holder);
+  Charge(h, g, now_ns - std::min(now_ns, g.period_start), now_ns);
+  g.period_start = now_ns;
+  g.vclock = h.vtime;
+}
+
 void Scheduler::Want(ClientId client, int device, uint64_t now_ns) {
   auto it = flows_.find({client, device});
   if (it == flows_.end()) return;
@@ -66,14 +73,9 @@ void Scheduler::Want(ClientId client, int device, uint64_t now_ns) {
   if (f.waiting) return;
   const bool was_idle = now_ns - std::min(now_ns, f.active_at) > params_.quantum_ns;
   f.active_at = now_ns;
-  if (g.holder && !g.revoking) {
-    // Bring the holder's account up to now, so the newcomer starts level with what
-    // the holder has really had, not with where it stood at its grant.
-    Flow& h = flows_.at(*g.holder);
-    Charge(h, g, now_ns - std::min(now_ns, g.period_start), now_ns);
-    g.period_start = now_ns;
-    g.vclock = h.vtime;
-  }
+  // Bring the holder's account up to now, so the newcomer starts level with what the
+  // holder has really had, not with where it stood at its grant.
+  if (g.holder && !g.revoking) ChargeHolderUntil(g, now_ns);
   if (was_idle) f.vtime = std::max(f.vtime, g.vclock);
   f.waiting = true;
   f.wait_order = next_wait_order_++;
@@ -131,11 +133,8 @@ std::vector<SchedAction> Scheduler::Tick(uint64_t now_ns) {
         g.revoke_deadline = now_ns + params_.revoke_timeout_ns;
         actions.push_back({SchedAction::Kind::kRevoke, holder.first, holder.second, g.slice});
       } else {  // alone: keeps the GPU; its account is brought up to date
-        Flow& h = flows_.at(holder);
-        Charge(h, g, now_ns - std::min(now_ns, g.period_start), now_ns);
-        g.period_start = now_ns;
+        ChargeHolderUntil(g, now_ns);
         g.quantum_end = now_ns + params_.quantum_ns;
-        g.vclock = h.vtime;
       }
     }
     if (!g.holder) {

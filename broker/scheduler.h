@@ -111,6 +111,8 @@ class Scheduler {
     uint64_t recent_at = 0;
   };
   void Charge(Flow& f, Gpu& g, uint64_t used_ns, uint64_t now_ns);
+  // Charges the holder of `g` for its time since period_start; its period restarts now.
+  void ChargeHolderUntil(Gpu& g, uint64_t now_ns);
   bool OthersWaiting(int gpu, const Key& holder) const;
   uint64_t QuantumFor(const Key& key, int gpu) const;
   double Decayed(double value, uint64_t since, uint64_t now) const;
