@@ -162,12 +162,7 @@ size_t ShmChannels::Drain(ClientId id, const std::function<void(const proto::Rec
 
 std::string ShmChannels::KernelName(ClientId id, uint16_t name) {
   auto it = segments_.find(id);
-  if (it == segments_.end()) return "";
-  auto& names = it->second->names;
-  if (auto n = names.find(name); n != names.end()) return n->second;
-  std::string text = ReadKernelName(it->second->channel, name);
-  if (!text.empty()) names[name] = text;  // complete: it is what the client named it
-  return text;
+  return it == segments_.end() ? "" : ReadKernelName(it->second->channel, name);
 }
 
 RingCounts ShmChannels::Counts(ClientId id) {

@@ -70,7 +70,6 @@ class ShmChannels : public ChannelHost {
     boost::interprocess::mapped_region region;
     protocol::Channel* channel = nullptr;
     RingCursor cursor;
-    std::map<uint16_t, std::string> names;  // read once each
   };
   std::string prefix_;
   std::map<ClientId, std::unique_ptr<Segment>> segments_;
