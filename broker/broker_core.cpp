@@ -293,9 +293,48 @@ void BrokerCore::OnSched(ClientId conn, const proto::Sched& s) {
 
 void BrokerCore::Schedule(uint64_t now) {
   if (channels_ == nullptr) return;
+  if (config_.spatial != SpatialMode::kOff || !spatial_.empty()) UpdateSpatial(now);
   for (const SchedAction& a : scheduler_.Tick(now))
     channels_->SetGate(a.client, a.device, a.kind == SchedAction::Kind::kGrant ? proto::kGateHeld : proto::kGateWait,
                        a.slice);
+}
+
+void BrokerCore::UpdateSpatial(uint64_t now) {
+  const SpatialPolicy policy(config_.spatial, config_.memory_cu_percent);
+  std::map<int, std::vector<SpatialFlow>> on_gpu;
+  for (const auto& [id, c] : clients_) {
+    if (!c.scheduled) continue;
+    auto w = work_.find(id);
+    WorkClass cls = w == work_.end() ? WorkClass::kUnknown : w->second->overall.current();
+    // A pause keeps the mask: it is applied where streams are created, and a client
+    // that pauses comes back to the same streams.
+    if (cls == WorkClass::kIdle) {
+      auto last = spatial_class_.find(id);
+      cls = last == spatial_class_.end() ? WorkClass::kUnknown : last->second;
+    } else {
+      spatial_class_[id] = cls;
+    }
+    for (size_t v = 0; v < c.physical.size(); ++v) on_gpu[c.physical[v]].push_back({id, static_cast<int>(v), cls});
+  }
+  std::erase_if(spatial_class_, [&](const auto& kv) { return clients_.count(kv.first) == 0; });
+  std::map<std::pair<ClientId, int>, SpatialAssignment> next;
+  for (const auto& [g, flows] : on_gpu) {
+    const unsigned cus = g >= 0 && g < static_cast<int>(gpus_.size()) ? gpus_[g].cu_count : 0;
+    for (const SpatialAssignment& a : policy.Assign(cus, flows))
+      if (a.mask) next[{a.client, a.device}] = a;
+  }
+  for (const auto& [key, a] : next) {
+    auto before = spatial_.find(key);
+    if (before != spatial_.end() && before->second == a) continue;
+    scheduler_.SetMask(key.first, key.second, a.mask, a.fraction, now);
+    channels_->SetCuMask(key.first, key.second, a.mask);
+  }
+  for (const auto& [key, a] : spatial_) {
+    if (next.count(key) > 0 || clients_.count(key.first) == 0) continue;
+    scheduler_.SetMask(key.first, key.second, std::nullopt, 1.0, now);
+    channels_->SetCuMask(key.first, key.second, std::nullopt);
+  }
+  spatial_ = std::move(next);
 }
 
 std::optional<uint64_t> BrokerCore::NextDeadline() const { return scheduler_.NextDeadline(); }
@@ -482,6 +521,7 @@ std::string BrokerCore::StatusJson() const {
     gpus.push_back({{"index", g},
                     {"name", g < static_cast<int>(gpus_.size()) ? gpus_[g].name : ""},
                     {"memory_total", ledger_.capacity(g)},
+                    {"cu_count", g < static_cast<int>(gpus_.size()) ? gpus_[g].cu_count : 0u},
                     {"memory_used", ledger_.GpuHeld(g)}});
   // A client's share of a GPU: its weight over the weights of every client on it
   // (what weighted fair queuing gives each when all are busy).
@@ -500,6 +540,14 @@ std::string BrokerCore::StatusJson() const {
                 {"memory_cap", c.cap_bytes.value_or(ledger_.capacity(g))},
                 {"capped", c.cap_bytes.has_value()},
                 {"tenant_memory_used", ledger_.TenantHeld(c.tenant, g)}};
+      // Spatial sharing: the CUs its new streams run on ("" and the GPU's count: all of them).
+      if (auto m = spatial_.find({id, static_cast<int>(v)}); m != spatial_.end() && m->second.mask) {
+        d["cu_mask"] = m->second.mask->Hex();
+        d["cu_count"] = m->second.mask->Count();
+      } else {
+        d["cu_mask"] = "";
+        d["cu_count"] = g < static_cast<int>(gpus_.size()) ? gpus_[g].cu_count : 0u;
+      }
       // Scheduled: the measured share of the GPU's time (recent, smoothed); else what
       // its weight would give it beside the others on the GPU.
       if (auto f = scheduler_.Status(id, static_cast<int>(v), now)) {
@@ -533,6 +581,8 @@ std::string BrokerCore::StatusJson() const {
                        {"class", work ? WorkClassName(work->overall.current()) : "unknown"},
                        {"class_why", work ? work->overall.reason() : ""},
                        {"gpu_share", share},
+                       {"cu_mask", c.physical.empty() ? json("") : devices[0]["cu_mask"]},
+                       {"cu_count", c.physical.empty() ? json(0) : devices[0]["cu_count"]},
                        {"records", work ? work->records : 0},
                        {"kernels", work ? work->kernels : 0},
                        {"copies", work ? work->copies : 0},

@@ -56,6 +56,8 @@ class ChannelHost {
   virtual void Destroy(ClientId id) = 0;
   // The GPU-time gate of a client's virtual GPU (protocol::GateState).
   virtual void SetGate(ClientId, int /*device*/, uint32_t /*state*/, uint64_t /*slice*/) {}
+  // The CU mask a client's virtual GPU's new streams are held to (nullopt: none).
+  virtual void SetCuMask(ClientId, int /*device*/, const std::optional<CuMask>& /*mask*/) {}
   // The client's new launch records; the text of one of its kernel names.
   virtual size_t Drain(ClientId, const std::function<void(const protocol::RecordData&)>&) { return 0; }
   virtual std::string KernelName(ClientId, uint16_t) { return ""; }
@@ -141,6 +143,9 @@ class BrokerCore {
   void UpdateWeights(ClientId id);
   void Schedule(uint64_t now);  // Tick and carry out
   void Observe(ClientId id, ClientWork& w, const protocol::RecordData& r, uint64_t now);
+  // Spatial sharing (spatial.h): plans every GPU's CU masks from its flows' classes and
+  // publishes those that changed, to the scheduler and to the clients' channels.
+  void UpdateSpatial(uint64_t now);
 
   BrokerConfig config_;
   std::vector<GpuInfo> gpus_;
@@ -155,6 +160,8 @@ class BrokerCore {
   uint32_t admin_uid_;
   uint64_t last_evaluation_ns_ = 0;
   bool rings_busy_ = false;
+  std::map<std::pair<ClientId, int>, SpatialAssignment> spatial_;  // flows with a CU mask in force
+  std::map<ClientId, WorkClass> spatial_class_;                    // a client's last class but idle
 };
 
 }  // namespace gpushare::broker

@@ -83,7 +83,8 @@ BrokerConfig Parse(const toml::table& root) {
     }
     if (const toml::node* p = t->get("placement")) {
       auto s = p->value<std::string>();
-      if (s != "least-loaded") Fail(*p, "node.placement: expected \"least-loaded\"");
+      if (s != "topology-aware" && s != "least-loaded" && s != "round-robin")
+        Fail(*p, "node.placement: expected \"topology-aware\", \"least-loaded\" or \"round-robin\"");
       c.placement = *s;
     }
   }
@@ -99,7 +100,7 @@ BrokerConfig Parse(const toml::table& root) {
   if (const toml::node* node = root.get("scheduler")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "scheduler: expected a table");
-    CheckKeys(*t, "scheduler", {"enabled", "quantum_ms"});
+    CheckKeys(*t, "scheduler", {"enabled", "quantum_ms", "spatial", "memory_cu_percent"});
     if (const toml::node* n = t->get("enabled")) {
       auto b = n->value<bool>();
       if (!b || !n->is_boolean()) Fail(*n, "scheduler.enabled: expected true or false");
@@ -109,6 +110,21 @@ BrokerConfig Parse(const toml::table& root) {
       const double ms = PositiveNumber(*n, "scheduler.quantum_ms");
       if (ms < 1 || ms > 1000) Fail(*n, "scheduler.quantum_ms: expected 1 to 1000");
       c.quantum_us = static_cast<uint32_t>(ms * 1000);
+    }
+    if (const toml::node* n = t->get("spatial")) {
+      auto s = n->value<std::string>();
+      if (s == "off")
+        c.spatial = SpatialMode::kOff;
+      else if (s == "cu_mask")
+        c.spatial = SpatialMode::kCuMask;
+      else
+        Fail(*n, "scheduler.spatial: expected \"off\" or \"cu_mask\"");
+    }
+    if (const toml::node* n = t->get("memory_cu_percent")) {
+      auto v = n->value<int64_t>();
+      // Neither 0 nor 100: both classes must be left some CUs to run on.
+      if (!n->is_integer() || !v || *v < 1 || *v > 99) Fail(*n, "scheduler.memory_cu_percent: expected 1 to 99");
+      c.memory_cu_percent = static_cast<uint32_t>(*v);
     }
   }
   if (const toml::node* node = root.get("tenants")) {

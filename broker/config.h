@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "classifier.h"
+#include "spatial.h"
 
 namespace gpushare::broker {
 
@@ -26,7 +27,9 @@ struct TenantPolicy {
 
 struct BrokerConfig {
   Admission admission = Admission::kRefuse;
-  std::string placement = "least-loaded";
+  // [node] placement: "topology-aware" (placement_policy.h), or a baseline of the
+  // placement study: "least-loaded" (least memory held first) or "round-robin".
+  std::string placement = "topology-aware";
   double compute_weight = 0.7;
   double memory_weight = 0.3;
   double copy_weight = 0.3;
@@ -34,6 +37,10 @@ struct BrokerConfig {
   // [scheduler]: WFQ on GPU time (scheduler.h).
   bool scheduling = true;       // false: clients run free (memory caps and placement only)
   uint32_t quantum_us = 20000;  // a client's exclusive slice of a GPU before others may have it
+  // Spatial sharing (spatial.h): off, or CU masks (AMD) that let a memory-bound and a
+  // compute-bound client hold one GPU at once, the memory-bound one on this share of its CUs.
+  SpatialMode spatial = SpatialMode::kOff;
+  uint32_t memory_cu_percent = 25;
   std::map<std::string, TenantPolicy> tenants;
   // [classifier]: kernel-name rules (the config's, then the defaults) and a profile.
   ClassifierConfig classifier;

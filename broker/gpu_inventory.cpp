@@ -1,5 +1,5 @@
-// GPU discovery through NVML, loaded at run time so the broker builds and starts on
-// machines without a driver (see gpu_inventory.h).
+// GPU discovery through NVML, else the HIP runtime, both loaded at run time so the
+// broker builds and starts on machines without a driver (see gpu_inventory.h).
 #include "gpu_inventory.h"
 
 #include <dlfcn.h>
@@ -7,14 +7,18 @@
 #include <algorithm>
 
 #include "../hooks/nvml_api.h"
+#include "hip_discovery.h"
 
 namespace gpushare::broker {
 
 std::vector<GpuInfo> DiscoverGpus(std::string* error) {
   void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
-    *error = std::string("cannot load NVML (libnvidia-ml.so.1): ") + dlerror();
-    return {};
+    const std::string nvml = std::string("cannot load NVML (libnvidia-ml.so.1): ") + dlerror();
+    std::string hip_error;
+    std::vector<GpuInfo> gpus = DiscoverGpusHip(&hip_error);
+    if (gpus.empty()) *error = nvml + "; " + hip_error;
+    return gpus;
   }
   auto init = reinterpret_cast<decltype(&nvmlInit_v2)>(dlsym(lib, "nvmlInit_v2"));
   auto count = reinterpret_cast<decltype(&nvmlDeviceGetCount_v2)>(dlsym(lib, "nvmlDeviceGetCount_v2"));
@@ -35,6 +39,35 @@ std::vector<GpuInfo> DiscoverGpus(std::string* error) {
     name(d, buf, sizeof buf);
     memory(d, &mem);
     gpus.push_back({static_cast<int>(i), buf, mem.total});
+  }
+  return gpus;
+}
+
+std::vector<GpuInfo> DiscoverGpusHip(std::string* error) {
+  void* lib = dlopen("libamdhip64.so.5", RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    *error = std::string("cannot load HIP (libamdhip64.so.5): ") + dlerror();
+    return {};
+  }
+  auto count = reinterpret_cast<hip::GetDeviceCountFn>(dlsym(lib, "hipGetDeviceCount"));
+  auto memory = reinterpret_cast<hip::DeviceTotalMemFn>(dlsym(lib, "hipDeviceTotalMem"));
+  auto name = reinterpret_cast<hip::DeviceGetNameFn>(dlsym(lib, "hipDeviceGetName"));
+  auto attribute = reinterpret_cast<hip::DeviceGetAttributeFn>(dlsym(lib, "hipDeviceGetAttribute"));
+  int n = 0;
+  if (!count || !memory || !name || !attribute || count(&n) != hip::kSuccess) {
+    *error = "HIP is present but reports no GPU (driver not loaded?)";
+    return {};
+  }
+  std::vector<GpuInfo> gpus;
+  for (int i = 0; i < n; ++i) {
+    char buf[256] = "";
+    size_t bytes = 0;
+    int cus = 0;
+    if (memory(&bytes, i) != hip::kSuccess) continue;
+    if (name(buf, sizeof buf, i) != hip::kSuccess) buf[0] = '\0';
+    buf[sizeof buf - 1] = '\0';
+    if (attribute(&cus, hip::kAttributeMultiprocessorCount, i) != hip::kSuccess || cus < 0) cus = 0;
+    gpus.push_back({i, buf, bytes, static_cast<unsigned>(cus)});
   }
   return gpus;
 }

@@ -12,10 +12,14 @@ struct GpuInfo {
   int index;
   std::string name;
   uint64_t memory_bytes;
+  unsigned cu_count = 0;  // compute units (AMD), for CU masks; 0: unknown (NVML does not say)
 };
 
-// The GPUs NVML reports, or an empty list with `error` set.
+// The GPUs NVML reports; where NVML cannot be loaded (an AMD node), those the HIP
+// runtime reports (DiscoverGpusHip). An empty list with `error` set if neither answers.
 std::vector<GpuInfo> DiscoverGpus(std::string* error);
+// The GPUs the HIP runtime (libamdhip64.so.5) reports, with their CU counts.
+std::vector<GpuInfo> DiscoverGpusHip(std::string* error);
 
 // Per-process utilization of every GPU since the previous call
 // (nvmlDeviceGetProcessUtilization), for the classifier. Quietly empty where NVML or

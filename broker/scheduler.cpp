@@ -1,4 +1,4 @@
-// WFQ of GPU time by exclusive slices (see scheduler.h).
+// WFQ of GPU time by exclusive slices, or shared ones on disjoint CU masks (see scheduler.h).
 #include "scheduler.h"
 
 #include <algorithm>
@@ -22,11 +22,8 @@ void Scheduler::RemoveClient(ClientId client) {
       ++it;
       continue;
     }
-    Gpu& g = gpus_[it->second.gpu];
-    if (g.holder == it->first) {
-      g.holder.reset();  // the GPU is free at the next Tick; a dead client's time is not charged
-      g.revoking = false;
-    }
+    // A GPU it held goes to the next waiter at the next Tick; a dead client's time is not charged.
+    gpus_[it->second.gpu].holds.erase(it->first);
     it = flows_.erase(it);
   }
 }
@@ -36,12 +33,27 @@ void Scheduler::SetWeight(ClientId client, int device, double weight) {
   if (it != flows_.end() && weight > 0) it->second.weight = weight;
 }
 
+void Scheduler::SetMask(ClientId client, int device, std::optional<CuMask> mask, double fraction, uint64_t now_ns) {
+  auto it = flows_.find({client, device});
+  if (it == flows_.end() || !(fraction > 0) || fraction > 1) return;
+  Flow& f = it->second;
+  Gpu& g = gpus_[f.gpu];
+  // Time held so far is charged at the fraction it was held with.
+  if (auto h = g.holds.find(it->first); h != g.holds.end() && !h->second.revoking)
+    ChargeHoldUntil(g, it->first, h->second, now_ns);
+  f.mask = std::move(mask);
+  f.fraction = fraction;
+}
+
 double Scheduler::Decayed(double value, uint64_t since, uint64_t now) const {
   if (now <= since || params_.share_half_life_ns == 0) return value;
   return value * std::exp2(-static_cast<double>(now - since) / static_cast<double>(params_.share_half_life_ns));
 }
 
-void Scheduler::Charge(Flow& f, Gpu& g, uint64_t used_ns, uint64_t now_ns) {
+void Scheduler::Charge(Flow& f, Gpu& g, uint64_t held_ns, uint64_t now_ns) {
+  // A flow on part of the GPU pays for that part: held time x its fraction of the CUs.
+  const uint64_t used_ns =
+      f.fraction >= 1 ? held_ns : static_cast<uint64_t>(std::llround(static_cast<double>(held_ns) * f.fraction));
   f.used_ns += used_ns;
   f.vtime += static_cast<double>(used_ns) / f.weight;
   f.recent_ns = Decayed(f.recent_ns, f.recent_at, now_ns) + static_cast<double>(used_ns);
@@ -50,11 +62,17 @@ void Scheduler::Charge(Flow& f, Gpu& g, uint64_t used_ns, uint64_t now_ns) {
   g.recent_at = now_ns;
 }
 
-void Scheduler::ChargeHolderUntil(Gpu& g, uint64_t now_ns) {
-  Flow& h = flows_.at(*g.holder);
-  Charge(h, g, now_ns - std::min(now_ns, g.period_start), now_ns);
-  g.period_start = now_ns;
-  g.vclock = h.vtime;
+void Scheduler::ChargeHoldUntil(Gpu& g, const Key& key, Hold& h, uint64_t now_ns) {
+  Charge(flows_.at(key), g, now_ns - std::min(now_ns, h.period_start), now_ns);
+  h.period_start = now_ns;
+  UpdateVclock(g);
+}
+
+void Scheduler::UpdateVclock(Gpu& g) {
+  if (g.holds.empty()) return;
+  double least = flows_.at(g.holds.begin()->first).vtime;
+  for (const auto& [key, h] : g.holds) least = std::min(least, flows_.at(key).vtime);
+  g.vclock = least;
 }
 
 void Scheduler::Want(ClientId client, int device, uint64_t now_ns) {
@@ -62,9 +80,9 @@ void Scheduler::Want(ClientId client, int device, uint64_t now_ns) {
   if (it == flows_.end()) return;
   Flow& f = it->second;
   Gpu& g = gpus_[f.gpu];
-  if (g.holder == it->first) {
+  if (auto own = g.holds.find(it->first); own != g.holds.end()) {
     // Its gate was closed by a revoke: it wants the GPU again once it has given it back.
-    if (g.revoking && !f.waiting) {
+    if (own->second.revoking && !f.waiting) {
       f.waiting = true;
       f.wait_order = next_wait_order_++;
     }
@@ -73,9 +91,10 @@ void Scheduler::Want(ClientId client, int device, uint64_t now_ns) {
   if (f.waiting) return;
   const bool was_idle = now_ns - std::min(now_ns, f.active_at) > params_.quantum_ns;
   f.active_at = now_ns;
-  // Bring the holder's account up to now, so the newcomer starts level with what the
-  // holder has really had, not with where it stood at its grant.
-  if (g.holder && !g.revoking) ChargeHolderUntil(g, now_ns);
+  // Bring the holders' accounts up to now, so the newcomer starts level with what they
+  // have really had, not with where they stood at their grants.
+  for (auto& [key, h] : g.holds)
+    if (!h.revoking) ChargeHoldUntil(g, key, h, now_ns);
   if (was_idle) f.vtime = std::max(f.vtime, g.vclock);
   f.waiting = true;
   f.wait_order = next_wait_order_++;
@@ -86,80 +105,112 @@ void Scheduler::Launched(ClientId client, int device, uint64_t now_ns) {
   if (it != flows_.end()) it->second.launched_at = now_ns;
 }
 
-bool Scheduler::OthersWaiting(int gpu, const Key& holder) const {
-  return std::any_of(flows_.begin(), flows_.end(),
-                     [&](const auto& kv) { return kv.second.gpu == gpu && kv.second.waiting && kv.first != holder; });
+bool Scheduler::ConflictWaiting(int gpu, const Key& holder) const {
+  const Flow& h = flows_.at(holder);
+  return std::any_of(flows_.begin(), flows_.end(), [&](const auto& kv) {
+    return kv.second.gpu == gpu && kv.second.waiting && kv.first != holder &&
+           !SpatialPolicy::MayCoHold(h.mask, kv.second.mask);
+  });
+}
+
+bool Scheduler::OverlapsOtherHolder(const Gpu& g, const Key& holder) const {
+  const Flow& h = flows_.at(holder);
+  return std::any_of(g.holds.begin(), g.holds.end(), [&](const auto& kv) {
+    return kv.first != holder && !SpatialPolicy::MayCoHold(h.mask, flows_.at(kv.first).mask);
+  });
 }
 
 void Scheduler::Released(ClientId client, int device, uint64_t slice, uint64_t drained_ns, uint64_t now_ns) {
   auto it = flows_.find({client, device});
   if (it == flows_.end()) return;
   Gpu& g = gpus_[it->second.gpu];
-  if (g.holder != it->first || g.slice != slice) return;  // stale or forged: nothing to charge
-  const uint64_t end = std::clamp(drained_ns, g.period_start, std::max(now_ns, g.period_start));
-  Charge(it->second, g, end - g.period_start, now_ns);
+  auto own = g.holds.find(it->first);
+  if (own == g.holds.end() || own->second.slice != slice) return;  // stale or forged: nothing to charge
+  Hold& h = own->second;
+  const uint64_t end = std::clamp(drained_ns, h.period_start, std::max(now_ns, h.period_start));
+  Charge(it->second, g, end - h.period_start, now_ns);
   Flow& f = it->second;
   f.active_at = now_ns;
-  if (g.revoking && !g.idle_revoke && !f.waiting) {  // its quantum ended mid-work: still backlogged
+  if (h.revoking && !h.idle_revoke && !f.waiting) {  // its quantum ended mid-work: still backlogged
     f.waiting = true;
     f.wait_order = next_wait_order_++;
   }
-  g.holder.reset();
-  g.revoking = false;
+  g.holds.erase(own);
+}
+
+void Scheduler::Grant(int gpu, Gpu& g, const Key& key, uint64_t now_ns, std::vector<SchedAction>* actions) {
+  Flow& f = flows_.at(key);
+  f.waiting = false;
+  f.unresponsive = false;
+  f.active_at = now_ns;
+  Hold h;
+  h.slice = next_slice_++;
+  h.grant_at = now_ns;
+  h.period_start = now_ns;
+  h.quantum_end = now_ns + QuantumFor(key, gpu);
+  g.holds[key] = h;
+  UpdateVclock(g);
+  actions->push_back({SchedAction::Kind::kGrant, key.first, key.second, h.slice});
 }
 
 std::vector<SchedAction> Scheduler::Tick(uint64_t now_ns) {
   std::vector<SchedAction> actions;
   for (auto& [gpu, g] : gpus_) {
-    if (g.holder && g.revoking && now_ns >= g.revoke_deadline) {
-      Flow& h = flows_.at(*g.holder);  // it did not give back in time: charge it all, move on
-      Charge(h, g, now_ns - std::min(now_ns, g.period_start), now_ns);
-      h.unresponsive = true;
-      g.holder.reset();
-      g.revoking = false;
-    }
-    if (g.holder && !g.revoking && OthersWaiting(gpu, *g.holder) && flows_.at(*g.holder).launched_at < g.grant_at &&
-        now_ns >= g.grant_at + params_.idle_grace_ns) {
-      g.revoking = true;  // granted, launched nothing: it was not backlogged after all
-      g.idle_revoke = true;
-      g.revoke_deadline = now_ns + params_.revoke_timeout_ns;
-      actions.push_back({SchedAction::Kind::kRevoke, g.holder->first, g.holder->second, g.slice});
-    }
-    if (g.holder && !g.revoking && now_ns >= g.quantum_end) {
-      const Key holder = *g.holder;
-      if (OthersWaiting(gpu, holder)) {
-        g.revoking = true;
-        g.idle_revoke = false;
-        g.revoke_deadline = now_ns + params_.revoke_timeout_ns;
-        actions.push_back({SchedAction::Kind::kRevoke, holder.first, holder.second, g.slice});
-      } else {  // alone: keeps the GPU; its account is brought up to date
-        ChargeHolderUntil(g, now_ns);
-        g.quantum_end = now_ns + params_.quantum_ns;
+    for (auto it = g.holds.begin(); it != g.holds.end();) {
+      const Key key = it->first;
+      Hold& h = it->second;
+      Flow& f = flows_.at(key);
+      if (h.revoking && now_ns >= h.revoke_deadline) {
+        // It did not give back in time: charge it all, move on.
+        Charge(f, g, now_ns - std::min(now_ns, h.period_start), now_ns);
+        f.unresponsive = true;
+        it = g.holds.erase(it);
+        continue;
       }
-    }
-    if (!g.holder) {
-      const Key* best = nullptr;
-      for (const auto& [key, f] : flows_) {
-        if (f.gpu != gpu || !f.waiting) continue;
-        if (best == nullptr) {
-          best = &key;
-          continue;
+      if (!h.revoking && ConflictWaiting(gpu, key) && f.launched_at < h.grant_at &&
+          now_ns >= h.grant_at + params_.idle_grace_ns) {
+        h.revoking = true;  // granted, launched nothing: it was not backlogged after all
+        h.idle_revoke = true;
+        h.revoke_deadline = now_ns + params_.revoke_timeout_ns;
+        actions.push_back({SchedAction::Kind::kRevoke, key.first, key.second, h.slice});
+      }
+      if (!h.revoking && now_ns >= h.quantum_end) {
+        // A mask changed under a holder can make it overlap another: it gives way too.
+        if (ConflictWaiting(gpu, key) || OverlapsOtherHolder(g, key)) {
+          h.revoking = true;
+          h.idle_revoke = false;
+          h.revoke_deadline = now_ns + params_.revoke_timeout_ns;
+          actions.push_back({SchedAction::Kind::kRevoke, key.first, key.second, h.slice});
+        } else {  // nobody waits for its CUs: it keeps them; its account is brought up to date
+          ChargeHoldUntil(g, key, h, now_ns);
+          h.quantum_end = now_ns + params_.quantum_ns;
         }
-        const Flow& b = flows_.at(*best);
-        if (f.vtime < b.vtime || (f.vtime == b.vtime && f.wait_order < b.wait_order)) best = &key;
       }
-      if (best != nullptr) {
-        Flow& f = flows_.at(*best);
-        f.waiting = false;
-        f.unresponsive = false;
-        f.active_at = now_ns;
-        g.holder = *best;
-        g.slice = next_slice_++;
-        g.grant_at = now_ns;
-        g.period_start = now_ns;
-        g.quantum_end = now_ns + QuantumFor(*best, gpu);
-        g.vclock = f.vtime;
-        actions.push_back({SchedAction::Kind::kGrant, best->first, best->second, g.slice});
+      ++it;
+    }
+    // Waiting flows in virtual-time order; each is granted if its part of the GPU is
+    // free and not reserved by a flow ahead of it that is blocked.
+    std::vector<const Key*> waiting;
+    for (const auto& [key, f] : flows_)
+      if (f.gpu == gpu && f.waiting) waiting.push_back(&key);
+    std::stable_sort(waiting.begin(), waiting.end(), [&](const Key* a, const Key* b) {
+      const Flow& fa = flows_.at(*a);
+      const Flow& fb = flows_.at(*b);
+      return fa.vtime < fb.vtime || (fa.vtime == fb.vtime && fa.wait_order < fb.wait_order);
+    });
+    bool reserved_all = false;
+    CuMask reserved;
+    for (const Key* key : waiting) {
+      if (reserved_all) break;
+      const Flow& f = flows_.at(*key);
+      bool free = !f.mask || !f.mask->Overlaps(reserved);
+      for (const auto& [holder, h] : g.holds) free = free && SpatialPolicy::MayCoHold(flows_.at(holder).mask, f.mask);
+      if (free) {
+        Grant(gpu, g, *key, now_ns, &actions);
+      } else if (f.mask) {
+        reserved |= *f.mask;
+      } else {
+        reserved_all = true;
       }
     }
   }
@@ -169,22 +220,25 @@ std::vector<SchedAction> Scheduler::Tick(uint64_t now_ns) {
 uint64_t Scheduler::QuantumFor(const Key& key, int gpu) const {
   // A heavier flow gets a longer slice (up to 4 quanta) rather than more of them: the
   // same shares with fewer hand-offs, each of which leaves the GPU idle for a moment.
-  const double weight = flows_.at(key).weight;
-  double lightest = weight;
+  // Only flows waiting for its CUs count: the others do not wait for it.
+  const Flow& self = flows_.at(key);
+  double lightest = self.weight;
   for (const auto& [k, f] : flows_)
-    if (f.gpu == gpu && f.waiting) lightest = std::min(lightest, f.weight);
-  const double scale = std::clamp(weight / lightest, 1.0, 4.0);
+    if (f.gpu == gpu && f.waiting && !SpatialPolicy::MayCoHold(self.mask, f.mask))
+      lightest = std::min(lightest, f.weight);
+  const double scale = std::clamp(self.weight / lightest, 1.0, 4.0);
   return static_cast<uint64_t>(static_cast<double>(params_.quantum_ns) * scale);
 }
 
 std::optional<uint64_t> Scheduler::NextDeadline() const {
   std::optional<uint64_t> next;
   for (const auto& [gpu, g] : gpus_) {
-    if (!g.holder) continue;
-    uint64_t at = g.revoking ? g.revoke_deadline : g.quantum_end;
-    if (!g.revoking && flows_.at(*g.holder).launched_at < g.grant_at && OthersWaiting(gpu, *g.holder))
-      at = std::min(at, g.grant_at + params_.idle_grace_ns);
-    if (!next || at < *next) next = at;
+    for (const auto& [key, h] : g.holds) {
+      uint64_t at = h.revoking ? h.revoke_deadline : h.quantum_end;
+      if (!h.revoking && flows_.at(key).launched_at < h.grant_at && ConflictWaiting(gpu, key))
+        at = std::min(at, h.grant_at + params_.idle_grace_ns);
+      if (!next || at < *next) next = at;
+    }
   }
   return next;
 }
@@ -201,7 +255,7 @@ std::optional<Scheduler::FlowStatus> Scheduler::Status(ClientId client, int devi
   s.unresponsive = f.unresponsive;
   auto g = gpus_.find(f.gpu);
   if (g != gpus_.end()) {
-    s.holding = g->second.holder == it->first;
+    s.holding = g->second.holds.count(it->first) > 0;
     const double total = Decayed(g->second.recent_ns, g->second.recent_at, now_ns);
     if (total > 0) s.share = Decayed(f.recent_ns, f.recent_at, now_ns) / total;
   }
@@ -210,8 +264,15 @@ std::optional<Scheduler::FlowStatus> Scheduler::Status(ClientId client, int devi
 
 std::optional<std::pair<ClientId, int>> Scheduler::Holder(int gpu) const {
   auto g = gpus_.find(gpu);
-  if (g == gpus_.end()) return std::nullopt;
-  return g->second.holder;
+  if (g == gpus_.end() || g->second.holds.empty()) return std::nullopt;
+  return g->second.holds.begin()->first;
+}
+
+std::vector<std::pair<ClientId, int>> Scheduler::Holders(int gpu) const {
+  std::vector<std::pair<ClientId, int>> out;
+  if (auto g = gpus_.find(gpu); g != gpus_.end())
+    for (const auto& [key, h] : g->second.holds) out.push_back(key);
+  return out;
 }
 
 }  // namespace gpushare::broker

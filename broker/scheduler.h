@@ -16,6 +16,13 @@
 // cannot bank service while idle. One that gave back a slice and wants the GPU again
 // soon after is still backlogged and keeps its place.
 //
+// Spatial sharing (spatial.h): a flow may be given a part of its GPU (a CU mask). Flows
+// on disjoint masks hold the GPU at the same time, each charged its held time times its
+// fraction of the GPU; a flow without a mask needs the whole GPU. A waiting flow that
+// is blocked by holders reserves its part: flows behind it in virtual time are granted
+// only beside it, never on CUs it waits for, so it cannot be starved. Without masks
+// this is exactly the exclusive schedule above.
+//
 // Pure: no I/O; time is passed in (CLOCK_MONOTONIC ns). The daemon carries out the
 // actions through the clients' channels.
 #pragma once
@@ -27,6 +34,7 @@
 #include <vector>
 
 #include "ledger.h"
+#include "spatial.h"
 
 namespace gpushare::broker {
 
@@ -53,6 +61,9 @@ class Scheduler {
   void AddFlow(ClientId client, int device, int gpu, double weight);
   void RemoveClient(ClientId client);
   void SetWeight(ClientId client, int device, double weight);
+  // The part of its GPU a flow runs on (nullopt: all of it) and the fraction of the
+  // GPU that is (0, 1]: what it is charged per unit of time held from `now_ns` on.
+  void SetMask(ClientId client, int device, std::optional<CuMask> mask, double fraction, uint64_t now_ns);
 
   // The client has launches waiting at its gate for `device`.
   void Want(ClientId client, int device, uint64_t now_ns);
@@ -76,11 +87,14 @@ class Scheduler {
     bool waiting = false;
     uint64_t used_ns = 0;       // all GPU time charged so far
     double share = 0;           // of its GPU's charged time, recent (smoothed)
+    double busy = 0;            // its GPU time per wall-clock time, recent (smoothed): its demand, 0..1
     bool unresponsive = false;  // ignored a revoke past the timeout
   };
   std::optional<FlowStatus> Status(ClientId client, int device, uint64_t now_ns) const;
-  // Who holds `gpu` (client, device), if anyone.
+  // Who holds `gpu` (client, device), if anyone (with masks: the first of its holders).
   std::optional<std::pair<ClientId, int>> Holder(int gpu) const;
+  // Every flow holding `gpu` (more than one only on disjoint masks).
+  std::vector<std::pair<ClientId, int>> Holders(int gpu) const;
 
  private:
   using Key = std::pair<ClientId, int>;
@@ -88,6 +102,8 @@ class Scheduler {
     int gpu = -1;
     double weight = 1;
     double vtime = 0;
+    std::optional<CuMask> mask;  // nullopt: needs the whole GPU
+    double fraction = 1;         // of the GPU, charged per unit of time held
     bool waiting = false;
     uint64_t wait_order = 0;  // ties in virtual time go to the flow waiting longest
     uint64_t active_at = 0;   // its last grant, release or want: idle since then
@@ -97,25 +113,32 @@ class Scheduler {
     uint64_t recent_at = 0;
     bool unresponsive = false;
   };
-  struct Gpu {
-    std::optional<Key> holder;
-    uint64_t slice = 0;         // the holder's grant id
-    uint64_t period_start = 0;  // since when the holder's use is not yet charged
+  // One flow's hold of a GPU.
+  struct Hold {
+    uint64_t slice = 0;         // the grant id
+    uint64_t period_start = 0;  // since when its use is not yet charged
     uint64_t quantum_end = 0;
     uint64_t grant_at = 0;
     bool revoking = false;
     bool idle_revoke = false;  // revoked for launching nothing, not at its quantum's end
     uint64_t revoke_deadline = 0;
-    double vclock = 0;     // the virtual time of the flow in service
-    double recent_ns = 0;  // decayed, all flows
+  };
+  struct Gpu {
+    std::map<Key, Hold> holds;  // one, or several on disjoint masks
+    double vclock = 0;          // the least virtual time of the flows in service
+    double recent_ns = 0;       // decayed, all flows
     uint64_t recent_at = 0;
   };
-  void Charge(Flow& f, Gpu& g, uint64_t used_ns, uint64_t now_ns);
-  // Charges the holder of `g` for its time since period_start; its period restarts now.
-  void ChargeHolderUntil(Gpu& g, uint64_t now_ns);
-  bool OthersWaiting(int gpu, const Key& holder) const;
+  void Charge(Flow& f, Gpu& g, uint64_t held_ns, uint64_t now_ns);
+  // Charges the holder `key` of `g` for its time since its period_start; its period restarts now.
+  void ChargeHoldUntil(Gpu& g, const Key& key, Hold& h, uint64_t now_ns);
+  void UpdateVclock(Gpu& g);
+  // Whether another flow waits for CUs `holder` holds (any flow, when either has no mask).
+  bool ConflictWaiting(int gpu, const Key& holder) const;
+  bool OverlapsOtherHolder(const Gpu& g, const Key& holder) const;
   uint64_t QuantumFor(const Key& key, int gpu) const;
   double Decayed(double value, uint64_t since, uint64_t now) const;
+  void Grant(int gpu, Gpu& g, const Key& key, uint64_t now_ns, std::vector<SchedAction>* actions);
 
   Params params_;
   uint64_t next_slice_ = 1;

@@ -100,6 +100,20 @@ void SetGate(proto::Channel* channel, int device, uint32_t state, uint64_t slice
   }
 }
 
+static_assert(kCuMaskWords == proto::kCuMaskWords, "a CuMask is what a channel's mask slot holds");
+
+void SetCuMask(proto::Channel* channel, int device, const uint32_t* words, uint32_t count) {
+  if (device < 0 || device >= proto::kMaxDevices) return;
+  proto::CuMaskSlot& m = channel->cu_masks[device];
+  count = std::min(count, proto::kCuMaskWords);
+  // Odd while the words change: a reader that sees an odd or changed seq reads again.
+  m.seq.fetch_add(1, std::memory_order_seq_cst);
+  for (uint32_t i = 0; i < proto::kCuMaskWords; ++i)
+    m.words[i].store(i < count ? words[i] : 0, std::memory_order_relaxed);
+  m.count.store(count, std::memory_order_relaxed);
+  m.seq.fetch_add(1, std::memory_order_release);
+}
+
 ShmChannels::ShmChannels(std::string prefix) : prefix_(std::move(prefix)) {}
 
 ShmChannels::~ShmChannels() {
@@ -153,6 +167,15 @@ void ShmChannels::Destroy(ClientId id) {
 void ShmChannels::SetGate(ClientId id, int device, uint32_t state, uint64_t slice) {
   auto it = segments_.find(id);
   if (it != segments_.end()) broker::SetGate(it->second->channel, device, state, slice);
+}
+
+void ShmChannels::SetCuMask(ClientId id, int device, const std::optional<CuMask>& mask) {
+  auto it = segments_.find(id);
+  if (it == segments_.end()) return;
+  if (mask)
+    broker::SetCuMask(it->second->channel, device, mask->words().data(), mask->UsedWords());
+  else
+    broker::SetCuMask(it->second->channel, device, nullptr, 0);
 }
 
 size_t ShmChannels::Drain(ClientId id, const std::function<void(const proto::RecordData&)>& on_record) {

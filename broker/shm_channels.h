@@ -47,6 +47,10 @@ std::string ReadKernelName(const protocol::Channel* channel, uint16_t name);
 // Sets a client's gate and wakes its waiters (grant) or its drain thread (revoke).
 void SetGate(protocol::Channel* channel, int device, uint32_t state, uint64_t slice);
 
+// Publishes the CU mask of a client's virtual GPU (`count` words; 0: no mask) under the
+// slot's sequence lock. Streams the client creates from then on use it.
+void SetCuMask(protocol::Channel* channel, int device, const uint32_t* words, uint32_t count);
+
 class ShmChannels : public ChannelHost {
  public:
   // `prefix` starts every segment name (the broker's pid keeps brokers apart).
@@ -58,6 +62,7 @@ class ShmChannels : public ChannelHost {
   void Destroy(ClientId id) override;
 
   void SetGate(ClientId id, int device, uint32_t state, uint64_t slice) override;
+  void SetCuMask(ClientId id, int device, const std::optional<CuMask>& mask) override;
   size_t Drain(ClientId id, const std::function<void(const protocol::RecordData&)>& on_record) override;
   std::string KernelName(ClientId id, uint16_t name) override;
   RingCounts Counts(ClientId id) override;

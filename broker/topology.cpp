@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "../hooks/nvml_api.h"
+#include "hip_discovery.h"
 
 namespace gpushare::broker {
 
@@ -112,8 +114,11 @@ std::string Topology::Describe() const {
 std::optional<Topology> DiscoverTopology(std::string* error) {
   void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
-    *error = std::string("cannot load NVML (libnvidia-ml.so.1): ") + dlerror();
-    return std::nullopt;
+    const std::string nvml = std::string("cannot load NVML (libnvidia-ml.so.1): ") + dlerror();
+    std::string hip_error;
+    std::optional<Topology> t = DiscoverTopologyHip(&hip_error);
+    if (!t) *error = nvml + "; " + hip_error;
+    return t;
   }
   auto init = reinterpret_cast<decltype(&nvmlInit_v2)>(dlsym(lib, "nvmlInit_v2"));
   auto count = reinterpret_cast<decltype(&nvmlDeviceGetCount_v2)>(dlsym(lib, "nvmlDeviceGetCount_v2"));
@@ -169,6 +174,54 @@ std::optional<Topology> DiscoverTopology(std::string* error) {
       t.Connect(static_cast<int>(a), static_cast<int>(b), link, level);
     }
   }
+  t.notes = std::move(notes);
+  return t;
+}
+
+std::optional<Topology> DiscoverTopologyHip(std::string* error) {
+  void* lib = dlopen("libamdhip64.so.5", RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    *error = std::string("cannot load HIP (libamdhip64.so.5): ") + dlerror();
+    return std::nullopt;
+  }
+  auto count = reinterpret_cast<hip::GetDeviceCountFn>(dlsym(lib, "hipGetDeviceCount"));
+  auto memory = reinterpret_cast<hip::DeviceTotalMemFn>(dlsym(lib, "hipDeviceTotalMem"));
+  auto name = reinterpret_cast<hip::DeviceGetNameFn>(dlsym(lib, "hipDeviceGetName"));
+  auto peer = reinterpret_cast<hip::DeviceCanAccessPeerFn>(dlsym(lib, "hipDeviceCanAccessPeer"));
+  int n = 0;
+  if (!count || !memory || !name || count(&n) != hip::kSuccess || n < 0) {
+    *error = "HIP is present but reports no GPU (driver not loaded?)";
+    return std::nullopt;
+  }
+  std::vector<uint64_t> sizes(n, 0);
+  std::vector<std::string> names(n);
+  for (int i = 0; i < n; ++i) {
+    char buf[256] = "";
+    size_t bytes = 0;
+    if (memory(&bytes, i) == hip::kSuccess) sizes[i] = bytes;
+    if (name(buf, sizeof buf, i) == hip::kSuccess) names[i] = std::string(buf, strnlen(buf, sizeof buf));
+  }
+  Topology t(std::move(sizes), std::move(names));
+  std::vector<std::string> notes;
+  if (!peer) notes.push_back("this HIP runtime has no hipDeviceCanAccessPeer: no P2P assumed between any GPUs");
+  bool any_p2p = false;
+  for (int a = 0; a < n && peer; ++a) {
+    for (int b = a + 1; b < n; ++b) {
+      int ab = 0, ba = 0;
+      const int ra = peer(&ab, a, b), rb = peer(&ba, b, a);
+      if (ra != hip::kSuccess || rb != hip::kSuccess) {
+        notes.push_back("GPUs " + std::to_string(a) + " and " + std::to_string(b) + ": P2P status unknown (HIP error " +
+                        std::to_string(ra != hip::kSuccess ? ra : rb) + "); no P2P assumed");
+        continue;
+      }
+      // Both ways, as NCCL/RCCL and peer copies need.
+      if (ab != 0 && ba != 0) {
+        t.Connect(a, b, Link::kPcie, PathLevel::kUnknown);
+        any_p2p = true;
+      }
+    }
+  }
+  if (any_p2p) notes.push_back("HIP does not say what carries P2P: every P2P pair is taken as PCIe");
   t.notes = std::move(notes);
   return t;
 }

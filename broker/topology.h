@@ -64,6 +64,12 @@ struct Topology {
 // first, then read capability: P2P over PCIe) and nvmlDeviceGetTopologyCommonAncestor
 // for every pair. nullopt with `error` set when NVML cannot be loaded or does not
 // answer; a pair NVML cannot describe is kept as no P2P, with a note.
+// Where NVML cannot be loaded (an AMD node), DiscoverTopologyHip answers instead.
 std::optional<Topology> DiscoverTopology(std::string* error);
+
+// The node's topology as the HIP runtime (libamdhip64.so.5) reports it:
+// hipDeviceCanAccessPeer for every pair. HIP says whether a pair has P2P, not over what
+// or how far apart: a P2P pair is taken as PCIe with an unknown path level (a note says so).
+std::optional<Topology> DiscoverTopologyHip(std::string* error);
 
 }  // namespace gpushare::broker

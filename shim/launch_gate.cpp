@@ -193,6 +193,27 @@ void LaunchGate::PublishNames(proto::Channel* c) {
   c->name_count.store(count, std::memory_order_relaxed);
 }
 
+size_t LaunchGate::CuMask(int device, uint32_t* words, size_t max_words) const {
+  proto::Channel* c = channel_.load(std::memory_order_acquire);
+  if (c == nullptr || device < 0 || device >= proto::kMaxDevices) return 0;
+  const proto::CuMaskSlot& m = c->cu_masks[device];
+  // Sequence lock: an odd or changed seq means the broker wrote meanwhile. It writes
+  // rarely (a class change), so a few tries suffice; past them, no mask.
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const uint32_t before = m.seq.load(std::memory_order_acquire);
+    if ((before & 1) != 0) {
+      sched_yield();
+      continue;
+    }
+    const size_t count = std::min<size_t>(m.count.load(std::memory_order_relaxed), proto::kCuMaskWords);
+    const size_t n = std::min(count, max_words);
+    for (size_t i = 0; i < n; ++i) words[i] = m.words[i].load(std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (m.seq.load(std::memory_order_relaxed) == before) return n;
+  }
+  return 0;
+}
+
 void LaunchGate::StartDrainThread() {
   std::call_once(thread_once_, [this] {
     // Signals stay with the application's threads.

@@ -76,6 +76,12 @@ class LaunchGate {
   // the first time this function is seen. Lock-free after the first sight.
   uint16_t NameSlot(uintptr_t function, std::string (*get_name)(uintptr_t function));
 
+  // The CU mask the broker published for virtual GPU `device` (spatial sharing): copies
+  // up to `max_words` words (bit i of word i / 32: CU i) into `words` and returns how
+  // many; 0: no mask (every CU). For stream creation, not the launch path: it reads
+  // again while the broker is writing.
+  size_t CuMask(int device, uint32_t* words, size_t max_words) const;
+
   bool scheduled() const { return scheduled_.load(std::memory_order_relaxed); }
   bool attached() const { return channel_.load(std::memory_order_relaxed) != nullptr; }
 

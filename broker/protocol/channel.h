@@ -14,7 +14,8 @@
 namespace gpushare::protocol {
 
 inline constexpr uint32_t kChannelMagic = 0x4e484347;  // "GCHN"
-inline constexpr uint32_t kChannelVersion = 2;
+// 3: per-device CU masks (spatial sharing).
+inline constexpr uint32_t kChannelVersion = 3;
 inline constexpr uint32_t kRingRecords = 4096;  // a power of two
 inline constexpr uint32_t kNameSlots = 512;
 inline constexpr uint32_t kNameBytes = 124;
@@ -87,6 +88,16 @@ struct Gate {
   std::atomic<uint64_t> waited_ns;   // total time its threads waited at the gate
 };
 
+// The compute units a virtual GPU's new streams are held to (spatial sharing, AMD CU
+// masks: docs/scheduling.md), written by the broker: bit i of words[i / 32] is CU i. A
+// sequence lock: `seq` is odd while the broker writes, +2 per change (0: never set).
+inline constexpr uint32_t kCuMaskWords = 16;  // 512 CUs
+struct CuMaskSlot {
+  std::atomic<uint32_t> seq;
+  std::atomic<uint32_t> count;  // words in use; 0: no mask (every CU)
+  std::atomic<uint32_t> words[kCuMaskWords];
+};
+
 struct Channel {
   uint32_t magic;
   uint32_t version;
@@ -97,6 +108,7 @@ struct Channel {
   std::atomic<uint32_t> weight_milli;
   std::atomic<uint32_t> client_wake;  // futex word: bumped when the broker revokes a grant
   Gate gates[kMaxDevices];
+  CuMaskSlot cu_masks[kMaxDevices];
   // Written by the client only.
   std::atomic<uint64_t> used_bytes[kMaxDevices];
   std::atomic<uint64_t> ring_head;  // records published (positions claimed)

@@ -294,5 +294,77 @@ TEST(Scheduler, ARemovedHolderFreesTheGpuForTheNextWaiter) {
   EXPECT_FALSE(s.Status(1, 0, 2 * kMs).has_value());
 }
 
+// Spatial sharing: flows on disjoint CU masks hold one GPU together (docs/scheduling.md).
+const CuMask kLow = CuMask::Range(0, 15);    // a memory-bound flow's 15 of 60 CUs
+const CuMask kHigh = CuMask::Range(15, 45);  // a compute-bound flow's other 45
+
+TEST(Scheduler, FlowsOnDisjointMasksHoldTogetherEachChargedItsFraction) {
+  Sim sim(Quantum(20));
+  sim.s.AddFlow(1, 0, 0, 0.3);
+  sim.s.AddFlow(2, 0, 0, 0.7);
+  sim.s.SetMask(1, 0, kLow, 0.25, 0);
+  sim.s.SetMask(2, 0, kHigh, 0.75, 0);
+  sim.s.Want(1, 0, 0);
+  sim.s.Want(2, 0, 0);
+  sim.RunUntil(1000 * kMs);
+  EXPECT_EQ(sim.s.Holders(0), (std::vector<std::pair<ClientId, int>>{{1, 0}, {2, 0}}));
+  EXPECT_EQ((sim.grants[{1, 0}]), 1);  // granted at once, never revoked: nobody waits for their CUs
+  EXPECT_EQ((sim.grants[{2, 0}]), 1);
+  EXPECT_EQ(sim.Used(1), 250 * kMs);  // a second held on a quarter of the CUs
+  EXPECT_EQ(sim.Used(2), 750 * kMs);
+  EXPECT_NEAR(sim.s.Status(1, 0, sim.now)->share, 0.25, 1e-9);
+}
+
+TEST(Scheduler, FlowsOnOneMaskTakeTurnsBesideAFlowOnTheOtherCus) {
+  Sim sim(Quantum(20));
+  sim.drain_ns = 1 * kMs;
+  for (ClientId c : {1, 2}) {
+    sim.s.AddFlow(c, 0, 0, 0.3);
+    sim.s.SetMask(c, 0, kLow, 0.25, 0);
+  }
+  sim.s.AddFlow(3, 0, 0, 0.7);
+  sim.s.SetMask(3, 0, kHigh, 0.75, 0);
+  for (ClientId c : {1, 2, 3}) sim.s.Want(c, 0, 0);
+  sim.RunUntil(3000 * kMs);
+  EXPECT_EQ((sim.grants[{3, 0}]), 1);
+  EXPECT_EQ(sim.Used(3), 2250 * kMs);
+  // The low CUs: taken in turns, each a quarter of the GPU while it holds them.
+  EXPECT_LE(sim.Used(1) + sim.Used(2), 750 * kMs);
+  EXPECT_GE(sim.Used(1) + sim.Used(2), 745 * kMs);
+  EXPECT_NEAR(static_cast<double>(sim.Used(1)) / static_cast<double>(sim.Used(2)), 1.0, 0.02);
+}
+
+TEST(Scheduler, AFlowNeedingTheWholeGpuIsNotStarvedByFlowsOnItsParts) {
+  // Equal weights, all saturating: each gets the same charged service. The unmasked flow
+  // pays 1 per second held, the masked ones their fraction, so the memory-bound flow
+  // holds its quarter longest: .25 x1 = .75 x2 = y with x1 + y = 1 gives y = 0.2.
+  Sim sim(Quantum(20));
+  sim.drain_ns = 1 * kMs;
+  for (ClientId c : {1, 2, 3}) sim.s.AddFlow(c, 0, 0, 1.0);
+  sim.s.SetMask(1, 0, kLow, 0.25, 0);
+  sim.s.SetMask(2, 0, kHigh, 0.75, 0);
+  for (ClientId c : {1, 2, 3}) sim.s.Want(c, 0, 0);
+  sim.RunUntil(5000 * kMs);
+  for (ClientId c : {1, 2, 3}) EXPECT_NEAR(static_cast<double>(sim.Used(c)) / sim.now, 0.2, 0.02) << "client " << c;
+}
+
+TEST(Scheduler, AMaskTakenAwayEndsCoHoldingAtTheQuantum) {
+  Sim sim(Quantum(20));
+  sim.s.AddFlow(1, 0, 0, 1.0);
+  sim.s.AddFlow(2, 0, 0, 1.0);
+  sim.s.SetMask(1, 0, kLow, 0.25, 0);
+  sim.s.SetMask(2, 0, kHigh, 0.75, 0);
+  sim.s.Want(1, 0, 0);
+  sim.s.Want(2, 0, 0);
+  sim.RunUntil(10 * kMs);
+  EXPECT_EQ(sim.s.Holders(0).size(), 2u);
+  sim.s.SetMask(2, 0, std::nullopt, 1.0, sim.now);  // charged 7.5 ms for its first 10 ms
+  EXPECT_EQ(sim.Used(2), 7500 * 1000u);
+  sim.RunUntil(1000 * kMs);
+  EXPECT_EQ(sim.s.Holders(0).size(), 1u);  // from the quantum's end on they take turns
+  EXPECT_GT((sim.grants[{2, 0}]), 5);
+  EXPECT_NEAR(static_cast<double>(sim.Used(2)) / static_cast<double>(sim.Used(1)), 1.0, 0.1);
+}
+
 }  // namespace
 }  // namespace gpushare::broker

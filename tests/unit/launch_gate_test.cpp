@@ -197,5 +197,22 @@ TEST_F(LaunchGateTest, WhenTheBrokerGoesAwayWaitingLaunchesGoOnAndGatesStayOpen)
   { LaunchGate::Pass pass(gate_, 0); }  // standalone now: passes at once
 }
 
+TEST_F(LaunchGateTest, ACuMaskPublishedByTheBrokerIsReadWholeAndNoneIsZeroWords) {
+  uint32_t words[proto::kCuMaskWords] = {};
+  EXPECT_EQ(gate_.CuMask(0, words, proto::kCuMaskWords), 0u);  // unattached
+  gate_.Attach(channel_.get(), true);
+  EXPECT_EQ(gate_.CuMask(0, words, proto::kCuMaskWords), 0u);  // never set
+  const uint32_t mask[2] = {0xffff8000u, 0x0fffffffu};
+  broker::SetCuMask(channel_.get(), 1, mask, 2);
+  EXPECT_EQ(gate_.CuMask(0, words, proto::kCuMaskWords), 0u);  // another virtual GPU's
+  ASSERT_EQ(gate_.CuMask(1, words, proto::kCuMaskWords), 2u);
+  EXPECT_EQ(words[0], 0xffff8000u);
+  EXPECT_EQ(words[1], 0x0fffffffu);
+  EXPECT_EQ(gate_.CuMask(1, words, 1), 1u);  // bounded by the caller's room
+  EXPECT_EQ(gate_.CuMask(-1, words, proto::kCuMaskWords), 0u);
+  broker::SetCuMask(channel_.get(), 1, nullptr, 0);  // withdrawn
+  EXPECT_EQ(gate_.CuMask(1, words, proto::kCuMaskWords), 0u);
+}
+
 }  // namespace
 }  // namespace gpushare
