@@ -65,6 +65,11 @@ void Client::InitDevices(int physical_count) {
       ApplyBrokerCaps(terms->cap_bytes);
       Log(LogLevel::kInfo, "broker: %d virtual GPU(s) of %d physical, weight %g", devices_.count(), physical_count,
           terms->weight);
+      for (const std::string& mask : options_.runtime_visible_devices)
+        Log(LogLevel::kWarn,
+            "%s is set: the GPU runtime renumbers the GPUs it shows, while the broker places by node-wide index; "
+            "unset it and let the broker choose (docs/configuration.md)",
+            mask.c_str());
     } else {
       devices_ = DeviceMap::Build(physical_count, options_.visible_devices, &errors);
       for (int v = 0; v < devices_.count() && v < MemoryLedger::kMaxDevices; ++v) ledger_.SetCap(v, asked_caps_[v]);

@@ -108,6 +108,9 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
     o.visible_devices = ok ? devices : std::vector<int>{};
   }
 
+  for (const char* name : {"HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "CUDA_VISIBLE_DEVICES"})
+    if (auto v = get(name)) o.runtime_visible_devices.push_back(std::string(name) + "=" + *v);
+
   if (auto v = get("GPUSHARE_SOCKET"); v && !v->empty()) {
     o.socket_path = *v;
   } else if (auto xdg = get("XDG_RUNTIME_DIR"); xdg && !xdg->empty()) {

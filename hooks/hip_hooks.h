@@ -1,0 +1,52 @@
+// The HIP hook family's shared pieces: the typed table of real runtime functions
+// (from hip_hooks.def), loading the real libamdhip64, and the client with its
+// devices known.
+#pragma once
+
+#include <hip/hip_ext.h>
+#include <hip/hip_runtime_api.h>
+
+#include "client.h"
+
+namespace gpushare::hip {
+
+// real::hipMalloc etc.: the real runtime's functions, null until resolved.
+namespace real {
+#define GS_HIP_HOOK(name) inline decltype(&::name) name = nullptr;
+#define GS_HIP_HOOK_C(name, types) inline hipError_t(*name) types = nullptr;
+#define GS_HIP_HOOK_CXX(name, symbol) GS_HIP_HOOK(name)
+#define GS_HIP_REAL GS_HIP_HOOK
+#define GS_HIP_DEVICE_HOOK(name, params, args) GS_HIP_HOOK(name)
+#include "hip_hooks.def"
+#undef GS_HIP_HOOK
+#undef GS_HIP_HOOK_C
+#undef GS_HIP_HOOK_CXX
+#undef GS_HIP_REAL
+#undef GS_HIP_DEVICE_HOOK
+}  // namespace real
+
+// Loads the real HIP runtime and resolves the table (once; thread-safe; after the
+// first call a single atomic load). False, with the reason logged once, if the real
+// libamdhip64 cannot be found.
+bool LoadRealRuntime();
+
+// The client runtime, with its devices known (the real runtime initialized), or null.
+Client* ReadyClient();
+
+// The virtual GPU of the calling thread's current device, or -1.
+int CurrentDevice(Client* client);
+
+// The virtual GPU a stream's work runs on (the current device for the null stream).
+int StreamDevice(Client* client, hipStream_t stream);
+
+// Waits for this process's queued work on virtual GPU `device` (the gate's drain).
+void DrainDevice(int device);
+
+// Calls a real function (loading the runtime first if need be), or answers
+// hipErrorNotSupported when this runtime lacks it.
+#define GS_HIP_REAL_CALL(name, ...)                                             \
+  (::gpushare::hip::LoadRealRuntime() && ::gpushare::hip::real::name != nullptr \
+       ? ::gpushare::hip::real::name(__VA_ARGS__)                               \
+       : hipErrorNotSupported)
+
+}  // namespace gpushare::hip

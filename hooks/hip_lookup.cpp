@@ -1,0 +1,139 @@
+// How the HIP family reaches the real runtime and how lookups reach its hooks: the
+// real libamdhip64 is loaded and its functions resolved from hip_hooks.def; the dlsym
+// hook (cuda_lookup.cpp) asks HookForSymbol for every hip* name. Also the client's
+// devices as the HIP runtime numbers them.
+#include <dlfcn.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "hip_dlsym.h"
+#include "hip_hooks.h"
+#include "log.h"
+
+// glibc's dlsym past our interposed one (cuda_lookup.cpp).
+extern "C" void* gs_real_dlsym;
+extern "C" void gs_resolve_real_dlsym();
+
+namespace gpushare::hip {
+namespace {
+
+struct HookEntry {
+  const char* symbol;
+  void* hook;  // null for real functions used but not hooked
+  void** real;
+};
+
+const HookEntry kHooks[] = {
+#define GS_HIP_HOOK(name) {#name, reinterpret_cast<void*>(&::name), reinterpret_cast<void**>(&real::name)},
+#define GS_HIP_HOOK_C(name, types) \
+  {#name, reinterpret_cast<void*>(static_cast<hipError_t(*) types>(&::name)), reinterpret_cast<void**>(&real::name)},
+#define GS_HIP_HOOK_CXX(name, symbol) \
+  {#symbol, reinterpret_cast<void*>(&::name), reinterpret_cast<void**>(&real::name)},
+#define GS_HIP_REAL(name) {#name, nullptr, reinterpret_cast<void**>(&real::name)},
+#define GS_HIP_DEVICE_HOOK(name, params, args) GS_HIP_HOOK(name)
+#include "hip_hooks.def"
+#undef GS_HIP_HOOK
+#undef GS_HIP_HOOK_C
+#undef GS_HIP_HOOK_CXX
+#undef GS_HIP_REAL
+#undef GS_HIP_DEVICE_HOOK
+};
+
+using DlsymFn = void* (*)(void*, const char*);
+
+DlsymFn RealDlsym() {
+  if (__atomic_load_n(&gs_real_dlsym, __ATOMIC_ACQUIRE) == nullptr) gs_resolve_real_dlsym();
+  return reinterpret_cast<DlsymFn>(gs_real_dlsym);
+}
+
+// The runtime the application uses: already loaded (linked with -lamdhip64, or
+// dlopened before its dlsym reached a hook), else loaded now by its soname. A handle
+// on it resolves in that library and its dependencies, never in ours.
+void* OpenRuntime() {
+  for (const char* name : {"libamdhip64.so.5", "libamdhip64.so"}) {
+    if (void* h = dlopen(name, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD)) return h;
+  }
+  for (const char* name : {"libamdhip64.so.5", "libamdhip64.so"}) {
+    if (void* h = dlopen(name, RTLD_NOW | RTLD_GLOBAL)) return h;
+  }
+  return nullptr;
+}
+
+std::atomic<bool> g_loaded{false};
+
+}  // namespace
+
+bool LoadRealRuntime() {
+  if (g_loaded.load(std::memory_order_acquire)) return true;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* handle = OpenRuntime();
+    if (handle == nullptr) {
+      const char* path = std::getenv("LD_LIBRARY_PATH");
+      Log(LogLevel::kError,
+          "cannot load the real HIP runtime libamdhip64.so.5 (%s); looked in LD_LIBRARY_PATH=\"%s\", the ld.so "
+          "cache (ldconfig -p) and the system library directories",
+          dlerror(), path ? path : "");
+      return;
+    }
+    for (const HookEntry& e : kHooks) *e.real = RealDlsym()(handle, e.symbol);
+    g_loaded.store(true, std::memory_order_release);
+  });
+  return g_loaded.load(std::memory_order_acquire);
+}
+
+void* HookForSymbol(const char* symbol) {
+  for (const HookEntry& e : kHooks)
+    if (e.hook != nullptr && std::strcmp(e.symbol, symbol) == 0) return e.hook;
+  return nullptr;
+}
+
+Client* ReadyClient() {
+  Client& client = Client::Get();
+  if (client.devices_ready()) return &client;
+  // hipGetDeviceCount initializes the runtime, whichever call of the application's
+  // came first.
+  int count = 0;
+  if (GS_HIP_REAL_CALL(hipGetDeviceCount, &count) != hipSuccess) return nullptr;
+  client.gate().SetDrain(DrainDevice);
+  client.InitDevices(count);
+  return &client;
+}
+
+int CurrentDevice(Client* client) {
+  int physical = 0;
+  if (GS_HIP_REAL_CALL(hipGetDevice, &physical) != hipSuccess) return -1;
+  return client->devices().Virtual(physical);
+}
+
+int StreamDevice(Client* client, hipStream_t stream) {
+  if (stream == nullptr || stream == hipStreamPerThread || real::hipGetStreamDeviceId == nullptr)
+    return CurrentDevice(client);
+  return client->devices().Virtual(real::hipGetStreamDeviceId(stream));
+}
+
+void DrainDevice(int device) {
+  Client* c = ReadyClient();
+  const int physical = c ? c->devices().Physical(device) : -1;
+  if (physical < 0) return;
+  // The device is per thread in HIP: this is the drain thread's own, so switching it
+  // leaves the application's threads alone.
+  if (GS_HIP_REAL_CALL(hipSetDevice, physical) == hipSuccess) GS_HIP_REAL_CALL(hipDeviceSynchronize);
+}
+
+}  // namespace gpushare::hip
+
+using namespace gpushare::hip;
+
+extern "C" {
+
+hipError_t hipInit(unsigned int flags) {
+  hipError_t r = GS_HIP_REAL_CALL(hipInit, flags);
+  if (r == hipSuccess) ReadyClient();
+  return r;
+}
+
+}  // extern "C"
