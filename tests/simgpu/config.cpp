@@ -1,6 +1,7 @@
 // Parsing and validation of the simgpu node config (JSON). Every error names its field.
 #include "config.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -105,7 +106,7 @@ NodeConfig ParseDocument(const json& doc) {
     if (!g.is_object()) Fail(f, "expected an object");
     CheckKeys(g, f,
               {"name", "memory", "sms", "pci_bus_id", "uuid", "compute_capability", "memory_bandwidth_gbps",
-               "context_memory"});
+               "context_memory", "cus", "memory_saturation_cus", "gcn_arch"});
     GpuConfig gpu;
     if (!g.contains("name")) Fail(f + ".name", "missing");
     gpu.name = String(g["name"], f + ".name");
@@ -130,6 +131,15 @@ NodeConfig ParseDocument(const json& doc) {
       gpu.memory_bandwidth_gbps = PositiveNumber(g["memory_bandwidth_gbps"], f + ".memory_bandwidth_gbps");
     if (g.contains("context_memory"))
       gpu.context_memory_bytes = NonNegativeInteger(g["context_memory"], f + ".context_memory");
+    gpu.cus = g.contains("cus") ? static_cast<int>(PositiveInteger(g["cus"], f + ".cus")) : gpu.sms;
+    if (gpu.cus > kMaxCus) Fail(f + ".cus", "at most " + std::to_string(kMaxCus) + " compute units are supported");
+    gpu.memory_saturation_cus =
+        g.contains("memory_saturation_cus")
+            ? static_cast<int>(PositiveInteger(g["memory_saturation_cus"], f + ".memory_saturation_cus"))
+            : std::max(1, gpu.cus / 4);
+    if (gpu.memory_saturation_cus > gpu.cus) Fail(f + ".memory_saturation_cus", "expected at most gpus[].cus");
+    if (g.contains("gcn_arch")) gpu.gcn_arch = String(g["gcn_arch"], f + ".gcn_arch");
+    if (gpu.gcn_arch.empty() || gpu.gcn_arch.size() > 255) Fail(f + ".gcn_arch", "expected 1 to 255 characters");
     for (const auto& other : cfg.gpus) {
       if (other.uuid == gpu.uuid) Fail(f + ".uuid", "duplicate of another GPU's uuid");
       if (other.pci_bus_id == gpu.pci_bus_id) Fail(f + ".pci_bus_id", "duplicate of another GPU's");
@@ -245,7 +255,7 @@ std::string ConfigFingerprint(const NodeConfig& c) {
   std::ostringstream os;
   for (const auto& g : c.gpus)
     os << g.name << '|' << g.memory_bytes << '|' << g.sms << '|' << g.pci_bus_id << '|' << g.uuid << '|'
-       << g.context_memory_bytes << ';';
+       << g.context_memory_bytes << '|' << g.cus << ';';
   for (size_t a = 0; a < c.gpus.size(); ++a)
     for (size_t b = 0; b < c.gpus.size(); ++b) os << static_cast<int>(c.links[a][b]);
   os << '|' << c.timeslice_us;

@@ -12,6 +12,7 @@
 namespace simgpu {
 
 inline constexpr int kMaxGpus = 16;
+inline constexpr int kMaxCus = 256;  // compute units a CU mask can address (HIP front)
 
 enum class LinkKind { kNone = 0, kPcie = 1, kNvlink = 2 };
 enum class WorkClass { kCompute = 0, kMemory = 1 };
@@ -26,6 +27,9 @@ struct GpuConfig {
   int cc_minor = 0;
   double memory_bandwidth_gbps = 2000.0;  // device-to-device copies
   uint64_t context_memory_bytes = 0;      // charged while a context exists on the GPU
+  int cus = 0;                            // compute units (HIP's multiProcessorCount); default sms
+  int memory_saturation_cus = 0;          // CUs that saturate memory bandwidth; default cus / 4
+  std::string gcn_arch = "gfx90a";        // hipDeviceProp_t::gcnArchName
 };
 
 struct KernelCost {

@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
-#include <regex>
 
 #include "process.h"
 
@@ -107,48 +106,16 @@ inline int PciField(const std::string& bus_id, int which) {  // 0 domain, 1 bus,
   return static_cast<int>(which == 0 ? dom : which == 1 ? bus : dev);
 }
 
-// Entry names of a PTX image, so that cuModuleGetFunction refuses names it lacks.
-// Binary images (cubin, fatbin) are not parsed: any name is accepted.
-inline void ScanImage(const void* image, Module* m) {
-  const char* text = static_cast<const char*>(image);
-  if (text == nullptr || std::strncmp(text,
-                                      "\x7f"
-                                      "ELF",
-                                      4) == 0)
-    return;
-  const uint32_t magic = *reinterpret_cast<const uint32_t*>(text);
-  if (magic == 0xBA55ED50u || magic == 0x466243B1u) return;  // fatbin containers
-  std::string s(text, strnlen(text, 64 << 20));
-  if (s.find(".version") == std::string::npos && s.find(".entry") == std::string::npos) return;
-  static const std::regex entry(R"(\.entry\s+([A-Za-z_$][A-Za-z0-9_$]*))");
-  for (auto it = std::sregex_iterator(s.begin(), s.end(), entry); it != std::sregex_iterator(); ++it)
-    m->entries.insert((*it)[1].str());
-  m->any_name = false;
-}
-
 inline CUresult NewModule(Process* p, const void* image, Module** out) {
   if (image == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  auto* m = new Module();
-  ScanImage(image, m);
-  p->Track(m);
-  *out = m;
+  *out = p->LoadModule(image);
   return CUDA_SUCCESS;
 }
 
 inline CUresult ModuleFunction(Process* p, Module* m, const char* name, Function** out) {
-  if (!p->Valid(m, Tag::kModule)) return CUDA_ERROR_INVALID_HANDLE;
-  if (name == nullptr || out == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  if (!m->any_name && !m->entries.count(name)) return CUDA_ERROR_NOT_FOUND;
-  std::lock_guard<std::mutex> lock(m->mu);
-  auto& slot = m->functions[name];
-  if (!slot) {
-    slot = std::make_unique<Function>();
-    slot->name = name;
-    slot->module = m;
-    p->Track(slot.get());
-  }
-  *out = slot.get();
-  return CUDA_SUCCESS;
+  if (name == nullptr || out == nullptr)
+    return p->Valid(m, Tag::kModule) ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_INVALID_HANDLE;
+  return ToCu(p->ModuleFunction(m, name, out));
 }
 
 inline CUresult LaunchOn(Process* p, const void* f_handle, unsigned gx, unsigned gy, unsigned gz, unsigned bx,

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <regex>
 
 namespace simgpu {
 namespace {
@@ -217,6 +218,25 @@ Status Process::Free(uint64_t address) {
   if (kind != MemKind::kDevice && kind != MemKind::kManaged && kind != MemKind::kArray) return Status::kInvalidValue;
   ReleaseRange(address);
   return Status::kOk;
+}
+
+void Process::ReleaseDeviceMemory(int device) {
+  std::vector<uint64_t> drop;
+  {
+    std::shared_lock lock(mem_mu_);
+    for (const auto& [address, r] : ranges_)
+      if (r.device == device &&
+          (r.kind == MemKind::kDevice || r.kind == MemKind::kManaged || r.kind == MemKind::kArray))
+        drop.push_back(address);
+  }
+  for (uint64_t a : drop) ReleaseRange(a);
+  std::vector<MemPool*> pools;
+  {
+    std::lock_guard<std::mutex> lock(mem_mu_pool_);
+    for (MemPool* p : pools_)
+      if (p->device == device) pools.push_back(p);
+  }
+  for (MemPool* p : pools) PoolTrim(p, 0);
 }
 
 bool Process::Lookup(uint64_t address, uint64_t* base, Range* range) {
@@ -502,16 +522,98 @@ Status Process::VmmRetain(uint64_t address, OutAddress* handle) {
   return Status::kOk;
 }
 
+// ---- modules ----
+
+namespace {
+
+void ScanImage(const void* image, Module* m) {
+  const char* text = static_cast<const char*>(image);
+  if (text == nullptr || std::strncmp(text,
+                                      "\x7f"
+                                      "ELF",
+                                      4) == 0)
+    return;
+  uint32_t magic;
+  std::memcpy(&magic, text, sizeof magic);
+  if (magic == 0xBA55ED50u || magic == 0x466243B1u) return;             // CUDA fatbin containers
+  if (std::strncmp(text, "__CLANG_OFFLOAD_BUNDLE__", 24) == 0) return;  // HIP code object bundle
+  std::string s(text, strnlen(text, 64 << 20));
+  if (s.find(".version") == std::string::npos && s.find(".entry") == std::string::npos) return;
+  static const std::regex entry(R"(\.entry\s+([A-Za-z_$][A-Za-z0-9_$]*))");
+  for (auto it = std::sregex_iterator(s.begin(), s.end(), entry); it != std::sregex_iterator(); ++it)
+    m->entries.insert((*it)[1].str());
+  m->any_name = false;
+}
+
+}  // namespace
+
+Module* Process::LoadModule(const void* image) {
+  auto* m = new Module();
+  ScanImage(image, m);
+  Track(m);
+  return m;
+}
+
+Status Process::ModuleFunction(Module* m, const std::string& name, Function** out) {
+  if (!Valid(m, Tag::kModule)) return Status::kInvalidHandle;
+  if (!m->any_name && !m->entries.count(name)) return Status::kNotFound;
+  std::lock_guard<std::mutex> lock(m->mu);
+  auto& slot = m->functions[name];
+  if (!slot) {
+    slot = std::make_unique<Function>();
+    slot->name = name;
+    slot->module = m;
+    Track(slot.get());
+  }
+  *out = slot.get();
+  return Status::kOk;
+}
+
 // ---- work ----
 
+void Process::AttachStream(Stream*) {}
+
+bool Process::StreamIdle(Stream* s) { return QueueOf(s).Done(s->last_seq.load()); }
+
+void Process::DestroyStream(Stream* s) {
+  Untrack(s);
+  s->tag = Tag::kDead;
+  Work w;
+  w.effect = [s](uint64_t) { delete s; };
+  QueueOf(s).Submit(std::move(w));
+}
+
+bool Process::EventDone(Event* e) {
+  const uint64_t seq = e->seq.load();
+  Executor* q = e->queue.load();
+  return seq == 0 || (q ? *q : executor(e->device)).Done(seq);
+}
+
+void Process::SyncEvent(Event* e) {
+  if (const uint64_t seq = e->seq.load()) {
+    Executor* q = e->queue.load();
+    (q ? *q : executor(e->device)).Wait(seq);
+  }
+  TrimPoolsAtSync();
+}
+
+void Process::DestroyEvent(Event* e) {
+  Untrack(e);
+  e->tag = Tag::kDead;
+  Work w;  // pending records still write to it: free it behind them
+  w.effect = [e](uint64_t) { delete e; };
+  Executor* q = e->queue.load();
+  (q ? *q : executor(e->device)).Submit(std::move(w));
+}
+
 uint64_t Process::Submit(Stream* stream, Work work) {
-  uint64_t seq = executor(stream->device).Submit(std::move(work));
+  uint64_t seq = QueueOf(stream).Submit(std::move(work));
   stream->last_seq.store(seq);
   return seq;
 }
 
 void Process::SyncStream(Stream* s) {
-  executor(s->device).Wait(s->last_seq.load());
+  QueueOf(s).Wait(s->last_seq.load());
   TrimPoolsAtSync();
 }
 
@@ -567,7 +669,7 @@ Status Process::Copy2D(Stream* stream, uint64_t dst, uint64_t dst_pitch, uint64_
   };
   uint64_t seq = Submit(stream, std::move(w));
   // Synchronous copies, and async copies into pageable host memory, return when done.
-  if (!async || (!dst_is_dev && !IsPinned(dst))) executor(stream->device).Wait(seq);
+  if (!async || (!dst_is_dev && !IsPinned(dst))) QueueOf(stream).Wait(seq);
   return Status::kOk;
 }
 
@@ -597,7 +699,7 @@ Status Process::Memset(Stream* stream, uint64_t dst, uint64_t pitch, uint64_t va
     }
   };
   uint64_t seq = Submit(stream, std::move(w));
-  if (!async) executor(stream->device).Wait(seq);
+  if (!async) QueueOf(stream).Wait(seq);
   return Status::kOk;
 }
 
@@ -611,6 +713,13 @@ Status Process::Launch(Stream* stream, Function* f, const LaunchGeometry& geo) {
   KernelCostResult cost = CostOfKernel(config_, gpu(stream->device), f->name, geo);
   Work w;
   w.duration_ns = cost.duration_ns;
+  if (stream->cus_enabled > 0) {  // k of N CUs: compute scales with N / k, memory only below saturation
+    const GpuConfig& g = gpu(stream->device);
+    const double k = stream->cus_enabled;
+    const double factor =
+        cost.work_class == WorkClass::kCompute ? g.cus / k : std::max(1.0, g.memory_saturation_cus / k);
+    w.duration_ns = static_cast<uint64_t>(static_cast<double>(cost.duration_ns) * factor);
+  }
   w.needs_engine = true;
   w.sm_factor = 1.0;
   w.mem_factor = cost.work_class == WorkClass::kMemory ? 0.9 : 0.2;
@@ -620,6 +729,7 @@ Status Process::Launch(Stream* stream, Function* f, const LaunchGeometry& geo) {
 
 Status Process::RecordEvent(Event* e, Stream* s) {
   e->device = s->device;
+  e->queue.store(&QueueOf(s));
   Work w;
   w.effect = [e](uint64_t t) { e->time_ns.store(t); };
   e->seq.store(Submit(s, std::move(w)));
@@ -628,8 +738,9 @@ Status Process::RecordEvent(Event* e, Stream* s) {
 
 Status Process::WaitEvent(Stream* s, Event* e) {
   uint64_t seq = e->seq.load();
-  if (seq == 0 || e->device == s->device) return Status::kOk;  // same queue: already ordered
-  Executor* other = &executor(e->device);
+  Executor* other = e->queue.load();
+  if (other == nullptr) other = &executor(e->device);
+  if (seq == 0 || other == &QueueOf(s)) return Status::kOk;  // same queue: already ordered
   Work w;
   w.effect = [other, seq](uint64_t) { other->Wait(seq); };
   Submit(s, std::move(w));

@@ -61,6 +61,11 @@ struct Stream {
   unsigned flags = 0;
   int priority = 0;
   std::atomic<uint64_t> last_seq{0};
+  // HIP CU mask (hipExtStreamCreateWithCUMask): bit i of word i / 32 enables compute
+  // unit i. Empty when unmasked; cus_enabled counts the enabled CUs the device has.
+  std::vector<uint32_t> cu_mask;
+  int cus_enabled = 0;
+  Executor* queue = nullptr;  // the queue its work runs on; null: the device's main queue
 };
 
 struct Context {
@@ -82,6 +87,7 @@ struct Event {
   std::atomic<uint64_t> seq{0};  // executor sequence of the latest record; 0 = never recorded
   std::atomic<uint64_t> time_ns{0};
   std::atomic<uint64_t> completed_seq{0};
+  std::atomic<Executor*> queue{nullptr};  // queue of the latest record
 };
 
 struct Function {
@@ -176,6 +182,7 @@ class Process {
   // Device memory.
   Status Allocate(int device, uint64_t size, MemKind kind, OutAddress* address);
   Status Free(uint64_t address);
+  void ReleaseDeviceMemory(int device);  // hipDeviceReset: free this process's memory on `device`
   bool Lookup(uint64_t address, uint64_t* base, Range* range);     // address inside a device range?
   bool DeviceSpan(uint64_t address, uint64_t bytes, int* device);  // whole span is device memory
   void AddPinned(uint64_t address, uint64_t size);
@@ -205,6 +212,20 @@ class Process {
   Status VmmSetAccess(uint64_t address, uint64_t size, bool read_write);
   Status VmmRetain(uint64_t address, OutAddress* handle);  // handle of the mapping at address, +1 ref
   bool VmmInfo(uint64_t handle, int* device, uint64_t* size);
+
+  // Modules. A PTX image's `.entry` names are read and only those resolve; images we
+  // cannot parse (ELF code objects, fatbins) accept any kernel name.
+  Module* LoadModule(const void* image);
+  Status ModuleFunction(Module* m, const std::string& name, Function** out);  // kNotFound, kInvalidHandle
+
+  // Streams and events whose work may run on other queues than the device's main one.
+  void AttachStream(Stream* s);  // picks the stream's queue (CU-masked streams get their own)
+  Executor& QueueOf(Stream* s) { return s->queue ? *s->queue : executor(s->device); }
+  bool StreamIdle(Stream* s);     // all work submitted to it has completed
+  void DestroyStream(Stream* s);  // the handle dies now; the object is freed behind its queued work
+  bool EventDone(Event* e);       // never recorded counts as done
+  void SyncEvent(Event* e);
+  void DestroyEvent(Event* e);
 
   // Work submission.
   uint64_t Submit(Stream* stream, Work work);
