@@ -3,7 +3,9 @@
 // through its primary context the way the CUDA runtime does.
 #pragma once
 
+#ifndef SAMPLES_NO_CUDA  // the HIP samples take only the API-neutral helpers
 #include <cuda.h>
+#endif
 
 #include <chrono>
 #include <cmath>
@@ -14,10 +16,11 @@
 #include <map>
 #include <string>
 
+namespace samples {
+
+#ifndef SAMPLES_NO_CUDA
 // Runs a driver call; on failure prints the call, its CUresult name, file and line, and exits 1.
 #define CHECK(call) ::samples::Check((call), #call, __FILE__, __LINE__)
-
-namespace samples {
 
 inline const char* ErrorName(CUresult r) {
   const char* name = nullptr;
@@ -29,6 +32,7 @@ inline void Check(CUresult r, const char* call, const char* file, int line) {
   std::fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", file, line, call, ErrorName(r), static_cast<int>(r));
   std::exit(1);
 }
+#endif  // SAMPLES_NO_CUDA
 
 // "4096", "512KiB", "256MiB", "1GiB", "2T": binary units (K, KiB = 1024); "512MB", "1GB": decimal (1000).
 inline bool ParseBytes(const std::string& text, uint64_t* out) {
@@ -118,6 +122,7 @@ class Args {
   std::map<std::string, std::string> values_;
 };
 
+#ifndef SAMPLES_NO_CUDA
 struct Device {
   int ordinal = 0;
   CUdevice dev = 0;
@@ -167,6 +172,8 @@ inline CUmodule LoadPtx(const char* ptx) {
   return module;
 }
 
+#endif  // SAMPLES_NO_CUDA
+
 inline double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -176,19 +183,26 @@ struct LoopResult {
   double elapsed_s = 0;
 };
 
-// Calls launch() back to back on `stream` until `seconds` of wall time have passed,
-// synchronizing every 16 launches (and at the end, so elapsed_s covers all the work).
-template <class Launch>
-LoopResult LaunchFor(double seconds, CUstream stream, Launch launch) {
+// Calls launch() back to back until `seconds` of wall time have passed, calling sync()
+// every 16 launches (and at the end, so elapsed_s covers all the work).
+template <class Launch, class Sync>
+LoopResult LaunchLoop(double seconds, Launch launch, Sync sync) {
   LoopResult r;
   const double start = Now();
   do {
     for (int i = 0; i < 16; ++i) launch();
     r.launches += 16;
-    CHECK(cuStreamSynchronize(stream));
+    sync();
     r.elapsed_s = Now() - start;
   } while (r.elapsed_s < seconds);
   return r;
 }
+
+#ifndef SAMPLES_NO_CUDA
+template <class Launch>
+LoopResult LaunchFor(double seconds, CUstream stream, Launch launch) {
+  return LaunchLoop(seconds, launch, [&] { CHECK(cuStreamSynchronize(stream)); });
+}
+#endif
 
 }  // namespace samples
