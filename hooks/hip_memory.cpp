@@ -25,11 +25,23 @@ uint64_t KeyOf(Key k) {
     return static_cast<uint64_t>(k);
 }
 
+// Allocation hooks this thread is inside. A runtime may implement one allocation call
+// through another exported one (hipExtMallocWithFlags through hipMalloc): the inner
+// call reaches our hook again and must not be charged a second time.
+thread_local int t_allocating = 0;
+
+struct Allocating {
+  Allocating() { ++t_allocating; }
+  ~Allocating() { --t_allocating; }
+};
+
 // Reserve on virtual GPU `dev`, allocate through `allocate`, and record the result
 // under `*key`; the reservation is undone if the real runtime refuses.
 template <typename Key, typename F>
 hipError_t ChargedOn(Client* client, int dev, uint64_t bytes, AllocKind kind, AllocSpace space, const char* call,
                      Key* key, F allocate) {
+  if (t_allocating > 0) return allocate();  // charged by the outer call
+  Allocating inside;
   if (!client->Reserve(dev, bytes, call)) return hipErrorOutOfMemory;
   hipError_t r = allocate();
   if (r != hipSuccess) {
