@@ -112,7 +112,9 @@ int CurrentDevice(Client* client) {
 int StreamDevice(Client* client, hipStream_t stream) {
   if (stream == nullptr || stream == hipStreamPerThread || real::hipGetStreamDeviceId == nullptr)
     return CurrentDevice(client);
-  return client->devices().Virtual(real::hipGetStreamDeviceId(stream));
+  // A runtime that cannot tell (a stub answering an error code) leaves the current device.
+  const int v = client->devices().Virtual(real::hipGetStreamDeviceId(stream));
+  return v >= 0 ? v : CurrentDevice(client);
 }
 
 void DrainDevice(int device) {
