@@ -24,7 +24,26 @@ void SleepUntil(uint64_t deadline_ns) {
 
 }  // namespace
 
-Executor::Executor(Node* node, int gpu) : node_(node), gpu_(gpu), thread_([this] { Run(); }) {}
+Executor::Executor(Node* node, int gpu, int masked_queue)
+    : node_(node), gpu_(gpu), masked_queue_(masked_queue), thread_([this] { Run(); }) {}
+
+void Executor::Acquire(uint64_t* slice_end) {
+  *slice_end = masked_queue_ < 0 ? node_->AcquireEngine(gpu_) : node_->AcquireMasked(gpu_, masked_queue_, yielded_);
+  yielded_ = false;
+}
+
+bool Executor::Continue(uint64_t* slice_end) {
+  if (masked_queue_ < 0) return node_->ContinueOrYield(gpu_, slice_end);
+  yielded_ = !node_->ContinueMasked(gpu_, masked_queue_, slice_end);
+  return !yielded_;
+}
+
+void Executor::Release() {
+  if (masked_queue_ < 0)
+    node_->ReleaseEngine(gpu_);
+  else
+    node_->ReleaseMasked(gpu_, masked_queue_);
+}
 
 Executor::~Executor() {
   {
@@ -68,12 +87,12 @@ void Executor::Execute(Work& w, bool* owning, uint64_t* slice_end) {
   }
   while (remaining > 0) {
     if (!*owning) {
-      *slice_end = node_->AcquireEngine(gpu_);
+      Acquire(slice_end);
       *owning = true;
       cursor_ns_ = std::max(cursor_ns_, MonotonicNs());
     }
     if (cursor_ns_ >= *slice_end) {  // slice used up: yield if someone waits
-      *owning = node_->ContinueOrYield(gpu_, slice_end);
+      *owning = Continue(slice_end);
       if (*owning) cursor_ns_ = std::max(cursor_ns_, MonotonicNs() - kMaxLagNs);
       continue;
     }
@@ -93,7 +112,7 @@ void Executor::Run() {
   for (;;) {
     if (queue_.empty() && owning) {  // idle: let other processes have the GPU
       lock.unlock();
-      node_->ReleaseEngine(gpu_);
+      Release();
       node_->RecordSample(gpu_);
       owning = false;
       lock.lock();

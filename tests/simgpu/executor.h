@@ -29,7 +29,9 @@ struct Work {
 
 class Executor {
  public:
-  Executor(Node* node, int gpu);
+  // `masked_queue` >= 0: this queue runs a CU-masked stream, taking the engine through
+  // the node's masked queue of that index rather than exclusively.
+  Executor(Node* node, int gpu, int masked_queue = -1);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -45,8 +47,14 @@ class Executor {
   void Run();
   void Execute(Work& w, bool* owning, uint64_t* slice_end);
 
+  void Acquire(uint64_t* slice_end);   // blocks until this queue may run; sets the slice end
+  bool Continue(uint64_t* slice_end);  // at a slice boundary: false when the engine was given up
+  void Release();
+
   Node* node_;
   int gpu_;
+  int masked_queue_;
+  bool yielded_ = false;  // a masked queue that gave way waits a turn before trying again
   mutable std::mutex mu_;
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;

@@ -183,6 +183,12 @@ void Node::ReleaseSlot(int slot) {
     e.waiting[slot / 64].fetch_and(~(1ull << (slot % 64)));
     uint32_t owner = static_cast<uint32_t>(slot + 1);
     if (e.owner.compare_exchange_strong(owner, 0)) Wake(e);
+    for (MaskedQueue& q : seg_->gpus[g].masked) {
+      if (q.slot.load() != slot + 1) continue;
+      q.state.store(MaskedQueue::kIdle);
+      q.slot.store(0);
+    }
+    if (e.owner.load() == kMaskedOwner) LeaveMaskedMode(g);
   }
   s.start_ticks.store(0);
   s.pid.store(0);
@@ -254,17 +260,34 @@ uint64_t Node::AcquireEngine(int gpu) {
   const uint32_t me = static_cast<uint32_t>(slot_ + 1);
   const uint64_t bit = 1ull << (slot_ % 64);
   const uint64_t slice_ns = uint64_t{seg_->timeslice_us} * 1000;
+  const uint64_t since = MonotonicNs();
   e.waiting[slot_ / 64].fetch_or(bit);
   for (;;) {
     uint32_t seq = e.wake_seq.load();
     uint32_t owner = e.owner.load();
     uint64_t now = MonotonicNs();
-    if (owner == me) break;  // handed to us
+    if (owner == me) {  // handed to us; masked queues still running stop at their next slice end
+      if (!AnyMasked(gpu, MaskedQueue::kRunning, -1, nullptr)) break;
+      FutexWait(&e.wake_seq, seq, 200000);
+      continue;
+    }
     if (owner == 0) {
       if (e.owner.compare_exchange_strong(owner, me)) {
         e.slice_end_ns.store(now + slice_ns);
-        break;
+        continue;  // masked queues that raced in are waited for above
       }
+      continue;
+    }
+    if (owner == kMaskedOwner) {
+      // Masked mode ends when its turn is over (or nobody waits to join it) and no queue
+      // runs any more; the engine then goes to an exclusive waiter, which we are.
+      const uint64_t turn_end = e.masked_turn_end_ns.load();
+      if (!AnyMasked(gpu, MaskedQueue::kRunning, -1, nullptr) &&
+          (now >= turn_end || !AnyMasked(gpu, MaskedQueue::kWaiting, -1, nullptr)))
+        LeaveMaskedMode(gpu);
+      else
+        FutexWait(&e.wake_seq, seq, turn_end > now ? std::min(turn_end - now + 100000, slice_ns) : slice_ns);
+      if (now - since > 20 * slice_ns) ReclaimDead();  // a killed process may still look like it runs
       continue;
     }
     uint64_t end = e.slice_end_ns.load();
@@ -277,6 +300,8 @@ uint64_t Node::AcquireEngine(int gpu) {
     FutexWait(&e.wake_seq, seq, std::min<uint64_t>(wait_ns, 50000000));
   }
   e.waiting[slot_ / 64].fetch_and(~bit);
+  e.last_exclusive.store(me);
+  e.slice_end_ns.store(MonotonicNs() + slice_ns);
   return e.slice_end_ns.load();
 }
 
@@ -285,6 +310,12 @@ bool Node::ContinueOrYield(int gpu, uint64_t* slice_end_ns) {
   const uint64_t now = MonotonicNs();
   const uint64_t slice_ns = uint64_t{seg_->timeslice_us} * 1000;
   e.slice_end_ns.store(now + slice_ns);
+  if (AnyMasked(gpu, MaskedQueue::kWaiting, -1, nullptr)) {  // masked queues' turn
+    e.masked_turn_end_ns.store(now + slice_ns);
+    e.owner.store(kMaskedOwner);
+    Wake(e);
+    return false;
+  }
   int next = NextWaiter(gpu, slot_);
   if (next < 0) {
     *slice_end_ns = now + slice_ns;
@@ -299,10 +330,134 @@ void Node::ReleaseEngine(int gpu) {
   Engine& e = seg_->gpus[gpu].engine;
   uint32_t me = static_cast<uint32_t>(slot_ + 1);
   if (e.owner.load() != me) return;
+  if (AnyMasked(gpu, MaskedQueue::kWaiting, -1, nullptr)) {
+    e.masked_turn_end_ns.store(MonotonicNs() + uint64_t{seg_->timeslice_us} * 1000);
+    e.owner.store(kMaskedOwner);
+    Wake(e);
+    return;
+  }
   int next = NextWaiter(gpu, slot_);
   if (next >= 0) e.slice_end_ns.store(MonotonicNs() + uint64_t{seg_->timeslice_us} * 1000);
   e.owner.store(next >= 0 ? static_cast<uint32_t>(next + 1) : 0);
   Wake(e);
+}
+
+// ---- CU-masked queues ----
+
+bool Node::AnyMasked(int gpu, uint32_t state, int except, const uint64_t* overlapping) const {
+  for (int i = 0; i < kMaxMaskedQueues; ++i) {
+    const MaskedQueue& q = seg_->gpus[gpu].masked[i];
+    if (i == except || q.slot.load() == 0 || q.state.load() != state) continue;
+    if (overlapping == nullptr) return true;
+    for (int w = 0; w < kCuWords; ++w)
+      if (q.cus[w].load() & overlapping[w]) return true;
+  }
+  return false;
+}
+
+int Node::ClaimMaskedQueue(int gpu, const uint64_t (&cus)[kCuWords]) {
+  ReclaimDead();
+  for (int i = 0; i < kMaxMaskedQueues; ++i) {
+    MaskedQueue& q = seg_->gpus[gpu].masked[i];
+    int32_t expected = 0;
+    if (!q.slot.compare_exchange_strong(expected, -1)) continue;  // -1: being set up, not yet matched
+    q.state.store(MaskedQueue::kIdle);
+    for (int w = 0; w < kCuWords; ++w) q.cus[w].store(cus[w]);
+    q.slot.store(slot_ + 1);
+    return i;
+  }
+  return -1;
+}
+
+void Node::LeaveMaskedMode(int gpu) {
+  Engine& e = seg_->gpus[gpu].engine;
+  if (AnyMasked(gpu, MaskedQueue::kRunning, -1, nullptr)) return;
+  uint32_t owner = kMaskedOwner;
+  const int after = static_cast<int>(e.last_exclusive.load()) - 1;  // round robin among exclusive waiters
+  const int next = NextWaiter(gpu, after);
+  if (next >= 0 || (after >= 0 && (e.waiting[after / 64].load() >> (after % 64) & 1))) {
+    const int to = next >= 0 ? next : after;
+    e.slice_end_ns.store(MonotonicNs() + uint64_t{seg_->timeslice_us} * 1000);
+    e.owner.compare_exchange_strong(owner, static_cast<uint32_t>(to + 1));
+  } else if (!AnyMasked(gpu, MaskedQueue::kWaiting, -1, nullptr)) {
+    e.owner.compare_exchange_strong(owner, 0);
+  }
+  Wake(e);
+}
+
+uint64_t Node::AcquireMasked(int gpu, int index, bool after_yield) {
+  Engine& e = seg_->gpus[gpu].engine;
+  MaskedQueue& q = seg_->gpus[gpu].masked[index];
+  const uint64_t slice_ns = uint64_t{seg_->timeslice_us} * 1000;
+  uint64_t cus[kCuWords];
+  for (int w = 0; w < kCuWords; ++w) cus[w] = q.cus[w].load();
+  // Spreads retries of queues that collided, so one of them gets in next time.
+  thread_local uint64_t rng = static_cast<uint64_t>(getpid()) * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(index);
+  auto backoff_ns = [&] {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return 50000 + rng % 200000;
+  };
+  q.state.store(MaskedQueue::kWaiting);
+  const uint64_t since = MonotonicNs();
+  if (after_yield) {  // let the queue we yielded to get in first
+    uint32_t seq = e.wake_seq.load();
+    FutexWait(&e.wake_seq, seq, slice_ns);
+  }
+  for (;;) {
+    uint32_t seq = e.wake_seq.load();
+    uint32_t owner = e.owner.load();
+    const uint64_t now = MonotonicNs();
+    // Exclusive waiters keep new queues out, except during the turn masked mode was given.
+    const bool may_join = NextWaiter(gpu, -1) < 0 || now < e.masked_turn_end_ns.load();
+    if (owner == 0 && may_join) {
+      e.masked_turn_end_ns.store(now + slice_ns);
+      e.owner.compare_exchange_strong(owner, kMaskedOwner);
+      continue;
+    }
+    if (owner == kMaskedOwner && !may_join && !AnyMasked(gpu, MaskedQueue::kRunning, -1, nullptr)) {
+      LeaveMaskedMode(gpu);  // nobody runs and exclusive work waits: its turn
+      continue;
+    }
+    if (owner == kMaskedOwner && may_join) {
+      // Publish, then look: of two queues that overlap and try at once, at least one sees the other.
+      q.state.store(MaskedQueue::kRunning);
+      if (e.owner.load() == kMaskedOwner && !AnyMasked(gpu, MaskedQueue::kRunning, index, cus)) {
+        Wake(e);  // a queue that yielded to us may stop waiting
+        return MonotonicNs() + slice_ns;
+      }
+      q.state.store(MaskedQueue::kWaiting);
+      FutexWait(&e.wake_seq, seq, backoff_ns());
+    } else {
+      FutexWait(&e.wake_seq, seq, slice_ns);
+    }
+    if (MonotonicNs() - since > 20 * slice_ns) ReclaimDead();
+  }
+}
+
+bool Node::ContinueMasked(int gpu, int index, uint64_t* slice_end_ns) {
+  Engine& e = seg_->gpus[gpu].engine;
+  MaskedQueue& q = seg_->gpus[gpu].masked[index];
+  uint64_t cus[kCuWords];
+  for (int w = 0; w < kCuWords; ++w) cus[w] = q.cus[w].load();
+  const bool exclusive_waits = NextWaiter(gpu, -1) >= 0;
+  if (e.owner.load() == kMaskedOwner && !exclusive_waits && !AnyMasked(gpu, MaskedQueue::kWaiting, index, cus)) {
+    *slice_end_ns = MonotonicNs() + uint64_t{seg_->timeslice_us} * 1000;
+    return true;
+  }
+  // An exclusive process or an overlapping queue waits (or took the engine): stop here.
+  q.state.store(MaskedQueue::kWaiting);
+  if (e.owner.load() == kMaskedOwner && exclusive_waits) LeaveMaskedMode(gpu);
+  Wake(e);
+  return false;
+}
+
+void Node::ReleaseMasked(int gpu, int index) {
+  seg_->gpus[gpu].masked[index].state.store(MaskedQueue::kIdle);
+  Engine& e = seg_->gpus[gpu].engine;
+  if (e.owner.load() == kMaskedOwner)
+    LeaveMaskedMode(gpu);
+  else
+    Wake(e);
 }
 
 void Node::AddBusy(int gpu, uint64_t sm_ns, uint64_t mem_ns) {

@@ -17,7 +17,10 @@ namespace simgpu {
 
 inline constexpr int kMaxSlots = 256;
 inline constexpr int kUtilSamples = 64;
-inline constexpr uint32_t kLayoutVersion = 3;
+inline constexpr uint32_t kLayoutVersion = 4;
+inline constexpr int kCuWords = kMaxCus / 64;
+inline constexpr int kMaxMaskedQueues = 64;            // CU-masked queues per GPU, node-wide
+inline constexpr uint32_t kMaskedOwner = 0xffffffffu;  // Engine::owner while masked queues run
 
 uint64_t MonotonicNs();
 
@@ -42,17 +45,29 @@ struct Slot {
 };
 
 struct Engine {
-  std::atomic<uint32_t> owner{0};     // slot index + 1; 0 when idle
+  std::atomic<uint32_t> owner{0};     // slot index + 1, kMaskedOwner, or 0 when idle
   std::atomic<uint32_t> wake_seq{0};  // futex word, bumped on every ownership change
   std::atomic<uint64_t> slice_end_ns{0};
   std::atomic<uint64_t> waiting[kMaxSlots / 64];
-  std::atomic<uint64_t> busy_ns{0};  // cumulative, all processes
+  std::atomic<uint64_t> busy_ns{0};             // cumulative, all processes
+  std::atomic<uint32_t> last_exclusive{0};      // slot + 1 of the last exclusive owner, for round robin
+  std::atomic<uint64_t> masked_turn_end_ns{0};  // masked queues may join until then though others wait
+};
+
+// A HIP stream's CU mask as a hardware queue: while the engine is in masked mode,
+// queues whose CU sets are disjoint run at the same time, from any process.
+struct MaskedQueue {
+  std::atomic<int32_t> slot{0};    // owning slot + 1; 0 free
+  std::atomic<uint32_t> state{0};  // kIdle, kWaiting, kRunning
+  std::atomic<uint64_t> cus[kCuWords] = {};
+  static constexpr uint32_t kIdle = 0, kWaiting = 1, kRunning = 2;
 };
 
 struct GpuShared {
   std::atomic<uint64_t> used_bytes{0};
   uint64_t capacity_bytes = 0;
   Engine engine;
+  MaskedQueue masked[kMaxMaskedQueues];
 };
 
 struct NodeSegment {
@@ -103,6 +118,15 @@ class Node {
   bool ContinueOrYield(int gpu, uint64_t* slice_end_ns);
   void ReleaseEngine(int gpu);  // this process has no more work for `gpu`
 
+  // CU-masked queues. The engine alternates, a time slice at a time, between exclusive
+  // owners (unmasked work, above) and masked mode, in which queues with disjoint CU
+  // sets run side by side and overlapping ones take turns. ClaimMaskedQueue returns a
+  // queue index, or -1 when all are taken.
+  int ClaimMaskedQueue(int gpu, const uint64_t (&cus)[kCuWords]);
+  uint64_t AcquireMasked(int gpu, int queue, bool after_yield);     // blocks; returns the slice end
+  bool ContinueMasked(int gpu, int queue, uint64_t* slice_end_ns);  // false: yielded, acquire again
+  void ReleaseMasked(int gpu, int queue);                           // the queue has no more work
+
   // Accounting of simulated work, for NVML's utilization queries.
   void AddBusy(int gpu, uint64_t sm_ns, uint64_t mem_ns);
   void RecordSample(int gpu);  // a history point now (the executor calls it when going idle)
@@ -126,6 +150,8 @@ class Node {
   bool SlotAlive(int slot) const;
   int NextWaiter(int gpu, int after) const;
   void Wake(Engine& e);
+  bool AnyMasked(int gpu, uint32_t state, int except, const uint64_t* overlapping) const;
+  void LeaveMaskedMode(int gpu);  // the last running masked queue stopped: pass the engine on
 
   std::string name_;
   void* mapping_ = nullptr;

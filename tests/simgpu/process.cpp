@@ -571,7 +571,28 @@ Status Process::ModuleFunction(Module* m, const std::string& name, Function** ou
 
 // ---- work ----
 
-void Process::AttachStream(Stream*) {}
+// A CU-masked stream that leaves some CUs free gets a queue of its own, which the node
+// lets run beside other processes' queues with disjoint masks. With every CU enabled it
+// is an ordinary stream; when the node's masked queues are all taken it stays on the
+// main queue (kernels still take the masked time).
+void Process::AttachStream(Stream* s) {
+  if (s->cus_enabled == 0 || s->cus_enabled >= gpu(s->device).cus) return;
+  uint64_t cus[kCuWords] = {};
+  for (int cu = 0; cu < gpu(s->device).cus && cu / 32 < static_cast<int>(s->cu_mask.size()); ++cu)
+    if (s->cu_mask[cu / 32] >> (cu % 32) & 1) cus[cu / 64] |= 1ull << (cu % 64);
+  std::vector<uint64_t> key(cus, cus + kCuWords);
+  std::lock_guard<std::mutex> lock(exec_mu_);
+  auto& slot = masked_executors_[s->device][key];
+  if (!slot) {
+    const int q = node_->ClaimMaskedQueue(s->device, cus);
+    if (q < 0) {
+      masked_executors_[s->device].erase(key);
+      return;
+    }
+    slot = std::make_unique<Executor>(node_.get(), s->device, q);
+  }
+  s->queue = slot.get();
+}
 
 bool Process::StreamIdle(Stream* s) { return QueueOf(s).Done(s->last_seq.load()); }
 
@@ -618,8 +639,12 @@ void Process::SyncStream(Stream* s) {
 }
 
 void Process::SyncDevice(int device) {
-  Executor& e = executor(device);
-  e.Wait(e.submitted());
+  std::vector<Executor*> queues{&executor(device)};
+  {
+    std::lock_guard<std::mutex> lock(exec_mu_);
+    for (auto& [mask, e] : masked_executors_[device]) queues.push_back(e.get());
+  }
+  for (Executor* e : queues) e->Wait(e->submitted());
   TrimPoolsAtSync();
 }
 
@@ -721,7 +746,7 @@ Status Process::Launch(Stream* stream, Function* f, const LaunchGeometry& geo) {
     w.duration_ns = static_cast<uint64_t>(static_cast<double>(cost.duration_ns) * factor);
   }
   w.needs_engine = true;
-  w.sm_factor = 1.0;
+  w.sm_factor = stream->cus_enabled > 0 ? std::min(1.0, double(stream->cus_enabled) / gpu(stream->device).cus) : 1.0;
   w.mem_factor = cost.work_class == WorkClass::kMemory ? 0.9 : 0.2;
   Submit(stream, std::move(w));
   return Status::kOk;

@@ -269,6 +269,8 @@ class Process {
   std::unique_ptr<Node> node_;
   std::mutex exec_mu_;
   std::unique_ptr<Executor> executors_[kMaxGpus];
+  // One queue per distinct CU mask and device (streams with equal masks share it).
+  std::map<std::vector<uint64_t>, std::unique_ptr<Executor>> masked_executors_[kMaxGpus];
   std::unique_ptr<Context> primary_[kMaxGpus];
   std::atomic<int> primary_refs_[kMaxGpus] = {};
   bool primary_charged_[kMaxGpus] = {};
