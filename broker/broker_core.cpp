@@ -8,7 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include "futex.h"
-#include "placement.h"
 #include "units.h"
 
 namespace gpushare::broker {
@@ -47,7 +46,17 @@ BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHo
       ledger_(Capacities(gpus_)),
       scheduler_(SchedulerParams(config_)),
       clock_(proto::MonotonicNs),
-      admin_uid_(geteuid()) {}
+      admin_uid_(geteuid()) {
+  std::vector<std::string> names;
+  for (const GpuInfo& g : gpus_) names.push_back(g.name);
+  topology_ = Topology(Capacities(gpus_), names);
+}
+
+bool BrokerCore::SetTopology(Topology topology) {
+  if (topology.gpu_count != ledger_.gpu_count()) return false;
+  topology_ = std::move(topology);
+  return true;
+}
 
 void BrokerCore::Open(ClientId conn, const PeerCredentials& peer) { connections_[conn] = peer; }
 
@@ -97,10 +106,18 @@ bool BrokerCore::Input(ClientId conn, std::vector<uint8_t>* buffer, std::vector<
         append(proto::EncodeText(proto::Type::kToolReply,
                                  SetWeight(peer->second, proto::Sanitized(proto::As<proto::SetWeight>(*m)))));
         break;
+      case proto::Type::kComm:
+        if (!registered) {
+          *error = "Comm before Hello";
+          return false;
+        }
+        append(proto::EncodeText(proto::Type::kCommReply, OnComm(conn, proto::Sanitized(proto::As<proto::Comm>(*m)))));
+        break;
       case proto::Type::kWelcome:
       case proto::Type::kTakeReply:
       case proto::Type::kStatusReply:
       case proto::Type::kToolReply:
+      case proto::Type::kCommReply:
         *error = "a client sent a broker's message (type " + std::to_string(static_cast<int>(m->type)) + ")";
         return false;
     }
@@ -122,21 +139,30 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
       config_.tenants.count(tenant) && (config_.tenants.at(tenant).memory || config_.tenants.at(tenant).max_memory);
   std::optional<uint64_t> cap = tenant_live && !configured_cap ? ledger_.TenantCap(tenant) : terms.memory_cap;
 
-  PlacementRequest request;
-  request.allowed = terms.gpus;
-  for (uint32_t v = 0; v < hello.device_count; ++v)
-    if (hello.visible[v] >= 0) request.asked.push_back(hello.visible[v]);
   std::vector<int> physical;
   std::string warning;
+  std::vector<std::string> explanation;
+  WorkClass assumed = WorkClass::kUnknown;
   if (hello.reattach) {
     // The client's memory is already on these GPUs: keep its map, whatever the policy.
-    for (int g : request.asked)
-      if (g >= 0 && g < ledger_.gpu_count()) physical.push_back(g);
+    for (uint32_t v = 0; v < hello.device_count; ++v)
+      if (hello.visible[v] >= 0 && hello.visible[v] < ledger_.gpu_count()) {
+        if (std::find(physical.begin(), physical.end(), hello.visible[v]) != physical.end())
+          return Refusal("re-registering with GPU " + std::to_string(hello.visible[v]) +
+                         " twice: two virtual GPUs cannot share one physical GPU");
+        physical.push_back(hello.visible[v]);
+      }
+    explanation.push_back("re-registered after a broker restart: kept the GPUs its memory is on");
   } else {
-    PlacementResult placed = PlaceLeastLoaded(ledger_, request);
+    PolicyDecision placed = Place(tenant, cap, terms, hello);
     if (!placed.refusal.empty()) return Refusal(placed.refusal);
-    if (request.asked.empty() && hello.device_count > 0 && placed.physical.size() > hello.device_count)
-      placed.physical.resize(hello.device_count);
+    warning = placed.warning;
+    explanation = std::move(placed.explanation);
+    assumed = placed.assumed_class;
+    // A map that must stay as it is (GPUs asked for, a rank's view of its job) is all
+    // admitted or refused; otherwise a GPU where the cap cannot be met is left out.
+    const bool exact = std::any_of(hello.visible, hello.visible + hello.device_count, [](int v) { return v >= 0; }) ||
+                       (hello.rank >= 0 && hello.job_size > 0 && hello.job[0] != '\0');
     // Admission: can the tenant's cap be met on each GPU beside what others were promised?
     for (int g : placed.physical) {
       // As room left, not a sum: a client's huge cap would wrap Promised + cap past the check.
@@ -148,10 +174,14 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
         physical.push_back(g);
         warning = "GPU " + std::to_string(g) + " is oversubscribed: its " + FormatBytes(ledger_.capacity(g)) +
                   " cannot hold every tenant's cap at once";
-      } else if (!request.asked.empty()) {
+        explanation.push_back("admission: " + warning);
+      } else if (exact) {
         return Refusal("the " + FormatBytes(*cap) + " cap of tenant \"" + tenant + "\" cannot be met on GPU " +
                        std::to_string(g) + ": " + FormatBytes(Promised(g, tenant)) + " of its " +
                        FormatBytes(ledger_.capacity(g)) + " is promised to other tenants");
+      } else {
+        explanation.push_back("admission: GPU " + std::to_string(g) +
+                              " left out: the tenant's cap cannot be met there");
       }
     }
     if (physical.empty())
@@ -166,8 +196,11 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
   c.tenant = tenant;
   c.job = hello.job;
   c.rank = hello.rank;
+  c.job_size = static_cast<int>(hello.job_size);
   c.weight = terms.weight;
   c.physical = physical;
+  c.assumed_class = assumed;
+  c.placement = std::move(explanation);
   c.cap_bytes = cap;
   if (hello.reattach) {
     // Rebuild the ledger from what the client says it holds, bounded by what it could hold.
@@ -245,7 +278,18 @@ uint64_t BrokerCore::Close(ClientId conn) {
   auto it = clients_.find(conn);
   if (it == clients_.end()) return 0;
   const std::string tenant = it->second.tenant;
+  const std::string job = it->second.job;
   clients_.erase(it);
+  // Its places in communicators; a job's plan once its last rank is gone.
+  for (auto c = comms_.begin(); c != comms_.end();) {
+    auto& m = c->second.members;
+    m.erase(std::remove_if(m.begin(), m.end(), [&](const Communicator::Member& x) { return x.client == conn; }),
+            m.end());
+    c = m.empty() ? comms_.erase(c) : std::next(c);
+  }
+  if (!job.empty() && std::none_of(clients_.begin(), clients_.end(),
+                                   [&](const auto& c) { return c.second.tenant == tenant && c.second.job == job; }))
+    job_plans_.erase({tenant, job});
   work_.erase(conn);
   scheduler_.RemoveClient(conn);  // a GPU it held goes to the next waiter
   const uint64_t freed = ledger_.RemoveClient(conn);
@@ -473,6 +517,194 @@ void BrokerCore::Utilization(int32_t pid, unsigned sm_percent, unsigned mem_perc
       if (auto w = work_.find(id); w != work_.end()) w->second->overall.Utilization(now, sm_percent, mem_percent);
 }
 
+WorkClass BrokerCore::ClassOf(ClientId id) const {
+  auto w = work_.find(id);
+  const WorkClass measured = w == work_.end() ? WorkClass::kUnknown : w->second->overall.current();
+  if (measured != WorkClass::kUnknown) return measured;
+  auto c = clients_.find(id);
+  return c == clients_.end() ? WorkClass::kUnknown : c->second.assumed_class;
+}
+
+std::vector<int> BrokerCore::WorkDevices(ClientId id, const ClientRecord& c) const {
+  if (!c.job.empty() && c.rank >= 0 && c.job_size > 0 && c.rank < static_cast<int>(c.physical.size()) &&
+      static_cast<int>(c.physical.size()) == c.job_size)
+    return {c.rank};
+  // A client given every GPU mostly works on its first: it counts where it holds memory
+  // or has run, else on its virtual 0 (the GPU placement chose first for it).
+  std::vector<int> used;
+  const uint64_t now = clock_();
+  for (size_t v = 0; v < c.physical.size(); ++v) {
+    auto f = scheduler_.Status(id, static_cast<int>(v), now);
+    if (ledger_.Held(id, c.physical[v]) > 0 || (f && f->used_ns > 0)) used.push_back(static_cast<int>(v));
+  }
+  if (used.empty() && !c.physical.empty()) used.push_back(0);
+  return used;
+}
+
+std::vector<GpuLoad> BrokerCore::Loads(const std::string& tenant) const {
+  const uint64_t now = clock_();
+  std::vector<GpuLoad> loads(topology_.gpu_count);
+  for (int g = 0; g < topology_.gpu_count; ++g) {
+    loads[g].held_bytes = ledger_.GpuHeld(g);
+    loads[g].promised_bytes = Promised(g, tenant);
+    loads[g].tenant_present = TenantOn(tenant, g);
+  }
+  for (const auto& [id, c] : clients_) {
+    const WorkClass cls = ClassOf(id);
+    for (int v : WorkDevices(id, c)) {
+      const int g = c.physical[v];
+      if (g < 0 || g >= topology_.gpu_count) continue;
+      GpuLoad& l = loads[g];
+      ++l.clients;
+      if (cls == WorkClass::kCompute) ++l.compute_clients;
+      if (cls == WorkClass::kMemory || cls == WorkClass::kCopy) ++l.memory_clients;
+      if (auto f = scheduler_.Status(id, v, now)) l.demand += f->busy;
+    }
+  }
+  return loads;
+}
+
+PolicyDecision BrokerCore::Place(const std::string& tenant, const std::optional<uint64_t>& cap,
+                                 const TenantTerms& terms, const proto::Hello& hello) {
+  PolicyRequest r;
+  r.device_count = static_cast<int>(hello.device_count);
+  for (uint32_t v = 0; v < hello.device_count; ++v)
+    if (hello.visible[v] >= 0) r.asked.push_back(hello.visible[v]);
+  r.allowed = terms.gpus;
+  r.cap_bytes = cap;
+  r.tenant = tenant;
+  r.job = hello.job;
+  r.rank = hello.rank;
+  for (const auto& [id, c] : clients_) {
+    if (c.tenant != tenant) continue;
+    if (const WorkClass cls = ClassOf(id); cls != WorkClass::kUnknown) r.tenant_classes.push_back(cls);
+    if (!r.job.empty() && c.job == r.job && c.rank >= 0 && !c.physical.empty())
+      r.job_peers.push_back({c.rank, c.physical[WorkDevices(id, c).front()]});
+  }
+  if (config_.placement == "round-robin") return PlaceRoundRobin(topology_, r, &round_robin_cursor_);
+  const std::vector<GpuLoad> loads = Loads(tenant);
+  if (config_.placement == "least-loaded") return PlaceLeastMemoryHeld(topology_, loads, r);
+  if (!r.job.empty() && r.rank >= 0 && hello.job_size > 0 && r.asked.empty() &&
+      r.rank < static_cast<int>(hello.job_size))
+    return PlaceRank(r, static_cast<int>(hello.job_size), loads);
+  return policy_.Place(topology_, loads, r);
+}
+
+// A rank of a job whose size is known sees the job's GPUs as its virtual GPUs, in
+// local-rank order: `set_device(LOCAL_RANK)` (what torchrun programs do) finds its own
+// GPU, and P2P queries between virtual GPUs answer for the GPUs the ranks really use.
+// The job's GPUs are chosen once, as one P2P-connected set, when its first rank comes.
+PolicyDecision BrokerCore::PlaceRank(const PolicyRequest& r, int job_size, const std::vector<GpuLoad>& loads) {
+  const std::string job = "job \"" + r.job + "\"";
+  const std::pair<std::string, std::string> key{r.tenant, r.job};
+  PolicyDecision d;
+  auto plan = job_plans_.find(key);
+  if (plan != job_plans_.end() && static_cast<int>(plan->second.size()) != job_size) {
+    d.refusal = job + " was planned for " + std::to_string(plan->second.size()) + " ranks on this node, but rank " +
+                std::to_string(r.rank) + " says " + std::to_string(job_size) + " (LOCAL_WORLD_SIZE)";
+    return d;
+  }
+  if (plan == job_plans_.end()) {
+    PolicyRequest set = r;
+    set.job.clear();
+    set.rank = -1;
+    set.job_peers.clear();
+    set.device_count = job_size;
+    d = policy_.Place(topology_, loads, set);
+    if (!d.refusal.empty()) {
+      d.refusal = job + ": " + d.refusal;
+      return d;
+    }
+    if (static_cast<int>(d.physical.size()) < job_size) {
+      d.refusal = job + " has " + std::to_string(job_size) + " ranks on this node but the tenant may use only " +
+                  std::to_string(d.physical.size()) + (d.physical.size() == 1 ? " GPU" : " GPUs") +
+                  ": NCCL refuses two ranks on one GPU";
+      d.physical.clear();
+      return d;
+    }
+    // Rank order along the links: each next rank on the GPU closest to the previous one,
+    // so neighbouring ranks (rings, pairs) get the fastest links.
+    std::vector<int> left(d.physical.begin() + 1, d.physical.end());
+    std::vector<int> order{d.physical.front()};
+    while (!left.empty()) {
+      auto next = left.begin();
+      for (auto it = left.begin(); it != left.end(); ++it)
+        if (policy_.LinkValue(topology_, order.back(), *it) > policy_.LinkValue(topology_, order.back(), *next))
+          next = it;
+      order.push_back(*next);
+      left.erase(next);
+    }
+    d.physical = order;
+    std::string gpus;
+    for (size_t i = 0; i < order.size(); ++i)
+      gpus += (i ? ", " : "") + std::string("rank ") + std::to_string(i) + " -> GPU " + std::to_string(order[i]);
+    d.explanation.push_back(job + ": planned for its " + std::to_string(job_size) +
+                            " ranks when its first rank came, as one set: " + gpus);
+    plan = job_plans_.emplace(key, order).first;
+  } else {
+    d.assumed_class = WorkClass::kCompute;
+    std::string gpus;
+    for (size_t i = 0; i < plan->second.size(); ++i)
+      gpus += (i ? ", " : "") + std::string("rank ") + std::to_string(i) + " -> GPU " + std::to_string(plan->second[i]);
+    d.explanation.push_back(job + ": its plan, made when its first rank came: " + gpus);
+    d.physical = plan->second;
+  }
+  for (const auto& [id, c] : clients_)
+    if (c.tenant == r.tenant && c.job == r.job && c.rank == r.rank) {
+      d.warning = job + " rank " + std::to_string(r.rank) + " is already running (pid " + std::to_string(c.peer.pid) +
+                  "): both would use GPU " + std::to_string(d.physical[r.rank]);
+      d.explanation.push_back("warning: " + d.warning);
+      break;
+    }
+  d.explanation.push_back("rank " + std::to_string(r.rank) + " uses virtual " + std::to_string(r.rank) + " -> GPU " +
+                          std::to_string(d.physical[r.rank]) + "; its virtual GPUs are the job's, in rank order");
+  return d;
+}
+
+std::string BrokerCore::CommWarning(const Communicator& comm) const {
+  const auto& m = comm.members;
+  for (size_t i = 0; i < m.size(); ++i)
+    for (size_t j = i + 1; j < m.size(); ++j) {
+      if (m[i].gpu < 0 || m[j].gpu < 0) continue;
+      const std::string a = "rank " + std::to_string(m[i].rank) + " (pid " + std::to_string(m[i].pid) + ", GPU " +
+                            std::to_string(m[i].gpu) + ")";
+      const std::string b = "rank " + std::to_string(m[j].rank) + " (pid " + std::to_string(m[j].pid) + ", GPU " +
+                            std::to_string(m[j].gpu) + ")";
+      if (m[i].gpu == m[j].gpu) return "communicator spans " + a + " and " + b + ": two ranks on one GPU";
+      if (!topology_.p2p(m[i].gpu, m[j].gpu))
+        return "communicator spans GPUs without P2P: " + a + " and " + b + " exchange data through host memory";
+    }
+  return "";
+}
+
+std::string BrokerCore::OnComm(ClientId conn, const proto::Comm& m) {
+  constexpr size_t kMaxCommunicators = 4096;  // node-wide: a client cannot grow the broker without bound
+  constexpr size_t kMaxMemberships = 256;     // per client
+  const ClientRecord& c = clients_.at(conn);
+  const std::pair<std::string, uint64_t> key{c.tenant, m.comm_id};
+  if (m.event == static_cast<uint32_t>(proto::CommEvent::kLeft)) {
+    if (auto it = comms_.find(key); it != comms_.end()) {
+      auto& members = it->second.members;
+      members.erase(std::remove_if(members.begin(), members.end(),
+                                   [&](const auto& x) { return x.client == conn && x.handle == m.handle; }),
+                    members.end());
+      if (members.empty()) comms_.erase(it);
+    }
+    return "";
+  }
+  if (m.event != static_cast<uint32_t>(proto::CommEvent::kJoined)) return "";
+  size_t mine = 0;
+  for (const auto& [k, comm] : comms_)
+    for (const auto& x : comm.members) mine += x.client == conn;
+  if (mine >= kMaxMemberships || (!comms_.count(key) && comms_.size() >= kMaxCommunicators))
+    return "the broker records no more communicators for this client";
+  Communicator& comm = comms_[key];
+  comm.nranks = m.nranks;
+  const int gpu = m.device < c.physical.size() ? c.physical[m.device] : -1;
+  comm.members.push_back({conn, c.peer.pid, m.rank, static_cast<int>(m.device), gpu, m.handle});
+  return CommWarning(comm);
+}
+
 uint64_t BrokerCore::Promised(int g, const std::string& except_tenant) const {
   std::map<std::string, bool> seen;
   uint64_t promised = 0;
@@ -588,10 +820,25 @@ std::string BrokerCore::StatusJson() const {
                        {"copies", work ? work->copies : 0},
                        {"records_dropped", counts.dropped_records + counts.lost},
                        {"streams", streams},
+                       {"placement", c.placement},
                        {"devices", devices}});
   }
+  json comms = json::array();
+  for (const auto& [key, comm] : comms_) {
+    char id[24];
+    std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(key.second));
+    json members = json::array();
+    for (const auto& m : comm.members)
+      members.push_back({{"pid", m.pid}, {"rank", m.rank}, {"virtual", m.device}, {"physical", m.gpu}});
+    comms.push_back({{"id", id},
+                     {"tenant", key.first},
+                     {"nranks", comm.nranks},
+                     {"members", members},
+                     {"warning", CommWarning(comm)}});
+  }
   // Tenant and job names are a client's bytes, not always UTF-8: replace, never throw.
-  return json{{"gpus", gpus}, {"clients", clients}}.dump(-1, ' ', false, json::error_handler_t::replace);
+  return json{{"gpus", gpus}, {"clients", clients}, {"communicators", comms}, {"topology", topology_.Describe()}}.dump(
+      -1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace gpushare::broker

@@ -18,8 +18,10 @@
 #include "config.h"
 #include "gpu_inventory.h"
 #include "ledger.h"
+#include "placement_policy.h"
 #include "protocol.h"
 #include "scheduler.h"
+#include "topology.h"
 
 namespace gpushare::broker {
 
@@ -69,12 +71,29 @@ struct ClientRecord {
   std::string tenant;
   std::string job;
   int rank = -1;
+  int job_size = 0;  // ranks of its job on this node (0: unknown); with a rank, its GPUs are the job's
   double weight = 1;
   std::vector<int> physical;          // virtual i -> physical GPU
   std::optional<uint64_t> cap_bytes;  // per GPU, the tenant's
   std::string channel;
-  bool scheduled = false;                 // its launches pass gates the scheduler opens
-  std::optional<double> weight_override;  // set by `gpushare-smi set-weight` until reload
+  bool scheduled = false;                         // its launches pass gates the scheduler opens
+  std::optional<double> weight_override;          // set by `gpushare-smi set-weight` until reload
+  WorkClass assumed_class = WorkClass::kUnknown;  // what placement judged it by, until it is classified
+  std::vector<std::string> placement;             // why it landed where it did (`gpushare-smi --explain`)
+};
+
+// A collective communicator (NCCL/RCCL) as its ranks reported it, per tenant.
+struct Communicator {
+  struct Member {
+    ClientId client;
+    int32_t pid;
+    int rank;
+    int device;  // virtual
+    int gpu;     // physical, -1 if the client named no GPU of its own
+    uint64_t handle;
+  };
+  uint32_t nranks = 0;
+  std::vector<Member> members;
 };
 
 // What the broker learns of a client's work from its launch records and NVML.
@@ -97,6 +116,10 @@ class BrokerCore {
 
   // The clock (CLOCK_MONOTONIC ns by default; tests pass a fake one).
   void SetClock(std::function<uint64_t()> clock) { clock_ = std::move(clock); }
+  // How the GPUs are connected (DiscoverTopology); by default none has P2P. Ignored
+  // (false) unless it describes as many GPUs as the broker has.
+  bool SetTopology(Topology topology);
+  const Topology& topology() const { return topology_; }
   // Who may change weights at run time besides root (the broker's own uid by default).
   void SetAdminUid(uint32_t uid) { admin_uid_ = uid; }
 
@@ -133,6 +156,18 @@ class BrokerCore {
   // What GPU `g` has been promised to capped tenants with clients on it.
   uint64_t Promised(int g, const std::string& except_tenant) const;
   bool TenantOn(const std::string& tenant, int g) const;
+  // Placement (placement_policy.h): the load of every GPU as `tenant` sees it, the
+  // decision for a registering client, and for a rank of a job with a known size.
+  std::vector<GpuLoad> Loads(const std::string& tenant) const;
+  PolicyDecision Place(const std::string& tenant, const std::optional<uint64_t>& cap, const TenantTerms& terms,
+                       const protocol::Hello& hello);
+  PolicyDecision PlaceRank(const PolicyRequest& request, int job_size, const std::vector<GpuLoad>& loads);
+  WorkClass ClassOf(ClientId id) const;  // its measured class, else the one placement assumed
+  // The virtual GPUs a client works on: a rank of a planned job, its own; others,
+  // those where it holds memory or has run (else its virtual 0).
+  std::vector<int> WorkDevices(ClientId id, const ClientRecord& c) const;
+  std::string OnComm(ClientId conn, const protocol::Comm& m);  // a warning for the client, or ""
+  std::string CommWarning(const Communicator& comm) const;
   void PublishTenant(const std::string& tenant);
   Grants GrantsOf(const ClientRecord& c) const;
   void OnSched(ClientId conn, const protocol::Sched& s);
@@ -162,6 +197,13 @@ class BrokerCore {
   bool rings_busy_ = false;
   std::map<std::pair<ClientId, int>, SpatialAssignment> spatial_;  // flows with a CU mask in force
   std::map<ClientId, WorkClass> spatial_class_;                    // a client's last class but idle
+  Topology topology_;
+  PlacementPolicy policy_;
+  int round_robin_cursor_ = 0;
+  // A job's GPUs in local-rank order, planned when its first rank registers and kept
+  // while any of its ranks lives. Keyed by tenant and job: tenants never share jobs.
+  std::map<std::pair<std::string, std::string>, std::vector<int>> job_plans_;
+  std::map<std::pair<std::string, uint64_t>, Communicator> comms_;  // by tenant and comm id
 };
 
 }  // namespace gpushare::broker

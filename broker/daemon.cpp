@@ -74,10 +74,13 @@ int Listen(const std::string& path, std::string* error) {
 
 class Daemon {
  public:
-  Daemon(const DaemonOptions& options, BrokerConfig config, std::vector<GpuInfo> gpus)
+  Daemon(const DaemonOptions& options, BrokerConfig config, std::vector<GpuInfo> gpus, std::optional<Topology> topology)
       : options_(options),
         channels_("gpushare." + std::to_string(getpid())),
-        core_(std::move(config), std::move(gpus), &channels_) {}
+        core_(std::move(config), std::move(gpus), &channels_) {
+    if (topology && !core_.SetTopology(std::move(*topology)))
+      Log(LogLevel::kWarn, "topology: describes another number of GPUs than the inventory; treated as no P2P");
+  }
 
   int Run(int listen_fd, int signal_fd) {
     for (;;) {
@@ -256,10 +259,18 @@ int RunDaemon(const DaemonOptions& options) {
   for (const GpuInfo& g : gpus)
     Log(LogLevel::kInfo, "GPU %d: %s, %llu bytes", g.index, g.name.c_str(),
         static_cast<unsigned long long>(g.memory_bytes));
+  // Placement weighs links between GPUs; without a topology every pair is taken as no P2P.
+  std::optional<Topology> topology = DiscoverTopology(&error);
+  if (!topology) {
+    Log(LogLevel::kWarn, "topology unknown (%s): placement treats every pair of GPUs as without P2P", error.c_str());
+  } else {
+    for (const std::string& note : topology->notes) Log(LogLevel::kWarn, "topology: %s", note.c_str());
+    Log(LogLevel::kInfo, "topology:\n%s", topology->Describe().c_str());
+  }
   Log(LogLevel::kInfo, "listening on %s", options.socket_path.c_str());
   int status;
   {
-    Daemon daemon(options, std::move(config), std::move(gpus));
+    Daemon daemon(options, std::move(config), std::move(gpus), std::move(topology));
     status = daemon.Run(listen_fd, signal_fd);
   }
   close(listen_fd);

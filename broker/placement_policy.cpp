@@ -65,11 +65,18 @@ bool Allowed(const Topology& t, const PolicyRequest& r, int g) {
 }
 
 // The asked GPUs' refusal, as placement.cpp words it; "" when all may be used.
+// Two virtual GPUs of one client on one physical GPU would share its one primary
+// context, so the driver could not tell them apart (which is current, whose memory):
+// asked twice is refused, and placement never does it.
 std::string CheckAsked(const Topology& t, const PolicyRequest& r) {
-  for (int g : r.asked)
+  for (size_t i = 0; i < r.asked.size(); ++i) {
+    const int g = r.asked[i];
     if (!Allowed(t, r, g))
       return g >= 0 && g < t.gpu_count ? "GPU " + std::to_string(g) + " is not among the tenant's GPUs"
                                        : "there is no GPU " + std::to_string(g);
+    if (std::find(r.asked.begin(), r.asked.begin() + static_cast<long>(i), g) != r.asked.begin() + static_cast<long>(i))
+      return "GPU " + std::to_string(g) + " is asked for twice: two virtual GPUs cannot share one physical GPU";
+  }
   return "";
 }
 

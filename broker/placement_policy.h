@@ -97,7 +97,7 @@ class PlacementPolicy {
 // device_count the same way; neither knows of topology, classes or jobs.
 // Round-robin: the next GPUs the tenant may use from `*cursor` on (which advances).
 PolicyDecision PlaceRoundRobin(const Topology& topology, const PolicyRequest& request, int* cursor);
-// Least memory held first, lowest index on ties (the rule of placement.h).
+// Least memory held first, lowest index on ties (`placement = "least-loaded"`).
 PolicyDecision PlaceLeastMemoryHeld(const Topology& topology, const std::vector<GpuLoad>& gpus,
                                     const PolicyRequest& request);
 

@@ -84,6 +84,11 @@ class Args {
     }
   }
 
+  std::string String(const std::string& name, const std::string& fallback) const {
+    auto it = values_.find(name);
+    return it == values_.end() ? fallback : it->second;
+  }
+
   long long Int(const std::string& name, long long fallback) const {
     auto it = values_.find(name);
     if (it == values_.end()) return fallback;

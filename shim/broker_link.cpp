@@ -81,6 +81,7 @@ std::optional<BrokerLink::Terms> BrokerLink::Hello(bool reattach, const std::vec
   proto::SetString(h.tenant, options_.tenant);
   proto::SetString(h.job, options_.job);
   h.rank = options_.rank;
+  h.job_size = static_cast<uint32_t>(std::min(options_.job_size, proto::kMaxDevices));
   h.weight = options_.weight;
   h.reattach = reattach ? 1 : 0;
   h.device_count = static_cast<uint32_t>(std::min<size_t>(physical_.size(), proto::kMaxDevices));
@@ -230,6 +231,22 @@ BrokerLink::Answer BrokerLink::Take(int device, uint64_t bytes, bool force, cons
   if (r.granted == 1) return Answer::kGranted;
   *reason = r.reason;
   return Answer::kRefused;
+}
+
+std::optional<std::string> BrokerLink::SendComm(const proto::Comm& c) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fd_ < 0) return std::nullopt;
+  std::string error;
+  if (!proto::SendAll(fd_, proto::Encode(proto::Type::kComm, c))) {
+    Lost("send failed");
+    return std::nullopt;
+  }
+  auto m = proto::Receive(fd_, &inbox_, kReplyTimeoutMs, &error);
+  if (!m || m->type != proto::Type::kCommReply) {
+    Lost(error.empty() ? "unexpected reply" : error.c_str());
+    return std::nullopt;
+  }
+  return std::string(m->payload.begin(), m->payload.end());
 }
 
 void BrokerLink::Give(int device, uint64_t bytes, const std::vector<uint64_t>& held) {

@@ -57,6 +57,9 @@ class BrokerLink {
 
   // Told of every channel mapped (after registering) and of its loss (nullptr).
   void SetChannelObserver(std::function<void(protocol::Channel*, bool scheduled)> observer);
+  // A collective communicator this process joined or left: the broker's warning about
+  // it ("" if none), or nullopt without a broker.
+  std::optional<std::string> SendComm(const protocol::Comm& c);
   // A gate event for the broker; false when the broker is gone.
   bool SendSched(const protocol::Sched& s);
   // False once the broker has hung up (checked without waiting; true while busy).

@@ -25,8 +25,10 @@ class Client {
   LaunchGate& gate() { return gate_; }
 
   // Called by a hook once the real driver is initialized; builds the device map and
-  // the caps. Later calls return at once.
-  void InitDevices(int physical_count);
+  // the caps. Later calls return at once. `node_index`: the node-wide index of each GPU
+  // the runtime shows, when its own visible-devices masks renumber them (the broker
+  // places by node-wide index); nullopt: no mask, or its order unknown.
+  void InitDevices(int physical_count, const std::optional<std::vector<int>>& node_index = std::nullopt);
   bool devices_ready() const { return devices_ready_.load(std::memory_order_acquire); }
   const DeviceMap& devices() const { return devices_; }
 
@@ -43,6 +45,10 @@ class Client {
   // Charges memory the driver holds for the process itself (a context's), which may
   // pass the cap: later allocations are refused instead. `what` names it in the log.
   void ChargeOverhead(int device, uint64_t bytes, const char* what);
+  // A collective communicator (NCCL/RCCL) this process joined or left, told to the
+  // broker: its warning about the communicator ("" if none, or standalone).
+  std::string ReportCommunicator(const protocol::Comm& comm) { return broker_.SendComm(comm).value_or(""); }
+
   // True the first time it is called for `device` (the context overhead is charged once).
   bool MarkContextCharged(int device);
 

@@ -27,6 +27,7 @@ constexpr int kReplyTimeoutMs = 5000;
 
 const char kUsage[] =
     "usage: gpushare-smi [--socket PATH] [--json]\n"
+    "       gpushare-smi [--socket PATH] --explain PID\n"
     "       gpushare-smi [--socket PATH] set-weight (--pid PID | --tenant TENANT) WEIGHT\n"
     "Shows the GPUs and the clients of the gpushare broker on this node, or changes a\n"
     "client's (or every client of a tenant's) scheduling weight until the broker's config\n"
@@ -34,6 +35,7 @@ const char kUsage[] =
     "  --socket PATH  the broker's socket (default: $GPUSHARE_SOCKET, else\n"
     "                 $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock)\n"
     "  --json         print the broker's status as JSON\n"
+    "  --explain PID  why the client PID landed on its GPUs (the placement's reasoning)\n"
     "  -h, --help     this text\n";
 
 // Readers that take whatever a newer or older broker sends: a missing key or one of
@@ -146,6 +148,45 @@ void PrintHuman(const json& status, const std::string& socket_path) {
       why.push_back({Printf("%.0f", Num(c, "pid", 0)), OrDash(Str(c, "class")), OrDash(Str(c, "class_why"))});
   std::printf("\n");
   PrintTable(why);
+
+  // Collective communicators (NCCL/RCCL) and where their ranks run.
+  const json& comms = Array(status, "communicators");
+  if (comms.empty()) return;
+  std::vector<std::vector<std::string>> table = {{"COMMUNICATOR", "TENANT", "RANKS", "RANK: PID GPU V->P", "WARNING"}};
+  for (const json& c : comms) {
+    if (!c.is_object()) continue;
+    std::string members;
+    for (const json& m : Array(c, "members"))
+      if (m.is_object())
+        members += (members.empty() ? "" : ", ") + Printf("%.0f", Num(m, "rank", -1)) + ": " +
+                   Printf("%.0f", Num(m, "pid", 0)) + " " + Printf("%.0f", Num(m, "virtual", -1)) + "->" +
+                   Printf("%.0f", Num(m, "physical", -1));
+    table.push_back(
+        {OrDash(Str(c, "id")), OrDash(Str(c, "tenant")),
+         Printf("%.0f", static_cast<double>(Array(c, "members").size())) + "/" + Printf("%.0f", Num(c, "nranks", 0)),
+         OrDash(members), OrDash(Str(c, "warning"))});
+  }
+  std::printf("\n");
+  PrintTable(table);
+}
+
+// `--explain PID`: the placement's reasoning for that client, as the broker kept it.
+int Explain(const json& status, long pid) {
+  for (const json& c : Array(status, "clients")) {
+    if (!c.is_object() || static_cast<long>(Num(c, "pid", -1)) != pid) continue;
+    std::printf("pid %ld (tenant \"%s\"%s): virtual -> physical", pid, Str(c, "tenant").c_str(),
+                Str(c, "job").empty() ? "" : (", job \"" + Str(c, "job") + "\"").c_str());
+    for (const json& d : Array(c, "devices"))
+      if (d.is_object()) std::printf(" %.0f->%.0f", Num(d, "virtual", -1), Num(d, "physical", -1));
+    std::printf("\n");
+    for (const json& line : Array(c, "placement"))
+      if (line.is_string()) std::printf("  %s\n", line.get<std::string>().c_str());
+    const std::string topology = Str(status, "topology");
+    if (!topology.empty()) std::printf("\nTopology:\n%s", topology.c_str());
+    return 0;
+  }
+  std::fprintf(stderr, "gpushare-smi: no client with pid %ld is registered with the broker\n", pid);
+  return 1;
 }
 
 // One request, one reply, over a fresh connection; `reached` false: no broker there.
@@ -218,6 +259,7 @@ int SetWeight(const std::vector<std::string>& args, const std::string& socket_pa
 int main(int argc, char** argv) {
   std::string socket_path;
   bool as_json = false;
+  std::optional<long> explain;
   std::optional<std::vector<std::string>> set_weight;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -233,13 +275,24 @@ int main(int argc, char** argv) {
       return 0;
     } else if (arg == "--json") {
       as_json = true;
+    } else if (arg == "--explain" && i + 1 < argc) {
+      char* end = nullptr;
+      const long pid = std::strtol(argv[++i], &end, 10);
+      if (*argv[i] == '\0' || *end != '\0' || pid <= 0) {
+        std::fprintf(stderr, "gpushare-smi: --explain needs a process id, got '%s'\n%s", argv[i], kUsage);
+        return 2;
+      }
+      explain = pid;
     } else if (arg == "--socket" && i + 1 < argc) {
       socket_path = argv[++i];
     } else if (arg.rfind("--socket=", 0) == 0) {
       socket_path = arg.substr(std::strlen("--socket="));
     } else {
       std::fprintf(stderr, "gpushare-smi: %s\n%s",
-                   arg == "--socket" ? "--socket needs a path" : ("unknown argument " + arg).c_str(), kUsage);
+                   arg == "--socket"    ? "--socket needs a path"
+                   : arg == "--explain" ? "--explain needs a process id"
+                                        : ("unknown argument " + arg).c_str(),
+                   kUsage);
       return 2;
     }
   }
@@ -264,6 +317,7 @@ int main(int argc, char** argv) {
                  socket_path.c_str());
     return 1;
   }
+  if (explain) return Explain(status, *explain);
   if (as_json)
     std::printf("%s\n", status.dump(2, ' ', false, json::error_handler_t::replace).c_str());
   else

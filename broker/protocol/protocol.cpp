@@ -19,6 +19,8 @@ std::optional<size_t> PayloadSize(uint16_t type) {
     case Type::kSched: return sizeof(Sched);
     case Type::kSetWeight: return sizeof(SetWeight);
     case Type::kToolReply: return 0;
+    case Type::kComm: return sizeof(Comm);
+    case Type::kCommReply: return 0;
   }
   return std::nullopt;
 }
@@ -72,6 +74,7 @@ Hello Sanitized(Hello h) {
   Terminate(h.job);
   h.device_count = std::min<uint32_t>(h.device_count, kMaxDevices);
   h.reattach = h.reattach != 0;
+  h.job_size = std::min<uint32_t>(h.job_size, kMaxDevices);
   if (!(h.weight > 0 && h.weight <= 1000)) h.weight = 1;  // NaN and nonsense read as the default
   for (int32_t& v : h.visible) v = std::clamp(v, -1, 1023);
   return h;
@@ -105,6 +108,14 @@ SetWeight Sanitized(SetWeight s) {
   Terminate(s.tenant);
   if (!(s.weight > 0 && s.weight <= 1000)) s.weight = 0;  // refused
   return s;
+}
+
+Comm Sanitized(Comm c) {
+  if (c.event != static_cast<uint32_t>(CommEvent::kJoined) && c.event != static_cast<uint32_t>(CommEvent::kLeft))
+    c.event = 0;  // read as nothing
+  c.nranks = std::min<uint32_t>(c.nranks, 1u << 20);
+  c.rank = std::clamp<int32_t>(c.rank, -1, 1 << 20);
+  return c;
 }
 
 }  // namespace gpushare::protocol

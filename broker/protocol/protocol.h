@@ -13,7 +13,7 @@
 namespace gpushare::protocol {
 
 inline constexpr uint32_t kMagic = 0x52485347;  // "GSHR"
-inline constexpr uint16_t kVersion = 2;
+inline constexpr uint16_t kVersion = 3;
 inline constexpr int kMaxDevices = 16;
 inline constexpr size_t kMaxPayload = 1 << 20;
 
@@ -28,6 +28,8 @@ enum class Type : uint16_t {
   kSched = 8,        // client -> broker: a GPU-time gate event (want, released)
   kSetWeight = 9,    // tool -> broker: change a client's or a tenant's weight
   kToolReply = 10,   // broker -> tool: text, "ok" or why not
+  kComm = 11,        // client -> broker: a collective communicator (NCCL/RCCL) made or ended
+  kCommReply = 12,   // broker -> client: text, "" or a warning about the communicator
 };
 
 struct Header {
@@ -47,6 +49,7 @@ struct Hello {
   uint64_t cap_bytes[kMaxDevices];   // asked cap per virtual GPU, 0: none asked
   uint64_t held_bytes[kMaxDevices];  // held already (re-registering after a broker restart)
   uint32_t reattach;                 // 1: re-registering; `visible` is the map in use and must stay
+  uint32_t job_size;                 // ranks of `job` on this node (torchrun's LOCAL_WORLD_SIZE); 0: unknown
 };
 
 struct Welcome {
@@ -96,6 +99,22 @@ struct SetWeight {
   double weight;
 };
 
+// A collective communicator (NCCL or RCCL) one of the client's ranks joined or left.
+// Ranks of one communicator send the same `comm_id` (a hash of its unique id, or of
+// the parent's and the split colour), so the broker can gather its members.
+enum class CommEvent : uint32_t {
+  kJoined = 1,  // this rank's init succeeded
+  kLeft = 2,    // ncclCommDestroy / ncclCommAbort
+};
+struct Comm {
+  uint32_t event;  // CommEvent
+  uint32_t nranks;
+  int32_t rank;      // in the communicator
+  uint32_t device;   // virtual GPU the rank uses
+  uint64_t comm_id;  // the same for every rank of the communicator
+  uint64_t handle;   // this process's communicator (pairs kLeft with kJoined)
+};
+
 // One decoded message, or why the bytes are not one.
 struct Message {
   Type type;
@@ -133,6 +152,7 @@ Take Sanitized(Take t);
 TakeReply Sanitized(TakeReply r);
 Sched Sanitized(Sched s);
 SetWeight Sanitized(SetWeight s);
+Comm Sanitized(Comm c);
 
 // Copies a string into a fixed array, truncating, NUL-terminated.
 template <size_t N>

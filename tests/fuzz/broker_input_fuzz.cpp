@@ -51,6 +51,7 @@ enum class Op : uint8_t {
   kSched,       // encode a Sched (gate event): device, event, slice, drained time
   kSetWeight,   // encode a SetWeight: pid selector, tenant, weight
   kPoll,        // time passes (n ms) and the broker does its periodic work
+  kComm,        // encode a Comm (communicator joined/left): event, id, ranks, device
   kOpCount,
 };
 
@@ -283,6 +284,17 @@ class Harness {
         core_.Poll();
         if (auto d = core_.NextDeadline()) FUZZ_CHECK(*d + 2'000'000'000ull > now_);  // none long overdue
         break;
+      case Op::kComm: {
+        proto::Comm m{};
+        m.event = r.Byte() % 4;  // 1 joined, 2 left, else nonsense
+        m.comm_id = r.Byte() < 0xf0 ? r.Byte() % 4 : r.Raw(8);
+        m.nranks = static_cast<uint32_t>(r.Byte() < 0xf0 ? r.Byte() % 8 : r.Raw(4));
+        m.rank = static_cast<int32_t>(r.Byte() < 0xf0 ? r.Byte() % 8 : r.Raw(4));
+        m.device = r.Device();
+        m.handle = r.Byte() % 4;
+        Append(s, proto::Encode(proto::Type::kComm, m));
+        break;
+      }
       case Op::kOpCount: break;
     }
     CheckLedger();
@@ -314,8 +326,14 @@ class Harness {
       proto::SetString(h.tenant, kTenants[tenant]);
     else
       r.Text(h.tenant, tenant % 65);  // may be unterminated, may not be UTF-8
-    r.Text(h.job, r.Byte() % 130);
+    const uint8_t job = r.Byte();
+    if (job < 0xc0)
+      proto::SetString(h.job, std::string(job % 3, 'j'));  // "", "j", "jj": ranks of a few jobs meet
+    else
+      r.Text(h.job, job % 130);
     h.rank = static_cast<int8_t>(r.Byte());
+    const uint8_t size = r.Byte();
+    h.job_size = size < 0xf0 ? size % 6 : static_cast<uint32_t>(r.Raw(4));
     h.weight = r.Weight();
     const uint8_t count = r.Byte();
     h.device_count = count == 0xff ? static_cast<uint32_t>(r.Raw(4)) : count;
@@ -399,11 +417,11 @@ class Harness {
     bool breached = false;
     for (const proto::Message& req : requests) {
       FUZZ_CHECK(!breached);  // nothing is read past a breach
-      const bool breach =
-          req.type == proto::Type::kHello ? registered
-          : req.type == proto::Type::kTake || req.type == proto::Type::kGive || req.type == proto::Type::kSched
-              ? !registered
-              : req.type != proto::Type::kStatus && req.type != proto::Type::kSetWeight;
+      const bool breach = req.type == proto::Type::kHello ? registered
+                          : req.type == proto::Type::kTake || req.type == proto::Type::kGive ||
+                                  req.type == proto::Type::kSched || req.type == proto::Type::kComm
+                              ? !registered
+                              : req.type != proto::Type::kStatus && req.type != proto::Type::kSetWeight;
       if (breach) {
         breached = true;
         continue;
@@ -419,7 +437,10 @@ class Harness {
           FUZZ_CHECK(w.device_count <= static_cast<uint32_t>(proto::kMaxDevices));
           FUZZ_CHECK(std::memchr(w.reason, 0, sizeof w.reason) != nullptr);
           FUZZ_CHECK(std::memchr(w.channel, 0, sizeof w.channel) != nullptr);
-          for (uint32_t v = 0; v < w.device_count; ++v) FUZZ_CHECK(w.physical[v] >= 0 && w.physical[v] < kGpus);
+          for (uint32_t v = 0; v < w.device_count; ++v) {
+            FUZZ_CHECK(w.physical[v] >= 0 && w.physical[v] < kGpus);
+            for (uint32_t u = 0; u < v; ++u) FUZZ_CHECK(w.physical[u] != w.physical[v]);  // one GPU, one virtual
+          }
           if (w.accepted) FUZZ_CHECK(w.client_id == s.id);
           registered = w.accepted == 1;
           break;
@@ -431,6 +452,7 @@ class Harness {
           FUZZ_CHECK(std::memchr(t.reason, 0, sizeof t.reason) != nullptr);
           break;
         }
+        case proto::Type::kComm: FUZZ_CHECK(reply->type == proto::Type::kCommReply); break;
         case proto::Type::kStatus:
           FUZZ_CHECK(reply->type == proto::Type::kStatusReply);
           CheckStatus(std::string(reply->payload.begin(), reply->payload.end()));

@@ -310,6 +310,23 @@ int main(int argc, char** argv) {
     cuDeviceGetByPCIBusId(&back, bus);
     std::printf("can_access=%d p2p_access=%d pointer_ordinal=%d ctx_device=%d bus_roundtrip=%d\n", can, rank, ordinal,
                 current, back);
+    // Peer access and a peer copy between the two virtual GPUs' contexts, checked byte for byte.
+    CUcontext c0 = nullptr, c1 = nullptr;
+    CUdevice d0 = -1;
+    cuDeviceGet(&d0, 0);
+    cuDevicePrimaryCtxRetain(&c0, d0);
+    cuCtxGetCurrent(&c1);
+    cuCtxSetCurrent(c0);
+    CUdeviceptr q;
+    cuMemAlloc_v2(&q, 1 << 20);
+    std::vector<unsigned char> in(1 << 20), out(1 << 20, 0);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<unsigned char>(i * 7);
+    cuMemcpyHtoD_v2(q, in.data(), in.size());
+    const CUresult enable = cuCtxEnablePeerAccess(c1, 0);
+    const CUresult copy = cuMemcpyPeer(p, c1, q, c0, in.size());
+    cuCtxSetCurrent(c1);
+    cuMemcpyDtoH_v2(out.data(), p, out.size());
+    std::printf("enable_peer=%s peer_copy=%s same_bytes=%d\n", Name(enable), Name(copy), in == out ? 1 : 0);
     return 0;
   }
   if (cmd == "families" && route == "link") {

@@ -137,8 +137,14 @@ TEST(Shim, OrdinalsGoingOutOfTheDriverAreVirtual) {
   auto r = Client(node, {"link", "peer", "0"}, {{"GPUSHARE_VISIBLE_DEVICES", "2,1"}});
   EXPECT_NE(r.out.find("can_access=1 p2p_access=1 pointer_ordinal=1 ctx_device=1 bus_roundtrip=1"), std::string::npos)
       << r.out;
+  // Peer access between the virtual GPUs' contexts, and a peer copy that moves the bytes.
+  EXPECT_NE(r.out.find("enable_peer=CUDA_SUCCESS peer_copy=CUDA_SUCCESS same_bytes=1"), std::string::npos) << r.out;
   r = Client(node, {"link", "peer", "0"}, {{"GPUSHARE_VISIBLE_DEVICES", "0,2"}});  // no link between 0 and 2
   EXPECT_NE(r.out.find("can_access=0 p2p_access=0 pointer_ordinal=1 ctx_device=1 bus_roundtrip=1"), std::string::npos)
+      << r.out;
+  // Without P2P the driver refuses peer access, as a real one does; the copy still works (staged).
+  EXPECT_NE(r.out.find("enable_peer=CUDA_ERROR_PEER_ACCESS_UNSUPPORTED peer_copy=CUDA_SUCCESS same_bytes=1"),
+            std::string::npos)
       << r.out;
 }
 

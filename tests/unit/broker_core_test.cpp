@@ -1,12 +1,11 @@
 // BrokerCore without sockets: registration terms, the ledger through Take/Give,
-// hang-up reclaim, re-registration, protocol breaches, and the placement rule.
+// hang-up reclaim, re-registration and protocol breaches (placement: broker_placement_test.cpp).
 #include "broker_core.h"
 
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
-#include "placement.h"
 #include "shm_channels.h"
 
 namespace gpushare::broker {
@@ -283,18 +282,6 @@ TEST_F(ScheduledCoreTest, RecordsClassifyAClientAndItsClassSetsItsWeight) {
   EXPECT_EQ(s["clients"][0]["kernels"], 250);
   ASSERT_EQ(s["clients"][0]["streams"].size(), 1u);
   EXPECT_EQ(s["clients"][0]["streams"][0]["class"], "memory");
-}
-
-TEST(PlaceLeastLoaded, OrdersAllowedGpusByMemoryHeld) {
-  NodeLedger ledger({kGiB * 16, kGiB * 16, kGiB * 16});
-  ledger.AddClient(1, "t");
-  ASSERT_EQ(ledger.Take(1, 0, 5 * kGiB), NodeLedger::Grant::kGranted);
-  ASSERT_EQ(ledger.Take(1, 2, 1 * kGiB), NodeLedger::Grant::kGranted);
-  EXPECT_EQ(PlaceLeastLoaded(ledger, {}).physical, (std::vector<int>{1, 2, 0}));
-  EXPECT_EQ(PlaceLeastLoaded(ledger, {{}, std::vector<int>{0, 2}}).physical, (std::vector<int>{2, 0}));
-  EXPECT_EQ(PlaceLeastLoaded(ledger, {{0}, std::nullopt}).physical, (std::vector<int>{0}));
-  EXPECT_FALSE(PlaceLeastLoaded(ledger, {{1}, std::vector<int>{0}}).refusal.empty());
-  EXPECT_FALSE(PlaceLeastLoaded(ledger, {{7}, std::nullopt}).refusal.empty());
 }
 
 // Publishes a well-formed record at the client's next position.

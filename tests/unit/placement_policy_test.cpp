@@ -476,7 +476,7 @@ TEST(PlacementBaselines, RoundRobinCyclesThroughTheTenantsGpus) {
   EXPECT_EQ(PlaceRoundRobin(t, one, &cursor).physical, (std::vector<int>{1}));
 }
 
-TEST(PlacementBaselines, LeastMemoryHeldOrdersAsPlacementCppDoes) {
+TEST(PlacementBaselines, LeastMemoryHeldPutsTheEmptiestGpuFirst) {
   const Topology t = TwoGpusWithP2p();
   std::vector<GpuLoad> gpus(2);
   gpus[0].held_bytes = kGiB;
@@ -487,6 +487,14 @@ TEST(PlacementBaselines, LeastMemoryHeldOrdersAsPlacementCppDoes) {
   PolicyRequest asked;
   asked.asked = {3};
   EXPECT_EQ(PlaceLeastMemoryHeld(t, gpus, asked).refusal, "there is no GPU 3");
+}
+
+TEST(TwoGpusWithP2p, OneGpuAskedForTwiceIsRefused) {
+  PolicyRequest r;
+  r.asked = {1, 1};
+  const PolicyDecision d = kPolicy.Place(TwoGpusWithP2p(), std::vector<GpuLoad>(2), r);
+  EXPECT_TRUE(d.physical.empty());
+  EXPECT_EQ(d.refusal, "GPU 1 is asked for twice: two virtual GPUs cannot share one physical GPU");
 }
 
 }  // namespace
