@@ -258,6 +258,15 @@ std::optional<Scheduler::FlowStatus> Scheduler::Status(ClientId client, int devi
     s.holding = g->second.holds.count(it->first) > 0;
     const double total = Decayed(g->second.recent_ns, g->second.recent_at, now_ns);
     if (total > 0) s.share = Decayed(f.recent_ns, f.recent_at, now_ns) / total;
+    // Demand: a flow busy a fraction u of the time settles at recent_ns = u * half_life
+    // / ln 2. A holder's time since its period began is not charged yet (a lone holder
+    // may hold for long): it counts too.
+    if (params_.share_half_life_ns > 0) {
+      double recent = Decayed(f.recent_ns, f.recent_at, now_ns);
+      if (auto h = g->second.holds.find(it->first); h != g->second.holds.end() && now_ns > h->second.period_start)
+        recent += static_cast<double>(now_ns - h->second.period_start);
+      s.busy = std::clamp(recent * std::log(2.0) / static_cast<double>(params_.share_half_life_ns), 0.0, 1.0);
+    }
   }
   return s;
 }
