@@ -11,6 +11,7 @@
 #include "cuda_hooks.h"
 #include "hip_dlsym.h"
 #include "log.h"
+#include "nccl_hooks.h"
 #include "nvml_hooks.h"
 
 namespace gpushare::cuda {
@@ -159,7 +160,7 @@ CUresult cuGetProcAddress(const char* symbol, void** pfn, int version, cuuint64_
   return r;
 }
 
-// Programs that dlopen the driver, NVML or the HIP runtime and dlsym from the handle get the hooks.
+// Programs that dlopen the driver, NVML, NCCL/RCCL or the HIP runtime and dlsym from the handle get the hooks.
 // dlsym itself is a small assembly trampoline: a lookup of any other name jumps to
 // glibc's dlsym with the caller's own return address on the stack, so lookups
 // relative to the caller (RTLD_NEXT, which interposers such as sanitizer runtimes
@@ -170,6 +171,7 @@ __attribute__((visibility("hidden"))) GS_EARLY void* gs_dlsym_hook_for(const cha
   if (symbol == nullptr) return nullptr;
   if (symbol[0] == 'c' && symbol[1] == 'u') return HookForSymbol(symbol);
   if (std::strncmp(symbol, "nvml", 4) == 0) return gpushare::nvml::HookForSymbol(symbol);
+  if (std::strncmp(symbol, "nccl", 4) == 0) return gpushare::nccl::HookForSymbol(symbol);
   if (std::strncmp(symbol, "hip", 3) == 0 || std::strncmp(symbol, "_Z24hip", 7) == 0)
     return gpushare::hip::HookForSymbol(symbol);
   return nullptr;
