@@ -8,6 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "hip_dlsym.h"
 #include "hip_hooks.h"
@@ -64,6 +67,22 @@ void* OpenRuntime() {
 
 std::atomic<bool> g_loaded{false};
 
+// The node-wide index of each GPU the HIP runtime shows, when its masks renumber them:
+// ROCR_VISIBLE_DEVICES first (ROCr), then HIP_VISIBLE_DEVICES or, unset, the
+// CUDA_VISIBLE_DEVICES HIP also honours. GPU_DEVICE_ORDINAL's place among them is not
+// documented: with it set the order is unknown (and the client warns).
+std::optional<std::vector<int>> RuntimeNodeIndex(const ClientOptions& options) {
+  const auto& set = options.runtime_visible_devices;
+  if (set.empty() || set.count("GPU_DEVICE_ORDINAL") != 0) return std::nullopt;
+  std::vector<std::string> masks;
+  if (auto it = set.find("ROCR_VISIBLE_DEVICES"); it != set.end()) masks.push_back(it->second);
+  if (auto it = set.find("HIP_VISIBLE_DEVICES"); it != set.end())
+    masks.push_back(it->second);
+  else if (auto it = set.find("CUDA_VISIBLE_DEVICES"); it != set.end())
+    masks.push_back(it->second);
+  return masks.empty() ? std::nullopt : DeviceMap::NodeOrder(masks);
+}
+
 }  // namespace
 
 bool LoadRealRuntime() {
@@ -99,7 +118,7 @@ Client* ReadyClient() {
   int count = 0;
   if (GS_HIP_REAL_CALL(hipGetDeviceCount, &count) != hipSuccess) return nullptr;
   client.gate().SetDrain(DrainDevice);
-  client.InitDevices(count);
+  client.InitDevices(count, RuntimeNodeIndex(client.options()));
   return &client;
 }
 

@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -53,7 +54,30 @@ Client::Client() {
   pthread_atfork(nullptr, nullptr, [] { Client::Get().gate_.Forget(); });
 }
 
-void Client::InitDevices(int physical_count) {
+namespace {
+
+// The broker's node-wide GPUs as the runtime numbers them; false (and why in `errors`)
+// if the runtime's masks hide one of them.
+bool ToRuntimeIndices(const std::vector<int>& node_index, std::vector<int>* physical,
+                      std::vector<std::string>* errors) {
+  std::vector<int> runtime;
+  for (size_t v = 0; v < physical->size(); ++v) {
+    auto it = std::find(node_index.begin(), node_index.end(), (*physical)[v]);
+    if (it == node_index.end()) {
+      errors->push_back("the broker placed virtual GPU " + std::to_string(v) + " on GPU " +
+                        std::to_string((*physical)[v]) +
+                        ", which the runtime's visible-devices variable hides from this process; unset it");
+      return false;
+    }
+    runtime.push_back(static_cast<int>(it - node_index.begin()));
+  }
+  *physical = runtime;
+  return true;
+}
+
+}  // namespace
+
+void Client::InitDevices(int physical_count, const std::optional<std::vector<int>>& node_index) {
   std::call_once(devices_once_, [&] {
     std::vector<std::string> errors;
     for (int v = 0; v < MemoryLedger::kMaxDevices; ++v)
@@ -61,15 +85,22 @@ void Client::InitDevices(int physical_count) {
     auto terms = broker_.Register(options_);
     if (terms) {
       // The broker's map and caps; a refused process sees no GPU.
-      devices_ = DeviceMap::Build(physical_count, terms->physical, &errors);
+      std::vector<int> physical = terms->physical;
+      const bool renumbered = node_index && ToRuntimeIndices(*node_index, &physical, &errors);
+      devices_ = DeviceMap::Build(physical_count, physical, &errors);
       ApplyBrokerCaps(terms->cap_bytes);
       Log(LogLevel::kInfo, "broker: %d virtual GPU(s) of %d physical, weight %g", devices_.count(), physical_count,
           terms->weight);
-      for (const std::string& mask : options_.runtime_visible_devices)
-        Log(LogLevel::kWarn,
-            "%s is set: the GPU runtime renumbers the GPUs it shows, while the broker places by node-wide index; "
-            "unset it and let the broker choose (docs/configuration.md)",
-            mask.c_str());
+      for (const auto& [name, value] : options_.runtime_visible_devices) {
+        if (renumbered)
+          Log(LogLevel::kInfo, "%s=%s: the broker's GPUs are found in the runtime's numbering", name.c_str(),
+              value.c_str());
+        else
+          Log(LogLevel::kWarn,
+              "%s=%s is set: the GPU runtime renumbers the GPUs it shows, while the broker places by node-wide "
+              "index; unset it and let the broker choose (docs/configuration.md)",
+              name.c_str(), value.c_str());
+      }
     } else {
       devices_ = DeviceMap::Build(physical_count, options_.visible_devices, &errors);
       for (int v = 0; v < devices_.count() && v < MemoryLedger::kMaxDevices; ++v) ledger_.SetCap(v, asked_caps_[v]);

@@ -23,6 +23,12 @@ class DeviceMap {
   // Virtual ordinal of physical `p`, or -1 if this client does not see `p`.
   int Virtual(int p) const;
 
+  // The node-wide index of each GPU a runtime shows after its visible-devices masks
+  // (each mask's entries index the GPUs the masks before it left), or nullopt when a
+  // mask is not a list of indices (UUIDs, garbage): the runtime's order is unknown.
+  // `masks` holds at least one, outermost (ROCR_VISIBLE_DEVICES) first.
+  static std::optional<std::vector<int>> NodeOrder(const std::vector<std::string>& masks);
+
  private:
   std::vector<int> physical_;
 };

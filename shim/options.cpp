@@ -109,7 +109,7 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
   }
 
   for (const char* name : {"HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "CUDA_VISIBLE_DEVICES"})
-    if (auto v = get(name)) o.runtime_visible_devices.push_back(std::string(name) + "=" + *v);
+    if (auto v = get(name)) o.runtime_visible_devices[name] = *v;
 
   if (auto v = get("GPUSHARE_SOCKET"); v && !v->empty()) {
     o.socket_path = *v;

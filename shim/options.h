@@ -27,9 +27,9 @@ struct MemoryLimits {
 struct ClientOptions {
   MemoryLimits memory;
   std::optional<std::vector<int>> visible_devices;  // physical ordinals, in virtual order
-  // The GPU runtime's own masks, as set ("HIP_VISIBLE_DEVICES=1"): the runtime renumbers
-  // GPUs before the shim sees them, so a broker's node-wide indices no longer match.
-  std::vector<std::string> runtime_visible_devices;
+  // The GPU runtimes' own masks that are set (HIP_VISIBLE_DEVICES -> "1,0"): a runtime
+  // renumbers GPUs before the shim sees them; the API family says which apply to it.
+  std::map<std::string, std::string> runtime_visible_devices;
   std::string socket_path;
   std::string tenant;
   double weight = 1.0;

@@ -223,13 +223,42 @@ TEST(HipBroker, ACudaAndAHipClientOnOneNodeAreBothAccountedInGpushareSmi) {
   EXPECT_EQ(s["gpus"][0]["memory_used"].get<uint64_t>(), cuda_used + 512 * kMiB);
 }
 
-TEST(HipBroker, ARuntimeVisibleDevicesVariableIsWarnedAboutUnderABroker) {
+// What the shim logs before answering `command`.
+std::string LogBefore(Child& c, const std::string& command) {
+  c.Send(command + "\n");
+  std::string log;
+  for (std::string line; (line = c.ReadLine(5000)) != "" && line.rfind("gpushare", 0) == 0;) log += line + "\n";
+  return log;
+}
+
+TEST(HipBroker, ARuntimeMaskWhoseOrderIsUnknownIsWarnedAboutUnderABroker) {
   Broker broker(kOneGpu, "");
-  auto c = broker.Hip({{"HIP_VISIBLE_DEVICES", "0"}});
-  c->Send("alloc 0 1048576\n");
-  std::string warning;
-  for (std::string line; (line = c->ReadLine(5000)) != "" && line.rfind("alloc=", 0) != 0;) warning += line;
-  EXPECT_TRUE(Has(warning, "HIP_VISIBLE_DEVICES=0 is set")) << warning;
+  auto c = broker.Hip({{"HIP_VISIBLE_DEVICES", "GPU-8f3c5b2e"}});
+  const std::string log = LogBefore(*c, "alloc 0 1048576");
+  EXPECT_TRUE(Has(log, "HIP_VISIBLE_DEVICES=GPU-8f3c5b2e is set")) << log;
+}
+
+// HIP_VISIBLE_DEVICES=1: the runtime shows node GPU 1 as its GPU 0, so the broker's GPU
+// 1 is used as runtime GPU 0. (simgpu does not apply the mask, so its GPU 0, "alpha",
+// answers here; a real runtime would answer with node GPU 1.)
+TEST(HipBroker, TheBrokersNodeIndexIsFoundInTheRuntimesMaskedNumbering) {
+  Broker broker(kNode, "[tenants.t]\ngpus = [1]\n");
+  auto r = RunToEnd({HIP_CLIENT_PATH, "where", "0"},
+                    broker.ClientEnv({{"GPUSHARE_TENANT", "t"}, {"HIP_VISIBLE_DEVICES", "1"}}));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(Has(r.out, "current=0 name=alpha")) << r.out;
+  EXPECT_FALSE(Has(r.out, "is set")) << r.out;  // no warning: the order is known
+}
+
+TEST(HipBroker, ABrokersGpuTheRuntimesMaskHidesIsAnErrorNamingIt) {
+  Broker broker(kNode, "[tenants.t]\ngpus = [0]\n");
+  auto r =
+      RunToEnd({HIP_CLIENT_PATH, "info"}, broker.ClientEnv({{"GPUSHARE_TENANT", "t"}, {"HIP_VISIBLE_DEVICES", "1"}}));
+  EXPECT_TRUE(Has(r.out,
+                  "the broker placed virtual GPU 0 on GPU 0, which the runtime's visible-devices variable "
+                  "hides from this process"))
+      << r.out;
+  EXPECT_TRUE(Has(r.out, "HIP_VISIBLE_DEVICES=1 is set")) << r.out;
 }
 
 // ---- GPU-time shares (timing) ----

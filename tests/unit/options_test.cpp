@@ -1,7 +1,9 @@
 // The client's environment options: sizes, per-device caps, visible devices,
-// torchrun-derived job identity, and the safe readings of malformed values.
+// torchrun-derived job identity, the safe readings of malformed values, and how the
+// runtimes' own visible-devices masks renumber GPUs.
 #include <gtest/gtest.h>
 
+#include "device_map.h"
 #include "options.h"
 
 namespace gpushare {
@@ -98,6 +100,25 @@ TEST(ClientOptions, WeightLogAndBacktrace) {
   EXPECT_EQ(o.log_level, LogLevel::kWarn);
   EXPECT_FALSE(o.oom_backtrace);
   EXPECT_EQ(o.errors.size(), 3u);
+}
+
+TEST(ClientOptions, RecordsTheRuntimesOwnVisibleDevicesVariables) {
+  auto o = Parse({{"HIP_VISIBLE_DEVICES", "2,3"}, {"ROCR_VISIBLE_DEVICES", "1,2,3"}});
+  EXPECT_EQ(o.runtime_visible_devices,
+            (std::map<std::string, std::string>{{"HIP_VISIBLE_DEVICES", "2,3"}, {"ROCR_VISIBLE_DEVICES", "1,2,3"}}));
+  EXPECT_TRUE(Parse({}).runtime_visible_devices.empty());
+}
+
+TEST(DeviceMap, NodeOrderComposesTheRuntimesMasksOutermostFirst) {
+  EXPECT_EQ(DeviceMap::NodeOrder({"2,0"}), (std::vector<int>{2, 0}));
+  // ROCR_VISIBLE_DEVICES=1,2,3 leaves node GPUs 1, 2, 3; HIP_VISIBLE_DEVICES=2,0 picks 3 and 1.
+  EXPECT_EQ(DeviceMap::NodeOrder({"1,2,3", "2,0"}), (std::vector<int>{3, 1}));
+  // The list ends at the first GPU the outer mask does not leave.
+  EXPECT_EQ(DeviceMap::NodeOrder({"1,2", "1,5,0"}), (std::vector<int>{2}));
+  EXPECT_EQ(DeviceMap::NodeOrder({""}), (std::vector<int>{}));
+  // UUIDs and garbage: the order is unknown.
+  for (const char* mask : {"GPU-8f3c", "0,,1", "-1", "0, 1", "1x"})
+    EXPECT_FALSE(DeviceMap::NodeOrder({mask}).has_value()) << mask;
 }
 
 }  // namespace
