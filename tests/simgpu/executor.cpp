@@ -123,6 +123,10 @@ void Executor::Run() {
     Work w = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
+    if (w.may_block && owning) {  // the queue it waits for may need this GPU's engine
+      Release();
+      owning = false;
+    }
     Execute(w, &owning, &slice_end);
     if (w.effect) w.effect(cursor_ns_);
     lock.lock();

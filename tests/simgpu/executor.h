@@ -21,6 +21,7 @@ class Node;
 struct Work {
   uint64_t duration_ns = 0;
   bool needs_engine = false;  // kernels: time-sliced with other processes
+  bool may_block = false;     // waits for another queue: the engine is given up first
   double sm_factor = 0;       // busy accounting for NVML, per ns of duration
   double mem_factor = 0;
   // Side effect at completion; gets the simulated completion time (monotonic ns).

@@ -353,7 +353,9 @@ Status Process::PoolFree(uint64_t address, Stream* stream) {
   if (stream == nullptr) {
     give_back(0);
   } else {
-    Submit(stream, Work{0, false, 0, 0, give_back});
+    Work w;
+    w.effect = give_back;
+    Submit(stream, std::move(w));
   }
   return Status::kOk;
 }
@@ -767,6 +769,7 @@ Status Process::WaitEvent(Stream* s, Event* e) {
   if (other == nullptr) other = &executor(e->device);
   if (seq == 0 || other == &QueueOf(s)) return Status::kOk;  // same queue: already ordered
   Work w;
+  w.may_block = true;
   w.effect = [other, seq](uint64_t) { other->Wait(seq); };
   Submit(s, std::move(w));
   return Status::kOk;
