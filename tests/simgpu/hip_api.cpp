@@ -234,7 +234,7 @@ const char* hipGetErrorName(hipError_t e) {
     const char* name;
   };
   static const Named kNames[] = {
-      // aliases (hipErrorMemoryAllocation) come after their first name
+  // aliases (hipErrorMemoryAllocation) come after their first name
 #define SIM_ERROR(name) {name, #name},
 #include "hip_errors.inc"
 #undef SIM_ERROR

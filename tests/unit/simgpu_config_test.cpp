@@ -73,6 +73,25 @@ TEST(SimgpuConfig, ErrorsNameTheField) {
             "node.json: gpus[0].uuid: expected \"GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\", got \"GPU-x\"");
 }
 
+TEST(SimgpuConfig, ComputeUnitsForTheHipFront) {
+  std::string error;
+  auto c = ParseConfig(R"({"gpus": [{"name": "a", "memory": 1, "sms": 110, "cus": 104, "memory_saturation_cus": 20,
+                                     "gcn_arch": "gfx942"},
+                                    {"name": "b", "memory": 1, "sms": 30}]})",
+                       "node.json", &error);
+  ASSERT_TRUE(c.has_value()) << error;
+  EXPECT_EQ(c->gpus[0].cus, 104);
+  EXPECT_EQ(c->gpus[0].memory_saturation_cus, 20);
+  EXPECT_EQ(c->gpus[0].gcn_arch, "gfx942");
+  EXPECT_EQ(c->gpus[1].cus, 30);                   // default: sms
+  EXPECT_EQ(c->gpus[1].memory_saturation_cus, 7);  // default: a quarter of the CUs
+  EXPECT_EQ(c->gpus[1].gcn_arch, "gfx90a");
+  EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": 1, "cus": 300}]})"),
+            "node.json: gpus[0].cus: at most 256 compute units are supported");
+  EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": 1, "cus": 8, "memory_saturation_cus": 9}]})"),
+            "node.json: gpus[0].memory_saturation_cus: expected at most gpus[].cus");
+}
+
 TEST(SimgpuConfig, InvalidJsonNamesTheLine) {
   std::string error = ErrorOf("{\n  \"gpus\": [\n    {\"name\": \"a\",, }\n  ]\n}");
   EXPECT_EQ(error.rfind("node.json:3: invalid JSON", 0), 0u) << error;

@@ -96,6 +96,41 @@ TEST_F(SimgpuNode, ContinueWithoutWaitersExtendsTheSlice) {
   a->ReleaseEngine(0);
 }
 
+TEST_F(SimgpuNode, DisjointMaskedQueuesRunTogetherOverlappingOnesWait) {
+  auto a = Attach(), b = Attach();
+  const uint64_t low[kCuWords] = {0xffff}, high[kCuWords] = {0xffff0000}, middle[kCuWords] = {0xff00ff};
+  const int qa = a->ClaimMaskedQueue(0, low), qb = b->ClaimMaskedQueue(0, high), qc = b->ClaimMaskedQueue(0, middle);
+  ASSERT_GE(qa, 0);
+  ASSERT_GE(qb, 0);
+  ASSERT_GE(qc, 0);
+  a->AcquireMasked(0, qa, false);
+  b->AcquireMasked(0, qb, false);  // disjoint from a's: returns at once, in another process
+  std::atomic<bool> c_running{false}, exclusive_running{false};
+  std::thread overlapping([&] {
+    b->AcquireMasked(0, qc, false);  // shares CUs with both
+    c_running = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(c_running);
+  a->ReleaseMasked(0, qa);
+  EXPECT_FALSE(c_running);  // still overlaps b's queue
+  b->ReleaseMasked(0, qb);
+  overlapping.join();
+  EXPECT_TRUE(c_running);
+  // Unmasked work waits for masked mode to end; the masked queue yields at its slice end.
+  std::thread exclusive([&] {
+    a->AcquireEngine(0);
+    exclusive_running = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(exclusive_running);
+  uint64_t end = 0;
+  EXPECT_FALSE(b->ContinueMasked(0, qc, &end));
+  exclusive.join();
+  EXPECT_TRUE(exclusive_running);
+  a->ReleaseEngine(0);
+}
+
 TEST(SimgpuCostModel, NamedKernelsRunTheirStatedTime) {
   NodeConfig c = DefaultConfig();
   LaunchGeometry g{{1, 1, 1}, {32, 1, 1}, 0};
