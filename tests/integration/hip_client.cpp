@@ -7,7 +7,7 @@
 //   hip_client where DEV                -> what the runtime says of device DEV and memory on it
 //   hip_client dlsym-fill DEV CHUNK     -> fill with hipMalloc found by dlsym on a dlopen handle
 //   hip_client serve                    -> one command a line on stdin: "alloc DEV BYTES",
-//                                          "launch N", "quit"; one answer line each
+//                                          "launch N", "copy N", "quit"; one answer line each
 //   hip_client sched --seconds S --start-at NS [--via dlsym]
 //                                       -> saturating 500 us kernels; a timeline like sched_worker's
 #include <dlfcn.h>
@@ -220,11 +220,29 @@ int Serve() {
       if (e == hipSuccess) e = hipMalloc(&p, bytes);
       if (e == hipSuccess) held.push_back(p);
       std::printf("alloc=%s\n", e == hipSuccess ? "ok" : Name(e));
-    } else if (cmd == "launch") {
+    } else if (cmd == "launch") {  // N kernels through each of three launch calls
       int n = 0;
       in >> n;
-      for (int i = 0; i < n; ++i) LaunchOne(nullptr);
+      const void* f = reinterpret_cast<const void*>(&simgpu_compute_500us);
+      for (int i = 0; i < n; ++i) {
+        LaunchOne(nullptr);
+        CHECK(hipExtLaunchKernel(f, dim3(1), dim3(128), nullptr, 0, nullptr, nullptr, nullptr, 0));
+        CHECK(hipLaunchCooperativeKernel(f, dim3(1), dim3(128), nullptr, 0, nullptr));
+      }
       std::printf("launched=%s\n", Name(hipDeviceSynchronize()));
+    } else if (cmd == "copy") {  // N each of an upload, a memset and a download of 4 KiB
+      int n = 0;
+      in >> n;
+      std::vector<char> host(4096);
+      void* dev = nullptr;
+      CHECK(hipMalloc(&dev, host.size()));
+      for (int i = 0; i < n; ++i) {
+        CHECK(hipMemcpyHtoDAsync(dev, host.data(), host.size(), nullptr));
+        CHECK(hipMemsetAsync(dev, 1, host.size(), nullptr));
+        CHECK(hipMemcpyAsync(host.data(), dev, host.size(), hipMemcpyDeviceToHost, nullptr));
+      }
+      std::printf("copied=%s\n", Name(hipDeviceSynchronize()));
+      CHECK(hipFree(dev));
     } else if (cmd == "quit") {
       break;
     } else {

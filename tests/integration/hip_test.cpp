@@ -177,7 +177,9 @@ TEST(HipBroker, ClientRegistersIsRecordedAndItsMemoryReturnsWhenKilled) {
   Broker broker(kOneGpu, "");
   auto c = broker.Hip({{"GPUSHARE_TENANT", "h"}, {"GPUSHARE_MEMORY_LIMIT", "4GiB"}});
   ASSERT_EQ(Ask(*c, "alloc 0 2147483648"), "alloc=ok");
-  ASSERT_EQ(Ask(*c, "launch 200"), "launched=hipSuccess");
+  // 100 kernels through each of hipLaunchKernel, hipExtLaunchKernel and
+  // hipLaunchCooperativeKernel: gated, recorded, named.
+  ASSERT_EQ(Ask(*c, "launch 100"), "launched=hipSuccess");
   json s = broker.Status();
   const json* me = ClientWithPid(s, c->pid());
   ASSERT_NE(me, nullptr) << s.dump();
@@ -185,10 +187,23 @@ TEST(HipBroker, ClientRegistersIsRecordedAndItsMemoryReturnsWhenKilled) {
   EXPECT_EQ((*me)["devices"][0]["memory_cap"], 4 * kGiB);
   EXPECT_EQ((*me)["devices"][0]["memory_used"], 2 * kGiB);
   EXPECT_EQ(s["gpus"][0]["memory_used"], 2 * kGiB);
-  // Launch records reach the broker (drained on its next poll).
-  for (int i = 0; i < 100 && (*ClientWithPid(broker.Status(), c->pid()))["kernels"].get<uint64_t>() < 200; ++i)
+  // The records reach the broker (drained on its next poll), and the kernel's name
+  // (hipKernelNameRefByPtr) its classifier: polled for less than the 1 s after which
+  // a client without work is idle.
+  json me_now;
+  for (int i = 0; i < 45; ++i) {
+    me_now = *ClientWithPid(broker.Status(), c->pid());
+    if (me_now["kernels"].get<uint64_t>() >= 300 && Has(me_now["class_why"].get<std::string>(), "simgpu_compute_500us"))
+      break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_GE((*ClientWithPid(broker.Status(), c->pid()))["kernels"].get<uint64_t>(), 200u);
+  }
+  EXPECT_EQ(me_now["kernels"], 300) << me_now.dump();
+  EXPECT_TRUE(Has(me_now["class_why"].get<std::string>(), "simgpu_compute_500us")) << me_now.dump();
+  // Async copies and memsets are records too.
+  ASSERT_EQ(Ask(*c, "copy 50"), "copied=hipSuccess");
+  for (int i = 0; i < 100 && (*ClientWithPid(broker.Status(), c->pid()))["copies"].get<uint64_t>() < 150; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ((*ClientWithPid(broker.Status(), c->pid()))["copies"], 150);
   // An over-cap allocation is refused by the shim with the API's own error.
   EXPECT_EQ(Ask(*c, "alloc 0 3221225472"), "alloc=hipErrorOutOfMemory");
 
