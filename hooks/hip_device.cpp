@@ -173,10 +173,8 @@ int hipGetStreamDeviceId(hipStream_t stream) {
 hipError_t hipPointerGetAttributes(hipPointerAttribute_t* attributes, const void* ptr) {
   hipError_t r = GS_HIP_REAL_CALL(hipPointerGetAttributes, attributes, ptr);
   if (r != hipSuccess || attributes->device < 0) return r;
-  // Host memory the runtime knows keeps its device as is; one of ours becomes virtual.
-  int v;
-  if (ToVirtual(attributes->device, &v, hipErrorInvalidValue) == hipSuccess) attributes->device = v;
-  return r;
+  // As for CUDA: memory on a GPU this client does not see is not its to ask about.
+  return ToVirtual(attributes->device, &attributes->device, hipErrorInvalidValue);
 }
 
 }  // extern "C"

@@ -25,9 +25,9 @@ namespace real {
 #undef GS_HIP_DEVICE_HOOK
 }  // namespace real
 
-// Loads the real HIP runtime and resolves the table (once; thread-safe; after the
-// first call a single atomic load). False, with the reason logged once, if the real
-// libamdhip64 cannot be found.
+// Finds the real HIP runtime the process has loaded and resolves the table (once;
+// thread-safe; after the first call a single atomic load). False, said once in the
+// log, if the process has no libamdhip64 loaded (it is not a HIP program).
 bool LoadRealRuntime();
 
 // The client runtime, with its devices known (the real runtime initialized), or null.

@@ -5,7 +5,6 @@
 #include <dlfcn.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -52,15 +51,15 @@ DlsymFn RealDlsym() {
   return reinterpret_cast<DlsymFn>(gs_real_dlsym);
 }
 
-// The runtime the application uses: already loaded (linked with -lamdhip64, or
-// dlopened before its dlsym reached a hook), else loaded now by its soname. A handle
-// on it resolves in that library and its dependencies, never in ours.
+// The runtime the application uses, which it has loaded already: linked with
+// -lamdhip64, or dlopened before its dlsym on that handle reached one of our hooks. A
+// handle on it resolves in that library and its dependencies, never in ours. It is
+// never loaded here: a HIP name reached while no runtime is loaded is a probe from a
+// program that does not use HIP (dlsym(RTLD_DEFAULT, "hipGetDeviceCount") finds our
+// export), and loading the runtime into it would start HIP behind its back.
 void* OpenRuntime() {
   for (const char* name : {"libamdhip64.so.5", "libamdhip64.so"}) {
     if (void* h = dlopen(name, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD)) return h;
-  }
-  for (const char* name : {"libamdhip64.so.5", "libamdhip64.so"}) {
-    if (void* h = dlopen(name, RTLD_NOW | RTLD_GLOBAL)) return h;
   }
   return nullptr;
 }
@@ -91,11 +90,10 @@ bool LoadRealRuntime() {
   std::call_once(once, [] {
     void* handle = OpenRuntime();
     if (handle == nullptr) {
-      const char* path = std::getenv("LD_LIBRARY_PATH");
-      Log(LogLevel::kError,
-          "cannot load the real HIP runtime libamdhip64.so.5 (%s); looked in LD_LIBRARY_PATH=\"%s\", the ld.so "
-          "cache (ldconfig -p) and the system library directories",
-          dlerror(), path ? path : "");
+      // Info, not error: see OpenRuntime.
+      Log(LogLevel::kInfo,
+          "a HIP entry point was called but no HIP runtime (libamdhip64.so.5) is loaded in this process; "
+          "answering hipErrorNotSupported");
       return;
     }
     for (const HookEntry& e : kHooks) *e.real = RealDlsym()(handle, e.symbol);
