@@ -40,15 +40,22 @@ using testing_support::SimNode;
 constexpr uint64_t kGiB = 1ull << 30, kMiB = 1ull << 20;
 constexpr int kCus = 104;  // gpus[0].cus in the node below; memory saturates at 26 CUs
 
-const char kNodeConfig[] = R"({"gpus": [
+// GPU 0 as an MI250X-like device: 104 CUs, memory saturating at 26.
+const std::string kGpus = R"("gpus": [
     {"name": "simgpu MI250X 0", "memory": 8589934592, "sms": 110, "cus": 104, "memory_saturation_cus": 26,
      "pci_bus_id": "0000:c1:00.0", "gcn_arch": "gfx90a:sramecc+:xnack-"},
     {"name": "simgpu MI250X 1", "memory": 4294967296, "cus": 104},
     {"name": "simgpu MI250X 2", "memory": 4294967296}],
-  "links": [[0, 1, "pcie"]]})";
+  "links": [[0, 1, "pcie"]])";
+// This process's node has long time slices: each kernel is then one sleep of its
+// executor, which keeps a starved host thread (2 cores, several builds) from adding
+// much to the simulated times. The client processes' node time-slices as usual.
+const std::string kNodeConfig = "{" + kGpus + R"(, "timeslice_us": 20000})";
+const std::string kClientsConfig = "{" + kGpus + "}";
 
-SimNode* g_node = nullptr;
-std::string g_self;  // this binary, run again as a CU-mask client
+SimNode* g_node = nullptr;     // this process's node (CUDA workers join it too)
+SimNode* g_clients = nullptr;  // the CU-mask client processes' node
+std::string g_self;            // this binary, run again as a CU-mask client
 
 #define ASSERT_HIP(call) ASSERT_EQ((call), hipSuccess) << #call
 #define EXPECT_HIP(call) EXPECT_EQ((call), hipSuccess) << #call
@@ -68,11 +75,19 @@ std::vector<uint32_t> CuMask(int first, int count) {
 
 const void* Fn(void (*f)()) { return reinterpret_cast<const void*>(f); }
 
+// Simulated time never runs short of the model (events read an ideal clock that only
+// moves forward); a host thread the machine starves of CPU can only add to it, a few
+// ms per late wake-up on a loaded 2-core machine. So the lower bound is tight.
+void ExpectModeledMs(float ms, double modeled) {
+  EXPECT_GE(ms, modeled * 0.99 - 0.02);
+  EXPECT_LE(ms, modeled * 1.25 + 4.0);
+}
+
 // A kernel in front of timed work keeps the stream busy while the host queues the rest:
 // otherwise a host thread that a loaded machine deschedules leaves gaps the events see.
 hipError_t Gate(hipStream_t s) { return hipLaunchKernel(Fn(&simgpu_memory_10000us), dim3(1), dim3(32), nullptr, 0, s); }
 
-class Hip : public ::testing::Test {
+class SimgpuHip : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_HIP(hipSetDevice(0)); }
   void TearDown() override {
@@ -104,7 +119,7 @@ class Hip : public ::testing::Test {
   }
 };
 
-TEST_F(Hip, DeviceQueriesFollowTheConfigWithoutNvml) {
+TEST_F(SimgpuHip, DeviceQueriesFollowTheConfigWithoutNvml) {
   int count = 0;
   ASSERT_HIP(hipGetDeviceCount(&count));
   EXPECT_EQ(count, 3);
@@ -154,7 +169,7 @@ TEST_F(Hip, DeviceQueriesFollowTheConfigWithoutNvml) {
   (void)hipGetLastError();
 }
 
-TEST_F(Hip, ErrorsAreRememberedUntilRead) {
+TEST_F(SimgpuHip, ErrorsAreRememberedUntilRead) {
   (void)hipGetLastError();
   EXPECT_EQ(hipSetDevice(-1), hipErrorInvalidDevice);
   int count;
@@ -167,7 +182,7 @@ TEST_F(Hip, ErrorsAreRememberedUntilRead) {
   EXPECT_STREQ(hipGetErrorString(hipErrorOutOfMemory), "out of memory");
 }
 
-TEST_F(Hip, OutOfMemoryIsHipErrorOutOfMemoryAndFreeReturnsIt) {
+TEST_F(SimgpuHip, OutOfMemoryIsHipErrorOutOfMemoryAndFreeReturnsIt) {
   ASSERT_HIP(hipSetDevice(1));  // 4 GiB
   const size_t before = FreeBytes();
   void* p = nullptr;
@@ -193,7 +208,7 @@ TEST_F(Hip, OutOfMemoryIsHipErrorOutOfMemoryAndFreeReturnsIt) {
   (void)hipGetLastError();
 }
 
-TEST_F(Hip, EveryAllocationFamilyIsCharged) {
+TEST_F(SimgpuHip, EveryAllocationFamilyIsCharged) {
   const size_t before = FreeBytes();
   void *plain, *fine, *managed, *pitched;
   size_t pitch = 0;
@@ -274,7 +289,7 @@ TEST_F(Hip, EveryAllocationFamilyIsCharged) {
   (void)hipGetLastError();
 }
 
-TEST_F(Hip, CopiesAndMemsetsMoveRealBytes) {
+TEST_F(SimgpuHip, CopiesAndMemsetsMoveRealBytes) {
   const size_t n = 1 << 20;
   std::vector<uint8_t> src(n), back(n);
   for (size_t i = 0; i < n; ++i) src[i] = static_cast<uint8_t>(i * 7 + 3);
@@ -319,7 +334,7 @@ TEST_F(Hip, CopiesAndMemsetsMoveRealBytes) {
   (void)hipGetLastError();
 }
 
-TEST_F(Hip, KernelsRunInStreamOrderAndEventsTimeThem) {
+TEST_F(SimgpuHip, KernelsRunInStreamOrderAndEventsTimeThem) {
   hipStream_t s;
   ASSERT_HIP(hipStreamCreateWithFlags(&s, hipStreamNonBlocking));
   hipEvent_t a, b;
@@ -335,7 +350,7 @@ TEST_F(Hip, KernelsRunInStreamOrderAndEventsTimeThem) {
   EXPECT_EQ(hipStreamQuery(s), hipErrorNotReady);
   ASSERT_HIP(hipEventSynchronize(b));
   ASSERT_HIP(hipEventElapsedTime(&ms, a, b));
-  EXPECT_NEAR(ms, 5.0, 0.5);
+  ExpectModeledMs(ms, 5.0);
   EXPECT_HIP(hipStreamQuery(s));
 
   // hipExtLaunchKernel records its own start and stop events around the kernel.
@@ -343,7 +358,7 @@ TEST_F(Hip, KernelsRunInStreamOrderAndEventsTimeThem) {
   ASSERT_HIP(hipExtLaunchKernel(Fn(&simgpu_memory_1000us), dim3(1), dim3(32), nullptr, 0, s, a, b, 0));
   ASSERT_HIP(hipStreamSynchronize(s));
   ASSERT_HIP(hipEventElapsedTime(&ms, a, b));
-  EXPECT_NEAR(ms, 1.0, 0.3);
+  ExpectModeledMs(ms, 1.0);
 
   // Another stream waits for an event of the first.
   hipStream_t t;
@@ -370,7 +385,7 @@ TEST_F(Hip, KernelsRunInStreamOrderAndEventsTimeThem) {
   (void)hipGetLastError();
 }
 
-TEST_F(Hip, KernelNamesComeFromDladdrOrRegistration) {
+TEST_F(SimgpuHip, KernelNamesComeFromDladdrOrRegistration) {
   EXPECT_STREQ(hipKernelNameRefByPtr(Fn(&simgpu_compute_1000us), nullptr), "simgpu_compute_1000us");
   void** handle = __hipRegisterFatBinary(nullptr);
   __hipRegisterFunction(handle, Fn(&host_stub_registered_later), nullptr, "simgpu_memory_2000us", 0, nullptr, nullptr,
@@ -379,7 +394,7 @@ TEST_F(Hip, KernelNamesComeFromDladdrOrRegistration) {
   hipStream_t s;
   ASSERT_HIP(hipStreamCreate(&s));
   // The registered name, not the symbol, decides the cost.
-  EXPECT_NEAR(TimedLaunches(s, Fn(&host_stub_registered_later), 2), 4.0, 0.5);
+  ExpectModeledMs(TimedLaunches(s, Fn(&host_stub_registered_later), 2), 4.0);
   hipFuncAttributes attr;
   ASSERT_HIP(hipFuncGetAttributes(&attr, Fn(&simgpu_compute_1000us)));
   EXPECT_EQ(attr.maxThreadsPerBlock, 1024);
@@ -392,7 +407,7 @@ TEST_F(Hip, KernelNamesComeFromDladdrOrRegistration) {
   (void)hipGetLastError();
 }
 
-TEST_F(Hip, ModulesResolveNamesLikeTheCudaFront) {
+TEST_F(SimgpuHip, ModulesResolveNamesLikeTheCudaFront) {
   const char ptx[] =
       ".version 7.8\n.target sm_70\n.address_size 64\n"
       ".visible .entry simgpu_memory_300us(.param .u64 p) { ret; }\n"
@@ -416,13 +431,13 @@ TEST_F(Hip, ModulesResolveNamesLikeTheCudaFront) {
   ASSERT_HIP(hipEventSynchronize(b));
   float ms = 0;
   ASSERT_HIP(hipEventElapsedTime(&ms, a, b));
-  EXPECT_NEAR(ms, 1.2, 0.3);
+  ExpectModeledMs(ms, 1.2);
   // Work sizes in work items: 1024 x 1 x 1 items in groups of 256 is a grid of 4.
   ASSERT_HIP(Gate(s));
   ASSERT_HIP(hipExtModuleLaunchKernel(f, 1024, 1, 1, 256, 1, 1, 0, s, nullptr, nullptr, a, b, 0));
   ASSERT_HIP(hipEventSynchronize(b));
   ASSERT_HIP(hipEventElapsedTime(&ms, a, b));
-  EXPECT_NEAR(ms, 0.3, 0.2);
+  ExpectModeledMs(ms, 0.3);
   // A binary code object is not parsed: any name resolves.
   const char elf[] =
       "\x7f"
@@ -440,7 +455,7 @@ TEST_F(Hip, ModulesResolveNamesLikeTheCudaFront) {
   (void)hipGetLastError();
 }
 
-TEST_F(Hip, CapturedStreamReplaysAsAGraph) {
+TEST_F(SimgpuHip, CapturedStreamReplaysAsAGraph) {
   hipStream_t s;
   ASSERT_HIP(hipStreamCreate(&s));
   ASSERT_HIP(hipStreamBeginCapture(s, hipStreamCaptureModeGlobal));
@@ -466,7 +481,8 @@ TEST_F(Hip, CapturedStreamReplaysAsAGraph) {
     ASSERT_HIP(hipEventSynchronize(b));
     float ms = 0;
     ASSERT_HIP(hipEventElapsedTime(&ms, a, b));
-    EXPECT_NEAR(ms, 3.0, 0.4) << "replay " << run;
+    SCOPED_TRACE(run);
+    ExpectModeledMs(ms, 3.0);
   }
   ASSERT_HIP(hipGraphExecDestroy(exec));
   ASSERT_HIP(hipGraphDestroy(graph));
@@ -476,7 +492,7 @@ TEST_F(Hip, CapturedStreamReplaysAsAGraph) {
   (void)hipGetLastError();
 }
 
-TEST_F(Hip, CuMaskScalesKernelTimeByEnabledCus) {
+TEST_F(SimgpuHip, CuMaskScalesKernelTimeByEnabledCus) {
   const std::vector<uint32_t> quarter = CuMask(0, 26), eighth = CuMask(26, 13);
   hipStream_t q, e;
   ASSERT_HIP(hipExtStreamCreateWithCUMask(&q, static_cast<uint32_t>(quarter.size()), quarter.data()));
@@ -488,9 +504,9 @@ TEST_F(Hip, CuMaskScalesKernelTimeByEnabledCus) {
   EXPECT_EQ(got, CuMask(0, kCus));  // the null stream has every CU
 
   // Compute-bound: t * N / k. Memory-bound: t * max(1, S / k) with S = 26.
-  EXPECT_NEAR(TimedLaunches(q, Fn(&simgpu_compute_1000us), 2), 2 * 4.0, 0.6);
-  EXPECT_NEAR(TimedLaunches(q, Fn(&simgpu_memory_1000us), 2), 2 * 1.0, 0.3);
-  EXPECT_NEAR(TimedLaunches(e, Fn(&simgpu_memory_1000us), 2), 2 * 2.0, 0.4);
+  ExpectModeledMs(TimedLaunches(q, Fn(&simgpu_compute_1000us), 2), 2 * 4.0);
+  ExpectModeledMs(TimedLaunches(q, Fn(&simgpu_memory_1000us), 2), 2 * 1.0);
+  ExpectModeledMs(TimedLaunches(e, Fn(&simgpu_memory_1000us), 2), 2 * 2.0);
 
   const std::vector<uint32_t> none(4, 0);
   hipStream_t bad;
@@ -501,7 +517,7 @@ TEST_F(Hip, CuMaskScalesKernelTimeByEnabledCus) {
 }
 
 // Simulated span from the first start to the last stop of two streams, each running
-// `n` memory-bound 1 ms kernels on 52 CUs (twice the saturation: 1 ms each).
+// `n` memory-bound 10 ms kernels on 52 CUs (twice the saturation: 10 ms each).
 float TwoStreamSpanMs(const std::vector<uint32_t>& mask_a, const std::vector<uint32_t>& mask_b, int n) {
   hipStream_t a, b;
   EXPECT_HIP(hipExtStreamCreateWithCUMask(&a, static_cast<uint32_t>(mask_a.size()), mask_a.data()));
@@ -511,8 +527,8 @@ float TwoStreamSpanMs(const std::vector<uint32_t>& mask_a, const std::vector<uin
   EXPECT_HIP(hipEventRecord(start_a, a));
   EXPECT_HIP(hipEventRecord(start_b, b));
   for (int i = 0; i < n; ++i) {
-    EXPECT_HIP(hipLaunchKernel(Fn(&simgpu_memory_1000us), dim3(64), dim3(256), nullptr, 0, a));
-    EXPECT_HIP(hipLaunchKernel(Fn(&simgpu_memory_1000us), dim3(64), dim3(256), nullptr, 0, b));
+    EXPECT_HIP(hipLaunchKernel(Fn(&simgpu_memory_10000us), dim3(64), dim3(256), nullptr, 0, a));
+    EXPECT_HIP(hipLaunchKernel(Fn(&simgpu_memory_10000us), dim3(64), dim3(256), nullptr, 0, b));
   }
   EXPECT_HIP(hipEventRecord(stop_a, a));
   EXPECT_HIP(hipEventRecord(stop_b, b));
@@ -530,12 +546,13 @@ float TwoStreamSpanMs(const std::vector<uint32_t>& mask_a, const std::vector<uin
   return std::max(std::max(aa, ab), std::max(ba, bb));  // the first start to the last stop
 }
 
-TEST_F(Hip, StreamsWithDisjointCuMasksRunAtTheSameTime) {
-  const int n = 20;
+TEST_F(SimgpuHip, StreamsWithDisjointCuMasksRunAtTheSameTime) {
+  const int n = 4;  // 40 ms of work per stream; one at a time, the two take at least 80
   const float disjoint = TwoStreamSpanMs(CuMask(0, 52), CuMask(52, 52), n);
   const float overlapping = TwoStreamSpanMs(CuMask(0, 52), CuMask(26, 52), n);
-  EXPECT_LT(disjoint, 1.35f * n) << "disjoint masks should overlap in time (alone: " << n << " ms each)";
-  EXPECT_GT(overlapping, 1.8f * n) << "masks sharing CUs take turns";
+  EXPECT_GE(disjoint, 10.0f * n * 0.99f);
+  EXPECT_LT(disjoint, 0.8f * 20 * n) << "disjoint masks should run side by side (alone: " << 10 * n << " ms each)";
+  EXPECT_GE(overlapping, 0.99f * 20 * n) << "masks sharing CUs take turns";
 }
 
 // A client in another process: CU-masked (count > 0) or unmasked, running `kernels`
@@ -592,7 +609,7 @@ int CrossWaitChild() {
   return 0;
 }
 
-TEST_F(Hip, QueuesWaitingOnEachOtherDoNotDeadlock) {
+TEST_F(SimgpuHip, QueuesWaitingOnEachOtherDoNotDeadlock) {
   Child child({g_self, "--cross-wait-child"}, g_node->Env());
   child.CloseStdin();
   const std::string line = child.ReadLine(20000);
@@ -612,8 +629,8 @@ std::pair<ChildSpan, ChildSpan> RunPair(int a_first, int a_count, int b_first, i
     return std::vector<std::string>{g_self, "--cu-child", std::to_string(first),   std::to_string(count),
                                     kind,   "30",         std::to_string(start_at)};
   };
-  Child a(args(a_first, a_count, "memory"), g_node->Env());
-  Child b(args(b_first, b_count, "compute"), g_node->Env());
+  Child a(args(a_first, a_count, "memory"), g_clients->Env());
+  Child b(args(b_first, b_count, "compute"), g_clients->Env());
   a.CloseStdin();
   b.CloseStdin();
   const std::string out_a = a.ReadAll(), out_b = b.ReadAll();
@@ -625,22 +642,27 @@ std::pair<ChildSpan, ChildSpan> RunPair(int a_first, int a_count, int b_first, i
   return {parse(out_a), parse(out_b)};
 }
 
-TEST_F(Hip, MemoryBoundClientOnFewCusLetsAComputeBoundOneRunBesideIt) {
+TEST_F(SimgpuHip, MemoryBoundClientOnFewCusLetsAComputeBoundOneRunBesideIt) {
   // A on the 26 CUs that saturate memory (1 ms per kernel), B on the other 78
   // (compute: 104 / 78 ms per kernel). Disjoint: side by side, about 30 and 40 ms.
   auto [a, b] = RunPair(0, 26, 26, 78);
   ASSERT_NE(a.span_us, UINT64_MAX);
   ASSERT_NE(b.span_us, UINT64_MAX);
   EXPECT_LT(std::max(a.wall_start, b.wall_start), std::min(a.wall_end, b.wall_end)) << "the clients did not overlap";
-  EXPECT_NEAR(a.span_us, 30000, 9000);
-  EXPECT_NEAR(b.span_us, 40000, 12000);
-  // Unmasked, the two processes are time-sliced: each takes well over its own time.
+  // Never shorter than alone; well short of taking turns (B's work and A's together).
+  EXPECT_GE(a.span_us, 29900u);
+  EXPECT_LT(a.span_us, 50000u);
+  EXPECT_GE(b.span_us, 39900u);
+  EXPECT_LT(b.span_us, 59000u);
+  // Unmasked, the two processes are time-sliced: the later one to finish waited for
+  // the other's work (60 ms together), whatever the host's load.
   auto [ua, ub] = RunPair(0, 0, 0, 0);
-  EXPECT_GT(ua.span_us, 45000u);
-  EXPECT_GT(ub.span_us, 45000u);
+  ASSERT_NE(ua.span_us, UINT64_MAX);
+  ASSERT_NE(ub.span_us, UINT64_MAX);
+  EXPECT_GT(std::max(ua.span_us, ub.span_us), 45000u);
 }
 
-TEST_F(Hip, MemoryIsSharedWithCudaProcesses) {
+TEST_F(SimgpuHip, MemoryIsSharedWithCudaProcesses) {
   const size_t before = FreeBytes();
   {  // A CUDA process holds 1 GiB on GPU 0: HIP sees it.
     Child cuda({WORKER_PATH, "hold", "0", std::to_string(kGiB)}, g_node->Env());
@@ -660,7 +682,7 @@ TEST_F(Hip, MemoryIsSharedWithCudaProcesses) {
   ASSERT_HIP(hipFree(p));
 }
 
-TEST_F(Hip, SamplesLinkedAgainstTheRealLibraryRunOnSimgpu) {
+TEST_F(SimgpuHip, SamplesLinkedAgainstTheRealLibraryRunOnSimgpu) {
   auto add = RunToEnd({std::string(SAMPLES_DIR) + "/hip_vector_add", "--n", "100000"}, g_node->Env());
   EXPECT_EQ(add.exit_code, 0) << add.out;
   EXPECT_NE(add.out.find("vector_add: PASS (round trip on simulator, 100000 elements)"), std::string::npos) << add.out;
@@ -672,7 +694,7 @@ TEST_F(Hip, SamplesLinkedAgainstTheRealLibraryRunOnSimgpu) {
   EXPECT_EQ(Field(probe.out, "free_final"), 4 * kGiB) << probe.out;
 }
 
-TEST(HipExports, EveryListedEntryPointIsExportedAndOthersAreStubs) {
+TEST(SimgpuHipExports, EveryListedEntryPointIsExportedAndOthersAreStubs) {
   const char* modeled[] = {
 #define SIM_HIP(name) #name,
 #define SIM_HIP_CXX(name)
@@ -703,8 +725,9 @@ int main(int argc, char** argv) {
   g_self = "/proc/self/exe";
   char path[4096];
   if (ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1); n > 0) g_self.assign(path, static_cast<size_t>(n));
-  SimNode node(kNodeConfig);
+  SimNode node(kNodeConfig), clients(kClientsConfig);
   g_node = &node;
+  g_clients = &clients;
   for (const auto& [key, value] : node.Env())
     if (key != "LD_LIBRARY_PATH") setenv(key.c_str(), value.c_str(), 1);  // this process: linked to simgpu directly
   return RUN_ALL_TESTS();
