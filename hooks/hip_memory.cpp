@@ -108,6 +108,16 @@ hipError_t PhysicalLocation(const hipMemLocation& in, hipMemLocation* out, int* 
   return hipSuccess;
 }
 
+// Access descriptors (at most 64) with their GPU locations made physical.
+hipError_t PhysicalAccess(const hipMemAccessDesc* desc, size_t count, hipMemAccessDesc* physical) {
+  for (size_t i = 0; i < count; ++i) {
+    physical[i] = desc[i];
+    int dev;
+    if (hipError_t r = PhysicalLocation(desc[i].location, &physical[i].location, &dev); r != hipSuccess) return r;
+  }
+  return hipSuccess;
+}
+
 uint64_t ChannelBytes(const hipChannelFormatDesc& d) {
   const int bits = std::max(d.x, 0) + std::max(d.y, 0) + std::max(d.z, 0) + std::max(d.w, 0);
   return std::max<uint64_t>((bits + 7) / 8, 1);
@@ -297,12 +307,31 @@ hipError_t hipMemRelease(hipMemGenericAllocationHandle_t handle) {
 hipError_t hipMemSetAccess(void* ptr, size_t size, const hipMemAccessDesc* desc, size_t count) {
   if (desc == nullptr || count == 0 || count > 64) return GS_HIP_REAL_CALL(hipMemSetAccess, ptr, size, desc, count);
   hipMemAccessDesc physical[64];
-  for (size_t i = 0; i < count; ++i) {
-    physical[i] = desc[i];
-    int dev;
-    if (hipError_t r = PhysicalLocation(desc[i].location, &physical[i].location, &dev); r != hipSuccess) return r;
-  }
+  if (hipError_t r = PhysicalAccess(desc, count, physical); r != hipSuccess) return r;
   return GS_HIP_REAL_CALL(hipMemSetAccess, ptr, size, physical, count);
+}
+
+hipError_t hipMemGetAccess(unsigned long long* flags, const hipMemLocation* location, void* ptr) {
+  if (location == nullptr) return GS_HIP_REAL_CALL(hipMemGetAccess, flags, location, ptr);
+  hipMemLocation physical;
+  int dev;
+  if (hipError_t r = PhysicalLocation(*location, &physical, &dev); r != hipSuccess) return r;
+  return GS_HIP_REAL_CALL(hipMemGetAccess, flags, &physical, ptr);
+}
+
+hipError_t hipMemPoolSetAccess(hipMemPool_t pool, const hipMemAccessDesc* desc, size_t count) {
+  if (desc == nullptr || count == 0 || count > 64) return GS_HIP_REAL_CALL(hipMemPoolSetAccess, pool, desc, count);
+  hipMemAccessDesc physical[64];
+  if (hipError_t r = PhysicalAccess(desc, count, physical); r != hipSuccess) return r;
+  return GS_HIP_REAL_CALL(hipMemPoolSetAccess, pool, physical, count);
+}
+
+hipError_t hipMemPoolGetAccess(hipMemAccessFlags* flags, hipMemPool_t pool, hipMemLocation* location) {
+  if (location == nullptr) return GS_HIP_REAL_CALL(hipMemPoolGetAccess, flags, pool, location);
+  hipMemLocation physical;
+  int dev;
+  if (hipError_t r = PhysicalLocation(*location, &physical, &dev); r != hipSuccess) return r;
+  return GS_HIP_REAL_CALL(hipMemPoolGetAccess, flags, pool, &physical);
 }
 
 // ---- arrays ----
