@@ -265,7 +265,12 @@ int RunDaemon(const DaemonOptions& options) {
     Log(LogLevel::kWarn, "topology unknown (%s): placement treats every pair of GPUs as without P2P", error.c_str());
   } else {
     for (const std::string& note : topology->notes) Log(LogLevel::kWarn, "topology: %s", note.c_str());
-    Log(LogLevel::kInfo, "topology:\n%s", topology->Describe().c_str());
+    std::string matrix = topology->Describe();
+    for (size_t start = 0, end; start < matrix.size(); start = end + 1) {
+      end = matrix.find('\n', start);
+      if (end == std::string::npos) end = matrix.size();
+      Log(LogLevel::kInfo, "topology: %s", matrix.substr(start, end - start).c_str());
+    }
   }
   Log(LogLevel::kInfo, "listening on %s", options.socket_path.c_str());
   int status;
