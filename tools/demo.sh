@@ -4,6 +4,7 @@
 #   1. the sharing demo: a broker and two tenants' clients for a few seconds, shown by
 #      gpushare-smi (placement, classes, caps, measured shares), then the shares the
 #      clients achieved, counted by the clients themselves;
+#   1b. a 2-rank NCCL job placed by the broker on distinct GPUs, and why;
 #   2. the node and the shim alone (what the broker builds on): capacity shared by
 #      processes, GPU time sliced between them, a client capped by libgpushare.so.
 set -euo pipefail
@@ -75,6 +76,21 @@ import sys
 a, b = map(float, sys.argv[1:])
 print(f"   GPU 0 time: team-a {a / (a + b):.1%}, team-b {b / (a + b):.1%} (weights 2:1, both compute-bound: 66.7/33.3)")
 PY
+
+if [ -x "$S/nccl_allreduce" ]; then
+  echo; echo "== 1b. a 2-rank NCCL job, started as torchrun starts one: the broker plans distinct GPUs"
+  for r in 0 1; do
+    GPUSHARE_JOB=demo-job LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 "$B/gpushare-run" --tenant team-b -- \
+      "$S/nccl_allreduce" --rank $r --nranks 2 --id-file "$tmp/nccl.id" --count 65536 --rounds 2000 \
+      > "$tmp/rank$r" 2>&1 &
+    eval "rank${r}_pid=\$!"
+  done
+  sleep 1
+  "$B/gpushare-smi" --explain "$rank1_pid" | sed 's/^/   /' || true
+  wait "$rank0_pid" "$rank1_pid" || true
+  grep -h "nccl_allreduce: rank\|refused\|communicator" "$tmp/rank0" "$tmp/rank1" | sed 's/^/   /'
+fi
+
 kill "$broker"; wait "$broker" 2>/dev/null || true
 broker=""
 unset GPUSHARE_SOCKET
