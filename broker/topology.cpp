@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 
@@ -111,6 +112,64 @@ std::string Topology::Describe() const {
   return out;
 }
 
+namespace {
+
+// A PCI address as numbers: NVML writes "00000000:17:00.0", the CUDA driver
+// "0000:17:00.0"; both name the same GPU.
+std::optional<std::array<unsigned, 4>> PciAddress(const char* text) {
+  std::array<unsigned, 4> a{};
+  if (std::sscanf(text, "%x:%x:%x.%x", &a[0], &a[1], &a[2], &a[3]) != 4) return std::nullopt;
+  return a;
+}
+
+// The CUDA driver's word on each pair, where it can be asked: NCCL and peer copies go
+// by cuDeviceCanAccessPeer whatever NVML says (NVML answers "not supported" for some
+// boards the driver does run P2P on, and the reverse happens with IOMMU settings). The
+// driver is matched to NVML by PCI address; the broker creates no context (cuInit and
+// device queries only). Plain C types: the broker does not include CUDA headers.
+void CheckWithDriver(Topology* t, const std::vector<std::optional<std::array<unsigned, 4>>>& nvml_pci,
+                     std::vector<std::string>* notes) {
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) return;
+  using InitFn = int (*)(unsigned);
+  using CountFn = int (*)(int*);
+  using GetFn = int (*)(int*, int);
+  using BusIdFn = int (*)(char*, int, int);
+  using PeerFn = int (*)(int*, int, int);
+  auto init = reinterpret_cast<InitFn>(dlsym(lib, "cuInit"));
+  auto count = reinterpret_cast<CountFn>(dlsym(lib, "cuDeviceGetCount"));
+  auto get = reinterpret_cast<GetFn>(dlsym(lib, "cuDeviceGet"));
+  auto bus_id = reinterpret_cast<BusIdFn>(dlsym(lib, "cuDeviceGetPCIBusId"));
+  auto can_access = reinterpret_cast<PeerFn>(dlsym(lib, "cuDeviceCanAccessPeer"));
+  int n = 0;
+  if (!init || !count || !get || !bus_id || !can_access || init(0) != 0 || count(&n) != 0) return;
+  std::vector<int> device(t->gpu_count, -1);  // NVML index -> CUDA device
+  for (int ordinal = 0; ordinal < n; ++ordinal) {
+    int dev = 0;
+    char bus[32] = "";
+    if (get(&dev, ordinal) != 0 || bus_id(bus, sizeof bus, dev) != 0) continue;
+    for (int g = 0; g < t->gpu_count; ++g)
+      if (nvml_pci[g] && nvml_pci[g] == PciAddress(bus)) device[g] = dev;
+  }
+  for (int a = 0; a < t->gpu_count; ++a)
+    for (int b = a + 1; b < t->gpu_count; ++b) {
+      if (device[a] < 0 || device[b] < 0) continue;
+      int ab = 0, ba = 0;
+      if (can_access(&ab, device[a], device[b]) != 0 || can_access(&ba, device[b], device[a]) != 0) continue;
+      const bool driver_p2p = ab != 0 && ba != 0;
+      const std::string pair = "GPUs " + std::to_string(a) + " and " + std::to_string(b);
+      if (driver_p2p && !t->p2p(a, b)) {
+        t->Connect(a, b, Link::kPcie, t->level(a, b));
+        notes->push_back(pair + ": the CUDA driver allows peer access where NVML reports no P2P: taken as PCIe P2P");
+      } else if (!driver_p2p && t->p2p(a, b)) {
+        t->Connect(a, b, Link::kNone, t->level(a, b));
+        notes->push_back(pair + ": NVML reports P2P but the CUDA driver refuses peer access: taken as no P2P");
+      }
+    }
+}
+
+}  // namespace
+
 std::optional<Topology> DiscoverTopology(std::string* error) {
   void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
@@ -136,6 +195,9 @@ std::optional<Topology> DiscoverTopology(std::string* error) {
   std::vector<uint64_t> sizes(n, 0);
   std::vector<std::string> names(n);
   std::vector<std::string> notes;
+  std::vector<std::optional<std::array<unsigned, 4>>> pci(n);
+  using PciInfoFn = nvmlReturn_t (*)(nvmlDevice_t, nvmlPciInfo_t*);
+  auto pci_info = reinterpret_cast<PciInfoFn>(dlsym(lib, "nvmlDeviceGetPciInfo_v3"));
   for (unsigned i = 0; i < n; ++i) {
     char buf[NVML_DEVICE_NAME_V2_BUFFER_SIZE] = "";
     nvmlMemory_t mem{};
@@ -146,6 +208,8 @@ std::optional<Topology> DiscoverTopology(std::string* error) {
     }
     if (name(devices[i], buf, sizeof buf) == NVML_SUCCESS) names[i] = buf;
     if (memory(devices[i], &mem) == NVML_SUCCESS) sizes[i] = mem.total;
+    nvmlPciInfo_t info{};
+    if (pci_info && pci_info(devices[i], &info) == NVML_SUCCESS) pci[i] = PciAddress(info.busId);
   }
   Topology t(std::move(sizes), std::move(names));
   if (!p2p) notes.push_back("this NVML has no nvmlDeviceGetP2PStatus: no P2P assumed between any GPUs");
@@ -174,6 +238,7 @@ std::optional<Topology> DiscoverTopology(std::string* error) {
       t.Connect(static_cast<int>(a), static_cast<int>(b), link, level);
     }
   }
+  CheckWithDriver(&t, pci, &notes);
   t.notes = std::move(notes);
   return t;
 }
