@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -331,6 +332,49 @@ TEST_F(SimgpuHip, CopiesAndMemsetsMoveRealBytes) {
   ASSERT_HIP(hipStreamDestroy(s));
   ASSERT_HIP(hipHostFree(pinned));
   for (void* p : {a, b, peer}) ASSERT_HIP(hipFree(p));
+  (void)hipGetLastError();
+}
+
+TEST_F(SimgpuHip, PitchedCopiesRegisteredHostMemoryAndCallbacks) {
+  void* dev = nullptr;
+  size_t pitch = 0;
+  ASSERT_HIP(hipMallocPitch(&dev, &pitch, 100, 8));
+  ASSERT_HIP(hipMemset2D(dev, pitch, 0x5a, 100, 8));
+  std::vector<uint8_t> host(100 * 8, 0);
+  ASSERT_HIP(hipHostRegister(host.data(), host.size(), 0));
+  EXPECT_EQ(hipHostRegister(host.data(), host.size(), 0), hipErrorHostMemoryAlreadyRegistered);
+  void* mapped = nullptr;
+  ASSERT_HIP(hipHostGetDevicePointer(&mapped, host.data(), 0));
+  EXPECT_EQ(mapped, host.data());
+  hipStream_t s;
+  ASSERT_HIP(hipStreamCreate(&s));
+  ASSERT_HIP(hipMemcpy2DAsync(host.data(), 100, dev, pitch, 100, 8, hipMemcpyDeviceToHost, s));
+  int seen = 0;
+  ASSERT_HIP(hipStreamAddCallback(
+      s, [](hipStream_t, hipError_t status, void* p) { *static_cast<int*>(p) = status == hipSuccess ? 1 : 2; }, &seen,
+      0));
+  ASSERT_HIP(hipStreamSynchronize(s));
+  EXPECT_EQ(seen, 1);  // ran after the copy, in stream order
+  EXPECT_EQ(std::count(host.begin(), host.end(), 0x5a), 800);
+  EXPECT_EQ(hipGetStreamDeviceId(s), 0);
+  hipDeviceptr_t base = nullptr;
+  size_t size = 0;
+  ASSERT_HIP(hipMemGetAddressRange(&base, &size, static_cast<char*>(dev) + pitch + 3));
+  EXPECT_EQ(base, dev);
+  EXPECT_EQ(size, pitch * 8);
+  ASSERT_HIP(hipMemsetD16(dev, 0xbeef, 4));
+  uint16_t half[4];
+  ASSERT_HIP(hipMemcpy(half, dev, sizeof half, hipMemcpyDeviceToHost));
+  EXPECT_EQ(half[3], 0xbeef);
+  ASSERT_HIP(hipHostUnregister(host.data()));
+  EXPECT_EQ(hipHostUnregister(host.data()), hipErrorHostMemoryNotRegistered);
+  ASSERT_HIP(hipStreamDestroy(s));
+  ASSERT_HIP(hipFree(dev));
+  int rank = -1;
+  ASSERT_HIP(hipDeviceGetP2PAttribute(&rank, hipDevP2PAttrAccessSupported, 0, 1));
+  EXPECT_EQ(rank, 1);
+  ASSERT_HIP(hipDeviceGetP2PAttribute(&rank, hipDevP2PAttrAccessSupported, 0, 2));
+  EXPECT_EQ(rank, 0);
   (void)hipGetLastError();
 }
 

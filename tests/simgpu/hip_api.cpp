@@ -195,6 +195,34 @@ hipError_t PoolOf(Process* proc, hipMemPool_t h, MemPool** out) {
   return hipSuccess;
 }
 
+hipError_t Copy2DKinded(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                        hipMemcpyKind kind, hipStream_t h, bool async) {
+  HIP_INIT();
+  if (kind < hipMemcpyHostToHost || kind > hipMemcpyDefault) return Ret(hipErrorInvalidMemcpyDirection);
+  if (width == 0 || height == 0) return hipSuccess;
+  const bool dst_dev = kind == hipMemcpyHostToDevice || kind == hipMemcpyDeviceToDevice;
+  const bool src_dev = kind == hipMemcpyDeviceToHost || kind == hipMemcpyDeviceToDevice;
+  if ((dst_dev && !proc->DeviceSpan(Ptr(dst), dpitch * (height - 1) + width, nullptr)) ||
+      (src_dev && !proc->DeviceSpan(Ptr(src), spitch * (height - 1) + width, nullptr)))
+    return Ret(hipErrorInvalidValue);
+  HIP_STREAM(h);
+  auto copy = [=](Process* p, Stream* s) {
+    return ToHip(p->Copy2D(s, Ptr(dst), dpitch, Ptr(src), spitch, width, height, async));
+  };
+  if (async && Capture(stream, copy)) return hipSuccess;
+  return Ret(copy(proc, stream));
+}
+
+hipError_t Memset2D(void* dst, size_t pitch, int value, size_t width, size_t height, hipStream_t h, bool async) {
+  HIP_INIT();
+  HIP_STREAM(h);
+  auto set = [=](Process* p, Stream* s) {
+    return ToHip(p->Memset(s, Ptr(dst), pitch, static_cast<uint8_t>(value), 1, width, height, async));
+  };
+  if (async && Capture(stream, set)) return hipSuccess;
+  return Ret(set(proc, stream));
+}
+
 }  // namespace
 
 extern "C" {
@@ -459,6 +487,54 @@ hipError_t hipDeviceDisablePeerAccess(int peer) {
   return ctx->peers.erase(proc->PrimaryContext(peer)) ? hipSuccess : Ret(hipErrorPeerAccessNotEnabled);
 }
 
+hipError_t hipDeviceGetP2PAttribute(int* value, hipDeviceP2PAttr attr, int src, int dst) {
+  HIP_INIT();
+  if (value == nullptr) return Ret(hipErrorInvalidValue);
+  if (!ValidDevice(proc, src) || !ValidDevice(proc, dst) || src == dst) return Ret(hipErrorInvalidDevice);
+  const LinkKind link = proc->config().link(src, dst);
+  switch (attr) {
+    case hipDevP2PAttrPerformanceRank: *value = link == LinkKind::kNvlink ? 0 : 1; break;
+    case hipDevP2PAttrAccessSupported:
+    case hipDevP2PAttrHipArrayAccessSupported: *value = link != LinkKind::kNone; break;
+    case hipDevP2PAttrNativeAtomicSupported: *value = link == LinkKind::kNvlink; break;
+    default: return Ret(hipErrorInvalidValue);
+  }
+  return hipSuccess;
+}
+
+hipError_t hipChooseDevice(int* device, const hipDeviceProp_t* prop) {
+  HIP_INIT();
+  if (device == nullptr || prop == nullptr) return Ret(hipErrorInvalidValue);
+  *device = 0;  // every simulated GPU offers the same features
+  return hipSuccess;
+}
+
+// The runtime's primary contexts are the CUDA front's: one per device, reference-counted.
+hipError_t hipDevicePrimaryCtxRetain(hipCtx_t* ctx, hipDevice_t device) {
+  HIP_INIT();
+  if (ctx == nullptr) return Ret(hipErrorInvalidValue);
+  if (!ValidDevice(proc, device)) return Ret(hipErrorInvalidDevice);
+  HIP_TRY(ToHip(proc->ActivatePrimary(device)));
+  proc->RetainPrimary(device);
+  *ctx = reinterpret_cast<hipCtx_t>(proc->PrimaryContext(device));
+  return hipSuccess;
+}
+
+hipError_t hipDevicePrimaryCtxRelease(hipDevice_t device) {
+  HIP_INIT();
+  if (!ValidDevice(proc, device)) return Ret(hipErrorInvalidDevice);
+  return Ret(ToHip(proc->ReleasePrimary(device)));
+}
+
+hipError_t hipDevicePrimaryCtxGetState(hipDevice_t device, unsigned int* flags, int* active) {
+  HIP_INIT();
+  if (flags == nullptr || active == nullptr) return Ret(hipErrorInvalidValue);
+  if (!ValidDevice(proc, device)) return Ret(hipErrorInvalidDevice);
+  *flags = proc->PrimaryContext(device)->flags;
+  *active = proc->PrimaryRefs(device) > 0;
+  return hipSuccess;
+}
+
 hipError_t hipDeviceSynchronize(void) {
   HIP_DEVICE();
   proc->SyncDevice(device);
@@ -564,6 +640,36 @@ hipError_t hipHostFree(void* ptr) {
   if (ptr == nullptr) return hipSuccess;
   if (!proc->RemovePinned(Ptr(ptr))) return Ret(hipErrorInvalidValue);
   std::free(ptr);
+  return hipSuccess;
+}
+
+hipError_t hipHostRegister(void* ptr, size_t size, unsigned int) {
+  HIP_INIT();
+  if (ptr == nullptr || size == 0) return Ret(hipErrorInvalidValue);
+  if (proc->IsPinned(Ptr(ptr))) return Ret(hipErrorHostMemoryAlreadyRegistered);
+  proc->AddPinned(Ptr(ptr), size);
+  return hipSuccess;
+}
+
+hipError_t hipHostUnregister(void* ptr) {
+  HIP_INIT();
+  return proc->RemovePinned(Ptr(ptr)) ? hipSuccess : Ret(hipErrorHostMemoryNotRegistered);
+}
+
+hipError_t hipHostGetDevicePointer(void** device_ptr, void* host_ptr, unsigned int flags) {
+  HIP_INIT();
+  if (device_ptr == nullptr || flags != 0 || !proc->IsPinned(Ptr(host_ptr))) return Ret(hipErrorInvalidValue);
+  *device_ptr = host_ptr;  // unified addressing: the same address on both sides
+  return hipSuccess;
+}
+
+hipError_t hipMemGetAddressRange(hipDeviceptr_t* base, size_t* size, hipDeviceptr_t ptr) {
+  HIP_INIT();
+  uint64_t b = 0;
+  Range r;
+  if (!proc->Lookup(Ptr(ptr), &b, &r)) return Ret(hipErrorNotFound);
+  if (base) *base = reinterpret_cast<hipDeviceptr_t>(b);
+  if (size) *size = r.size;
   return hipSuccess;
 }
 
@@ -680,6 +786,51 @@ hipError_t hipMemPoolTrimTo(hipMemPool_t h, size_t keep) {
   MemPool* pool;
   HIP_TRY(PoolOf(proc, h, &pool));
   proc->PoolTrim(pool, keep);
+  return hipSuccess;
+}
+
+hipError_t hipMemPoolSetAttribute(hipMemPool_t h, hipMemPoolAttr attr, void* value) {
+  HIP_INIT();
+  MemPool* pool;
+  HIP_TRY(PoolOf(proc, h, &pool));
+  if (value == nullptr) return Ret(hipErrorInvalidValue);
+  std::lock_guard<std::mutex> lock(proc->pool_mutex());
+  switch (attr) {
+    case hipMemPoolAttrReleaseThreshold: pool->release_threshold = *static_cast<uint64_t*>(value); break;
+    case hipMemPoolAttrReservedMemHigh:  // only a reset (to 0) may be written
+      if (*static_cast<uint64_t*>(value) != 0) return Ret(hipErrorInvalidValue);
+      pool->reserved_high = pool->reserved;
+      break;
+    case hipMemPoolAttrUsedMemHigh:
+      if (*static_cast<uint64_t*>(value) != 0) return Ret(hipErrorInvalidValue);
+      pool->used_high = pool->used;
+      break;
+    case hipMemPoolReuseFollowEventDependencies:
+    case hipMemPoolReuseAllowOpportunistic:
+    case hipMemPoolReuseAllowInternalDependencies: break;
+    default: return Ret(hipErrorInvalidValue);
+  }
+  return hipSuccess;
+}
+
+hipError_t hipMemPoolGetAttribute(hipMemPool_t h, hipMemPoolAttr attr, void* value) {
+  HIP_INIT();
+  MemPool* pool;
+  HIP_TRY(PoolOf(proc, h, &pool));
+  if (value == nullptr) return Ret(hipErrorInvalidValue);
+  std::lock_guard<std::mutex> lock(proc->pool_mutex());
+  auto* v64 = static_cast<uint64_t*>(value);
+  switch (attr) {
+    case hipMemPoolAttrReleaseThreshold: *v64 = pool->release_threshold; break;
+    case hipMemPoolAttrReservedMemCurrent: *v64 = pool->reserved; break;
+    case hipMemPoolAttrReservedMemHigh: *v64 = pool->reserved_high; break;
+    case hipMemPoolAttrUsedMemCurrent: *v64 = pool->used; break;
+    case hipMemPoolAttrUsedMemHigh: *v64 = pool->used_high; break;
+    case hipMemPoolReuseFollowEventDependencies:
+    case hipMemPoolReuseAllowOpportunistic:
+    case hipMemPoolReuseAllowInternalDependencies: *static_cast<int*>(value) = 1; break;
+    default: return Ret(hipErrorInvalidValue);
+  }
   return hipSuccess;
 }
 
@@ -813,6 +964,30 @@ hipError_t hipMemcpyPeerAsync(void* dst, int dst_device, const void* src, int sr
   HIP_INIT();
   if (!ValidDevice(proc, dst_device) || !ValidDevice(proc, src_device)) return Ret(hipErrorInvalidDevice);
   return CopyKinded(dst, src, n, hipMemcpyDeviceToDevice, s, true);
+}
+
+hipError_t hipMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                       hipMemcpyKind kind) {
+  return Copy2DKinded(dst, dpitch, src, spitch, width, height, kind, nullptr, false);
+}
+hipError_t hipMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                            hipMemcpyKind kind, hipStream_t s) {
+  return Copy2DKinded(dst, dpitch, src, spitch, width, height, kind, s, true);
+}
+hipError_t hipMemset2D(void* dst, size_t pitch, int value, size_t width, size_t height) {
+  return Memset2D(dst, pitch, value, width, height, nullptr, false);
+}
+hipError_t hipMemset2DAsync(void* dst, size_t pitch, int value, size_t width, size_t height, hipStream_t s) {
+  return Memset2D(dst, pitch, value, width, height, s, true);
+}
+hipError_t hipMemsetD16(hipDeviceptr_t dst, unsigned short value, size_t n) {
+  return MemsetElems(dst, value, 2, n, nullptr, false);
+}
+hipError_t hipMemsetD16Async(hipDeviceptr_t dst, unsigned short value, size_t n, hipStream_t s) {
+  return MemsetElems(dst, value, 2, n, s, true);
+}
+hipError_t hipMemsetD8Async(hipDeviceptr_t dst, unsigned char value, size_t n, hipStream_t s) {
+  return MemsetElems(dst, value, 1, n, s, true);
 }
 
 hipError_t hipMemset(void* dst, int value, size_t n) {

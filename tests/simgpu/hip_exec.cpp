@@ -255,6 +255,24 @@ hipError_t hipStreamGetPriority(hipStream_t h, int* priority) {
   return hipSuccess;
 }
 
+int hipGetStreamDeviceId(hipStream_t h) {
+  Process* proc = Proc();
+  Stream* stream = nullptr;
+  if (proc == nullptr || ResolveStream(proc, h, &stream) != hipSuccess) return -1;
+  return stream->device;
+}
+
+// Callbacks run on the stream's queue, in stream order.
+hipError_t hipStreamAddCallback(hipStream_t h, hipStreamCallback_t cb, void* data, unsigned int flags) {
+  HIP_INIT();
+  if (cb == nullptr || flags != 0) return Ret(hipErrorInvalidValue);
+  HIP_STREAM(h);
+  Work w;
+  w.effect = [cb, h, data](uint64_t) { cb(h, hipSuccess, data); };
+  proc->Submit(stream, std::move(w));
+  return hipSuccess;
+}
+
 // ---- events ----
 
 hipError_t hipEventCreateWithFlags(hipEvent_t* out, unsigned flags) {
