@@ -1,8 +1,14 @@
 // The spatial-sharing policy: CU masks as sets, which flow gets which CUs for its class,
-// and which flows may hold one GPU at once. Exact results.
+// and which flows may hold one GPU at once. Exact results. Then BrokerCore's wiring with
+// a fake channel host: masks published on class changes, co-held grants, status.
 #include "spatial.h"
 
 #include <gtest/gtest.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "broker_core.h"
 
 namespace gpushare::broker {
 namespace {
@@ -110,6 +116,158 @@ TEST(SpatialPolicy, ThePercentIsHonoured) {
   auto a = p.Assign(120, {{1, 0, WC::kCompute}, {2, 0, WC::kMemory}});
   EXPECT_EQ(a[0], (SpatialAssignment{1, 0, CuMask::Range(60, 60), 0.5}));
   EXPECT_EQ(a[1], (SpatialAssignment{2, 0, CuMask::Range(0, 60), 0.5}));
+}
+
+namespace proto = gpushare::protocol;
+
+// What the core publishes: CU masks (and how often) and gates, per flow.
+class MaskChannels : public ChannelHost {
+ public:
+  std::string Create(ClientId id, const PeerCredentials&) override { return "fake." + std::to_string(id); }
+  void Publish(ClientId, const Grants&) override {}
+  void Destroy(ClientId) override {}
+  void SetGate(ClientId id, int device, uint32_t state, uint64_t) override { gates[{id, device}] = state; }
+  void SetCuMask(ClientId id, int device, const std::optional<CuMask>& mask) override {
+    masks[{id, device}] = mask;
+    ++mask_writes;
+  }
+  size_t Drain(ClientId id, const std::function<void(const proto::RecordData&)>& on_record) override {
+    size_t n = 0;
+    for (const proto::RecordData& r : pending[id]) on_record(r), ++n;
+    pending[id].clear();
+    return n;
+  }
+  std::string KernelName(ClientId id, uint16_t) override { return names[id]; }
+  std::map<std::pair<ClientId, int>, std::optional<CuMask>> masks;
+  int mask_writes = 0;
+  std::map<std::pair<ClientId, int>, uint32_t> gates;
+  std::map<ClientId, std::vector<proto::RecordData>> pending;
+  std::map<ClientId, std::string> names;  // each client launches one kernel
+};
+
+class SpatialCoreTest : public ::testing::Test {
+ protected:
+  static BrokerConfig Config(SpatialMode mode) {
+    BrokerConfig c;
+    c.spatial = mode;
+    return c;
+  }
+  explicit SpatialCoreTest(SpatialMode mode = SpatialMode::kCuMask)
+      : core_(Config(mode), {{0, "g0", 16ull << 30, 60}}, &channels_) {
+    core_.SetClock([this] { return now_; });
+  }
+  void Join(ClientId id, const std::string& kernel) {
+    core_.Open(id, {static_cast<int32_t>(100 + id), 1000, 1000});
+    proto::Hello h{};
+    proto::SetString(h.tenant, std::to_string(id));  // one tenant each (not "t" + id: GCC 12's -Wrestrict)
+    h.weight = 1;
+    h.device_count = 1;
+    for (int v = 0; v < proto::kMaxDevices; ++v) h.visible[v] = v == 0 ? 0 : -1;
+    Input(id, proto::Encode(proto::Type::kHello, h));
+    channels_.names[id] = kernel;
+  }
+  void Input(ClientId id, const std::vector<uint8_t>& bytes) {
+    std::vector<uint8_t> in = bytes, out;
+    std::string error;
+    ASSERT_TRUE(core_.Input(id, &in, &out, &error)) << error;
+  }
+  void Want(ClientId id) {
+    const proto::Sched want{0, static_cast<uint32_t>(proto::SchedEvent::kWant), 0, 0};
+    Input(id, proto::Encode(proto::Type::kSched, want));
+  }
+  // Both clients launch their kernels for `rounds` evaluation periods.
+  void Work(std::initializer_list<ClientId> ids, int rounds) {
+    for (int round = 0; round < rounds; ++round) {
+      for (ClientId id : ids)
+        for (int i = 0; i < 20; ++i) {
+          proto::RecordData r{};
+          r.kind = proto::RecordKind::kKernel;
+          r.name = 1;
+          channels_.pending[id].push_back(r);
+        }
+      now_ += 100'000'000;
+      core_.Poll();
+    }
+  }
+  nlohmann::json Client(const nlohmann::json& status, int pid) {
+    for (const auto& c : status["clients"])
+      if (c["pid"] == pid) return c;
+    return nullptr;
+  }
+
+  MaskChannels channels_;
+  BrokerCore core_;
+  uint64_t now_ = 1'000'000'000;
+};
+
+TEST_F(SpatialCoreTest, ClassesPublishDisjointMasksAndBothFlowsHoldTheGpu) {
+  Join(1, "simgpu_memory_500us");
+  Join(2, "simgpu_compute_500us");
+  EXPECT_TRUE(channels_.masks.empty());  // unknown classes: no mask
+  Work({1, 2}, 3);
+  EXPECT_EQ((channels_.masks[{1, 0}]), CuMask::Range(0, 15));
+  EXPECT_EQ((channels_.masks[{2, 0}]), CuMask::Range(15, 45));
+  const int writes = channels_.mask_writes;
+  Work({1, 2}, 3);
+  EXPECT_EQ(channels_.mask_writes, writes);  // published on a change only
+  Want(1);
+  Want(2);
+  EXPECT_EQ((channels_.gates[{1, 0}]), proto::kGateHeld);  // on disjoint CUs: both at once
+  EXPECT_EQ((channels_.gates[{2, 0}]), proto::kGateHeld);
+  auto s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_EQ(s["gpus"][0]["cu_count"], 60);
+  EXPECT_EQ(Client(s, 101)["cu_mask"], "0x7fff");
+  EXPECT_EQ(Client(s, 101)["cu_count"], 15);
+  EXPECT_EQ(Client(s, 102)["devices"][0]["cu_mask"], "0xfffffffffff8000");
+  EXPECT_EQ(Client(s, 102)["devices"][0]["cu_count"], 45);
+  EXPECT_TRUE(Client(s, 101)["devices"][0]["holding"] && Client(s, 102)["devices"][0]["holding"]);
+}
+
+TEST_F(SpatialCoreTest, AComputeBoundClientGetsTheWholeGpuBackWhenTheMemoryBoundOneLeaves) {
+  Join(1, "simgpu_memory_500us");
+  Join(2, "simgpu_compute_500us");
+  Work({1, 2}, 3);
+  ASSERT_TRUE((channels_.masks[{2, 0}]).has_value());
+  core_.Close(1);
+  EXPECT_FALSE((channels_.masks[{2, 0}]).has_value());
+  auto s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_EQ(Client(s, 102)["cu_mask"], "");
+  EXPECT_EQ(Client(s, 102)["cu_count"], 60);
+}
+
+TEST_F(SpatialCoreTest, AMemoryBoundClientThatPausesKeepsItsMask) {
+  Join(1, "simgpu_memory_500us");
+  Work({1}, 3);
+  ASSERT_EQ((channels_.masks[{1, 0}]), CuMask::Range(0, 15));
+  Work({}, 20);  // 2 s without a launch: idle
+  EXPECT_EQ(nlohmann::json::parse(core_.StatusJson())["clients"][0]["class"], "idle");
+  EXPECT_EQ((channels_.masks[{1, 0}]), CuMask::Range(0, 15));
+}
+
+TEST_F(SpatialCoreTest, AReloadWithSpatialOffWithdrawsEveryMask) {
+  Join(1, "simgpu_memory_500us");
+  Join(2, "simgpu_compute_500us");
+  Work({1, 2}, 3);
+  core_.Reload(BrokerConfig{});
+  Work({1, 2}, 1);
+  EXPECT_FALSE((channels_.masks[{1, 0}]).has_value());
+  EXPECT_FALSE((channels_.masks[{2, 0}]).has_value());
+  Want(1);
+  Want(2);
+  EXPECT_NE((channels_.gates[{1, 0}]), (channels_.gates[{2, 0}]));  // one holds, one waits: exclusive again
+}
+
+class SpatialOffCoreTest : public SpatialCoreTest {
+ protected:
+  SpatialOffCoreTest() : SpatialCoreTest(SpatialMode::kOff) {}
+};
+
+TEST_F(SpatialOffCoreTest, NoMaskIsEverPublished) {
+  Join(1, "simgpu_memory_500us");
+  Join(2, "simgpu_compute_500us");
+  Work({1, 2}, 3);
+  EXPECT_EQ(channels_.mask_writes, 0);
+  EXPECT_EQ(nlohmann::json::parse(core_.StatusJson())["clients"][0]["cu_mask"], "");
 }
 
 }  // namespace
