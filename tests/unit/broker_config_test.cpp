@@ -74,6 +74,26 @@ TEST(BrokerConfig, ErrorsNameFileAndLine) {
   EXPECT_EQ(syntax.rfind("broker.toml:1: ", 0), 0u) << syntax;
 }
 
+TEST(BrokerConfig, SpatialSharingIsOffByDefaultAndItsKeysAreChecked) {
+  std::string error;
+  auto off = ParseBrokerConfig("", "broker.toml", &error);
+  ASSERT_TRUE(off) << error;
+  EXPECT_EQ(off->spatial, SpatialMode::kOff);
+  EXPECT_EQ(off->memory_cu_percent, 25u);
+  auto on = ParseBrokerConfig("[scheduler]\nspatial = \"cu_mask\"\nmemory_cu_percent = 30\n", "broker.toml", &error);
+  ASSERT_TRUE(on) << error;
+  EXPECT_EQ(on->spatial, SpatialMode::kCuMask);
+  EXPECT_EQ(on->memory_cu_percent, 30u);
+  EXPECT_EQ(ErrorOf("[scheduler]\nspatial = \"sm\"\n"),
+            "broker.toml:2: scheduler.spatial: expected \"off\" or \"cu_mask\"");
+  EXPECT_EQ(ErrorOf("[scheduler]\nspatial = true\n"),
+            "broker.toml:2: scheduler.spatial: expected \"off\" or \"cu_mask\"");
+  for (const char* bad : {"0", "100", "25.5", "\"25\""})
+    EXPECT_EQ(ErrorOf(std::string("[scheduler]\n\nmemory_cu_percent = ") + bad + "\n"),
+              "broker.toml:3: scheduler.memory_cu_percent: expected 1 to 99")
+        << bad;
+}
+
 TEST(ResolveTenant, UnknownTenantsTakeWhatTheyAsk) {
   BrokerConfig c;
   TenantTerms t = ResolveTenant(c, "new", 1000, 3.0, 2ull << 30);
