@@ -9,7 +9,8 @@
 namespace gpushare::broker::hip {
 
 inline constexpr int kSuccess = 0;
-// hipDeviceAttributeMultiprocessorCount in hip_runtime_api.h (ROCm 5 and 6): the CU count.
+// hipDeviceAttributeMultiprocessorCount (the CU count) as ROCm 5.2's hip_runtime_api.h
+// numbers it (checked against Debian's headers); the enum is part of the runtime's ABI.
 inline constexpr int kAttributeMultiprocessorCount = 63;
 
 using GetDeviceCountFn = int (*)(int* count);
