@@ -7,10 +7,12 @@
 //   hip_client where DEV                -> what the runtime says of device DEV and memory on it
 //   hip_client dlsym-fill DEV CHUNK     -> fill with hipMalloc found by dlsym on a dlopen handle
 //   hip_client serve                    -> one command a line on stdin: "alloc DEV BYTES",
-//                                          "launch N", "copy N", "quit"; one answer line each
+//                                          "launch N", "copy N", "graph N", "quit"; one answer
+//                                          line each
 //   hip_client sched --seconds S --start-at NS [--via dlsym]
 //                                       -> saturating 500 us kernels; a timeline like sched_worker's
 #include <dlfcn.h>
+#include <hip/hip_ext.h>
 #include <hip/hip_runtime_api.h>
 #include <time.h>
 
@@ -220,16 +222,43 @@ int Serve() {
       if (e == hipSuccess) e = hipMalloc(&p, bytes);
       if (e == hipSuccess) held.push_back(p);
       std::printf("alloc=%s\n", e == hipSuccess ? "ok" : Name(e));
-    } else if (cmd == "launch") {  // N kernels through each of three launch calls
+    } else if (cmd == "launch") {  // N kernels through each of five launch calls
       int n = 0;
       in >> n;
       const void* f = reinterpret_cast<const void*>(&simgpu_compute_500us);
+      // A module function: simgpu loads a module image naming its entry points.
+      static const char kImage[] =
+          ".version 7.8\n.target sm_70\n.address_size 64\n"
+          ".visible .entry simgpu_compute_500us() { ret; }\n";
+      hipModule_t module;
+      hipFunction_t fn;
+      CHECK(hipModuleLoadData(&module, kImage));
+      CHECK(hipModuleGetFunction(&fn, module, "simgpu_compute_500us"));
       for (int i = 0; i < n; ++i) {
         LaunchOne(nullptr);
         CHECK(hipExtLaunchKernel(f, dim3(1), dim3(128), nullptr, 0, nullptr, nullptr, nullptr, 0));
         CHECK(hipLaunchCooperativeKernel(f, dim3(1), dim3(128), nullptr, 0, nullptr));
+        CHECK(hipModuleLaunchKernel(fn, 1, 1, 1, 128, 1, 1, 0, nullptr, nullptr, nullptr));
+        CHECK(hipExtModuleLaunchKernel(fn, 128, 1, 1, 128, 1, 1, 0, nullptr, nullptr, nullptr));
       }
       std::printf("launched=%s\n", Name(hipDeviceSynchronize()));
+      CHECK(hipModuleUnload(module));
+    } else if (cmd == "graph") {  // one kernel captured into a graph, the graph launched N times
+      int n = 0;
+      in >> n;
+      hipStream_t stream;
+      CHECK(hipStreamCreateWithFlags(&stream, hipStreamNonBlocking));
+      hipGraph_t graph;
+      hipGraphExec_t exec;
+      CHECK(hipStreamBeginCapture(stream, hipStreamCaptureModeGlobal));
+      LaunchOne(stream);
+      CHECK(hipStreamEndCapture(stream, &graph));
+      CHECK(hipGraphInstantiate(&exec, graph, nullptr, nullptr, 0));
+      for (int i = 0; i < n; ++i) CHECK(hipGraphLaunch(exec, stream));
+      std::printf("graphed=%s\n", Name(hipStreamSynchronize(stream)));
+      CHECK(hipGraphExecDestroy(exec));
+      CHECK(hipGraphDestroy(graph));
+      CHECK(hipStreamDestroy(stream));
     } else if (cmd == "copy") {  // N each of an upload, a memset and a download of 4 KiB
       int n = 0;
       in >> n;

@@ -177,8 +177,9 @@ TEST(HipBroker, ClientRegistersIsRecordedAndItsMemoryReturnsWhenKilled) {
   Broker broker(kOneGpu, "");
   auto c = broker.Hip({{"GPUSHARE_TENANT", "h"}, {"GPUSHARE_MEMORY_LIMIT", "4GiB"}});
   ASSERT_EQ(Ask(*c, "alloc 0 2147483648"), "alloc=ok");
-  // 100 kernels through each of hipLaunchKernel, hipExtLaunchKernel and
-  // hipLaunchCooperativeKernel: gated, recorded, named.
+  // 100 kernels through each of hipLaunchKernel, hipExtLaunchKernel,
+  // hipLaunchCooperativeKernel, hipModuleLaunchKernel and hipExtModuleLaunchKernel:
+  // gated, recorded, named.
   ASSERT_EQ(Ask(*c, "launch 100"), "launched=hipSuccess");
   json s = broker.Status();
   const json* me = ClientWithPid(s, c->pid());
@@ -193,17 +194,22 @@ TEST(HipBroker, ClientRegistersIsRecordedAndItsMemoryReturnsWhenKilled) {
   json me_now;
   for (int i = 0; i < 45; ++i) {
     me_now = *ClientWithPid(broker.Status(), c->pid());
-    if (me_now["kernels"].get<uint64_t>() >= 300 && Has(me_now["class_why"].get<std::string>(), "simgpu_compute_500us"))
+    if (me_now["kernels"].get<uint64_t>() >= 500 && Has(me_now["class_why"].get<std::string>(), "simgpu_compute_500us"))
       break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  EXPECT_EQ(me_now["kernels"], 300) << me_now.dump();
+  EXPECT_EQ(me_now["kernels"], 500) << me_now.dump();
   EXPECT_TRUE(Has(me_now["class_why"].get<std::string>(), "simgpu_compute_500us")) << me_now.dump();
   // Async copies and memsets are records too.
   ASSERT_EQ(Ask(*c, "copy 50"), "copied=hipSuccess");
   for (int i = 0; i < 100 && (*ClientWithPid(broker.Status(), c->pid()))["copies"].get<uint64_t>() < 150; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ((*ClientWithPid(broker.Status(), c->pid()))["copies"], 150);
+  // 50 graph launches, plus the launch made while capturing the graph (recorded as any).
+  ASSERT_EQ(Ask(*c, "graph 50"), "graphed=hipSuccess");
+  for (int i = 0; i < 100 && (*ClientWithPid(broker.Status(), c->pid()))["kernels"].get<uint64_t>() < 551; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ((*ClientWithPid(broker.Status(), c->pid()))["kernels"], 551);
   // An over-cap allocation is refused by the shim with the API's own error.
   EXPECT_EQ(Ask(*c, "alloc 0 3221225472"), "alloc=hipErrorOutOfMemory");
 
