@@ -144,6 +144,12 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
       error(name, *v, "expected a non-negative integer; rank unknown");
     break;
   }
+  if (auto v = get("LOCAL_WORLD_SIZE"); v && !v->empty()) {
+    if (auto n = ParseIndex(*v); n && *n > 0)
+      o.job_size = *n;
+    else
+      error("LOCAL_WORLD_SIZE", *v, "expected a positive integer; job size unknown");
+  }
 
   if (auto v = get("GPUSHARE_LOG"); v && !v->empty()) {
     static const std::map<std::string, LogLevel> kLevels = {

@@ -35,6 +35,7 @@ struct ClientOptions {
   double weight = 1.0;
   std::string job;
   int rank = -1;
+  int job_size = 0;  // ranks of the job on this node (torchrun's LOCAL_WORLD_SIZE); 0: unknown
   LogLevel log_level = LogLevel::kWarn;
   bool oom_backtrace = false;
   std::vector<std::string> errors;  // one line per malformed variable

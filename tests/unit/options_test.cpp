@@ -88,6 +88,17 @@ TEST(ClientOptions, JobAndRankFromGpushareOrTorchrun) {
   o = Parse({{"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29500"}, {"RANK", "2"}});
   EXPECT_EQ(o.job, "torchrun:10.0.0.1:29500");
   EXPECT_EQ(o.rank, 2);
+  EXPECT_EQ(o.job_size, 0);
+}
+
+TEST(ClientOptions, TheJobsSizeOnThisNodeIsTorchrunsLocalWorldSize) {
+  EXPECT_EQ(Parse({{"LOCAL_WORLD_SIZE", "4"}}).job_size, 4);
+  for (const char* bad : {"0", "-2", "four"}) {
+    ClientOptions o = Parse({{"LOCAL_WORLD_SIZE", bad}});
+    EXPECT_EQ(o.job_size, 0) << bad;
+    ASSERT_EQ(o.errors.size(), 1u) << bad;
+    EXPECT_NE(o.errors[0].find("LOCAL_WORLD_SIZE"), std::string::npos) << o.errors[0];
+  }
 }
 
 TEST(ClientOptions, WeightLogAndBacktrace) {
