@@ -27,7 +27,11 @@ Topology TwoNvlinkPairs() {
 
 std::vector<GpuInfo> Gpus(int n) {
   std::vector<GpuInfo> g;
-  for (int i = 0; i < n; ++i) g.push_back({i, "g" + std::to_string(i), 80 * kGiB});
+  for (int i = 0; i < n; ++i) {
+    std::string name = "g";  // appended, not "g" + ...: GCC 12's -Wrestrict false positive at -O3
+    name += std::to_string(i);
+    g.push_back({i, name, 80 * kGiB});
+  }
   return g;
 }
 
