@@ -13,11 +13,10 @@
 #include "log.h"
 #include "nccl_hooks.h"
 #include "nvml_hooks.h"
+#include "real_dlsym.h"
 
 namespace gpushare::cuda {
 namespace {
-
-using DlsymFn = void* (*)(void*, const char*);
 
 #define GS_EARLY __attribute__((no_sanitize("address", "undefined")))
 
@@ -36,11 +35,6 @@ extern "C" __attribute__((visibility("hidden"))) GS_EARLY void gs_resolve_real_d
 }
 
 namespace {
-
-DlsymFn RealDlsym() {
-  if (__atomic_load_n(&gs_real_dlsym, __ATOMIC_ACQUIRE) == nullptr) gs_resolve_real_dlsym();
-  return reinterpret_cast<DlsymFn>(gs_real_dlsym);
-}
 
 struct HookEntry {
   const char* name;
@@ -179,7 +173,7 @@ __attribute__((visibility("hidden"))) GS_EARLY void* gs_dlsym_hook_for(const cha
 
 // One of our names: the hook, provided the library asked really has the symbol.
 __attribute__((visibility("hidden"))) void* gs_dlsym_hooked(void* handle, const char* symbol, void* hook) {
-  return RealDlsym()(handle, symbol) != nullptr ? hook : nullptr;
+  return gpushare::RealDlsym()(handle, symbol) != nullptr ? hook : nullptr;
 }
 
 }  // extern "C"

@@ -14,10 +14,7 @@
 #include "hip_dlsym.h"
 #include "hip_hooks.h"
 #include "log.h"
-
-// glibc's dlsym past our interposed one (cuda_lookup.cpp).
-extern "C" void* gs_real_dlsym;
-extern "C" void gs_resolve_real_dlsym();
+#include "real_dlsym.h"
 
 namespace gpushare::hip {
 namespace {
@@ -43,13 +40,6 @@ const HookEntry kHooks[] = {
 #undef GS_HIP_REAL
 #undef GS_HIP_DEVICE_HOOK
 };
-
-using DlsymFn = void* (*)(void*, const char*);
-
-DlsymFn RealDlsym() {
-  if (__atomic_load_n(&gs_real_dlsym, __ATOMIC_ACQUIRE) == nullptr) gs_resolve_real_dlsym();
-  return reinterpret_cast<DlsymFn>(gs_real_dlsym);
-}
 
 // The runtime the application uses, which it has loaded already: linked with
 // -lamdhip64, or dlopened before its dlsym on that handle reached one of our hooks. A

@@ -14,6 +14,7 @@
 #include "client.h"
 #include "log.h"
 #include "nccl_hooks.h"
+#include "real_dlsym.h"
 
 namespace gpushare::nccl {
 namespace real {
@@ -42,17 +43,6 @@ const HookEntry kHooks[] = {
 #undef GS_NCCL_HOOK
 #undef GS_NCCL_REAL
 };
-
-using DlsymFn = void* (*)(void*, const char*);
-
-DlsymFn RealDlsym() {
-  static const DlsymFn fn = [] {
-    void* p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
-    if (p == nullptr) p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
-    return reinterpret_cast<DlsymFn>(p);
-  }();
-  return fn;
-}
 
 // The real library: the next definition after ours (a program linked with -lnccl or
 // -lrccl), else a copy already loaded by name (a program that dlopened it locally).

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "nvml_api.h"
 #include "nvml_hooks.h"
+#include "real_dlsym.h"
 
 namespace gpushare::nvml {
 namespace real {
@@ -38,8 +39,6 @@ const HookEntry kHooks[] = {
 #undef GS_NVML_REAL
 };
 
-using DlsymFn = void* (*)(void*, const char*);
-
 bool LoadRealNvml(DlsymFn real_dlsym) {
   static std::once_flag once;
   static bool loaded = false;
@@ -53,15 +52,6 @@ bool LoadRealNvml(DlsymFn real_dlsym) {
     loaded = true;
   });
   return loaded;
-}
-
-DlsymFn RealDlsym() {
-  static const DlsymFn fn = [] {
-    void* p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
-    if (p == nullptr) p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
-    return reinterpret_cast<DlsymFn>(p);
-  }();
-  return fn;
 }
 
 #define GS_NVML_REAL(symbol, ...) (real::symbol ? real::symbol(__VA_ARGS__) : NVML_ERROR_FUNCTION_NOT_FOUND)
