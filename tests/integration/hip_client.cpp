@@ -26,7 +26,13 @@
 #include <thread>
 #include <vector>
 
+#include "monotonic_clock.h"
+
 extern "C" __attribute__((visibility("default"))) void simgpu_compute_500us() {}
+
+using testing_support::MonotonicNs;
+using testing_support::MsSince;
+using testing_support::SleepUntil;
 
 namespace {
 
@@ -282,20 +288,6 @@ int Serve() {
   for (void* p : held) CHECK(hipFree(p));
   return 0;
 }
-
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
-
-void SleepUntil(uint64_t ns) {
-  timespec ts{time_t(ns / 1000000000ull), long(ns % 1000000000ull)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) != 0) {
-  }
-}
-
-double MsSince(uint64_t start_ns) { return double(int64_t(MonotonicNs() - start_ns)) / 1e6; }
 
 // As sched_worker, through the HIP runtime: 16 launches in flight on one stream, a
 // completion counted when its event is waited for, a timeline every 50 ms.

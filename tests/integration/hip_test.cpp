@@ -15,8 +15,11 @@
 #include <thread>
 #include <vector>
 
+#include "monotonic_clock.h"
 #include "subprocess.h"
 #include "test_broker.h"
+
+using testing_support::MonotonicNs;
 
 namespace {
 
@@ -283,12 +286,6 @@ TEST(HipBroker, ABrokersGpuTheRuntimesMaskHidesIsAnErrorNamingIt) {
 }
 
 // ---- GPU-time shares (timing) ----
-
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
 
 // Kernels completed by `t_ms` in a client's timeline ("t_ms=T done=K" every 50 ms), interpolated.
 double DoneAt(const std::vector<std::pair<double, double>>& done, double t_ms) {

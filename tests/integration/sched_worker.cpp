@@ -14,22 +14,13 @@
 #include <thread>
 
 #include "../../samples/common.h"
+#include "monotonic_clock.h"
+
+using testing_support::MonotonicNs;
+using testing_support::MsSince;
+using testing_support::SleepUntil;
 
 namespace {
-
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
-
-void SleepUntil(uint64_t ns) {
-  timespec ts{time_t(ns / 1000000000ull), long(ns % 1000000000ull)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) != 0) {
-  }
-}
-
-double MsSince(uint64_t start_ns) { return double(int64_t(MonotonicNs() - start_ns)) / 1e6; }
 
 // "--name value" pairs, only the names in kOptions; anything else is a usage error.
 std::map<std::string, std::string> ParseOptions(int argc, char** argv) {

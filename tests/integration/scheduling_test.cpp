@@ -18,10 +18,14 @@
 #include <thread>
 #include <vector>
 
+#include "monotonic_clock.h"
 #include "protocol.h"
 #include "socket_io.h"
 #include "subprocess.h"
 #include "test_broker.h"
+
+using testing_support::MonotonicNs;
+using testing_support::MsSince;
 
 namespace {
 
@@ -37,14 +41,6 @@ constexpr double kTolerance = 0.03;  // the issue's 3 percentage points
 const char* kOneGpu = R"({"gpus": [{"name": "sim0", "memory": 17179869184}], "links": []})";
 const char* kThreeGpus = R"({"gpus": [{"name": "sim0", "memory": 17179869184}, {"name": "sim1", "memory": 17179869184},
                                       {"name": "sim2", "memory": 17179869184}], "links": []})";
-
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
-
-double MsSince(uint64_t start_ns) { return double(int64_t(MonotonicNs() - start_ns)) / 1e6; }
 
 void SleepUntilMs(uint64_t start_ns, double ms) {
   const uint64_t at = start_ns + uint64_t(ms * 1e6);

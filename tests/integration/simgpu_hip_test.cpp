@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "monotonic_clock.h"
 #include "subprocess.h"
 
 // Kernels as a g++ HIP program declares them for simgpu: exported host functions that
@@ -30,6 +31,8 @@ extern "C" void** __hipRegisterFatBinary(const void* data);
 extern "C" void __hipRegisterFunction(void** modules, const void* host_function, char* device_function,
                                       const char* device_name, unsigned int thread_limit, void* tid, void* bid,
                                       void* block_dim, void* grid_dim, int* warp_size);
+
+using testing_support::MonotonicNs;
 
 namespace {
 
@@ -60,12 +63,6 @@ std::string g_self;            // this binary, run again as a CU-mask client
 
 #define ASSERT_HIP(call) ASSERT_EQ((call), hipSuccess) << #call
 #define EXPECT_HIP(call) EXPECT_EQ((call), hipSuccess) << #call
-
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
 
 // Mask words enabling CUs [first, first + count).
 std::vector<uint32_t> CuMask(int first, int count) {
