@@ -89,6 +89,36 @@ for mode in native shim; do
   fi
 done
 
+# --- NCCL: the sample on every GPU of this machine (one rank each), natively and under
+# the shim (its NCCL hooks in the path); the 2-rank job under a broker needs 2 GPUs ---
+if [ -x "$S/nccl_allreduce" ]; then
+  for mode in native shim; do
+    pre=(); [ $mode = shim ] && pre=(env LD_PRELOAD="$SHIM" GPUSHARE_LOG=info)
+    run "nccl_allreduce_$mode" 300 "${pre[@]}" "$S/nccl_allreduce" --rounds 20
+    ranks=$(grep -c "sum ok" "$LOG")
+    if [ "$RC" = 0 ] && [ "$ranks" -ge 1 ]; then record "NCCL all-reduce, one process ($mode)" PASS "$ranks rank(s), sums checked"
+    else record "NCCL all-reduce, one process ($mode)" FAIL "rc=$RC, see logs/nccl_allreduce_$mode.log"; fi
+  done
+  if [ "$(nvidia-smi -L | grep -c '^GPU ')" -ge 2 ]; then
+    sock="$OUT/broker.sock"; : > "$OUT/broker.toml"
+    "$BUILD/bin/gpushare-broker" --config "$OUT/broker.toml" --socket "$sock" > "$LOGS/nccl_broker.log" 2>&1 & bpid=$!
+    sleep 1; rm -f "$OUT/nccl.id"; rank_pids=()
+    for r in 0 1; do
+      env GPUSHARE_SOCKET="$sock" GPUSHARE_JOB=gpu-suite LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 LD_PRELOAD="$SHIM" \
+        timeout 300 "$S/nccl_allreduce" --rank $r --nranks 2 --id-file "$OUT/nccl.id" > "$LOGS/nccl_rank$r.log" 2>&1 &
+      rank_pids+=($!)
+    done
+    wait "${rank_pids[@]}"; kill $bpid 2>/dev/null; wait $bpid 2>/dev/null
+    if grep -q "sum ok" "$LOGS/nccl_rank0.log" && grep -q "sum ok" "$LOGS/nccl_rank1.log"; then
+      record "NCCL 2-rank job placed by the broker" PASS "$(grep -ho 'PCI [0-9a-fA-F:.]*' "$LOGS"/nccl_rank*.log | tr '\n' ' ')"
+    else record "NCCL 2-rank job placed by the broker" FAIL "see logs/nccl_rank*.log"; fi
+  else
+    record "NCCL 2-rank job placed by the broker" SKIP "needs 2 GPUs"
+  fi
+else
+  record "NCCL all-reduce" SKIP "nccl_allreduce not built (no NCCL in the toolkit)"
+fi
+
 # --- memory cap: our samples, nvidia-smi, frameworks ---
 run runtime_cap 120 env GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" "$S/runtime_vector_add"
 if [ "$(field total)" = "$CAP" ] && grep -q "oversized cudaMalloc -> cudaErrorMemoryAllocation" "$LOG" && grep -q PASS "$LOG"; then
