@@ -341,9 +341,13 @@ PolicyDecision PlacementPolicy::Place(const Topology& t, const std::vector<GpuLo
         break;
       }
   } else {
+    // Up to C(16, 8) sets are weighed: link values are looked up, not recomputed, and a
+    // set is copied only when it is among the best so far.
+    std::vector<double> link_value(static_cast<size_t>(t.gpu_count) * t.gpu_count, 0);
+    for (int a : usable)
+      for (int b : usable) link_value[static_cast<size_t>(a) * t.gpu_count + b] = LinkValue(t, a, b);
     auto weigh = [&](const std::vector<int>& set) {
       SetChoice s;
-      s.gpus = set;
       double link_sum = 0;
       int pairs = 0;
       for (size_t i = 0; i < set.size(); ++i) {
@@ -352,7 +356,7 @@ PolicyDecision PlacementPolicy::Place(const Topology& t, const std::vector<GpuLo
         for (size_t j = i + 1; j < set.size(); ++j) {
           const Link link = t.link(set[i], set[j]);
           (link == Link::kNvlink ? s.nvlink_pairs : link == Link::kPcie ? s.pcie_pairs : s.none_pairs)++;
-          link_sum += LinkValue(t, set[i], set[j]);
+          link_sum += link_value[static_cast<size_t>(set[i]) * t.gpu_count + set[j]];
           ++pairs;
         }
       }
@@ -366,6 +370,8 @@ PolicyDecision PlacementPolicy::Place(const Topology& t, const std::vector<GpuLo
     std::vector<SetChoice> best;  // the best few, best first
     auto consider = [&](const std::vector<int>& set) {
       SetChoice s = weigh(set);
+      if (best.size() == kSetsShown && !Better(s, best.back())) return;
+      s.gpus = set;
       auto at = std::find_if(best.begin(), best.end(), [&](const SetChoice& b) { return Better(s, b); });
       best.insert(at, std::move(s));
       if (best.size() > kSetsShown) best.pop_back();
@@ -376,8 +382,9 @@ PolicyDecision PlacementPolicy::Place(const Topology& t, const std::vector<GpuLo
     } else if (sets <= kMaxSetsWeighed) {
       std::vector<size_t> pick(want);
       for (size_t i = 0; i < want; ++i) pick[i] = i;
+      std::vector<int> set;
       for (;;) {
-        std::vector<int> set;
+        set.clear();
         for (size_t i : pick) set.push_back(usable[i]);
         consider(set);
         size_t i = want;  // next combination in lexicographic order
