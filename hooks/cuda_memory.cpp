@@ -26,15 +26,6 @@ CUresult CurrentDevice(Client** client, int* dev) {
   return *dev < 0 ? CUDA_ERROR_INVALID_CONTEXT : CUDA_SUCCESS;
 }
 
-// Addresses and handles, as ledger keys.
-template <typename Key>
-uint64_t KeyOf(Key k) {
-  if constexpr (std::is_pointer_v<Key>)
-    return reinterpret_cast<uint64_t>(k);
-  else
-    return static_cast<uint64_t>(k);
-}
-
 // Reserve on virtual GPU `dev`, allocate through `allocate`, and record the result
 // under `*key`; the reservation is undone if the real driver refuses.
 template <typename Key, typename F>
@@ -46,7 +37,7 @@ CUresult ChargedOn(Client* client, int dev, uint64_t bytes, AllocKind kind, Allo
     client->Release(dev, bytes);
     return r;
   }
-  client->ledger().Remember(space, KeyOf(*key), {dev, bytes, kind});
+  client->ledger().Remember(space, LedgerKey(*key), {dev, bytes, kind});
   return CUDA_SUCCESS;
 }
 
@@ -59,25 +50,9 @@ CUresult Charged(uint64_t bytes, AllocKind kind, AllocSpace space, const char* c
   return ChargedOn(client, dev, bytes, kind, space, call, key, allocate);
 }
 
-void Uncharge(AllocSpace space, uint64_t key) {
-  Client& client = Client::Get();
-  if (auto a = client.ledger().Forget(space, key)) client.Release(a->device, a->bytes);
-}
-
-// Which virtual GPU each memory pool the application has seen belongs to.
-std::mutex g_pools_mu;
-std::map<CUmemoryPool, int> g_pools;
-
-void NotePool(CUmemoryPool pool, int dev) {
-  std::lock_guard<std::mutex> lock(g_pools_mu);
-  g_pools[pool] = dev;
-}
-
-int PoolDevice(CUmemoryPool pool) {
-  std::lock_guard<std::mutex> lock(g_pools_mu);
-  auto it = g_pools.find(pool);
-  return it == g_pools.end() ? -1 : it->second;
-}
+void Uncharge(AllocSpace space, uint64_t key) { Client::Get().Uncharge(space, key); }
+void NotePool(CUmemoryPool pool, int dev) { Client::Get().NotePool(LedgerKey(pool), dev); }
+int PoolDevice(CUmemoryPool pool) { return Client::Get().PoolDevice(LedgerKey(pool)); }
 
 // The virtual GPU a stream's work runs on.
 CUresult StreamDevice(CUstream stream, Client** client, int* dev) {
@@ -201,11 +176,10 @@ CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total_bytes) {
   Client* client;
   int dev;
   if (CurrentDevice(&client, &dev) != CUDA_SUCCESS) return r;
-  const uint64_t cap = client->ledger().Cap(dev);
-  if (cap == MemoryLedger::kNoCap) return r;
-  const uint64_t used = client->Held(dev);
-  *total_bytes = cap;
-  *free_bytes = std::min<uint64_t>(*free_bytes, used >= cap ? 0 : cap - used);
+  uint64_t free_view = *free_bytes, total_view = *total_bytes;
+  client->CapView(dev, &free_view, &total_view);
+  *free_bytes = free_view;
+  *total_bytes = total_view;
   return r;
 }
 
@@ -301,13 +275,13 @@ CUresult cuMipmappedArrayCreate(CUmipmappedArray* handle, const CUDA_ARRAY3D_DES
 
 CUresult cuArrayDestroy(CUarray handle) {
   CUresult r = GS_REAL(cuArrayDestroy, handle);
-  if (r == CUDA_SUCCESS) Uncharge(AllocSpace::kArray, KeyOf(handle));
+  if (r == CUDA_SUCCESS) Uncharge(AllocSpace::kArray, LedgerKey(handle));
   return r;
 }
 
 CUresult cuMipmappedArrayDestroy(CUmipmappedArray handle) {
   CUresult r = GS_REAL(cuMipmappedArrayDestroy, handle);
-  if (r == CUDA_SUCCESS) Uncharge(AllocSpace::kArray, KeyOf(handle));
+  if (r == CUDA_SUCCESS) Uncharge(AllocSpace::kArray, LedgerKey(handle));
   return r;
 }
 

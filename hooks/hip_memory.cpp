@@ -16,15 +16,6 @@ using namespace gpushare::hip;
 
 namespace {
 
-// Addresses and handles, as ledger keys.
-template <typename Key>
-uint64_t KeyOf(Key k) {
-  if constexpr (std::is_pointer_v<Key>)
-    return reinterpret_cast<uint64_t>(k);
-  else
-    return static_cast<uint64_t>(k);
-}
-
 // Allocation hooks this thread is inside. A runtime may implement one allocation call
 // through another exported one (hipExtMallocWithFlags through hipMalloc): the inner
 // call reaches our hook again and must not be charged a second time.
@@ -48,7 +39,7 @@ hipError_t ChargedOn(Client* client, int dev, uint64_t bytes, AllocKind kind, Al
     client->Release(dev, bytes);
     return r;
   }
-  client->ledger().Remember(space, KeyOf(*key), {dev, bytes, kind});
+  client->ledger().Remember(space, LedgerKey(*key), {dev, bytes, kind});
   return hipSuccess;
 }
 
@@ -62,10 +53,7 @@ hipError_t Charged(uint64_t bytes, AllocKind kind, AllocSpace space, const char*
   return ChargedOn(client, dev, bytes, kind, space, call, key, allocate);
 }
 
-void Uncharge(AllocSpace space, uint64_t key) {
-  Client& client = Client::Get();
-  if (auto a = client.ledger().Forget(space, key)) client.Release(a->device, a->bytes);
-}
+void Uncharge(AllocSpace space, uint64_t key) { Client::Get().Uncharge(space, key); }
 
 // Pitched allocations learn their pitch only afterwards: charge the widest pitch the
 // runtime may pick (512-byte alignment), then give back the difference.
@@ -74,26 +62,14 @@ uint64_t PitchBound(size_t width, size_t rows) { return (uint64_t{width} + 511) 
 void SettlePitch(void* ptr, uint64_t bound, uint64_t actual) {
   if (actual >= bound) return;
   Client& client = Client::Get();
-  auto a = client.ledger().Forget(AllocSpace::kAddress, KeyOf(ptr));
+  auto a = client.ledger().Forget(AllocSpace::kAddress, LedgerKey(ptr));
   if (!a) return;
   client.Release(a->device, bound - actual);
-  client.ledger().Remember(AllocSpace::kAddress, KeyOf(ptr), {a->device, actual, AllocKind::kPitch});
+  client.ledger().Remember(AllocSpace::kAddress, LedgerKey(ptr), {a->device, actual, AllocKind::kPitch});
 }
 
-// Which virtual GPU each memory pool the application has seen belongs to.
-std::mutex g_pools_mu;
-std::map<hipMemPool_t, int> g_pools;
-
-void NotePool(hipMemPool_t pool, int dev) {
-  std::lock_guard<std::mutex> lock(g_pools_mu);
-  g_pools[pool] = dev;
-}
-
-int PoolDevice(hipMemPool_t pool) {
-  std::lock_guard<std::mutex> lock(g_pools_mu);
-  auto it = g_pools.find(pool);
-  return it == g_pools.end() ? -1 : it->second;
-}
+void NotePool(hipMemPool_t pool, int dev) { Client::Get().NotePool(LedgerKey(pool), dev); }
+int PoolDevice(hipMemPool_t pool) { return Client::Get().PoolDevice(LedgerKey(pool)); }
 
 // A copy of a memory location with its virtual GPU ordinal made physical.
 hipError_t PhysicalLocation(const hipMemLocation& in, hipMemLocation* out, int* virtual_dev) {
@@ -196,7 +172,7 @@ hipError_t hipMalloc3D(hipPitchedPtr* pitched, hipExtent extent) {
 
 hipError_t hipFree(void* ptr) {
   hipError_t r = GS_HIP_REAL_CALL(hipFree, ptr);
-  if (r == hipSuccess && ptr != nullptr) Uncharge(AllocSpace::kAddress, KeyOf(ptr));
+  if (r == hipSuccess && ptr != nullptr) Uncharge(AllocSpace::kAddress, LedgerKey(ptr));
   return r;
 }
 
@@ -207,11 +183,10 @@ hipError_t hipMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   Client* client = ReadyClient();
   const int dev = client ? CurrentDevice(client) : -1;
   if (dev < 0) return r;
-  const uint64_t cap = client->ledger().Cap(dev);
-  if (cap == MemoryLedger::kNoCap) return r;
-  const uint64_t used = client->Held(dev);
-  *total_bytes = cap;
-  *free_bytes = std::min<uint64_t>(*free_bytes, used >= cap ? 0 : cap - used);
+  uint64_t free_view = *free_bytes, total_view = *total_bytes;
+  client->CapView(dev, &free_view, &total_view);
+  *free_bytes = free_view;
+  *total_bytes = total_view;
   return r;
 }
 
@@ -270,7 +245,7 @@ hipError_t hipMallocFromPoolAsync(void** ptr, size_t bytes, hipMemPool_t pool, h
 
 hipError_t hipFreeAsync(void* ptr, hipStream_t stream) {
   hipError_t r = GS_HIP_REAL_CALL(hipFreeAsync, ptr, stream);
-  if (r == hipSuccess && ptr != nullptr) Uncharge(AllocSpace::kAddress, KeyOf(ptr));
+  if (r == hipSuccess && ptr != nullptr) Uncharge(AllocSpace::kAddress, LedgerKey(ptr));
   return r;
 }
 
@@ -300,7 +275,7 @@ hipError_t hipMemCreate(hipMemGenericAllocationHandle_t* handle, size_t size, co
 
 hipError_t hipMemRelease(hipMemGenericAllocationHandle_t handle) {
   hipError_t r = GS_HIP_REAL_CALL(hipMemRelease, handle);
-  if (r == hipSuccess) Uncharge(AllocSpace::kHandle, KeyOf(handle));
+  if (r == hipSuccess) Uncharge(AllocSpace::kHandle, LedgerKey(handle));
   return r;
 }
 
@@ -367,13 +342,13 @@ hipError_t hipArray3DCreate(hipArray** array, const HIP_ARRAY3D_DESCRIPTOR* d) {
 
 hipError_t hipFreeArray(hipArray* array) {
   hipError_t r = GS_HIP_REAL_CALL(hipFreeArray, array);
-  if (r == hipSuccess && array != nullptr) Uncharge(AllocSpace::kArray, KeyOf(array));
+  if (r == hipSuccess && array != nullptr) Uncharge(AllocSpace::kArray, LedgerKey(array));
   return r;
 }
 
 hipError_t hipArrayDestroy(hipArray* array) {
   hipError_t r = GS_HIP_REAL_CALL(hipArrayDestroy, array);
-  if (r == hipSuccess && array != nullptr) Uncharge(AllocSpace::kArray, KeyOf(array));
+  if (r == hipSuccess && array != nullptr) Uncharge(AllocSpace::kArray, LedgerKey(array));
   return r;
 }
 

@@ -155,6 +155,29 @@ void Client::Release(int device, uint64_t bytes) {
 
 uint64_t Client::Held(int device) { return std::max(ledger_.Used(device), broker_.TenantHeld(device)); }
 
+void Client::CapView(int device, uint64_t* free_bytes, uint64_t* total_bytes) {
+  const uint64_t cap = ledger_.Cap(device);
+  if (cap == MemoryLedger::kNoCap) return;
+  const uint64_t used = Held(device);
+  *total_bytes = cap;
+  *free_bytes = std::min(*free_bytes, used >= cap ? 0 : cap - used);
+}
+
+void Client::Uncharge(AllocSpace space, uint64_t key) {
+  if (auto a = ledger_.Forget(space, key)) Release(a->device, a->bytes);
+}
+
+void Client::NotePool(uint64_t pool, int device) {
+  std::lock_guard<std::mutex> lock(pools_mu_);
+  pools_[pool] = device;
+}
+
+int Client::PoolDevice(uint64_t pool) {
+  std::lock_guard<std::mutex> lock(pools_mu_);
+  auto it = pools_.find(pool);
+  return it == pools_.end() ? -1 : it->second;
+}
+
 void Client::ChargeOverhead(int device, uint64_t bytes, const char* what) {
   std::string ignored;
   broker_.Take(device, bytes, true, HeldPerDevice(), &ignored);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <mutex>
 
 #include "broker_link.h"
@@ -41,6 +42,16 @@ class Client {
   // What counts as used on `device` in the cap view (cuMemGetInfo, NVML): this
   // process's holdings, or its tenant's across processes when a broker says more.
   uint64_t Held(int device);
+  // The cap view over what the driver says of `device` (free, total): (cap - held,
+  // cap), never more free than the device has; left alone when it is uncapped.
+  void CapView(int device, uint64_t* free_bytes, uint64_t* total_bytes);
+  // A live allocation (recorded in the ledger under `key` after Reserve) was freed:
+  // its bytes go back. Unknown keys (allocations made before the shim saw them) are ignored.
+  void Uncharge(AllocSpace space, uint64_t key);
+  // Which virtual GPU a memory pool the application has used belongs to (its
+  // stream-ordered allocations are charged there); -1 if the hooks never saw it.
+  void NotePool(uint64_t pool, int device);
+  int PoolDevice(uint64_t pool);
 
   // Charges memory the driver holds for the process itself (a context's), which may
   // pass the cap: later allocations are refused instead. `what` names it in the log.
@@ -66,6 +77,8 @@ class Client {
   BrokerLink broker_;
   uint64_t asked_caps_[MemoryLedger::kMaxDevices] = {};  // per virtual GPU, kNoCap: none
   std::atomic<bool> context_charged_[MemoryLedger::kMaxDevices] = {};
+  std::mutex pools_mu_;
+  std::map<uint64_t, int> pools_;  // pool handle -> virtual GPU
 };
 
 }  // namespace gpushare

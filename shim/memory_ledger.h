@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -18,6 +19,15 @@ enum class AllocKind : uint8_t { kDevice, kPitch, kManaged, kAsync, kVmm, kArray
 // What a live allocation is known by: a device address, a physical-memory handle
 // (VMM), or an array handle. Each has its own table, so their values never collide.
 enum class AllocSpace : uint8_t { kAddress = 0, kHandle = 1, kArray = 2 };
+
+// An API's address or handle (a pointer, an integer) as a ledger key.
+template <typename Key>
+uint64_t LedgerKey(Key k) {
+  if constexpr (std::is_pointer_v<Key>)
+    return reinterpret_cast<uint64_t>(k);
+  else
+    return static_cast<uint64_t>(k);
+}
 
 class MemoryLedger {
  public:
