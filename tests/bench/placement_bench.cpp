@@ -41,17 +41,21 @@ bool Register(BrokerCore& core, ClientId id, const std::vector<uint8_t>& hello) 
   return core.Input(id, &in, &out, &error) && !out.empty();
 }
 
-// args: GPUs on the node, GPUs the new client wants.
-void BM_RegisterDecision(benchmark::State& state) {
-  const int gpus = static_cast<int>(state.range(0));
-  const auto want = static_cast<uint32_t>(state.range(1));
+// A node of `gpus` GPUs with 32 one-GPU clients on it.
+BrokerCore BusyNode(int gpus) {
   std::vector<GpuInfo> info;
   for (int g = 0; g < gpus; ++g) info.push_back({g, "g", 80 * kGiB});
   BrokerCore core(BrokerConfig{}, info, nullptr);
   core.SetTopology(Node(gpus));
-  ClientId next = 1;
-  for (int i = 0; i < 32; ++i) Register(core, next++, HelloBytes(1, "", -1, 0));
-  const std::vector<uint8_t> hello = HelloBytes(want, "", -1, 0);
+  for (ClientId id = 1; id <= 32; ++id) Register(core, id, HelloBytes(1, "", -1, 0));
+  return core;
+}
+
+// args: GPUs on the node, GPUs the new client wants.
+void BM_RegisterDecision(benchmark::State& state) {
+  BrokerCore core = BusyNode(static_cast<int>(state.range(0)));
+  ClientId next = 1000;
+  const std::vector<uint8_t> hello = HelloBytes(static_cast<uint32_t>(state.range(1)), "", -1, 0);
   for (auto _ : state) {
     const ClientId id = next++;
     if (!Register(core, id, hello)) state.SkipWithError("refused");
@@ -64,15 +68,9 @@ BENCHMARK(BM_RegisterDecision)->ArgsProduct({{2, 8, 16}, {1}})->Args({8, 4})->Ar
 
 // The first rank of a job of `ranks` ranks: the job's set is planned and ordered.
 void BM_PlanJob(benchmark::State& state) {
-  const int gpus = static_cast<int>(state.range(0));
-  const auto ranks = static_cast<uint32_t>(state.range(1));
-  std::vector<GpuInfo> info;
-  for (int g = 0; g < gpus; ++g) info.push_back({g, "g", 80 * kGiB});
-  BrokerCore core(BrokerConfig{}, info, nullptr);
-  core.SetTopology(Node(gpus));
-  ClientId next = 1;
-  for (int i = 0; i < 32; ++i) Register(core, next++, HelloBytes(1, "", -1, 0));
-  const std::vector<uint8_t> hello = HelloBytes(0, "job", 0, ranks);
+  BrokerCore core = BusyNode(static_cast<int>(state.range(0)));
+  ClientId next = 1000;
+  const std::vector<uint8_t> hello = HelloBytes(0, "job", 0, static_cast<uint32_t>(state.range(1)));
   for (auto _ : state) {
     const ClientId id = next++;
     if (!Register(core, id, hello)) state.SkipWithError("refused");

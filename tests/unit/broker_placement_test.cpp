@@ -8,22 +8,13 @@
 #include <nlohmann/json.hpp>
 
 #include "broker_core.h"
+#include "test_topologies.h"
 
 namespace gpushare::broker {
 namespace {
 
 namespace proto = gpushare::protocol;
-constexpr uint64_t kGiB = 1ull << 30;
-
-// 0=1 and 2=3 over NVLink; across the pairs PCIe through the host bridge.
-Topology TwoNvlinkPairs() {
-  Topology t(std::vector<uint64_t>(4, 80 * kGiB));
-  for (int a = 0; a < 4; ++a)
-    for (int b = a + 1; b < 4; ++b) t.Connect(a, b, Link::kPcie, PathLevel::kHostBridge);
-  t.Connect(0, 1, Link::kNvlink);
-  t.Connect(2, 3, Link::kNvlink);
-  return t;
-}
+using namespace test_topologies;
 
 std::vector<GpuInfo> Gpus(int n) {
   std::vector<GpuInfo> g;
@@ -83,7 +74,7 @@ class PlacementCoreTest : public ::testing::Test {
 
 class FourGpuTest : public PlacementCoreTest {
  protected:
-  FourGpuTest() { EXPECT_TRUE(core_.SetTopology(TwoNvlinkPairs())); }
+  FourGpuTest() { EXPECT_TRUE(core_.SetTopology(FourGpusAsTwoNvlinkPairs())); }
 };
 
 TEST_F(FourGpuTest, AFourRankJobLandsOnTheNvlinkPairsInRankOrder) {
@@ -107,7 +98,7 @@ TEST_F(FourGpuTest, TwoTwoRankJobsGetOneNvlinkPairEach) {
   for (const proto::Welcome* w : {&a0, &a1, &b0, &b1}) ASSERT_EQ(w->accepted, 1) << w->reason;
   EXPECT_EQ(Map(a0), Map(a1));
   EXPECT_EQ(Map(b0), Map(b1));
-  const Topology t = TwoNvlinkPairs();
+  const Topology t = FourGpusAsTwoNvlinkPairs();
   EXPECT_EQ(t.link(Map(a0)[0], Map(a0)[1]), Link::kNvlink);
   EXPECT_EQ(t.link(Map(b0)[0], Map(b0)[1]), Link::kNvlink);
   std::vector<int> all = Map(a0), b = Map(b0);
@@ -131,7 +122,7 @@ TEST_F(FourGpuTest, ARankWithoutAJobSizeGetsOneGpuApartFromItsJobsOtherRanks) {
   ASSERT_EQ(r0.device_count, 1u);
   ASSERT_EQ(r1.device_count, 1u);
   EXPECT_NE(r0.physical[0], r1.physical[0]);
-  EXPECT_EQ(TwoNvlinkPairs().link(r0.physical[0], r1.physical[0]), Link::kNvlink);
+  EXPECT_EQ(FourGpusAsTwoNvlinkPairs().link(r0.physical[0], r1.physical[0]), Link::kNvlink);
 }
 
 TEST_F(FourGpuTest, AJobsPlanIsForgottenWhenItsLastRankLeaves) {
