@@ -153,6 +153,9 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
         physical.push_back(hello.visible[v]);
       }
     explanation.push_back("re-registered after a broker restart: kept the GPUs its memory is on");
+    // A rank's map is its job's plan: later ranks of the job must get the same one.
+    if (hello.rank >= 0 && hello.job_size > 0 && hello.job[0] != '\0' && physical.size() == hello.job_size)
+      job_plans_.emplace(std::make_pair(tenant, std::string(hello.job)), physical);
   } else {
     PolicyDecision placed = Place(tenant, cap, terms, hello);
     if (!placed.refusal.empty()) return Refusal(placed.refusal);

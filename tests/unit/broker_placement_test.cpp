@@ -133,6 +133,25 @@ TEST_F(FourGpuTest, AJobsPlanIsForgottenWhenItsLastRankLeaves) {
   EXPECT_EQ(w.device_count, 3u);
 }
 
+TEST_F(FourGpuTest, ARankReRegisteringAfterABrokerRestartKeepsItsJobsPlanForTheOthers) {
+  core_.Open(1, {101, 1000, 1000});
+  proto::Hello h{};
+  proto::SetString(h.tenant, "t");
+  proto::SetString(h.job, "j");
+  h.rank = 0;
+  h.job_size = 2;
+  h.weight = 1;
+  h.reattach = 1;
+  h.device_count = 2;
+  for (int& v : h.visible) v = -1;
+  h.visible[0] = 3;  // the plan the old broker made: GPUs 3, 2
+  h.visible[1] = 2;
+  auto r = Send(1, proto::Encode(proto::Type::kHello, h));
+  ASSERT_TRUE(r && r->size() == 1);
+  ASSERT_EQ(proto::As<proto::Welcome>(r->at(0)).accepted, 1);
+  EXPECT_EQ(Map(Hello(2, "j", 1, 2)), (std::vector<int>{3, 2}));  // rank 1 joins the same plan
+}
+
 TEST_F(FourGpuTest, ARankThatDisagreesOnTheJobSizeIsRefused) {
   ASSERT_EQ(Hello(1, "j", 0, 2).accepted, 1);
   const proto::Welcome w = Hello(2, "j", 1, 3);
