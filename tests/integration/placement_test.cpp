@@ -182,4 +182,17 @@ TEST(Placement, ACommunicatorAcrossGpusWithoutP2pIsWarnedOf) {
   EXPECT_NE(all.find("communicator spans GPUs without P2P"), std::string::npos) << all;
 }
 
+TEST(Placement, TheDriversPeerAccessOverrulesNvmlsP2pStatus) {
+  // NVML says "not supported" for the pair, the driver allows peer access: the broker's
+  // topology takes the driver's word (PIX: P2P behind one switch), not NVML's ("-").
+  TestBroker broker(R"({"gpus": [{"name": "a", "memory": 1073741824}, {"name": "b", "memory": 1073741824}],
+                        "links": [[0, 1, "pcie"]], "nvml_p2p": false})",
+                    "");
+  const std::string topology = broker.Status()["topology"];
+  EXPECT_NE(topology.find("GPU0  X     PIX"), std::string::npos) << topology;
+  TestBroker control(R"({"gpus": [{"name": "a", "memory": 1073741824}, {"name": "b", "memory": 1073741824}]})", "");
+  const std::string none = control.Status()["topology"];
+  EXPECT_NE(none.find("GPU0  X     -"), std::string::npos) << none;
+}
+
 }  // namespace

@@ -93,7 +93,7 @@ NodeConfig ParseDocument(const json& doc) {
   if (!doc.is_object()) Fail("<top>", "expected a JSON object");
   CheckKeys(doc, "",
             {"gpus", "links", "timeslice_us", "default_kernel_us", "pcie_bandwidth_gbps", "nvlink_bandwidth_gbps",
-             "driver_version", "kernels"});
+             "driver_version", "kernels", "nvml_p2p"});
   NodeConfig cfg;
   if (!doc.contains("gpus")) Fail("gpus", "missing (a list of GPUs is required)");
   const json& gpus = doc["gpus"];
@@ -182,6 +182,10 @@ NodeConfig ParseDocument(const json& doc) {
     cfg.nvlink_bandwidth_gbps = PositiveNumber(doc["nvlink_bandwidth_gbps"], "nvlink_bandwidth_gbps");
   if (doc.contains("driver_version"))
     cfg.driver_version = static_cast<int>(PositiveInteger(doc["driver_version"], "driver_version"));
+  if (doc.contains("nvml_p2p")) {
+    if (!doc["nvml_p2p"].is_boolean()) Fail("nvml_p2p", "expected true or false");
+    cfg.nvml_p2p = doc["nvml_p2p"].get<bool>();
+  }
   if (doc.contains("kernels")) {
     const json& ks = doc["kernels"];
     if (!ks.is_object()) Fail("kernels", "expected an object of name: {\"us\": N, \"class\": ...}");

@@ -46,6 +46,9 @@ struct NodeConfig {
   double pcie_bandwidth_gbps = 25.0;  // host<->device and non-NVLink peer copies
   double nvlink_bandwidth_gbps = 300.0;
   int driver_version = 13000;
+  // false: NVML answers "not supported" to every P2P status query while the driver
+  // still allows peer access by `links` (as NVML does on some boards).
+  bool nvml_p2p = true;
   std::map<std::string, KernelCost> kernels;  // exact-name overrides of the cost model
   std::string source;                         // file path, or "<default>"
 

@@ -327,7 +327,7 @@ nvmlReturn_t nvmlDeviceGetP2PStatus(nvmlDevice_t a, nvmlDevice_t b, nvmlGpuP2PCa
   bool ok = link != LinkKind::kNone;
   if (cap == NVML_P2P_CAPS_INDEX_NVLINK || cap == NVML_P2P_CAPS_INDEX_ATOMICS) ok = link == LinkKind::kNvlink;
   if (cap == NVML_P2P_CAPS_INDEX_PCI) ok = link == LinkKind::kPcie;
-  *status = ok ? NVML_P2P_STATUS_OK : NVML_P2P_STATUS_NOT_SUPPORTED;
+  *status = ok && g_config->nvml_p2p ? NVML_P2P_STATUS_OK : NVML_P2P_STATUS_NOT_SUPPORTED;
   return NVML_SUCCESS;
 }
 

@@ -30,7 +30,7 @@ TEST(SimgpuConfig, ParsesEveryField) {
              {"name": "sim1", "memory": 2048}, {"name": "sim2", "memory": 2048}],
     "links": [[0, 1, "nvlink"], [2, 1, "pcie"]],
     "timeslice_us": 500, "default_kernel_us": 3.5, "pcie_bandwidth_gbps": 12,
-    "nvlink_bandwidth_gbps": 100, "driver_version": 12040,
+    "nvlink_bandwidth_gbps": 100, "driver_version": 12040, "nvml_p2p": false,
     "kernels": {"gemm": {"us": 40, "class": "compute"}, "copy": {"us": 7, "class": "memory"}}})",
                        "node.json", &error);
   ASSERT_TRUE(c.has_value()) << error;
@@ -45,6 +45,7 @@ TEST(SimgpuConfig, ParsesEveryField) {
   EXPECT_EQ(c->timeslice_us, 500u);
   EXPECT_DOUBLE_EQ(c->default_kernel_us, 3.5);
   EXPECT_EQ(c->driver_version, 12040);
+  EXPECT_FALSE(c->nvml_p2p);
   EXPECT_EQ(c->kernels.at("copy").work_class, WorkClass::kMemory);
   EXPECT_DOUBLE_EQ(c->kernels.at("gemm").us, 40);
 }
@@ -65,6 +66,8 @@ TEST(SimgpuConfig, ErrorsNameTheField) {
             "node.json: links[0][1]: no GPU with index 1");
   EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": 1}, {"name": "b", "memory": 1}], "links": [[0, 1, "wifi"]]})"),
             "node.json: links[0][2]: expected \"nvlink\" or \"pcie\", got \"wifi\"");
+  EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": 1}], "nvml_p2p": "no"})"),
+            "node.json: nvml_p2p: expected true or false");
   EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": 1}], "timeslice_us": 5})"),
             "node.json: timeslice_us: expected 100 to 1000000");
   EXPECT_EQ(ErrorOf(R"({"gpus": [{"name": "a", "memory": 1}], "kernels": {"k": {"us": 1, "class": "io"}}})"),
