@@ -114,7 +114,7 @@ void PrintHuman(const json& status, const std::string& socket_path) {
   // The share is per GPU (a client's weight over the weights of all clients on that
   // GPU), so it goes on each device line; gpu_share stands in when a device lacks it.
   std::vector<std::vector<std::string>> rows = {
-      {"PID", "TENANT", "JOB", "RANK", "WEIGHT", "CLASS", "GPU V->P", "SHARE", "MEMORY USED / CAP"}};
+      {"PID", "TENANT", "JOB", "RANK", "WEIGHT", "CLASS", "GPU V->P", "SHARE", "MEMORY USED / CAP", "CUS"}};
   for (const json& c : clients) {
     if (!c.is_object()) continue;
     const double rank = Num(c, "rank", -1), gpu_share = Num(c, "gpu_share", 0);
@@ -130,12 +130,15 @@ void PrintHuman(const json& status, const std::string& socket_path) {
       row.push_back(Printf("%.0f%%", 100.0 * Num(d, "share", gpu_share)));
       row.push_back(gpushare::FormatBytes(Bytes(d, "memory_used")) + " / " +
                     gpushare::FormatBytes(Bytes(d, "memory_cap")) + (Bool(d, "capped", true) ? "" : " (no cap)"));
+      // Spatial sharing: the compute units a CU mask holds it to (AMD), else all ("-").
+      const std::string mask = Str(d, "cu_mask");
+      row.push_back(mask.empty() ? "-" : Printf("%.0f", Num(d, "cu_count", 0)) + " (" + mask + ")");
       rows.push_back(row);
       first = false;
     }
     if (first) {
       std::vector<std::string> row = client;
-      row.insert(row.end(), {"-", Printf("%.0f%%", 100.0 * gpu_share), "-"});
+      row.insert(row.end(), {"-", Printf("%.0f%%", 100.0 * gpu_share), "-", "-"});
       rows.push_back(row);
     }
   }
