@@ -46,11 +46,8 @@ BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHo
       ledger_(Capacities(gpus_)),
       scheduler_(SchedulerParams(config_)),
       clock_(proto::MonotonicNs),
-      admin_uid_(geteuid()) {
-  std::vector<std::string> names;
-  for (const GpuInfo& g : gpus_) names.push_back(g.name);
-  topology_ = Topology(Capacities(gpus_), names);
-}
+      admin_uid_(geteuid()),
+      topology_(Unlinked(gpus_)) {}
 
 bool BrokerCore::SetTopology(Topology topology) {
   if (topology.gpu_count != ledger_.gpu_count()) return false;

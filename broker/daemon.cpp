@@ -260,7 +260,7 @@ int RunDaemon(const DaemonOptions& options) {
     Log(LogLevel::kInfo, "GPU %d: %s, %llu bytes", g.index, g.name.c_str(),
         static_cast<unsigned long long>(g.memory_bytes));
   // Placement weighs links between GPUs; without a topology every pair is taken as no P2P.
-  std::optional<Topology> topology = DiscoverTopology(&error);
+  std::optional<Topology> topology = DiscoverTopology(gpus, &error);
   if (!topology) {
     Log(LogLevel::kWarn, "topology unknown (%s): placement treats every pair of GPUs as without P2P", error.c_str());
   } else {

@@ -170,51 +170,52 @@ void CheckWithDriver(Topology* t, const std::vector<std::optional<std::array<uns
 
 }  // namespace
 
-std::optional<Topology> DiscoverTopology(std::string* error) {
+Topology Unlinked(const std::vector<GpuInfo>& gpus) {
+  std::vector<uint64_t> sizes;
+  std::vector<std::string> names;
+  for (const GpuInfo& g : gpus) {
+    sizes.push_back(g.memory_bytes);
+    names.push_back(g.name);
+  }
+  return Topology(std::move(sizes), std::move(names));
+}
+
+std::optional<Topology> DiscoverTopology(const std::vector<GpuInfo>& gpus, std::string* error) {
   void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
     const std::string nvml = std::string("cannot load NVML (libnvidia-ml.so.1): ") + dlerror();
     std::string hip_error;
-    std::optional<Topology> t = DiscoverTopologyHip(&hip_error);
+    std::optional<Topology> t = DiscoverTopologyHip(gpus, &hip_error);
     if (!t) *error = nvml + "; " + hip_error;
     return t;
   }
   auto init = reinterpret_cast<decltype(&nvmlInit_v2)>(dlsym(lib, "nvmlInit_v2"));
-  auto count = reinterpret_cast<decltype(&nvmlDeviceGetCount_v2)>(dlsym(lib, "nvmlDeviceGetCount_v2"));
   auto handle = reinterpret_cast<decltype(&nvmlDeviceGetHandleByIndex_v2)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
-  auto name = reinterpret_cast<decltype(&nvmlDeviceGetName)>(dlsym(lib, "nvmlDeviceGetName"));
-  auto memory = reinterpret_cast<decltype(&nvmlDeviceGetMemoryInfo)>(dlsym(lib, "nvmlDeviceGetMemoryInfo"));
   auto p2p = reinterpret_cast<P2PStatusFn>(dlsym(lib, "nvmlDeviceGetP2PStatus"));
   auto ancestor = reinterpret_cast<CommonAncestorFn>(dlsym(lib, "nvmlDeviceGetTopologyCommonAncestor"));
-  unsigned n = 0;
-  if (!init || !count || !handle || !name || !memory || init() != NVML_SUCCESS || count(&n) != NVML_SUCCESS) {
+  using PciInfoFn = nvmlReturn_t (*)(nvmlDevice_t, nvmlPciInfo_t*);
+  auto pci_info = reinterpret_cast<PciInfoFn>(dlsym(lib, "nvmlDeviceGetPciInfo_v3"));
+  if (!init || !handle || init() != NVML_SUCCESS) {
     *error = "NVML is present but does not answer (driver not loaded?)";
     return std::nullopt;
   }
+  const size_t n = gpus.size();
   std::vector<nvmlDevice_t> devices(n, nullptr);
-  std::vector<uint64_t> sizes(n, 0);
-  std::vector<std::string> names(n);
   std::vector<std::string> notes;
   std::vector<std::optional<std::array<unsigned, 4>>> pci(n);
-  using PciInfoFn = nvmlReturn_t (*)(nvmlDevice_t, nvmlPciInfo_t*);
-  auto pci_info = reinterpret_cast<PciInfoFn>(dlsym(lib, "nvmlDeviceGetPciInfo_v3"));
-  for (unsigned i = 0; i < n; ++i) {
-    char buf[NVML_DEVICE_NAME_V2_BUFFER_SIZE] = "";
-    nvmlMemory_t mem{};
-    if (handle(i, &devices[i]) != NVML_SUCCESS) {
+  for (size_t i = 0; i < n; ++i) {
+    if (handle(static_cast<unsigned>(gpus[i].index), &devices[i]) != NVML_SUCCESS) {
       devices[i] = nullptr;
       notes.push_back("GPU " + std::to_string(i) + ": NVML gives no handle; no P2P assumed");
       continue;
     }
-    if (name(devices[i], buf, sizeof buf) == NVML_SUCCESS) names[i] = buf;
-    if (memory(devices[i], &mem) == NVML_SUCCESS) sizes[i] = mem.total;
     nvmlPciInfo_t info{};
     if (pci_info && pci_info(devices[i], &info) == NVML_SUCCESS) pci[i] = PciAddress(info.busId);
   }
-  Topology t(std::move(sizes), std::move(names));
+  Topology t = Unlinked(gpus);
   if (!p2p) notes.push_back("this NVML has no nvmlDeviceGetP2PStatus: no P2P assumed between any GPUs");
-  for (unsigned a = 0; a < n; ++a) {
-    for (unsigned b = a + 1; b < n; ++b) {
+  for (size_t a = 0; a < n; ++a) {
+    for (size_t b = a + 1; b < n; ++b) {
       if (devices[a] == nullptr || devices[b] == nullptr) continue;
       nvmlGpuTopologyLevel_t nvml_level = NVML_TOPOLOGY_SYSTEM;
       const PathLevel level = ancestor && ancestor(devices[a], devices[b], &nvml_level) == NVML_SUCCESS
@@ -243,37 +244,22 @@ std::optional<Topology> DiscoverTopology(std::string* error) {
   return t;
 }
 
-std::optional<Topology> DiscoverTopologyHip(std::string* error) {
+std::optional<Topology> DiscoverTopologyHip(const std::vector<GpuInfo>& gpus, std::string* error) {
   void* lib = dlopen("libamdhip64.so.5", RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
     *error = std::string("cannot load HIP (libamdhip64.so.5): ") + dlerror();
     return std::nullopt;
   }
-  auto count = reinterpret_cast<hip::GetDeviceCountFn>(dlsym(lib, "hipGetDeviceCount"));
-  auto memory = reinterpret_cast<hip::DeviceTotalMemFn>(dlsym(lib, "hipDeviceTotalMem"));
-  auto name = reinterpret_cast<hip::DeviceGetNameFn>(dlsym(lib, "hipDeviceGetName"));
   auto peer = reinterpret_cast<hip::DeviceCanAccessPeerFn>(dlsym(lib, "hipDeviceCanAccessPeer"));
-  int n = 0;
-  if (!count || !memory || !name || count(&n) != hip::kSuccess || n < 0) {
-    *error = "HIP is present but reports no GPU (driver not loaded?)";
-    return std::nullopt;
-  }
-  std::vector<uint64_t> sizes(n, 0);
-  std::vector<std::string> names(n);
-  for (int i = 0; i < n; ++i) {
-    char buf[256] = "";
-    size_t bytes = 0;
-    if (memory(&bytes, i) == hip::kSuccess) sizes[i] = bytes;
-    if (name(buf, sizeof buf, i) == hip::kSuccess) names[i] = std::string(buf, strnlen(buf, sizeof buf));
-  }
-  Topology t(std::move(sizes), std::move(names));
+  const int n = static_cast<int>(gpus.size());
+  Topology t = Unlinked(gpus);
   std::vector<std::string> notes;
   if (!peer) notes.push_back("this HIP runtime has no hipDeviceCanAccessPeer: no P2P assumed between any GPUs");
   bool any_p2p = false;
   for (int a = 0; a < n && peer; ++a) {
     for (int b = a + 1; b < n; ++b) {
       int ab = 0, ba = 0;
-      const int ra = peer(&ab, a, b), rb = peer(&ba, b, a);
+      const int ra = peer(&ab, gpus[a].index, gpus[b].index), rb = peer(&ba, gpus[b].index, gpus[a].index);
       if (ra != hip::kSuccess || rb != hip::kSuccess) {
         notes.push_back("GPUs " + std::to_string(a) + " and " + std::to_string(b) + ": P2P status unknown (HIP error " +
                         std::to_string(ra != hip::kSuccess ? ra : rb) + "); no P2P assumed");

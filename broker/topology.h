@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "gpu_inventory.h"
+
 namespace gpushare::broker {
 
 // What carries peer-to-peer traffic between two GPUs.
@@ -60,16 +62,21 @@ struct Topology {
   std::vector<std::string> notes;  // what discovery could not learn (treated as no P2P)
 };
 
-// The node's topology as NVML reports it: nvmlDeviceGetP2PStatus (NVLink capability
-// first, then read capability: P2P over PCIe) and nvmlDeviceGetTopologyCommonAncestor
-// for every pair. nullopt with `error` set when NVML cannot be loaded or does not
-// answer; a pair NVML cannot describe is kept as no P2P, with a note.
-// Where NVML cannot be loaded (an AMD node), DiscoverTopologyHip answers instead.
-std::optional<Topology> DiscoverTopology(std::string* error);
+// The GPUs of the broker's inventory (gpu_inventory.h), in its order, with no link yet.
+Topology Unlinked(const std::vector<GpuInfo>& gpus);
 
-// The node's topology as the HIP runtime (libamdhip64.so.5) reports it:
-// hipDeviceCanAccessPeer for every pair. HIP says whether a pair has P2P, not over what
-// or how far apart: a P2P pair is taken as PCIe with an unknown path level (a note says so).
-std::optional<Topology> DiscoverTopologyHip(std::string* error);
+// How the inventory's GPUs are linked, as NVML reports it: nvmlDeviceGetP2PStatus
+// (NVLink capability first, then read capability: P2P over PCIe) and
+// nvmlDeviceGetTopologyCommonAncestor for every pair, checked against the CUDA driver's
+// cuDeviceCanAccessPeer. Names and sizes are the inventory's, so GPU i of the topology
+// is GPU i of the ledger. nullopt with `error` set when NVML cannot be loaded or does
+// not answer; a pair NVML cannot describe is kept as no P2P, with a note. Where NVML
+// cannot be loaded (an AMD node), DiscoverTopologyHip answers instead.
+std::optional<Topology> DiscoverTopology(const std::vector<GpuInfo>& gpus, std::string* error);
+
+// The same as the HIP runtime (libamdhip64.so.5) reports it: hipDeviceCanAccessPeer for
+// every pair. HIP says whether a pair has P2P, not over what or how far apart: a P2P
+// pair is taken as PCIe with an unknown path level (a note says so).
+std::optional<Topology> DiscoverTopologyHip(const std::vector<GpuInfo>& gpus, std::string* error);
 
 }  // namespace gpushare::broker

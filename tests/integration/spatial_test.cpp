@@ -193,7 +193,7 @@ TEST(Spatial, TheBrokerFindsGpusCusAndP2pThroughHip) {
   EXPECT_EQ(gpus[0].cu_count, 104u);
   EXPECT_EQ(gpus[1].cu_count, 120u);
   EXPECT_GT(gpus[2].cu_count, 0u);  // simgpu's default (its SM count)
-  auto topology = gpushare::broker::DiscoverTopologyHip(&error);
+  auto topology = gpushare::broker::DiscoverTopologyHip(gpus, &error);
   ASSERT_TRUE(topology.has_value()) << error;
   EXPECT_EQ(topology->gpu_count, 3);
   EXPECT_EQ(topology->names[1], "simB");
