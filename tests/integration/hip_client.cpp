@@ -300,14 +300,8 @@ int Sched(double seconds, uint64_t start_ns) {
   if (start_ns == 0) start_ns = MonotonicNs();
   const uint64_t end_ns = start_ns + uint64_t(seconds * 1e9);
   std::atomic<long long> done{0};
-  std::atomic<bool> finished{false};
   SleepUntil(start_ns);
-  std::thread timeline([&] {
-    for (uint64_t tick = start_ns + 50000000; !finished.load(); tick += 50000000) {
-      SleepUntil(tick);
-      std::printf("t_ms=%.1f done=%lld\n", MsSince(start_ns), done.load());
-    }
-  });
+  testing_support::TimelinePrinter timeline(start_ns, done);
   long long launched = 0;
   while (MonotonicNs() < end_ns) {
     hipEvent_t& slot = events[launched % kInFlight];
@@ -323,8 +317,7 @@ int Sched(double seconds, uint64_t start_ns) {
     CHECK(hipEventSynchronize(events[i % kInFlight]));
     ++done;
   }
-  finished = true;
-  timeline.join();
+  timeline.Stop();
   std::printf("summary launched=%lld done=%lld\n", launched, done.load());
   for (hipEvent_t e : events) CHECK(hipEventDestroy(e));
   CHECK(hipStreamDestroy(stream));

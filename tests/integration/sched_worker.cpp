@@ -82,14 +82,8 @@ int main(int argc, char** argv) {
   const uint64_t switch_ns = switch_after >= 0 ? start_ns + uint64_t(switch_after * 1e9) : UINT64_MAX;
   const uint64_t stop_ns = stop_after >= 0 ? start_ns + uint64_t(stop_after * 1e9) : end_ns;
   std::atomic<long long> done{0};
-  std::atomic<bool> finished{false};
   SleepUntil(start_ns);
-  std::thread timeline([&] {
-    for (uint64_t tick = start_ns + 50000000; !finished.load(); tick += 50000000) {
-      SleepUntil(tick);
-      std::printf("t_ms=%.1f done=%lld\n", MsSince(start_ns), done.load());
-    }
-  });
+  testing_support::TimelinePrinter timeline(start_ns, done);
 
   long long launched = 0;
   bool switched = false;
@@ -113,8 +107,7 @@ int main(int argc, char** argv) {
     ++done;
   }
   if (stop_ns < end_ns) SleepUntil(end_ns);  // alive and idle: the GPU is the others' to use
-  finished = true;
-  timeline.join();
+  timeline.Stop();
   std::printf("summary launched=%lld done=%lld\n", launched, done.load());
   for (CUevent e : events) CHECK(cuEventDestroy(e));
   CHECK(cuStreamDestroy(stream));
