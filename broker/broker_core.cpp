@@ -30,6 +30,20 @@ Scheduler::Params SchedulerParams(const BrokerConfig& c) {
   return p;
 }
 
+// A rank of a job whose size on this node is known: placed by its job's plan, whose
+// GPUs it sees as its virtual GPUs in rank order (BrokerCore::PlaceRank).
+bool RankOfSizedJob(const std::string& job, int rank, int job_size) {
+  return !job.empty() && rank >= 0 && rank < job_size;
+}
+
+// "rank 0 -> GPU 2, rank 1 -> GPU 3": a job's plan, for the explanation.
+std::string PlanLine(const std::vector<int>& plan) {
+  std::string line;
+  for (size_t i = 0; i < plan.size(); ++i)
+    line += (i ? ", " : "") + std::string("rank ") + std::to_string(i) + " -> GPU " + std::to_string(plan[i]);
+  return line;
+}
+
 proto::Welcome Refusal(const std::string& reason) {
   proto::Welcome w{};
   w.accepted = 0;
@@ -526,9 +540,7 @@ WorkClass BrokerCore::ClassOf(ClientId id) const {
 }
 
 std::vector<int> BrokerCore::WorkDevices(ClientId id, const ClientRecord& c) const {
-  if (!c.job.empty() && c.rank >= 0 && c.job_size > 0 && c.rank < static_cast<int>(c.physical.size()) &&
-      static_cast<int>(c.physical.size()) == c.job_size)
-    return {c.rank};
+  if (RankOfSizedJob(c.job, c.rank, c.job_size) && static_cast<int>(c.physical.size()) == c.job_size) return {c.rank};
   // A client given every GPU mostly works on its first: it counts where it holds memory
   // or has run, else on its virtual 0 (the GPU placement chose first for it).
   std::vector<int> used;
@@ -584,8 +596,7 @@ PolicyDecision BrokerCore::Place(const std::string& tenant, const std::optional<
   if (config_.placement == "round-robin") return PlaceRoundRobin(topology_, r, &round_robin_cursor_);
   const std::vector<GpuLoad> loads = Loads(tenant);
   if (config_.placement == "least-loaded") return PlaceLeastMemoryHeld(topology_, loads, r);
-  if (!r.job.empty() && r.rank >= 0 && hello.job_size > 0 && r.asked.empty() &&
-      r.rank < static_cast<int>(hello.job_size))
+  if (RankOfSizedJob(r.job, r.rank, static_cast<int>(hello.job_size)) && r.asked.empty())
     return PlaceRank(r, static_cast<int>(hello.job_size), loads);
   return policy_.Place(topology_, loads, r);
 }
@@ -635,18 +646,11 @@ PolicyDecision BrokerCore::PlaceRank(const PolicyRequest& r, int job_size, const
       left.erase(next);
     }
     d.physical = order;
-    std::string gpus;
-    for (size_t i = 0; i < order.size(); ++i)
-      gpus += (i ? ", " : "") + std::string("rank ") + std::to_string(i) + " -> GPU " + std::to_string(order[i]);
     d.explanation.push_back(job + ": planned for its " + std::to_string(job_size) +
-                            " ranks when its first rank came, as one set: " + gpus);
-    plan = job_plans_.emplace(key, order).first;
+                            " ranks when its first rank came, as one set: " + PlanLine(order));
+    job_plans_.emplace(key, std::move(order));
   } else {
-    d.assumed_class = WorkClass::kCompute;
-    std::string gpus;
-    for (size_t i = 0; i < plan->second.size(); ++i)
-      gpus += (i ? ", " : "") + std::string("rank ") + std::to_string(i) + " -> GPU " + std::to_string(plan->second[i]);
-    d.explanation.push_back(job + ": its plan, made when its first rank came: " + gpus);
+    d.explanation.push_back(job + ": its plan, made when its first rank came: " + PlanLine(plan->second));
     d.physical = plan->second;
   }
   for (const auto& [id, c] : clients_)
