@@ -73,15 +73,17 @@ extern "C" {
 #define GS_CUDA_HOOK(name, version, symbol)
 #define GS_CUDA_HOOK_PT(name, version, symbol)
 #define GS_CUDA_REAL(name, version, symbol)
-#define GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, then)                \
-  CUresult symbol params {                                                                 \
-    ToPhysical t;                                                                          \
-    if (!t.ready()) return CUDA_ERROR_NOT_INITIALIZED;                                     \
-    auto call = std::make_tuple args;                                                      \
-    if (t.status() != CUDA_SUCCESS) return t.status();                                     \
-    CUresult r = real::symbol ? std::apply(real::symbol, call) : CUDA_ERROR_NOT_SUPPORTED; \
-    if (r == CUDA_SUCCESS) then;                                                           \
-    return r;                                                                              \
+#define GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, then)                                 \
+  CUresult symbol params {                                                                   \
+    return GS_GUARDED(CudaApi, {                                                             \
+      ToPhysical t;                                                                          \
+      if (!t.ready()) return CUDA_ERROR_NOT_INITIALIZED;                                     \
+      auto call = std::make_tuple args;                                                      \
+      if (t.status() != CUDA_SUCCESS) return t.status();                                     \
+      CUresult r = real::symbol ? std::apply(real::symbol, call) : CUDA_ERROR_NOT_SUPPORTED; \
+      if (r == CUDA_SUCCESS) then;                                                           \
+      return r;                                                                              \
+    });                                                                                      \
   }
 #define GS_CUDA_DEVICE_HOOK(name, version, symbol, params, args) \
   GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, (void)0)
@@ -93,70 +95,88 @@ extern "C" {
 #undef GS_CUDA_DEVICE_HOOK_THEN
 
 CUresult cuDeviceGetCount(int* count) {
-  Client* c = ReadyClient();
-  if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
-  if (count == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  *count = c->devices().count();
-  return CUDA_SUCCESS;
+  return GS_GUARDED(CudaApi, {
+    Client* c = ReadyClient();
+    if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
+    if (count == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    *count = c->devices().count();
+    return CUDA_SUCCESS;
+  });
 }
 
 CUresult cuDeviceGet(CUdevice* device, int ordinal) {
-  ToPhysical t;
-  if (!t.ready()) return CUDA_ERROR_NOT_INITIALIZED;
-  const CUdevice physical = t(ordinal);
-  if (t.status() != CUDA_SUCCESS || ordinal < 0) return CUDA_ERROR_INVALID_DEVICE;
-  if (device == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  CUdevice real_handle;
-  if (CUresult r = GS_REAL(cuDeviceGet, &real_handle, physical); r != CUDA_SUCCESS) return r;
-  *device = ordinal;  // a CUdevice is its ordinal; ours is the virtual one
-  return CUDA_SUCCESS;
+  return GS_GUARDED(CudaApi, {
+    ToPhysical t;
+    if (!t.ready()) return CUDA_ERROR_NOT_INITIALIZED;
+    const CUdevice physical = t(ordinal);
+    if (t.status() != CUDA_SUCCESS || ordinal < 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (device == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    CUdevice real_handle;
+    if (CUresult r = GS_REAL(cuDeviceGet, &real_handle, physical); r != CUDA_SUCCESS) return r;
+    *device = ordinal;  // a CUdevice is its ordinal; ours is the virtual one
+    return CUDA_SUCCESS;
+  });
 }
 
 CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
-  ToPhysical t;
-  if (!t.ready()) return CUDA_ERROR_NOT_INITIALIZED;
-  const CUdevice physical = t(dev);
-  if (t.status() != CUDA_SUCCESS) return t.status();
-  CUresult r = GS_REAL(cuDeviceTotalMem_v2, bytes, physical);
-  if (r == CUDA_SUCCESS) *bytes = std::min<uint64_t>(*bytes, Client::Get().ledger().Cap(dev));
-  return r;
+  return GS_GUARDED(CudaApi, {
+    ToPhysical t;
+    if (!t.ready()) return CUDA_ERROR_NOT_INITIALIZED;
+    const CUdevice physical = t(dev);
+    if (t.status() != CUDA_SUCCESS) return t.status();
+    CUresult r = GS_REAL(cuDeviceTotalMem_v2, bytes, physical);
+    if (r == CUDA_SUCCESS) *bytes = std::min<uint64_t>(*bytes, Client::Get().ledger().Cap(dev));
+    return r;
+  });
 }
 
 CUresult cuDeviceGetByPCIBusId(CUdevice* dev, const char* bus_id) {
-  CUdevice physical;
-  if (CUresult r = GS_REAL(cuDeviceGetByPCIBusId, &physical, bus_id); r != CUDA_SUCCESS) return r;
-  return ToVirtual(physical, dev, CUDA_ERROR_INVALID_DEVICE);
+  return GS_GUARDED(CudaApi, {
+    CUdevice physical;
+    if (CUresult r = GS_REAL(cuDeviceGetByPCIBusId, &physical, bus_id); r != CUDA_SUCCESS) return r;
+    return ToVirtual(physical, dev, CUDA_ERROR_INVALID_DEVICE);
+  });
 }
 
 CUresult cuCtxGetDevice(CUdevice* dev) {
-  CUdevice physical;
-  if (CUresult r = GS_REAL(cuCtxGetDevice, &physical); r != CUDA_SUCCESS) return r;
-  return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
+  return GS_GUARDED(CudaApi, {
+    CUdevice physical;
+    if (CUresult r = GS_REAL(cuCtxGetDevice, &physical); r != CUDA_SUCCESS) return r;
+    return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
+  });
 }
 
 CUresult cuCtxGetDevice_v2(CUdevice* dev, CUcontext ctx) {
-  CUdevice physical;
-  if (CUresult r = GS_REAL(cuCtxGetDevice_v2, &physical, ctx); r != CUDA_SUCCESS) return r;
-  return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
+  return GS_GUARDED(CudaApi, {
+    CUdevice physical;
+    if (CUresult r = GS_REAL(cuCtxGetDevice_v2, &physical, ctx); r != CUDA_SUCCESS) return r;
+    return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
+  });
 }
 
 CUresult cuStreamGetDevice(CUstream stream, CUdevice* dev) {
-  CUdevice physical;
-  if (CUresult r = GS_REAL(cuStreamGetDevice, stream, &physical); r != CUDA_SUCCESS) return r;
-  return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
+  return GS_GUARDED(CudaApi, {
+    CUdevice physical;
+    if (CUresult r = GS_REAL(cuStreamGetDevice, stream, &physical); r != CUDA_SUCCESS) return r;
+    return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
+  });
 }
 
 CUresult cuStreamGetDevice_ptsz(CUstream stream, CUdevice* dev) {
-  CUdevice physical;
-  if (CUresult r = GS_REAL(cuStreamGetDevice_ptsz, stream, &physical); r != CUDA_SUCCESS) return r;
-  return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
+  return GS_GUARDED(CudaApi, {
+    CUdevice physical;
+    if (CUresult r = GS_REAL(cuStreamGetDevice_ptsz, stream, &physical); r != CUDA_SUCCESS) return r;
+    return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
+  });
 }
 
 CUresult cuPointerGetAttribute(void* data, CUpointer_attribute attr, CUdeviceptr ptr) {
-  CUresult r = GS_REAL(cuPointerGetAttribute, data, attr, ptr);
-  if (r != CUDA_SUCCESS || attr != CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL) return r;
-  auto* ordinal = static_cast<int*>(data);
-  return ToVirtual(*ordinal, ordinal, CUDA_ERROR_INVALID_VALUE);
+  return GS_GUARDED(CudaApi, {
+    CUresult r = GS_REAL(cuPointerGetAttribute, data, attr, ptr);
+    if (r != CUDA_SUCCESS || attr != CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL) return r;
+    auto* ordinal = static_cast<int*>(data);
+    return ToVirtual(*ordinal, ordinal, CUDA_ERROR_INVALID_VALUE);
+  });
 }
 
 }  // extern "C"

@@ -6,6 +6,7 @@
 #include <cuda.h>
 
 #include "client.h"
+#include "common/guard.h"
 
 namespace gpushare::cuda {
 
@@ -23,6 +24,14 @@ namespace real {
 #undef GS_CUDA_DEVICE_HOOK
 #undef GS_CUDA_DEVICE_HOOK_THEN
 }  // namespace real
+
+// What a CUDA hook answers when the shim itself fails (guard.h): the driver's own
+// codes for an allocation that failed and for an internal error.
+struct CudaApi {
+  using Result = CUresult;
+  static constexpr Result kOutOfMemory = CUDA_ERROR_OUT_OF_MEMORY;
+  static constexpr Result kInternal = CUDA_ERROR_UNKNOWN;
+};
 
 // Loads the real driver and resolves the table (once; thread-safe). False, with the
 // reason logged once, if the real libcuda.so.1 cannot be found.

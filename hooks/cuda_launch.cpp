@@ -148,47 +148,55 @@ void DrainDevice(int device) {
 extern "C" {
 
 CUresult cuCtxDestroy_v2(CUcontext ctx) {
-  ForgetContext(ctx);
-  return GS_REAL(cuCtxDestroy_v2, ctx);
+  return GS_GUARDED(CudaApi, {
+    ForgetContext(ctx);
+    return GS_REAL(cuCtxDestroy_v2, ctx);
+  });
 }
 
-#define GS_KERNEL_LAUNCH(symbol)                                                                                     \
-  CUresult symbol(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,        \
-                  unsigned shared, CUstream stream, void** params, void** extra) {                                   \
-    return Gated(Kind::kKernel, stream, KernelShape(f, gx, gy, gz, bx, by, bz, shared), real::symbol, f, gx, gy, gz, \
-                 bx, by, bz, shared, stream, params, extra);                                                         \
+#define GS_KERNEL_LAUNCH(symbol)                                                                                       \
+  CUresult symbol(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,          \
+                  unsigned shared, CUstream stream, void** params, void** extra) {                                     \
+    return GS_GUARDED(CudaApi, {                                                                                       \
+      return Gated(Kind::kKernel, stream, KernelShape(f, gx, gy, gz, bx, by, bz, shared), real::symbol, f, gx, gy, gz, \
+                   bx, by, bz, shared, stream, params, extra);                                                         \
+    });                                                                                                                \
   }
 GS_KERNEL_LAUNCH(cuLaunchKernel)
 GS_KERNEL_LAUNCH(cuLaunchKernel_ptsz)
 
-#define GS_COOPERATIVE_LAUNCH(symbol)                                                                                 \
-  CUresult symbol(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,         \
-                  unsigned shared, CUstream stream, void** params) {                                                  \
-    return Gated(Kind::kCooperative, stream, KernelShape(f, gx, gy, gz, bx, by, bz, shared), real::symbol, f, gx, gy, \
-                 gz, bx, by, bz, shared, stream, params);                                                             \
+#define GS_COOPERATIVE_LAUNCH(symbol)                                                                               \
+  CUresult symbol(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,       \
+                  unsigned shared, CUstream stream, void** params) {                                                \
+    return GS_GUARDED(CudaApi, {                                                                                    \
+      return Gated(Kind::kCooperative, stream, KernelShape(f, gx, gy, gz, bx, by, bz, shared), real::symbol, f, gx, \
+                   gy, gz, bx, by, bz, shared, stream, params);                                                     \
+    });                                                                                                             \
   }
 GS_COOPERATIVE_LAUNCH(cuLaunchCooperativeKernel)
 GS_COOPERATIVE_LAUNCH(cuLaunchCooperativeKernel_ptsz)
 
 #define GS_EX_LAUNCH(symbol)                                                                 \
   CUresult symbol(const CUlaunchConfig* config, CUfunction f, void** params, void** extra) { \
-    Kind kind;                                                                               \
-    const Shape shape = ExShape(config, f, &kind);                                           \
-    return Gated(kind, ExStream(config), shape, real::symbol, config, f, params, extra);     \
+    return GS_GUARDED(CudaApi, {                                                             \
+      Kind kind;                                                                             \
+      const Shape shape = ExShape(config, f, &kind);                                         \
+      return Gated(kind, ExStream(config), shape, real::symbol, config, f, params, extra);   \
+    });                                                                                      \
   }
 GS_EX_LAUNCH(cuLaunchKernelEx)
 GS_EX_LAUNCH(cuLaunchKernelEx_ptsz)
 
 CUresult cuGraphLaunch(CUgraphExec graph, CUstream stream) {
-  return Gated(Kind::kGraph, stream, Shape{}, real::cuGraphLaunch, graph, stream);
+  return GS_GUARDED(CudaApi, { return Gated(Kind::kGraph, stream, Shape{}, real::cuGraphLaunch, graph, stream); });
 }
 CUresult cuGraphLaunch_ptsz(CUgraphExec graph, CUstream stream) {
-  return Gated(Kind::kGraph, stream, Shape{}, real::cuGraphLaunch_ptsz, graph, stream);
+  return GS_GUARDED(CudaApi, { return Gated(Kind::kGraph, stream, Shape{}, real::cuGraphLaunch_ptsz, graph, stream); });
 }
 
-#define GS_COPY(symbol, kind, dst_t, src_t)                                          \
-  CUresult symbol(dst_t dst, src_t src, size_t bytes, CUstream stream) {             \
-    return Gated(kind, stream, Bytes(bytes), real::symbol, dst, src, bytes, stream); \
+#define GS_COPY(symbol, kind, dst_t, src_t)                                                                           \
+  CUresult symbol(dst_t dst, src_t src, size_t bytes, CUstream stream) {                                              \
+    return GS_GUARDED(CudaApi, { return Gated(kind, stream, Bytes(bytes), real::symbol, dst, src, bytes, stream); }); \
   }
 GS_COPY(cuMemcpyHtoDAsync_v2, Kind::kCopyHtoD, CUdeviceptr, const void*)
 GS_COPY(cuMemcpyHtoDAsync_v2_ptsz, Kind::kCopyHtoD, CUdeviceptr, const void*)
@@ -199,35 +207,44 @@ GS_COPY(cuMemcpyDtoDAsync_v2_ptsz, Kind::kCopyDtoD, CUdeviceptr, CUdeviceptr)
 GS_COPY(cuMemcpyAsync, Kind::kCopyDtoD, CUdeviceptr, CUdeviceptr)
 GS_COPY(cuMemcpyAsync_ptsz, Kind::kCopyDtoD, CUdeviceptr, CUdeviceptr)
 
-#define GS_PEER_COPY(symbol)                                                                                      \
-  CUresult symbol(CUdeviceptr dst, CUcontext dst_ctx, CUdeviceptr src, CUcontext src_ctx, size_t bytes,           \
-                  CUstream stream) {                                                                              \
-    return Gated(Kind::kCopyDtoD, stream, Bytes(bytes), real::symbol, dst, dst_ctx, src, src_ctx, bytes, stream); \
+#define GS_PEER_COPY(symbol)                                                                                        \
+  CUresult symbol(CUdeviceptr dst, CUcontext dst_ctx, CUdeviceptr src, CUcontext src_ctx, size_t bytes,             \
+                  CUstream stream) {                                                                                \
+    return GS_GUARDED(CudaApi, {                                                                                    \
+      return Gated(Kind::kCopyDtoD, stream, Bytes(bytes), real::symbol, dst, dst_ctx, src, src_ctx, bytes, stream); \
+    });                                                                                                             \
   }
 GS_PEER_COPY(cuMemcpyPeerAsync)
 GS_PEER_COPY(cuMemcpyPeerAsync_ptsz)
 
-#define GS_COPY_2D(symbol)                                                                            \
-  CUresult symbol(const CUDA_MEMCPY2D* p, CUstream stream) {                                          \
-    if (p == nullptr) return GS_REAL(symbol, p, stream);                                              \
-    return Gated(CopyKind(p->srcMemoryType, p->dstMemoryType), stream,                                \
-                 Bytes(static_cast<uint64_t>(p->WidthInBytes) * p->Height), real::symbol, p, stream); \
+#define GS_COPY_2D(symbol)                                                                              \
+  CUresult symbol(const CUDA_MEMCPY2D* p, CUstream stream) {                                            \
+    return GS_GUARDED(CudaApi, {                                                                        \
+      if (p == nullptr) return GS_REAL(symbol, p, stream);                                              \
+      return Gated(CopyKind(p->srcMemoryType, p->dstMemoryType), stream,                                \
+                   Bytes(static_cast<uint64_t>(p->WidthInBytes) * p->Height), real::symbol, p, stream); \
+    });                                                                                                 \
   }
 GS_COPY_2D(cuMemcpy2DAsync_v2)
 GS_COPY_2D(cuMemcpy2DAsync_v2_ptsz)
 
-#define GS_COPY_3D(symbol)                                                                                       \
-  CUresult symbol(const CUDA_MEMCPY3D* p, CUstream stream) {                                                     \
-    if (p == nullptr) return GS_REAL(symbol, p, stream);                                                         \
-    return Gated(CopyKind(p->srcMemoryType, p->dstMemoryType), stream,                                           \
-                 Bytes(static_cast<uint64_t>(p->WidthInBytes) * p->Height * p->Depth), real::symbol, p, stream); \
+#define GS_COPY_3D(symbol)                                                                                         \
+  CUresult symbol(const CUDA_MEMCPY3D* p, CUstream stream) {                                                       \
+    return GS_GUARDED(CudaApi, {                                                                                   \
+      if (p == nullptr) return GS_REAL(symbol, p, stream);                                                         \
+      return Gated(CopyKind(p->srcMemoryType, p->dstMemoryType), stream,                                           \
+                   Bytes(static_cast<uint64_t>(p->WidthInBytes) * p->Height * p->Depth), real::symbol, p, stream); \
+    });                                                                                                            \
   }
 GS_COPY_3D(cuMemcpy3DAsync_v2)
 GS_COPY_3D(cuMemcpy3DAsync_v2_ptsz)
 
-#define GS_MEMSET(symbol, value_t, unit)                                                                              \
-  CUresult symbol(CUdeviceptr dst, value_t value, size_t n, CUstream stream) {                                        \
-    return Gated(Kind::kMemset, stream, Bytes(static_cast<uint64_t>(n) * unit), real::symbol, dst, value, n, stream); \
+#define GS_MEMSET(symbol, value_t, unit)                                                                       \
+  CUresult symbol(CUdeviceptr dst, value_t value, size_t n, CUstream stream) {                                 \
+    return GS_GUARDED(CudaApi, {                                                                               \
+      return Gated(Kind::kMemset, stream, Bytes(static_cast<uint64_t>(n) * unit), real::symbol, dst, value, n, \
+                   stream);                                                                                    \
+    });                                                                                                        \
   }
 GS_MEMSET(cuMemsetD8Async, unsigned char, 1)
 GS_MEMSET(cuMemsetD8Async_ptsz, unsigned char, 1)
@@ -236,10 +253,12 @@ GS_MEMSET(cuMemsetD16Async_ptsz, unsigned short, 2)
 GS_MEMSET(cuMemsetD32Async, unsigned int, 4)
 GS_MEMSET(cuMemsetD32Async_ptsz, unsigned int, 4)
 
-#define GS_MEMSET_2D(symbol, value_t, unit)                                                                            \
-  CUresult symbol(CUdeviceptr dst, size_t pitch, value_t value, size_t width, size_t height, CUstream stream) {        \
-    return Gated(Kind::kMemset, stream, Bytes(static_cast<uint64_t>(width) * height * unit), real::symbol, dst, pitch, \
-                 value, width, height, stream);                                                                        \
+#define GS_MEMSET_2D(symbol, value_t, unit)                                                                       \
+  CUresult symbol(CUdeviceptr dst, size_t pitch, value_t value, size_t width, size_t height, CUstream stream) {   \
+    return GS_GUARDED(CudaApi, {                                                                                  \
+      return Gated(Kind::kMemset, stream, Bytes(static_cast<uint64_t>(width) * height * unit), real::symbol, dst, \
+                   pitch, value, width, height, stream);                                                          \
+    });                                                                                                           \
   }
 GS_MEMSET_2D(cuMemsetD2D8Async, unsigned char, 1)
 GS_MEMSET_2D(cuMemsetD2D8Async_ptsz, unsigned char, 1)

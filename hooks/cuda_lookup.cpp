@@ -18,7 +18,9 @@
 namespace gpushare::cuda {
 namespace {
 
-#define GS_EARLY __attribute__((no_sanitize("address", "undefined")))
+// What the dlsym trampoline calls may run before a sanitizer runtime is initialized
+// (ThreadSanitizer resolves its interceptors through our dlsym): not instrumented.
+#define GS_EARLY __attribute__((no_sanitize("address", "undefined", "thread")))
 
 }  // namespace
 
@@ -131,27 +133,33 @@ using namespace gpushare::cuda;
 extern "C" {
 
 CUresult cuInit(unsigned int flags) {
-  if (!LoadRealDriver()) return CUDA_ERROR_NOT_INITIALIZED;
-  CUresult r = GS_REAL(cuInit, flags);
-  if (r == CUDA_SUCCESS) ReadyClient();
-  return r;
+  return GS_GUARDED(CudaApi, {
+    if (!LoadRealDriver()) return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = GS_REAL(cuInit, flags);
+    if (r == CUDA_SUCCESS) ReadyClient();
+    return r;
+  });
 }
 
 CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int version, cuuint64_t flags,
                              CUdriverProcAddressQueryResult* status) {
-  if (!LoadRealDriver()) return CUDA_ERROR_NOT_INITIALIZED;
-  CUresult r = GS_REAL(cuGetProcAddress_v2, symbol, pfn, version, flags, status);
-  if (r == CUDA_SUCCESS && symbol != nullptr && pfn != nullptr && *pfn != nullptr)
-    *pfn = InterceptLookup(symbol, version, flags, *pfn);
-  return r;
+  return GS_GUARDED(CudaApi, {
+    if (!LoadRealDriver()) return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = GS_REAL(cuGetProcAddress_v2, symbol, pfn, version, flags, status);
+    if (r == CUDA_SUCCESS && symbol != nullptr && pfn != nullptr && *pfn != nullptr)
+      *pfn = InterceptLookup(symbol, version, flags, *pfn);
+    return r;
+  });
 }
 
 CUresult cuGetProcAddress(const char* symbol, void** pfn, int version, cuuint64_t flags) {
-  if (!LoadRealDriver()) return CUDA_ERROR_NOT_INITIALIZED;
-  CUresult r = GS_REAL(cuGetProcAddress, symbol, pfn, version, flags);
-  if (r == CUDA_SUCCESS && symbol != nullptr && pfn != nullptr && *pfn != nullptr)
-    *pfn = InterceptLookup(symbol, version, flags, *pfn);
-  return r;
+  return GS_GUARDED(CudaApi, {
+    if (!LoadRealDriver()) return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = GS_REAL(cuGetProcAddress, symbol, pfn, version, flags);
+    if (r == CUDA_SUCCESS && symbol != nullptr && pfn != nullptr && *pfn != nullptr)
+      *pfn = InterceptLookup(symbol, version, flags, *pfn);
+    return r;
+  });
 }
 
 // Programs that dlopen the driver, NVML, NCCL/RCCL or the HIP runtime and dlsym from the handle get the hooks.

@@ -55,13 +55,15 @@ extern "C" {
 #define GS_HIP_HOOK_C(name, types)
 #define GS_HIP_HOOK_CXX(name, symbol)
 #define GS_HIP_REAL(name)
-#define GS_HIP_DEVICE_HOOK(name, params, args)                               \
-  hipError_t name params {                                                   \
-    ToPhysical t;                                                            \
-    if (!t.ready()) return hipErrorNotInitialized;                           \
-    auto call = std::make_tuple args;                                        \
-    if (t.status() != hipSuccess) return t.status();                         \
-    return real::name ? std::apply(real::name, call) : hipErrorNotSupported; \
+#define GS_HIP_DEVICE_HOOK(name, params, args)                                 \
+  hipError_t name params {                                                     \
+    return GS_GUARDED(HipApi, {                                                \
+      ToPhysical t;                                                            \
+      if (!t.ready()) return hipErrorNotInitialized;                           \
+      auto call = std::make_tuple args;                                        \
+      if (t.status() != hipSuccess) return t.status();                         \
+      return real::name ? std::apply(real::name, call) : hipErrorNotSupported; \
+    });                                                                        \
   }
 #include "hip_hooks.def"
 #undef GS_HIP_HOOK
@@ -71,96 +73,116 @@ extern "C" {
 #undef GS_HIP_DEVICE_HOOK
 
 hipError_t hipGetDeviceCount(int* count) {
-  Client* c = ReadyClient();
-  if (c == nullptr) return GS_HIP_REAL_CALL(hipGetDeviceCount, count);  // the runtime's own error
-  if (count == nullptr) return hipErrorInvalidValue;
-  *count = c->devices().count();
-  return c->devices().count() > 0 ? hipSuccess : hipErrorNoDevice;
+  return GS_GUARDED(HipApi, {
+    Client* c = ReadyClient();
+    if (c == nullptr) return GS_HIP_REAL_CALL(hipGetDeviceCount, count);  // the runtime's own error
+    if (count == nullptr) return hipErrorInvalidValue;
+    *count = c->devices().count();
+    return c->devices().count() > 0 ? hipSuccess : hipErrorNoDevice;
+  });
 }
 
 hipError_t hipSetDevice(int dev) {
-  ToPhysical t;
-  if (!t.ready()) return hipErrorNotInitialized;
-  const int physical = t(dev);
-  if (t.status() != hipSuccess || dev < 0) return hipErrorInvalidDevice;
-  return GS_HIP_REAL_CALL(hipSetDevice, physical);
+  return GS_GUARDED(HipApi, {
+    ToPhysical t;
+    if (!t.ready()) return hipErrorNotInitialized;
+    const int physical = t(dev);
+    if (t.status() != hipSuccess || dev < 0) return hipErrorInvalidDevice;
+    return GS_HIP_REAL_CALL(hipSetDevice, physical);
+  });
 }
 
 hipError_t hipGetDevice(int* dev) {
-  if (dev == nullptr) return hipErrorInvalidValue;
-  int physical;
-  if (hipError_t r = GS_HIP_REAL_CALL(hipGetDevice, &physical); r != hipSuccess) return r;
-  return ToVirtual(physical, dev, hipErrorInvalidDevice);
+  return GS_GUARDED(HipApi, {
+    if (dev == nullptr) return hipErrorInvalidValue;
+    int physical;
+    if (hipError_t r = GS_HIP_REAL_CALL(hipGetDevice, &physical); r != hipSuccess) return r;
+    return ToVirtual(physical, dev, hipErrorInvalidDevice);
+  });
 }
 
 hipError_t hipDeviceGet(hipDevice_t* device, int ordinal) {
-  ToPhysical t;
-  if (!t.ready()) return hipErrorNotInitialized;
-  const int physical = t(ordinal);
-  if (t.status() != hipSuccess || ordinal < 0) return hipErrorInvalidDevice;
-  if (device == nullptr) return hipErrorInvalidValue;
-  hipDevice_t real_handle;
-  if (hipError_t r = GS_HIP_REAL_CALL(hipDeviceGet, &real_handle, physical); r != hipSuccess) return r;
-  *device = ordinal;  // a hipDevice_t is its ordinal; ours is the virtual one
-  return hipSuccess;
+  return GS_GUARDED(HipApi, {
+    ToPhysical t;
+    if (!t.ready()) return hipErrorNotInitialized;
+    const int physical = t(ordinal);
+    if (t.status() != hipSuccess || ordinal < 0) return hipErrorInvalidDevice;
+    if (device == nullptr) return hipErrorInvalidValue;
+    hipDevice_t real_handle;
+    if (hipError_t r = GS_HIP_REAL_CALL(hipDeviceGet, &real_handle, physical); r != hipSuccess) return r;
+    *device = ordinal;  // a hipDevice_t is its ordinal; ours is the virtual one
+    return hipSuccess;
+  });
 }
 
 hipError_t hipGetDeviceProperties(hipDeviceProp_t* prop, int dev) {
-  ToPhysical t;
-  if (!t.ready()) return hipErrorNotInitialized;
-  const int physical = t(dev);
-  if (t.status() != hipSuccess || dev < 0) return hipErrorInvalidDevice;
-  hipError_t r = GS_HIP_REAL_CALL(hipGetDeviceProperties, prop, physical);
-  if (r == hipSuccess) prop->totalGlobalMem = CappedTotal(dev, prop->totalGlobalMem);
-  return r;
+  return GS_GUARDED(HipApi, {
+    ToPhysical t;
+    if (!t.ready()) return hipErrorNotInitialized;
+    const int physical = t(dev);
+    if (t.status() != hipSuccess || dev < 0) return hipErrorInvalidDevice;
+    hipError_t r = GS_HIP_REAL_CALL(hipGetDeviceProperties, prop, physical);
+    if (r == hipSuccess) prop->totalGlobalMem = CappedTotal(dev, prop->totalGlobalMem);
+    return r;
+  });
 }
 
 hipError_t hipDeviceGetAttribute(int* value, hipDeviceAttribute_t attr, int dev) {
-  ToPhysical t;
-  if (!t.ready()) return hipErrorNotInitialized;
-  const int physical = t(dev);
-  if (t.status() != hipSuccess) return t.status();
-  hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetAttribute, value, attr, physical);
-  if (r == hipSuccess && attr == hipDeviceAttributeTotalGlobalMem && *value > 0)
-    *value = static_cast<int>(std::min<uint64_t>(CappedTotal(dev, static_cast<uint64_t>(*value)), INT_MAX));
-  return r;
+  return GS_GUARDED(HipApi, {
+    ToPhysical t;
+    if (!t.ready()) return hipErrorNotInitialized;
+    const int physical = t(dev);
+    if (t.status() != hipSuccess) return t.status();
+    hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetAttribute, value, attr, physical);
+    if (r == hipSuccess && attr == hipDeviceAttributeTotalGlobalMem && *value > 0)
+      *value = static_cast<int>(std::min<uint64_t>(CappedTotal(dev, static_cast<uint64_t>(*value)), INT_MAX));
+    return r;
+  });
 }
 
 hipError_t hipDeviceTotalMem(size_t* bytes, hipDevice_t dev) {
-  ToPhysical t;
-  if (!t.ready()) return hipErrorNotInitialized;
-  const int physical = t(dev);
-  if (t.status() != hipSuccess) return t.status();
-  hipError_t r = GS_HIP_REAL_CALL(hipDeviceTotalMem, bytes, physical);
-  if (r == hipSuccess) *bytes = CappedTotal(dev, *bytes);
-  return r;
+  return GS_GUARDED(HipApi, {
+    ToPhysical t;
+    if (!t.ready()) return hipErrorNotInitialized;
+    const int physical = t(dev);
+    if (t.status() != hipSuccess) return t.status();
+    hipError_t r = GS_HIP_REAL_CALL(hipDeviceTotalMem, bytes, physical);
+    if (r == hipSuccess) *bytes = CappedTotal(dev, *bytes);
+    return r;
+  });
 }
 
 hipError_t hipDeviceGetByPCIBusId(int* dev, const char* bus_id) {
-  if (dev == nullptr) return hipErrorInvalidValue;
-  int physical;
-  if (hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetByPCIBusId, &physical, bus_id); r != hipSuccess) return r;
-  return ToVirtual(physical, dev, hipErrorInvalidDevice);
+  return GS_GUARDED(HipApi, {
+    if (dev == nullptr) return hipErrorInvalidValue;
+    int physical;
+    if (hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetByPCIBusId, &physical, bus_id); r != hipSuccess) return r;
+    return ToVirtual(physical, dev, hipErrorInvalidDevice);
+  });
 }
 
 // The runtime picks among the GPUs it sees; a physical GPU this client does not see
 // is answered with its first virtual GPU instead.
 hipError_t hipChooseDevice(int* dev, const hipDeviceProp_t* prop) {
-  if (dev == nullptr) return hipErrorInvalidValue;
-  int physical;
-  if (hipError_t r = GS_HIP_REAL_CALL(hipChooseDevice, &physical, prop); r != hipSuccess) return r;
-  if (ToVirtual(physical, dev, hipErrorInvalidDevice) == hipSuccess) return hipSuccess;
-  Client* c = ReadyClient();
-  if (c == nullptr || c->devices().count() == 0) return hipErrorNoDevice;
-  *dev = 0;
-  return hipSuccess;
+  return GS_GUARDED(HipApi, {
+    if (dev == nullptr) return hipErrorInvalidValue;
+    int physical;
+    if (hipError_t r = GS_HIP_REAL_CALL(hipChooseDevice, &physical, prop); r != hipSuccess) return r;
+    if (ToVirtual(physical, dev, hipErrorInvalidDevice) == hipSuccess) return hipSuccess;
+    Client* c = ReadyClient();
+    if (c == nullptr || c->devices().count() == 0) return hipErrorNoDevice;
+    *dev = 0;
+    return hipSuccess;
+  });
 }
 
 hipError_t hipCtxGetDevice(hipDevice_t* dev) {
-  if (dev == nullptr) return hipErrorInvalidValue;
-  hipDevice_t physical;
-  if (hipError_t r = GS_HIP_REAL_CALL(hipCtxGetDevice, &physical); r != hipSuccess) return r;
-  return ToVirtual(physical, dev, hipErrorInvalidContext);
+  return GS_GUARDED(HipApi, {
+    if (dev == nullptr) return hipErrorInvalidValue;
+    hipDevice_t physical;
+    if (hipError_t r = GS_HIP_REAL_CALL(hipCtxGetDevice, &physical); r != hipSuccess) return r;
+    return ToVirtual(physical, dev, hipErrorInvalidContext);
+  });
 }
 
 int hipGetStreamDeviceId(hipStream_t stream) {
@@ -171,10 +193,12 @@ int hipGetStreamDeviceId(hipStream_t stream) {
 }
 
 hipError_t hipPointerGetAttributes(hipPointerAttribute_t* attributes, const void* ptr) {
-  hipError_t r = GS_HIP_REAL_CALL(hipPointerGetAttributes, attributes, ptr);
-  if (r != hipSuccess || attributes->device < 0) return r;
-  // As for CUDA: memory on a GPU this client does not see is not its to ask about.
-  return ToVirtual(attributes->device, &attributes->device, hipErrorInvalidValue);
+  return GS_GUARDED(HipApi, {
+    hipError_t r = GS_HIP_REAL_CALL(hipPointerGetAttributes, attributes, ptr);
+    if (r != hipSuccess || attributes->device < 0) return r;
+    // As for CUDA: memory on a GPU this client does not see is not its to ask about.
+    return ToVirtual(attributes->device, &attributes->device, hipErrorInvalidValue);
+  });
 }
 
 }  // extern "C"

@@ -7,6 +7,7 @@
 #include <hip/hip_runtime_api.h>
 
 #include "client.h"
+#include "common/guard.h"
 
 namespace gpushare::hip {
 
@@ -24,6 +25,13 @@ namespace real {
 #undef GS_HIP_REAL
 #undef GS_HIP_DEVICE_HOOK
 }  // namespace real
+
+// What a HIP hook answers when the shim itself fails (guard.h).
+struct HipApi {
+  using Result = hipError_t;
+  static constexpr Result kOutOfMemory = hipErrorOutOfMemory;
+  static constexpr Result kInternal = hipErrorUnknown;
+};
 
 // Finds the real HIP runtime the process has loaded and resolves the table (once;
 // thread-safe; after the first call a single atomic load). False, said once in the

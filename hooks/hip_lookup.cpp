@@ -140,9 +140,11 @@ using namespace gpushare::hip;
 extern "C" {
 
 hipError_t hipInit(unsigned int flags) {
-  hipError_t r = GS_HIP_REAL_CALL(hipInit, flags);
-  if (r == hipSuccess) ReadyClient();
-  return r;
+  return GS_GUARDED(HipApi, {
+    hipError_t r = GS_HIP_REAL_CALL(hipInit, flags);
+    if (r == hipSuccess) ReadyClient();
+    return r;
+  });
 }
 
 }  // extern "C"

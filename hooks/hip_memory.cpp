@@ -27,14 +27,22 @@ struct Allocating {
 };
 
 // Reserve on virtual GPU `dev`, allocate through `allocate`, and record the result
-// under `*key`; the reservation is undone if the real runtime refuses.
+// under `*key`; the reservation is undone if the real runtime refuses. Should recording
+// throw (no host memory), the bytes stay charged: the cap may then count too much,
+// never too little.
 template <typename Key, typename F>
 hipError_t ChargedOn(Client* client, int dev, uint64_t bytes, AllocKind kind, AllocSpace space, const char* call,
                      Key* key, F allocate) {
   if (t_allocating > 0) return allocate();  // charged by the outer call
   Allocating inside;
   if (!client->Reserve(dev, bytes, call)) return hipErrorOutOfMemory;
-  hipError_t r = allocate();
+  hipError_t r = hipErrorUnknown;
+  try {
+    r = allocate();
+  } catch (...) {
+    client->Release(dev, bytes);
+    throw;
+  }
   if (r != hipSuccess) {
     client->Release(dev, bytes);
     return r;
@@ -121,235 +129,289 @@ uint64_t Extent(size_t w, size_t h, size_t d) {
 extern "C" {
 
 hipError_t hipMalloc(void** ptr, size_t bytes) {
-  if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMalloc, ptr, bytes);
-  return Charged(bytes, AllocKind::kDevice, AllocSpace::kAddress, "hipMalloc", ptr,
-                 [&] { return GS_HIP_REAL_CALL(hipMalloc, ptr, bytes); });
+  return GS_GUARDED(HipApi, {
+    if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMalloc, ptr, bytes);
+    return Charged(bytes, AllocKind::kDevice, AllocSpace::kAddress, "hipMalloc", ptr,
+                   [&] { return GS_HIP_REAL_CALL(hipMalloc, ptr, bytes); });
+  });
 }
 
 hipError_t hipExtMallocWithFlags(void** ptr, size_t bytes, unsigned int flags) {
-  if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipExtMallocWithFlags, ptr, bytes, flags);
-  return Charged(bytes, AllocKind::kDevice, AllocSpace::kAddress, "hipExtMallocWithFlags", ptr,
-                 [&] { return GS_HIP_REAL_CALL(hipExtMallocWithFlags, ptr, bytes, flags); });
+  return GS_GUARDED(HipApi, {
+    if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipExtMallocWithFlags, ptr, bytes, flags);
+    return Charged(bytes, AllocKind::kDevice, AllocSpace::kAddress, "hipExtMallocWithFlags", ptr,
+                   [&] { return GS_HIP_REAL_CALL(hipExtMallocWithFlags, ptr, bytes, flags); });
+  });
 }
 
 hipError_t hipMallocManaged(void** ptr, size_t bytes, unsigned int flags) {
-  if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMallocManaged, ptr, bytes, flags);
-  return Charged(bytes, AllocKind::kManaged, AllocSpace::kAddress, "hipMallocManaged", ptr,
-                 [&] { return GS_HIP_REAL_CALL(hipMallocManaged, ptr, bytes, flags); });
+  return GS_GUARDED(HipApi, {
+    if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMallocManaged, ptr, bytes, flags);
+    return Charged(bytes, AllocKind::kManaged, AllocSpace::kAddress, "hipMallocManaged", ptr,
+                   [&] { return GS_HIP_REAL_CALL(hipMallocManaged, ptr, bytes, flags); });
+  });
 }
 
 hipError_t hipMallocPitch(void** ptr, size_t* pitch, size_t width, size_t height) {
-  if (ptr == nullptr || pitch == nullptr || width == 0 || height == 0)
-    return GS_HIP_REAL_CALL(hipMallocPitch, ptr, pitch, width, height);
-  const uint64_t bound = PitchBound(width, height);
-  hipError_t r = Charged(bound, AllocKind::kPitch, AllocSpace::kAddress, "hipMallocPitch", ptr,
-                         [&] { return GS_HIP_REAL_CALL(hipMallocPitch, ptr, pitch, width, height); });
-  if (r == hipSuccess) SettlePitch(*ptr, bound, uint64_t{*pitch} * height);
-  return r;
+  return GS_GUARDED(HipApi, {
+    if (ptr == nullptr || pitch == nullptr || width == 0 || height == 0)
+      return GS_HIP_REAL_CALL(hipMallocPitch, ptr, pitch, width, height);
+    const uint64_t bound = PitchBound(width, height);
+    hipError_t r = Charged(bound, AllocKind::kPitch, AllocSpace::kAddress, "hipMallocPitch", ptr,
+                           [&] { return GS_HIP_REAL_CALL(hipMallocPitch, ptr, pitch, width, height); });
+    if (r == hipSuccess) SettlePitch(*ptr, bound, uint64_t{*pitch} * height);
+    return r;
+  });
 }
 
 hipError_t hipMemAllocPitch(hipDeviceptr_t* ptr, size_t* pitch, size_t width, size_t height, unsigned int elem) {
-  if (ptr == nullptr || pitch == nullptr || width == 0 || height == 0)
-    return GS_HIP_REAL_CALL(hipMemAllocPitch, ptr, pitch, width, height, elem);
-  const uint64_t bound = PitchBound(width, height);
-  hipError_t r = Charged(bound, AllocKind::kPitch, AllocSpace::kAddress, "hipMemAllocPitch", ptr,
-                         [&] { return GS_HIP_REAL_CALL(hipMemAllocPitch, ptr, pitch, width, height, elem); });
-  if (r == hipSuccess) SettlePitch(*ptr, bound, uint64_t{*pitch} * height);
-  return r;
+  return GS_GUARDED(HipApi, {
+    if (ptr == nullptr || pitch == nullptr || width == 0 || height == 0)
+      return GS_HIP_REAL_CALL(hipMemAllocPitch, ptr, pitch, width, height, elem);
+    const uint64_t bound = PitchBound(width, height);
+    hipError_t r = Charged(bound, AllocKind::kPitch, AllocSpace::kAddress, "hipMemAllocPitch", ptr,
+                           [&] { return GS_HIP_REAL_CALL(hipMemAllocPitch, ptr, pitch, width, height, elem); });
+    if (r == hipSuccess) SettlePitch(*ptr, bound, uint64_t{*pitch} * height);
+    return r;
+  });
 }
 
 hipError_t hipMalloc3D(hipPitchedPtr* pitched, hipExtent extent) {
-  if (pitched == nullptr || extent.width == 0 || extent.height == 0 || extent.depth == 0)
-    return GS_HIP_REAL_CALL(hipMalloc3D, pitched, extent);
-  const uint64_t rows = uint64_t{extent.height} * extent.depth;
-  const uint64_t bound = PitchBound(extent.width, rows);
-  void** key = &pitched->ptr;
-  hipError_t r = Charged(bound, AllocKind::kPitch, AllocSpace::kAddress, "hipMalloc3D", key,
-                         [&] { return GS_HIP_REAL_CALL(hipMalloc3D, pitched, extent); });
-  if (r == hipSuccess) SettlePitch(pitched->ptr, bound, uint64_t{pitched->pitch} * rows);
-  return r;
+  return GS_GUARDED(HipApi, {
+    if (pitched == nullptr || extent.width == 0 || extent.height == 0 || extent.depth == 0)
+      return GS_HIP_REAL_CALL(hipMalloc3D, pitched, extent);
+    const uint64_t rows = uint64_t{extent.height} * extent.depth;
+    const uint64_t bound = PitchBound(extent.width, rows);
+    void** key = &pitched->ptr;
+    hipError_t r = Charged(bound, AllocKind::kPitch, AllocSpace::kAddress, "hipMalloc3D", key,
+                           [&] { return GS_HIP_REAL_CALL(hipMalloc3D, pitched, extent); });
+    if (r == hipSuccess) SettlePitch(pitched->ptr, bound, uint64_t{pitched->pitch} * rows);
+    return r;
+  });
 }
 
 hipError_t hipFree(void* ptr) {
-  hipError_t r = GS_HIP_REAL_CALL(hipFree, ptr);
-  if (r == hipSuccess && ptr != nullptr) Uncharge(AllocSpace::kAddress, LedgerKey(ptr));
-  return r;
+  return GS_GUARDED(HipApi, {
+    hipError_t r = GS_HIP_REAL_CALL(hipFree, ptr);
+    if (r == hipSuccess && ptr != nullptr) Uncharge(AllocSpace::kAddress, LedgerKey(ptr));
+    return r;
+  });
 }
 
 // (cap - used, cap) on the current GPU, and never more free than the device has.
 hipError_t hipMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
-  hipError_t r = GS_HIP_REAL_CALL(hipMemGetInfo, free_bytes, total_bytes);
-  if (r != hipSuccess) return r;
-  Client* client = ReadyClient();
-  const int dev = client ? CurrentDevice(client) : -1;
-  if (dev < 0) return r;
-  uint64_t free_view = *free_bytes, total_view = *total_bytes;
-  client->CapView(dev, &free_view, &total_view);
-  *free_bytes = free_view;
-  *total_bytes = total_view;
-  return r;
+  return GS_GUARDED(HipApi, {
+    hipError_t r = GS_HIP_REAL_CALL(hipMemGetInfo, free_bytes, total_bytes);
+    if (r != hipSuccess) return r;
+    Client* client = ReadyClient();
+    const int dev = client ? CurrentDevice(client) : -1;
+    if (dev < 0) return r;
+    uint64_t free_view = *free_bytes, total_view = *total_bytes;
+    client->CapView(dev, &free_view, &total_view);
+    *free_bytes = free_view;
+    *total_bytes = total_view;
+    return r;
+  });
 }
 
 // ---- stream-ordered allocation ----
 
 hipError_t hipDeviceGetDefaultMemPool(hipMemPool_t* pool, int dev) {
-  Client* client = ReadyClient();
-  if (client == nullptr) return hipErrorNotInitialized;
-  const int physical = client->devices().Physical(dev);
-  if (physical < 0) return hipErrorInvalidDevice;
-  hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetDefaultMemPool, pool, physical);
-  if (r == hipSuccess && pool != nullptr) NotePool(*pool, dev);
-  return r;
+  return GS_GUARDED(HipApi, {
+    Client* client = ReadyClient();
+    if (client == nullptr) return hipErrorNotInitialized;
+    const int physical = client->devices().Physical(dev);
+    if (physical < 0) return hipErrorInvalidDevice;
+    hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetDefaultMemPool, pool, physical);
+    if (r == hipSuccess && pool != nullptr) NotePool(*pool, dev);
+    return r;
+  });
 }
 
 hipError_t hipDeviceGetMemPool(hipMemPool_t* pool, int dev) {
-  Client* client = ReadyClient();
-  if (client == nullptr) return hipErrorNotInitialized;
-  const int physical = client->devices().Physical(dev);
-  if (physical < 0) return hipErrorInvalidDevice;
-  hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetMemPool, pool, physical);
-  if (r == hipSuccess && pool != nullptr) NotePool(*pool, dev);
-  return r;
+  return GS_GUARDED(HipApi, {
+    Client* client = ReadyClient();
+    if (client == nullptr) return hipErrorNotInitialized;
+    const int physical = client->devices().Physical(dev);
+    if (physical < 0) return hipErrorInvalidDevice;
+    hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetMemPool, pool, physical);
+    if (r == hipSuccess && pool != nullptr) NotePool(*pool, dev);
+    return r;
+  });
 }
 
 hipError_t hipMemPoolCreate(hipMemPool_t* pool, const hipMemPoolProps* props) {
-  if (pool == nullptr || props == nullptr) return GS_HIP_REAL_CALL(hipMemPoolCreate, pool, props);
-  hipMemPoolProps physical = *props;
-  int dev;
-  if (hipError_t r = PhysicalLocation(props->location, &physical.location, &dev); r != hipSuccess) return r;
-  hipError_t r = GS_HIP_REAL_CALL(hipMemPoolCreate, pool, &physical);
-  if (r == hipSuccess && dev >= 0) NotePool(*pool, dev);
-  return r;
+  return GS_GUARDED(HipApi, {
+    if (pool == nullptr || props == nullptr) return GS_HIP_REAL_CALL(hipMemPoolCreate, pool, props);
+    hipMemPoolProps physical = *props;
+    int dev;
+    if (hipError_t r = PhysicalLocation(props->location, &physical.location, &dev); r != hipSuccess) return r;
+    hipError_t r = GS_HIP_REAL_CALL(hipMemPoolCreate, pool, &physical);
+    if (r == hipSuccess && dev >= 0) NotePool(*pool, dev);
+    return r;
+  });
 }
 
 hipError_t hipMallocAsync(void** ptr, size_t bytes, hipStream_t stream) {
-  if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMallocAsync, ptr, bytes, stream);
-  Client* client = ReadyClient();
-  if (client == nullptr) return hipErrorNotInitialized;
-  const int dev = StreamDevice(client, stream);
-  if (dev < 0) return hipErrorInvalidDevice;
-  return ChargedOn(client, dev, bytes, AllocKind::kAsync, AllocSpace::kAddress, "hipMallocAsync", ptr,
-                   [&] { return GS_HIP_REAL_CALL(hipMallocAsync, ptr, bytes, stream); });
+  return GS_GUARDED(HipApi, {
+    if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMallocAsync, ptr, bytes, stream);
+    Client* client = ReadyClient();
+    if (client == nullptr) return hipErrorNotInitialized;
+    const int dev = StreamDevice(client, stream);
+    if (dev < 0) return hipErrorInvalidDevice;
+    return ChargedOn(client, dev, bytes, AllocKind::kAsync, AllocSpace::kAddress, "hipMallocAsync", ptr,
+                     [&] { return GS_HIP_REAL_CALL(hipMallocAsync, ptr, bytes, stream); });
+  });
 }
 
 hipError_t hipMallocFromPoolAsync(void** ptr, size_t bytes, hipMemPool_t pool, hipStream_t stream) {
-  if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMallocFromPoolAsync, ptr, bytes, pool, stream);
-  Client* client = ReadyClient();
-  if (client == nullptr) return hipErrorNotInitialized;
-  int dev = PoolDevice(pool);
-  if (dev < 0) dev = StreamDevice(client, stream);
-  if (dev < 0) return hipErrorInvalidDevice;
-  return ChargedOn(client, dev, bytes, AllocKind::kAsync, AllocSpace::kAddress, "hipMallocFromPoolAsync", ptr,
-                   [&] { return GS_HIP_REAL_CALL(hipMallocFromPoolAsync, ptr, bytes, pool, stream); });
+  return GS_GUARDED(HipApi, {
+    if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMallocFromPoolAsync, ptr, bytes, pool, stream);
+    Client* client = ReadyClient();
+    if (client == nullptr) return hipErrorNotInitialized;
+    int dev = PoolDevice(pool);
+    if (dev < 0) dev = StreamDevice(client, stream);
+    if (dev < 0) return hipErrorInvalidDevice;
+    return ChargedOn(client, dev, bytes, AllocKind::kAsync, AllocSpace::kAddress, "hipMallocFromPoolAsync", ptr,
+                     [&] { return GS_HIP_REAL_CALL(hipMallocFromPoolAsync, ptr, bytes, pool, stream); });
+  });
 }
 
 hipError_t hipFreeAsync(void* ptr, hipStream_t stream) {
-  hipError_t r = GS_HIP_REAL_CALL(hipFreeAsync, ptr, stream);
-  if (r == hipSuccess && ptr != nullptr) Uncharge(AllocSpace::kAddress, LedgerKey(ptr));
-  return r;
+  return GS_GUARDED(HipApi, {
+    hipError_t r = GS_HIP_REAL_CALL(hipFreeAsync, ptr, stream);
+    if (r == hipSuccess && ptr != nullptr) Uncharge(AllocSpace::kAddress, LedgerKey(ptr));
+    return r;
+  });
 }
 
 // ---- virtual memory management ----
 
 hipError_t hipMemGetAllocationGranularity(size_t* granularity, const hipMemAllocationProp* prop,
                                           hipMemAllocationGranularity_flags option) {
-  if (prop == nullptr) return GS_HIP_REAL_CALL(hipMemGetAllocationGranularity, granularity, prop, option);
-  hipMemAllocationProp physical = *prop;
-  int dev;
-  if (hipError_t r = PhysicalLocation(prop->location, &physical.location, &dev); r != hipSuccess) return r;
-  return GS_HIP_REAL_CALL(hipMemGetAllocationGranularity, granularity, &physical, option);
+  return GS_GUARDED(HipApi, {
+    if (prop == nullptr) return GS_HIP_REAL_CALL(hipMemGetAllocationGranularity, granularity, prop, option);
+    hipMemAllocationProp physical = *prop;
+    int dev;
+    if (hipError_t r = PhysicalLocation(prop->location, &physical.location, &dev); r != hipSuccess) return r;
+    return GS_HIP_REAL_CALL(hipMemGetAllocationGranularity, granularity, &physical, option);
+  });
 }
 
 hipError_t hipMemCreate(hipMemGenericAllocationHandle_t* handle, size_t size, const hipMemAllocationProp* prop,
                         unsigned long long flags) {
-  if (handle == nullptr || prop == nullptr || size == 0)
-    return GS_HIP_REAL_CALL(hipMemCreate, handle, size, prop, flags);
-  hipMemAllocationProp physical = *prop;
-  int dev;
-  if (hipError_t r = PhysicalLocation(prop->location, &physical.location, &dev); r != hipSuccess) return r;
-  Client* client = ReadyClient();
-  if (dev < 0 || client == nullptr) return GS_HIP_REAL_CALL(hipMemCreate, handle, size, &physical, flags);
-  return ChargedOn(client, dev, size, AllocKind::kVmm, AllocSpace::kHandle, "hipMemCreate", handle,
-                   [&] { return GS_HIP_REAL_CALL(hipMemCreate, handle, size, &physical, flags); });
+  return GS_GUARDED(HipApi, {
+    if (handle == nullptr || prop == nullptr || size == 0)
+      return GS_HIP_REAL_CALL(hipMemCreate, handle, size, prop, flags);
+    hipMemAllocationProp physical = *prop;
+    int dev;
+    if (hipError_t r = PhysicalLocation(prop->location, &physical.location, &dev); r != hipSuccess) return r;
+    Client* client = ReadyClient();
+    if (dev < 0 || client == nullptr) return GS_HIP_REAL_CALL(hipMemCreate, handle, size, &physical, flags);
+    return ChargedOn(client, dev, size, AllocKind::kVmm, AllocSpace::kHandle, "hipMemCreate", handle,
+                     [&] { return GS_HIP_REAL_CALL(hipMemCreate, handle, size, &physical, flags); });
+  });
 }
 
 hipError_t hipMemRelease(hipMemGenericAllocationHandle_t handle) {
-  hipError_t r = GS_HIP_REAL_CALL(hipMemRelease, handle);
-  if (r == hipSuccess) Uncharge(AllocSpace::kHandle, LedgerKey(handle));
-  return r;
+  return GS_GUARDED(HipApi, {
+    hipError_t r = GS_HIP_REAL_CALL(hipMemRelease, handle);
+    if (r == hipSuccess) Uncharge(AllocSpace::kHandle, LedgerKey(handle));
+    return r;
+  });
 }
 
 hipError_t hipMemSetAccess(void* ptr, size_t size, const hipMemAccessDesc* desc, size_t count) {
-  if (desc == nullptr || count == 0 || count > 64) return GS_HIP_REAL_CALL(hipMemSetAccess, ptr, size, desc, count);
-  hipMemAccessDesc physical[64];
-  if (hipError_t r = PhysicalAccess(desc, count, physical); r != hipSuccess) return r;
-  return GS_HIP_REAL_CALL(hipMemSetAccess, ptr, size, physical, count);
+  return GS_GUARDED(HipApi, {
+    if (desc == nullptr || count == 0 || count > 64) return GS_HIP_REAL_CALL(hipMemSetAccess, ptr, size, desc, count);
+    hipMemAccessDesc physical[64];
+    if (hipError_t r = PhysicalAccess(desc, count, physical); r != hipSuccess) return r;
+    return GS_HIP_REAL_CALL(hipMemSetAccess, ptr, size, physical, count);
+  });
 }
 
 hipError_t hipMemGetAccess(unsigned long long* flags, const hipMemLocation* location, void* ptr) {
-  if (location == nullptr) return GS_HIP_REAL_CALL(hipMemGetAccess, flags, location, ptr);
-  hipMemLocation physical;
-  int dev;
-  if (hipError_t r = PhysicalLocation(*location, &physical, &dev); r != hipSuccess) return r;
-  return GS_HIP_REAL_CALL(hipMemGetAccess, flags, &physical, ptr);
+  return GS_GUARDED(HipApi, {
+    if (location == nullptr) return GS_HIP_REAL_CALL(hipMemGetAccess, flags, location, ptr);
+    hipMemLocation physical;
+    int dev;
+    if (hipError_t r = PhysicalLocation(*location, &physical, &dev); r != hipSuccess) return r;
+    return GS_HIP_REAL_CALL(hipMemGetAccess, flags, &physical, ptr);
+  });
 }
 
 hipError_t hipMemPoolSetAccess(hipMemPool_t pool, const hipMemAccessDesc* desc, size_t count) {
-  if (desc == nullptr || count == 0 || count > 64) return GS_HIP_REAL_CALL(hipMemPoolSetAccess, pool, desc, count);
-  hipMemAccessDesc physical[64];
-  if (hipError_t r = PhysicalAccess(desc, count, physical); r != hipSuccess) return r;
-  return GS_HIP_REAL_CALL(hipMemPoolSetAccess, pool, physical, count);
+  return GS_GUARDED(HipApi, {
+    if (desc == nullptr || count == 0 || count > 64) return GS_HIP_REAL_CALL(hipMemPoolSetAccess, pool, desc, count);
+    hipMemAccessDesc physical[64];
+    if (hipError_t r = PhysicalAccess(desc, count, physical); r != hipSuccess) return r;
+    return GS_HIP_REAL_CALL(hipMemPoolSetAccess, pool, physical, count);
+  });
 }
 
 hipError_t hipMemPoolGetAccess(hipMemAccessFlags* flags, hipMemPool_t pool, hipMemLocation* location) {
-  if (location == nullptr) return GS_HIP_REAL_CALL(hipMemPoolGetAccess, flags, pool, location);
-  hipMemLocation physical;
-  int dev;
-  if (hipError_t r = PhysicalLocation(*location, &physical, &dev); r != hipSuccess) return r;
-  return GS_HIP_REAL_CALL(hipMemPoolGetAccess, flags, pool, &physical);
+  return GS_GUARDED(HipApi, {
+    if (location == nullptr) return GS_HIP_REAL_CALL(hipMemPoolGetAccess, flags, pool, location);
+    hipMemLocation physical;
+    int dev;
+    if (hipError_t r = PhysicalLocation(*location, &physical, &dev); r != hipSuccess) return r;
+    return GS_HIP_REAL_CALL(hipMemPoolGetAccess, flags, pool, &physical);
+  });
 }
 
 // ---- arrays ----
 
 hipError_t hipMallocArray(hipArray** array, const hipChannelFormatDesc* desc, size_t width, size_t height,
                           unsigned int flags) {
-  if (array == nullptr || desc == nullptr) return GS_HIP_REAL_CALL(hipMallocArray, array, desc, width, height, flags);
-  return Charged(Extent(width, height, 1) * ChannelBytes(*desc), AllocKind::kArray, AllocSpace::kArray,
-                 "hipMallocArray", array,
-                 [&] { return GS_HIP_REAL_CALL(hipMallocArray, array, desc, width, height, flags); });
+  return GS_GUARDED(HipApi, {
+    if (array == nullptr || desc == nullptr) return GS_HIP_REAL_CALL(hipMallocArray, array, desc, width, height, flags);
+    return Charged(Extent(width, height, 1) * ChannelBytes(*desc), AllocKind::kArray, AllocSpace::kArray,
+                   "hipMallocArray", array,
+                   [&] { return GS_HIP_REAL_CALL(hipMallocArray, array, desc, width, height, flags); });
+  });
 }
 
 hipError_t hipMalloc3DArray(hipArray** array, const hipChannelFormatDesc* desc, hipExtent extent, unsigned int flags) {
-  if (array == nullptr || desc == nullptr) return GS_HIP_REAL_CALL(hipMalloc3DArray, array, desc, extent, flags);
-  return Charged(Extent(extent.width, extent.height, extent.depth) * ChannelBytes(*desc), AllocKind::kArray,
-                 AllocSpace::kArray, "hipMalloc3DArray", array,
-                 [&] { return GS_HIP_REAL_CALL(hipMalloc3DArray, array, desc, extent, flags); });
+  return GS_GUARDED(HipApi, {
+    if (array == nullptr || desc == nullptr) return GS_HIP_REAL_CALL(hipMalloc3DArray, array, desc, extent, flags);
+    return Charged(Extent(extent.width, extent.height, extent.depth) * ChannelBytes(*desc), AllocKind::kArray,
+                   AllocSpace::kArray, "hipMalloc3DArray", array,
+                   [&] { return GS_HIP_REAL_CALL(hipMalloc3DArray, array, desc, extent, flags); });
+  });
 }
 
 hipError_t hipArrayCreate(hipArray** array, const HIP_ARRAY_DESCRIPTOR* d) {
-  if (array == nullptr || d == nullptr) return GS_HIP_REAL_CALL(hipArrayCreate, array, d);
-  return Charged(Extent(d->Width, d->Height, 1) * ElementBytes(d->Format, d->NumChannels), AllocKind::kArray,
-                 AllocSpace::kArray, "hipArrayCreate", array,
-                 [&] { return GS_HIP_REAL_CALL(hipArrayCreate, array, d); });
+  return GS_GUARDED(HipApi, {
+    if (array == nullptr || d == nullptr) return GS_HIP_REAL_CALL(hipArrayCreate, array, d);
+    return Charged(Extent(d->Width, d->Height, 1) * ElementBytes(d->Format, d->NumChannels), AllocKind::kArray,
+                   AllocSpace::kArray, "hipArrayCreate", array,
+                   [&] { return GS_HIP_REAL_CALL(hipArrayCreate, array, d); });
+  });
 }
 
 hipError_t hipArray3DCreate(hipArray** array, const HIP_ARRAY3D_DESCRIPTOR* d) {
-  if (array == nullptr || d == nullptr) return GS_HIP_REAL_CALL(hipArray3DCreate, array, d);
-  return Charged(Extent(d->Width, d->Height, d->Depth) * ElementBytes(d->Format, d->NumChannels), AllocKind::kArray,
-                 AllocSpace::kArray, "hipArray3DCreate", array,
-                 [&] { return GS_HIP_REAL_CALL(hipArray3DCreate, array, d); });
+  return GS_GUARDED(HipApi, {
+    if (array == nullptr || d == nullptr) return GS_HIP_REAL_CALL(hipArray3DCreate, array, d);
+    return Charged(Extent(d->Width, d->Height, d->Depth) * ElementBytes(d->Format, d->NumChannels), AllocKind::kArray,
+                   AllocSpace::kArray, "hipArray3DCreate", array,
+                   [&] { return GS_HIP_REAL_CALL(hipArray3DCreate, array, d); });
+  });
 }
 
 hipError_t hipFreeArray(hipArray* array) {
-  hipError_t r = GS_HIP_REAL_CALL(hipFreeArray, array);
-  if (r == hipSuccess && array != nullptr) Uncharge(AllocSpace::kArray, LedgerKey(array));
-  return r;
+  return GS_GUARDED(HipApi, {
+    hipError_t r = GS_HIP_REAL_CALL(hipFreeArray, array);
+    if (r == hipSuccess && array != nullptr) Uncharge(AllocSpace::kArray, LedgerKey(array));
+    return r;
+  });
 }
 
 hipError_t hipArrayDestroy(hipArray* array) {
-  hipError_t r = GS_HIP_REAL_CALL(hipArrayDestroy, array);
-  if (r == hipSuccess && array != nullptr) Uncharge(AllocSpace::kArray, LedgerKey(array));
-  return r;
+  return GS_GUARDED(HipApi, {
+    hipError_t r = GS_HIP_REAL_CALL(hipArrayDestroy, array);
+    if (r == hipSuccess && array != nullptr) Uncharge(AllocSpace::kArray, LedgerKey(array));
+    return r;
+  });
 }
 
 }  // extern "C"

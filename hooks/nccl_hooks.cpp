@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "client.h"
+#include "common/guard.h"
 #include "log.h"
 #include "nccl_hooks.h"
 #include "real_dlsym.h"
@@ -28,6 +29,15 @@ namespace real {
 namespace {
 
 namespace proto = gpushare::protocol;
+
+// What an NCCL hook answers when the shim itself fails (guard.h): NCCL reports a failed
+// allocation as ncclSystemError (a system call failed) and its own bugs as
+// ncclInternalError.
+struct NcclApi {
+  using Result = ncclResult_t;
+  static constexpr Result kOutOfMemory = ncclSystemError;
+  static constexpr Result kInternal = ncclInternalError;
+};
 
 struct HookEntry {
   const char* symbol;
@@ -150,70 +160,88 @@ using namespace gpushare::nccl;  // NOLINT: the hooks below are the real names
 extern "C" {
 
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
-  ncclResult_t r = GS_REAL_NCCL(ncclCommInitRank, comm, nranks, id, rank);
-  if (r == ncclSuccess && comm != nullptr) Joined(*comm, Hash(&id, sizeof id), nranks, rank);
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_REAL_NCCL(ncclCommInitRank, comm, nranks, id, rank);
+    if (r == ncclSuccess && comm != nullptr) Joined(*comm, Hash(&id, sizeof id), nranks, rank);
+    return r;
+  });
 }
 
 ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank, ncclConfig_t* config) {
-  ncclResult_t r = GS_REAL_NCCL(ncclCommInitRankConfig, comm, nranks, id, rank, config);
-  if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr) Joined(*comm, Hash(&id, sizeof id), nranks, rank);
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_REAL_NCCL(ncclCommInitRankConfig, comm, nranks, id, rank, config);
+    if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr) Joined(*comm, Hash(&id, sizeof id), nranks, rank);
+    return r;
+  });
 }
 
 ncclResult_t ncclCommInitRankScalable(ncclComm_t* comm, int nranks, int rank, int n_ids, ncclUniqueId* ids,
                                       ncclConfig_t* config) {
-  ncclResult_t r = GS_REAL_NCCL(ncclCommInitRankScalable, comm, nranks, rank, n_ids, ids, config);
-  if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr && ids != nullptr && n_ids > 0)
-    Joined(*comm, Hash(ids, sizeof *ids), nranks, rank);
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_REAL_NCCL(ncclCommInitRankScalable, comm, nranks, rank, n_ids, ids, config);
+    if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr && ids != nullptr && n_ids > 0)
+      Joined(*comm, Hash(ids, sizeof *ids), nranks, rank);
+    return r;
+  });
 }
 
 ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int* devlist) {
-  ncclResult_t r = GS_REAL_NCCL(ncclCommInitAll, comms, ndev, devlist);
-  if (r == ncclSuccess && comms != nullptr && ndev > 0) {
-    const uint64_t id = Hash(&comms[0], sizeof comms[0], static_cast<uint64_t>(getpid()));
-    for (int i = 0; i < ndev; ++i) Joined(comms[i], id, ndev, i);
-  }
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_REAL_NCCL(ncclCommInitAll, comms, ndev, devlist);
+    if (r == ncclSuccess && comms != nullptr && ndev > 0) {
+      const uint64_t id = Hash(&comms[0], sizeof comms[0], static_cast<uint64_t>(getpid()));
+      for (int i = 0; i < ndev; ++i) Joined(comms[i], id, ndev, i);
+    }
+    return r;
+  });
 }
 
 ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newcomm, ncclConfig_t* config) {
-  // The new communicator's ranks share their parent and their colour.
-  const uint64_t parent = IdOf(comm);
-  ncclResult_t r = GS_REAL_NCCL(ncclCommSplit, comm, color, key, newcomm, config);
-  if ((r == ncclSuccess || r == ncclInProgress) && newcomm != nullptr && *newcomm != nullptr)
-    Joined(*newcomm, Hash(&color, sizeof color, parent), 0, key);
-  return r;
+  return GS_GUARDED(NcclApi, {
+    // The new communicator's ranks share their parent and their colour.
+    const uint64_t parent = IdOf(comm);
+    ncclResult_t r = GS_REAL_NCCL(ncclCommSplit, comm, color, key, newcomm, config);
+    if ((r == ncclSuccess || r == ncclInProgress) && newcomm != nullptr && *newcomm != nullptr)
+      Joined(*newcomm, Hash(&color, sizeof color, parent), 0, key);
+    return r;
+  });
 }
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
-  Left(comm);
-  return GS_REAL_NCCL(ncclCommDestroy, comm);
+  return GS_GUARDED(NcclApi, {
+    Left(comm);
+    return GS_REAL_NCCL(ncclCommDestroy, comm);
+  });
 }
 
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
-  Left(comm);
-  return GS_REAL_NCCL(ncclCommAbort, comm);
+  return GS_GUARDED(NcclApi, {
+    Left(comm);
+    return GS_REAL_NCCL(ncclCommAbort, comm);
+  });
 }
 
 ncclResult_t ncclGroupStart() {
-  ncclResult_t r = GS_REAL_NCCL(ncclGroupStart);
-  if (r == ncclSuccess) ++group_depth;
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_REAL_NCCL(ncclGroupStart);
+    if (r == ncclSuccess) ++group_depth;
+    return r;
+  });
 }
 
 // Communicators made inside the group exist once it ends.
 ncclResult_t ncclGroupEnd() {
-  ncclResult_t r = GS_REAL_NCCL(ncclGroupEnd);
-  if (group_depth > 0) --group_depth;
-  if (group_depth == 0 && !pending.empty()) {
-    std::vector<Pending> joined;
-    joined.swap(pending);
-    if (r == ncclSuccess || r == ncclInProgress)
-      for (const Pending& p : joined) Joined(p.comm, p.id, p.nranks, p.rank);
-  }
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_REAL_NCCL(ncclGroupEnd);
+    if (group_depth > 0) --group_depth;
+    if (group_depth == 0 && !pending.empty()) {
+      std::vector<Pending> joined;
+      joined.swap(pending);
+      if (r == ncclSuccess || r == ncclInProgress)
+        for (const Pending& p : joined) Joined(p.comm, p.id, p.nranks, p.rank);
+    }
+    return r;
+  });
 }
 
 }  // extern "C"

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "client.h"
+#include "common/guard.h"
 #include "log.h"
 #include "nvml_api.h"
 #include "nvml_hooks.h"
@@ -24,6 +25,14 @@ namespace real {
 }  // namespace real
 
 namespace {
+
+// What an NVML hook answers when the shim itself fails (guard.h): NVML's "insufficient
+// memory" and its catch-all.
+struct NvmlApi {
+  using Result = nvmlReturn_t;
+  static constexpr Result kOutOfMemory = NVML_ERROR_MEMORY;
+  static constexpr Result kInternal = NVML_ERROR_UNKNOWN;
+};
 
 struct HookEntry {
   const char* symbol;
@@ -142,61 +151,72 @@ using namespace gpushare::nvml;
 extern "C" {
 
 nvmlReturn_t nvmlInit_v2() {
-  return Init([] { return GS_NVML_REAL(nvmlInit_v2); });
+  return GS_GUARDED(NvmlApi, { return Init([] { return GS_NVML_REAL(nvmlInit_v2); }); });
 }
 nvmlReturn_t nvmlInit() {
-  return Init([] { return GS_NVML_REAL(nvmlInit); });
+  return GS_GUARDED(NvmlApi, { return Init([] { return GS_NVML_REAL(nvmlInit); }); });
 }
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
-  return Init([flags] { return GS_NVML_REAL(nvmlInitWithFlags, flags); });
+  return GS_GUARDED(NvmlApi, { return Init([flags] { return GS_NVML_REAL(nvmlInitWithFlags, flags); }); });
 }
 
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int* count) {
-  Client* client = ReadyClient();
-  if (client == nullptr) return NVML_ERROR_UNINITIALIZED;
-  if (count == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
-  *count = static_cast<unsigned>(client->devices().count());
-  return NVML_SUCCESS;
+  return GS_GUARDED(NvmlApi, {
+    Client* client = ReadyClient();
+    if (client == nullptr) return NVML_ERROR_UNINITIALIZED;
+    if (count == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
+    *count = static_cast<unsigned>(client->devices().count());
+    return NVML_SUCCESS;
+  });
 }
 
-nvmlReturn_t nvmlDeviceGetCount(unsigned int* count) { return nvmlDeviceGetCount_v2(count); }
+nvmlReturn_t nvmlDeviceGetCount(unsigned int* count) {
+  return GS_GUARDED(NvmlApi, { return nvmlDeviceGetCount_v2(count); });
+}
 
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t* device) {
-  return HandleByIndex(index, device);
+  return GS_GUARDED(NvmlApi, { return HandleByIndex(index, device); });
 }
 
 nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t* device) {
-  return HandleByIndex(index, device);
+  return GS_GUARDED(NvmlApi, { return HandleByIndex(index, device); });
 }
 
 nvmlReturn_t nvmlDeviceGetHandleByUUID(const char* uuid, nvmlDevice_t* device) {
-  return OnlyVisible(GS_NVML_REAL(nvmlDeviceGetHandleByUUID, uuid, device), device);
+  return GS_GUARDED(NvmlApi, { return OnlyVisible(GS_NVML_REAL(nvmlDeviceGetHandleByUUID, uuid, device), device); });
 }
 
 nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char* bus_id, nvmlDevice_t* device) {
-  return OnlyVisible(GS_NVML_REAL(nvmlDeviceGetHandleByPciBusId_v2, bus_id, device), device);
+  return GS_GUARDED(NvmlApi,
+                    { return OnlyVisible(GS_NVML_REAL(nvmlDeviceGetHandleByPciBusId_v2, bus_id, device), device); });
 }
 
 nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int* index) {
-  Client* client = ReadyClient();
-  if (client == nullptr) return NVML_ERROR_UNINITIALIZED;
-  if (index == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
-  const int v = VirtualOf(client, device);
-  if (v < 0) return NVML_ERROR_NOT_FOUND;
-  *index = static_cast<unsigned>(v);
-  return NVML_SUCCESS;
+  return GS_GUARDED(NvmlApi, {
+    Client* client = ReadyClient();
+    if (client == nullptr) return NVML_ERROR_UNINITIALIZED;
+    if (index == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
+    const int v = VirtualOf(client, device);
+    if (v < 0) return NVML_ERROR_NOT_FOUND;
+    *index = static_cast<unsigned>(v);
+    return NVML_SUCCESS;
+  });
 }
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t* memory) {
-  nvmlReturn_t r = GS_NVML_REAL(nvmlDeviceGetMemoryInfo, device, memory);
-  if (r == NVML_SUCCESS) CapView(device, &memory->total, &memory->free, &memory->used);
-  return r;
+  return GS_GUARDED(NvmlApi, {
+    nvmlReturn_t r = GS_NVML_REAL(nvmlDeviceGetMemoryInfo, device, memory);
+    if (r == NVML_SUCCESS) CapView(device, &memory->total, &memory->free, &memory->used);
+    return r;
+  });
 }
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t* memory) {
-  nvmlReturn_t r = GS_NVML_REAL(nvmlDeviceGetMemoryInfo_v2, device, memory);
-  if (r == NVML_SUCCESS) CapView(device, &memory->total, &memory->free, &memory->used);
-  return r;
+  return GS_GUARDED(NvmlApi, {
+    nvmlReturn_t r = GS_NVML_REAL(nvmlDeviceGetMemoryInfo_v2, device, memory);
+    if (r == NVML_SUCCESS) CapView(device, &memory->total, &memory->free, &memory->used);
+    return r;
+  });
 }
 
 }  // extern "C"
