@@ -70,10 +70,9 @@ void ContextCreated(CUdevice dev, CUcontext ctx) {
 
 extern "C" {
 
-#define GS_CUDA_HOOK(name, version, symbol)
-#define GS_CUDA_HOOK_PT(name, version, symbol)
-#define GS_CUDA_REAL(name, version, symbol)
-#define GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, then)                                 \
+#define GS_CUDA_HOOK(symbol)
+#define GS_CUDA_REAL(symbol)
+#define GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, then)                                 \
   CUresult symbol params {                                                                   \
     return GS_GUARDED(CudaApi, {                                                             \
       ToPhysical t;                                                                          \
@@ -85,11 +84,9 @@ extern "C" {
       return r;                                                                              \
     });                                                                                      \
   }
-#define GS_CUDA_DEVICE_HOOK(name, version, symbol, params, args) \
-  GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, (void)0)
+#define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, (void)0)
 #include "cuda_hooks.def"
 #undef GS_CUDA_HOOK
-#undef GS_CUDA_HOOK_PT
 #undef GS_CUDA_REAL
 #undef GS_CUDA_DEVICE_HOOK
 #undef GS_CUDA_DEVICE_HOOK_THEN

@@ -12,14 +12,12 @@ namespace gpushare::cuda {
 
 // real::cuMemAlloc_v2 etc.: the real driver's functions, null until resolved.
 namespace real {
-#define GS_CUDA_HOOK(name, version, symbol) inline decltype(&::symbol) symbol = nullptr;
-#define GS_CUDA_HOOK_PT GS_CUDA_HOOK
+#define GS_CUDA_HOOK(symbol) inline decltype(&::symbol) symbol = nullptr;
 #define GS_CUDA_REAL GS_CUDA_HOOK
-#define GS_CUDA_DEVICE_HOOK(name, version, symbol, params, args) GS_CUDA_HOOK(name, version, symbol)
-#define GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, then) GS_CUDA_HOOK(name, version, symbol)
+#define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_HOOK(symbol)
+#define GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, then) GS_CUDA_HOOK(symbol)
 #include "cuda_hooks.def"
 #undef GS_CUDA_HOOK
-#undef GS_CUDA_HOOK_PT
 #undef GS_CUDA_REAL
 #undef GS_CUDA_DEVICE_HOOK
 #undef GS_CUDA_DEVICE_HOOK_THEN

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 
+#include "cuda_entry_points.h"
 #include "cuda_hooks.h"
 #include "hip_dlsym.h"
 #include "log.h"
@@ -39,30 +40,24 @@ extern "C" __attribute__((visibility("hidden"))) GS_EARLY void gs_resolve_real_d
 namespace {
 
 struct HookEntry {
-  const char* name;
-  int version;
-  const char* symbol;
-  void* hook;  // null for real functions used but not hooked
+  EntryPoint api;  // name, version, symbol, per-thread: from the generated table
+  void* hook;      // null for real functions used but not hooked
   void** real;
-  bool per_thread;
 };
 
+// Each declared symbol's entry point is looked up while compiling (EntryPointOf is
+// consteval); its strings are literals, so .data() is NUL-terminated.
 const HookEntry kHooks[] = {
-#define GS_CUDA_ENTRY(name, version, symbol, hook, per_thread) \
-  {#name, version, #symbol, hook, reinterpret_cast<void**>(&real::symbol), per_thread},
-#define GS_CUDA_HOOK(name, version, symbol) \
-  GS_CUDA_ENTRY(name, version, symbol, reinterpret_cast<void*>(&::symbol), false)
-#define GS_CUDA_HOOK_PT(name, version, symbol) \
-  GS_CUDA_ENTRY(name, version, symbol, reinterpret_cast<void*>(&::symbol), true)
-#define GS_CUDA_REAL(name, version, symbol) GS_CUDA_ENTRY(name, version, symbol, nullptr, false)
-#define GS_CUDA_DEVICE_HOOK(name, version, symbol, params, args) GS_CUDA_HOOK(name, version, symbol)
-#define GS_CUDA_DEVICE_HOOK_THEN(name, version, symbol, params, args, then) GS_CUDA_HOOK(name, version, symbol)
+#define GS_CUDA_ENTRY(symbol, hook) {EntryPointOf(#symbol), hook, reinterpret_cast<void**>(&real::symbol)},
+#define GS_CUDA_HOOK(symbol) GS_CUDA_ENTRY(symbol, reinterpret_cast<void*>(&::symbol))
+#define GS_CUDA_REAL(symbol) GS_CUDA_ENTRY(symbol, nullptr)
+#define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_HOOK(symbol)
+#define GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, then) GS_CUDA_HOOK(symbol)
 #include "cuda_hooks.def"
 #undef GS_CUDA_DEVICE_HOOK
 #undef GS_CUDA_DEVICE_HOOK_THEN
 #undef GS_CUDA_ENTRY
 #undef GS_CUDA_HOOK
-#undef GS_CUDA_HOOK_PT
 #undef GS_CUDA_REAL
 };
 
@@ -75,14 +70,14 @@ void* InterceptLookup(const char* name, int version, cuuint64_t flags, void* rea
   const HookEntry* best = nullptr;
   bool has_per_thread = false;
   for (const HookEntry& e : kHooks) {
-    if (e.hook == nullptr || std::strcmp(e.name, name) != 0) continue;
+    if (e.hook == nullptr || std::strcmp(e.api.name.data(), name) != 0) continue;
     if (*e.real == real_fn) return e.hook;
-    has_per_thread = has_per_thread || e.per_thread;
+    has_per_thread = has_per_thread || e.api.per_thread;
   }
   for (const HookEntry& e : kHooks) {
-    if (e.hook == nullptr || std::strcmp(e.name, name) != 0 || e.version > version) continue;
-    if (e.per_thread != (per_thread && has_per_thread)) continue;
-    if (best == nullptr || e.version > best->version) best = &e;
+    if (e.hook == nullptr || std::strcmp(e.api.name.data(), name) != 0 || e.api.version > version) continue;
+    if (e.api.per_thread != (per_thread && has_per_thread)) continue;
+    if (best == nullptr || e.api.version > best->api.version) best = &e;
   }
   return best ? best->hook : real_fn;
 }
@@ -102,7 +97,7 @@ bool LoadRealDriver() {
           dlerror(), path ? path : "");
       return;
     }
-    for (const HookEntry& e : kHooks) *e.real = RealDlsym()(handle, e.symbol);
+    for (const HookEntry& e : kHooks) *e.real = RealDlsym()(handle, e.api.symbol.data());
     loaded = true;
   });
   return loaded;
@@ -110,7 +105,7 @@ bool LoadRealDriver() {
 
 void* HookForSymbol(const char* symbol) {
   for (const HookEntry& e : kHooks)
-    if (e.hook != nullptr && std::strcmp(e.symbol, symbol) == 0) return e.hook;
+    if (e.hook != nullptr && std::strcmp(e.api.symbol.data(), symbol) == 0) return e.hook;
   return nullptr;
 }
 
