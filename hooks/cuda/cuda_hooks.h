@@ -16,7 +16,7 @@ namespace real {
 #define GS_CUDA_REAL GS_CUDA_HOOK
 #define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_HOOK(symbol)
 #define GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, then) GS_CUDA_HOOK(symbol)
-#include "cuda_hooks.def"
+#include "cuda/cuda_hooks.def"
 #undef GS_CUDA_HOOK
 #undef GS_CUDA_REAL
 #undef GS_CUDA_DEVICE_HOOK

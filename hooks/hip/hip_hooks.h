@@ -18,7 +18,7 @@ namespace real {
 #define GS_HIP_HOOK_CXX(name, symbol) GS_HIP_HOOK(name)
 #define GS_HIP_REAL GS_HIP_HOOK
 #define GS_HIP_DEVICE_HOOK(name, params, args) GS_HIP_HOOK(name)
-#include "hip_hooks.def"
+#include "hip/hip_hooks.def"
 #undef GS_HIP_HOOK
 #undef GS_HIP_HOOK_C
 #undef GS_HIP_HOOK_CXX

@@ -3,8 +3,8 @@
 // The in-only translations are generated from cuda_hooks.def; the rest is here.
 #include <tuple>
 
-#include "cuda_hooks.h"
-#include "nvml_hooks.h"
+#include "cuda/cuda_hooks.h"
+#include "nvml/nvml_hooks.h"
 
 using namespace gpushare;
 using namespace gpushare::cuda;
@@ -85,7 +85,7 @@ extern "C" {
     });                                                                                      \
   }
 #define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, (void)0)
-#include "cuda_hooks.def"
+#include "cuda/cuda_hooks.def"
 #undef GS_CUDA_HOOK
 #undef GS_CUDA_REAL
 #undef GS_CUDA_DEVICE_HOOK

@@ -14,14 +14,14 @@
 #include "client.h"
 #include "common/guard.h"
 #include "log.h"
-#include "nccl_hooks.h"
-#include "real_dlsym.h"
+#include "nccl/nccl_hooks.h"
+#include "common/real_dlsym.h"
 
 namespace gpushare::nccl {
 namespace real {
 #define GS_NCCL_HOOK(symbol, params, args) inline decltype(&::symbol) symbol = nullptr;
 #define GS_NCCL_REAL(symbol) inline decltype(&::symbol) symbol = nullptr;
-#include "nccl_hooks.def"
+#include "nccl/nccl_hooks.def"
 #undef GS_NCCL_HOOK
 #undef GS_NCCL_REAL
 }  // namespace real
@@ -49,7 +49,7 @@ const HookEntry kHooks[] = {
 #define GS_NCCL_HOOK(symbol, params, args) \
   {#symbol, reinterpret_cast<void*>(&::symbol), reinterpret_cast<void**>(&real::symbol)},
 #define GS_NCCL_REAL(symbol) {#symbol, nullptr, reinterpret_cast<void**>(&real::symbol)},
-#include "nccl_hooks.def"
+#include "nccl/nccl_hooks.def"
 #undef GS_NCCL_HOOK
 #undef GS_NCCL_REAL
 };

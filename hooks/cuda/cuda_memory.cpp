@@ -9,7 +9,7 @@
 #include <mutex>
 #include <type_traits>
 
-#include "cuda_hooks.h"
+#include "cuda/cuda_hooks.h"
 
 using namespace gpushare;
 using namespace gpushare::cuda;

@@ -7,7 +7,7 @@
 #include <mutex>
 #include <tuple>
 
-#include "hip_hooks.h"
+#include "hip/hip_hooks.h"
 
 using namespace gpushare;
 using namespace gpushare::hip;
@@ -65,7 +65,7 @@ extern "C" {
       return real::name ? std::apply(real::name, call) : hipErrorNotSupported; \
     });                                                                        \
   }
-#include "hip_hooks.def"
+#include "hip/hip_hooks.def"
 #undef GS_HIP_HOOK
 #undef GS_HIP_HOOK_C
 #undef GS_HIP_HOOK_CXX

@@ -8,13 +8,13 @@
 #include <mutex>
 #include <string>
 
-#include "cuda_entry_points.h"
-#include "cuda_hooks.h"
-#include "hip_dlsym.h"
+#include "cuda/cuda_entry_points.h"
+#include "cuda/cuda_hooks.h"
+#include "hip/hip_dlsym.h"
 #include "log.h"
-#include "nccl_hooks.h"
-#include "nvml_hooks.h"
-#include "real_dlsym.h"
+#include "nccl/nccl_hooks.h"
+#include "nvml/nvml_hooks.h"
+#include "common/real_dlsym.h"
 
 namespace gpushare::cuda {
 namespace {
@@ -53,7 +53,7 @@ const HookEntry kHooks[] = {
 #define GS_CUDA_REAL(symbol) GS_CUDA_ENTRY(symbol, nullptr)
 #define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_HOOK(symbol)
 #define GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, then) GS_CUDA_HOOK(symbol)
-#include "cuda_hooks.def"
+#include "cuda/cuda_hooks.def"
 #undef GS_CUDA_DEVICE_HOOK
 #undef GS_CUDA_DEVICE_HOOK_THEN
 #undef GS_CUDA_ENTRY

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <string>
 
-#include "hip_hooks.h"
+#include "hip/hip_hooks.h"
 
 using namespace gpushare;
 using namespace gpushare::hip;

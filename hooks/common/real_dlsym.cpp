@@ -1,6 +1,6 @@
 // gpushare::RealDlsym (real_dlsym.h), over the pointer cuda_lookup.cpp resolves for its
 // dlsym trampoline.
-#include "real_dlsym.h"
+#include "common/real_dlsym.h"
 
 extern "C" void* gs_real_dlsym;
 extern "C" void gs_resolve_real_dlsym();

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "cuda_hooks.h"
+#include "cuda/cuda_hooks.h"
 
 using namespace gpushare;
 using namespace gpushare::cuda;

@@ -12,14 +12,14 @@
 #include "common/guard.h"
 #include "log.h"
 #include "nvml_api.h"
-#include "nvml_hooks.h"
-#include "real_dlsym.h"
+#include "nvml/nvml_hooks.h"
+#include "common/real_dlsym.h"
 
 namespace gpushare::nvml {
 namespace real {
 #define GS_NVML_HOOK(symbol) inline decltype(&::symbol) symbol = nullptr;
 #define GS_NVML_REAL GS_NVML_HOOK
-#include "nvml_hooks.def"
+#include "nvml/nvml_hooks.def"
 #undef GS_NVML_HOOK
 #undef GS_NVML_REAL
 }  // namespace real
@@ -43,7 +43,7 @@ struct HookEntry {
 const HookEntry kHooks[] = {
 #define GS_NVML_HOOK(symbol) {#symbol, reinterpret_cast<void*>(&::symbol), reinterpret_cast<void**>(&real::symbol)},
 #define GS_NVML_REAL(symbol) {#symbol, nullptr, reinterpret_cast<void**>(&real::symbol)},
-#include "nvml_hooks.def"
+#include "nvml/nvml_hooks.def"
 #undef GS_NVML_HOOK
 #undef GS_NVML_REAL
 };

@@ -5,7 +5,7 @@
 #include <atomic>
 #include <cstring>
 
-#include "hip_hooks.h"
+#include "hip/hip_hooks.h"
 #include "log.h"
 
 using namespace gpushare;

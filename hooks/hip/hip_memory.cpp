@@ -9,7 +9,7 @@
 #include <mutex>
 #include <type_traits>
 
-#include "hip_hooks.h"
+#include "hip/hip_hooks.h"
 
 using namespace gpushare;
 using namespace gpushare::hip;

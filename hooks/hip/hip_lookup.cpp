@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "hip_dlsym.h"
-#include "hip_hooks.h"
+#include "hip/hip_dlsym.h"
+#include "hip/hip_hooks.h"
 #include "log.h"
-#include "real_dlsym.h"
+#include "common/real_dlsym.h"
 
 namespace gpushare::hip {
 namespace {
@@ -33,7 +33,7 @@ const HookEntry kHooks[] = {
   {#symbol, reinterpret_cast<void*>(&::name), reinterpret_cast<void**>(&real::name)},
 #define GS_HIP_REAL(name) {#name, nullptr, reinterpret_cast<void**>(&real::name)},
 #define GS_HIP_DEVICE_HOOK(name, params, args) GS_HIP_HOOK(name)
-#include "hip_hooks.def"
+#include "hip/hip_hooks.def"
 #undef GS_HIP_HOOK
 #undef GS_HIP_HOOK_C
 #undef GS_HIP_HOOK_CXX
