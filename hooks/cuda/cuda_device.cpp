@@ -53,7 +53,7 @@ void ChargeContext(CUdevice dev) {
   const int physical = client ? client->devices().Physical(dev) : -1;
   if (physical < 0 || !client->MarkContextCharged(dev)) return;
   char bus_id[32] = "";
-  if (GS_REAL(cuDeviceGetPCIBusId, bus_id, sizeof bus_id, physical) != CUDA_SUCCESS) return;
+  if (GS_CUDA_CALL(cuDeviceGetPCIBusId, bus_id, sizeof bus_id, physical) != CUDA_SUCCESS) return;
   auto held = gpushare::nvml::ProcessMemory(bus_id);
   const uint64_t tracked = client->ledger().Used(dev);
   if (!held || *held <= tracked) return;
@@ -109,7 +109,7 @@ CUresult cuDeviceGet(CUdevice* device, int ordinal) {
     if (t.status() != CUDA_SUCCESS || ordinal < 0) return CUDA_ERROR_INVALID_DEVICE;
     if (device == nullptr) return CUDA_ERROR_INVALID_VALUE;
     CUdevice real_handle;
-    if (CUresult r = GS_REAL(cuDeviceGet, &real_handle, physical); r != CUDA_SUCCESS) return r;
+    if (CUresult r = GS_CUDA_CALL(cuDeviceGet, &real_handle, physical); r != CUDA_SUCCESS) return r;
     *device = ordinal;  // a CUdevice is its ordinal; ours is the virtual one
     return CUDA_SUCCESS;
   });
@@ -121,7 +121,7 @@ CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
     if (!t.ready()) return CUDA_ERROR_NOT_INITIALIZED;
     const CUdevice physical = t(dev);
     if (t.status() != CUDA_SUCCESS) return t.status();
-    CUresult r = GS_REAL(cuDeviceTotalMem_v2, bytes, physical);
+    CUresult r = GS_CUDA_CALL(cuDeviceTotalMem_v2, bytes, physical);
     if (r == CUDA_SUCCESS) *bytes = std::min<uint64_t>(*bytes, Client::Get().ledger().Cap(dev));
     return r;
   });
@@ -130,7 +130,7 @@ CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
 CUresult cuDeviceGetByPCIBusId(CUdevice* dev, const char* bus_id) {
   return GS_GUARDED(CudaApi, {
     CUdevice physical;
-    if (CUresult r = GS_REAL(cuDeviceGetByPCIBusId, &physical, bus_id); r != CUDA_SUCCESS) return r;
+    if (CUresult r = GS_CUDA_CALL(cuDeviceGetByPCIBusId, &physical, bus_id); r != CUDA_SUCCESS) return r;
     return ToVirtual(physical, dev, CUDA_ERROR_INVALID_DEVICE);
   });
 }
@@ -138,7 +138,7 @@ CUresult cuDeviceGetByPCIBusId(CUdevice* dev, const char* bus_id) {
 CUresult cuCtxGetDevice(CUdevice* dev) {
   return GS_GUARDED(CudaApi, {
     CUdevice physical;
-    if (CUresult r = GS_REAL(cuCtxGetDevice, &physical); r != CUDA_SUCCESS) return r;
+    if (CUresult r = GS_CUDA_CALL(cuCtxGetDevice, &physical); r != CUDA_SUCCESS) return r;
     return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
   });
 }
@@ -146,7 +146,7 @@ CUresult cuCtxGetDevice(CUdevice* dev) {
 CUresult cuCtxGetDevice_v2(CUdevice* dev, CUcontext ctx) {
   return GS_GUARDED(CudaApi, {
     CUdevice physical;
-    if (CUresult r = GS_REAL(cuCtxGetDevice_v2, &physical, ctx); r != CUDA_SUCCESS) return r;
+    if (CUresult r = GS_CUDA_CALL(cuCtxGetDevice_v2, &physical, ctx); r != CUDA_SUCCESS) return r;
     return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
   });
 }
@@ -154,7 +154,7 @@ CUresult cuCtxGetDevice_v2(CUdevice* dev, CUcontext ctx) {
 CUresult cuStreamGetDevice(CUstream stream, CUdevice* dev) {
   return GS_GUARDED(CudaApi, {
     CUdevice physical;
-    if (CUresult r = GS_REAL(cuStreamGetDevice, stream, &physical); r != CUDA_SUCCESS) return r;
+    if (CUresult r = GS_CUDA_CALL(cuStreamGetDevice, stream, &physical); r != CUDA_SUCCESS) return r;
     return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
   });
 }
@@ -162,14 +162,14 @@ CUresult cuStreamGetDevice(CUstream stream, CUdevice* dev) {
 CUresult cuStreamGetDevice_ptsz(CUstream stream, CUdevice* dev) {
   return GS_GUARDED(CudaApi, {
     CUdevice physical;
-    if (CUresult r = GS_REAL(cuStreamGetDevice_ptsz, stream, &physical); r != CUDA_SUCCESS) return r;
+    if (CUresult r = GS_CUDA_CALL(cuStreamGetDevice_ptsz, stream, &physical); r != CUDA_SUCCESS) return r;
     return ToVirtual(physical, dev, CUDA_ERROR_INVALID_CONTEXT);
   });
 }
 
 CUresult cuPointerGetAttribute(void* data, CUpointer_attribute attr, CUdeviceptr ptr) {
   return GS_GUARDED(CudaApi, {
-    CUresult r = GS_REAL(cuPointerGetAttribute, data, attr, ptr);
+    CUresult r = GS_CUDA_CALL(cuPointerGetAttribute, data, attr, ptr);
     if (r != CUDA_SUCCESS || attr != CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL) return r;
     auto* ordinal = static_cast<int*>(data);
     return ToVirtual(*ordinal, ordinal, CUDA_ERROR_INVALID_VALUE);

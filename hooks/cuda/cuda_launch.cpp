@@ -22,16 +22,16 @@ using Kind = proto::RecordKind;
 int CurrentDevice(Client* c) {
   if (c->devices().count() <= 1) return 0;
   CUdevice physical = 0;
-  if (GS_REAL(cuCtxGetDevice, &physical) != CUDA_SUCCESS) return 0;
+  if (GS_CUDA_CALL(cuCtxGetDevice, &physical) != CUDA_SUCCESS) return 0;
   return std::max(0, c->devices().Virtual(physical));
 }
 
 std::string FunctionName(uintptr_t function) {
   const char* name = nullptr;
-  if (GS_REAL(cuFuncGetName, &name, reinterpret_cast<CUfunction>(function)) == CUDA_SUCCESS && name != nullptr)
+  if (GS_CUDA_CALL(cuFuncGetName, &name, reinterpret_cast<CUfunction>(function)) == CUDA_SUCCESS && name != nullptr)
     return name;
   // Since CUDA 12 a CUkernel may be passed where a CUfunction is expected.
-  if (GS_REAL(cuKernelGetName, &name, reinterpret_cast<CUkernel>(function)) == CUDA_SUCCESS && name != nullptr)
+  if (GS_CUDA_CALL(cuKernelGetName, &name, reinterpret_cast<CUkernel>(function)) == CUDA_SUCCESS && name != nullptr)
     return name;
   return "";
 }
@@ -104,10 +104,10 @@ void ForgetContext(CUcontext ctx) {
 }
 
 void SynchronizeContext(CUcontext ctx) {
-  if (GS_REAL(cuCtxPushCurrent_v2, ctx) != CUDA_SUCCESS) return;
-  GS_REAL(cuCtxSynchronize);
+  if (GS_CUDA_CALL(cuCtxPushCurrent_v2, ctx) != CUDA_SUCCESS) return;
+  GS_CUDA_CALL(cuCtxSynchronize);
   CUcontext popped;
-  GS_REAL(cuCtxPopCurrent_v2, &popped);
+  GS_CUDA_CALL(cuCtxPopCurrent_v2, &popped);
 }
 
 }  // namespace
@@ -127,11 +127,11 @@ void DrainDevice(int device) {
   // The primary context, if the application has it active (retained only to sync it).
   unsigned flags = 0;
   int active = 0;
-  if (GS_REAL(cuDevicePrimaryCtxGetState, physical, &flags, &active) == CUDA_SUCCESS && active) {
+  if (GS_CUDA_CALL(cuDevicePrimaryCtxGetState, physical, &flags, &active) == CUDA_SUCCESS && active) {
     CUcontext primary = nullptr;
-    if (GS_REAL(cuDevicePrimaryCtxRetain, &primary, physical) == CUDA_SUCCESS) {
+    if (GS_CUDA_CALL(cuDevicePrimaryCtxRetain, &primary, physical) == CUDA_SUCCESS) {
       SynchronizeContext(primary);
-      GS_REAL(cuDevicePrimaryCtxRelease_v2, physical);
+      GS_CUDA_CALL(cuDevicePrimaryCtxRelease_v2, physical);
     }
   }
   std::vector<CUcontext> created;
@@ -150,7 +150,7 @@ extern "C" {
 CUresult cuCtxDestroy_v2(CUcontext ctx) {
   return GS_GUARDED(CudaApi, {
     ForgetContext(ctx);
-    return GS_REAL(cuCtxDestroy_v2, ctx);
+    return GS_CUDA_CALL(cuCtxDestroy_v2, ctx);
   });
 }
 
@@ -220,7 +220,7 @@ GS_PEER_COPY(cuMemcpyPeerAsync_ptsz)
 #define GS_COPY_2D(symbol)                                                                              \
   CUresult symbol(const CUDA_MEMCPY2D* p, CUstream stream) {                                            \
     return GS_GUARDED(CudaApi, {                                                                        \
-      if (p == nullptr) return GS_REAL(symbol, p, stream);                                              \
+      if (p == nullptr) return GS_CUDA_CALL(symbol, p, stream);                                         \
       return Gated(CopyKind(p->srcMemoryType, p->dstMemoryType), stream,                                \
                    Bytes(static_cast<uint64_t>(p->WidthInBytes) * p->Height), real::symbol, p, stream); \
     });                                                                                                 \
@@ -231,7 +231,7 @@ GS_COPY_2D(cuMemcpy2DAsync_v2_ptsz)
 #define GS_COPY_3D(symbol)                                                                                         \
   CUresult symbol(const CUDA_MEMCPY3D* p, CUstream stream) {                                                       \
     return GS_GUARDED(CudaApi, {                                                                                   \
-      if (p == nullptr) return GS_REAL(symbol, p, stream);                                                         \
+      if (p == nullptr) return GS_CUDA_CALL(symbol, p, stream);                                                    \
       return Gated(CopyKind(p->srcMemoryType, p->dstMemoryType), stream,                                           \
                    Bytes(static_cast<uint64_t>(p->WidthInBytes) * p->Height * p->Depth), real::symbol, p, stream); \
     });                                                                                                            \

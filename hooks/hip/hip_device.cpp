@@ -75,7 +75,7 @@ extern "C" {
 hipError_t hipGetDeviceCount(int* count) {
   return GS_GUARDED(HipApi, {
     Client* c = ReadyClient();
-    if (c == nullptr) return GS_HIP_REAL_CALL(hipGetDeviceCount, count);  // the runtime's own error
+    if (c == nullptr) return GS_HIP_CALL(hipGetDeviceCount, count);  // the runtime's own error
     if (count == nullptr) return hipErrorInvalidValue;
     *count = c->devices().count();
     return c->devices().count() > 0 ? hipSuccess : hipErrorNoDevice;
@@ -88,7 +88,7 @@ hipError_t hipSetDevice(int dev) {
     if (!t.ready()) return hipErrorNotInitialized;
     const int physical = t(dev);
     if (t.status() != hipSuccess || dev < 0) return hipErrorInvalidDevice;
-    return GS_HIP_REAL_CALL(hipSetDevice, physical);
+    return GS_HIP_CALL(hipSetDevice, physical);
   });
 }
 
@@ -96,7 +96,7 @@ hipError_t hipGetDevice(int* dev) {
   return GS_GUARDED(HipApi, {
     if (dev == nullptr) return hipErrorInvalidValue;
     int physical;
-    if (hipError_t r = GS_HIP_REAL_CALL(hipGetDevice, &physical); r != hipSuccess) return r;
+    if (hipError_t r = GS_HIP_CALL(hipGetDevice, &physical); r != hipSuccess) return r;
     return ToVirtual(physical, dev, hipErrorInvalidDevice);
   });
 }
@@ -109,7 +109,7 @@ hipError_t hipDeviceGet(hipDevice_t* device, int ordinal) {
     if (t.status() != hipSuccess || ordinal < 0) return hipErrorInvalidDevice;
     if (device == nullptr) return hipErrorInvalidValue;
     hipDevice_t real_handle;
-    if (hipError_t r = GS_HIP_REAL_CALL(hipDeviceGet, &real_handle, physical); r != hipSuccess) return r;
+    if (hipError_t r = GS_HIP_CALL(hipDeviceGet, &real_handle, physical); r != hipSuccess) return r;
     *device = ordinal;  // a hipDevice_t is its ordinal; ours is the virtual one
     return hipSuccess;
   });
@@ -121,7 +121,7 @@ hipError_t hipGetDeviceProperties(hipDeviceProp_t* prop, int dev) {
     if (!t.ready()) return hipErrorNotInitialized;
     const int physical = t(dev);
     if (t.status() != hipSuccess || dev < 0) return hipErrorInvalidDevice;
-    hipError_t r = GS_HIP_REAL_CALL(hipGetDeviceProperties, prop, physical);
+    hipError_t r = GS_HIP_CALL(hipGetDeviceProperties, prop, physical);
     if (r == hipSuccess) prop->totalGlobalMem = CappedTotal(dev, prop->totalGlobalMem);
     return r;
   });
@@ -133,7 +133,7 @@ hipError_t hipDeviceGetAttribute(int* value, hipDeviceAttribute_t attr, int dev)
     if (!t.ready()) return hipErrorNotInitialized;
     const int physical = t(dev);
     if (t.status() != hipSuccess) return t.status();
-    hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetAttribute, value, attr, physical);
+    hipError_t r = GS_HIP_CALL(hipDeviceGetAttribute, value, attr, physical);
     if (r == hipSuccess && attr == hipDeviceAttributeTotalGlobalMem && *value > 0)
       *value = static_cast<int>(std::min<uint64_t>(CappedTotal(dev, static_cast<uint64_t>(*value)), INT_MAX));
     return r;
@@ -146,7 +146,7 @@ hipError_t hipDeviceTotalMem(size_t* bytes, hipDevice_t dev) {
     if (!t.ready()) return hipErrorNotInitialized;
     const int physical = t(dev);
     if (t.status() != hipSuccess) return t.status();
-    hipError_t r = GS_HIP_REAL_CALL(hipDeviceTotalMem, bytes, physical);
+    hipError_t r = GS_HIP_CALL(hipDeviceTotalMem, bytes, physical);
     if (r == hipSuccess) *bytes = CappedTotal(dev, *bytes);
     return r;
   });
@@ -156,7 +156,7 @@ hipError_t hipDeviceGetByPCIBusId(int* dev, const char* bus_id) {
   return GS_GUARDED(HipApi, {
     if (dev == nullptr) return hipErrorInvalidValue;
     int physical;
-    if (hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetByPCIBusId, &physical, bus_id); r != hipSuccess) return r;
+    if (hipError_t r = GS_HIP_CALL(hipDeviceGetByPCIBusId, &physical, bus_id); r != hipSuccess) return r;
     return ToVirtual(physical, dev, hipErrorInvalidDevice);
   });
 }
@@ -167,7 +167,7 @@ hipError_t hipChooseDevice(int* dev, const hipDeviceProp_t* prop) {
   return GS_GUARDED(HipApi, {
     if (dev == nullptr) return hipErrorInvalidValue;
     int physical;
-    if (hipError_t r = GS_HIP_REAL_CALL(hipChooseDevice, &physical, prop); r != hipSuccess) return r;
+    if (hipError_t r = GS_HIP_CALL(hipChooseDevice, &physical, prop); r != hipSuccess) return r;
     if (ToVirtual(physical, dev, hipErrorInvalidDevice) == hipSuccess) return hipSuccess;
     Client* c = ReadyClient();
     if (c == nullptr || c->devices().count() == 0) return hipErrorNoDevice;
@@ -180,7 +180,7 @@ hipError_t hipCtxGetDevice(hipDevice_t* dev) {
   return GS_GUARDED(HipApi, {
     if (dev == nullptr) return hipErrorInvalidValue;
     hipDevice_t physical;
-    if (hipError_t r = GS_HIP_REAL_CALL(hipCtxGetDevice, &physical); r != hipSuccess) return r;
+    if (hipError_t r = GS_HIP_CALL(hipCtxGetDevice, &physical); r != hipSuccess) return r;
     return ToVirtual(physical, dev, hipErrorInvalidContext);
   });
 }
@@ -194,7 +194,7 @@ int hipGetStreamDeviceId(hipStream_t stream) {
 
 hipError_t hipPointerGetAttributes(hipPointerAttribute_t* attributes, const void* ptr) {
   return GS_GUARDED(HipApi, {
-    hipError_t r = GS_HIP_REAL_CALL(hipPointerGetAttributes, attributes, ptr);
+    hipError_t r = GS_HIP_CALL(hipPointerGetAttributes, attributes, ptr);
     if (r != hipSuccess || attributes->device < 0) return r;
     // As for CUDA: memory on a GPU this client does not see is not its to ask about.
     return ToVirtual(attributes->device, &attributes->device, hipErrorInvalidValue);

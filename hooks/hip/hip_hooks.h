@@ -7,7 +7,7 @@
 #include <hip/hip_runtime_api.h>
 
 #include "client.h"
-#include "common/guard.h"
+#include "common/family.h"
 
 namespace gpushare::hip {
 
@@ -26,20 +26,27 @@ namespace real {
 #undef GS_HIP_DEVICE_HOOK
 }  // namespace real
 
-// What a HIP hook answers when the shim itself fails (guard.h).
+// The HIP family as common/family.h sees it (defined in hip_lookup.cpp).
 struct HipApi {
   using Result = hipError_t;
+  // What a hook answers when the shim itself fails (guard.h).
   static constexpr Result kOutOfMemory = hipErrorOutOfMemory;
   static constexpr Result kInternal = hipErrorUnknown;
+  static Result NoReal(const char*) { return hipErrorNotSupported; }  // this runtime lacks it
+  static const hooks::HookEntry kEntries[];
+  static const size_t kEntryCount;
+  static void* OpenRealLibrary();  // the libamdhip64 the process has loaded, never loaded here
+  static bool InitDevices(Client& client);
 };
+using Hip = hooks::Family<HipApi>;
 
 // Finds the real HIP runtime the process has loaded and resolves the table (once;
 // thread-safe; after the first call a single atomic load). False, said once in the
 // log, if the process has no libamdhip64 loaded (it is not a HIP program).
-bool LoadRealRuntime();
+inline bool LoadRealRuntime() { return Hip::Load(); }
 
 // The client runtime, with its devices known (the real runtime initialized), or null.
-Client* ReadyClient();
+inline Client* ReadyClient() { return Hip::ReadyClient(); }
 
 // The virtual GPU of the calling thread's current device, or -1.
 int CurrentDevice(Client* client);
@@ -52,9 +59,6 @@ void DrainDevice(int device);
 
 // Calls a real function (loading the runtime first if need be), or answers
 // hipErrorNotSupported when this runtime lacks it.
-#define GS_HIP_REAL_CALL(name, ...)                                             \
-  (::gpushare::hip::LoadRealRuntime() && ::gpushare::hip::real::name != nullptr \
-       ? ::gpushare::hip::real::name(__VA_ARGS__)                               \
-       : hipErrorNotSupported)
+#define GS_HIP_CALL(name, ...) GS_FAMILY_CALL(::gpushare::hip::HipApi, ::gpushare::hip::real, name, __VA_ARGS__)
 
 }  // namespace gpushare::hip

@@ -191,7 +191,7 @@ hipError_t hipMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t sp
 
 hipError_t hipMemcpy3DAsync(const hipMemcpy3DParms* p, hipStream_t stream) {
   return GS_GUARDED(HipApi, {
-    if (p == nullptr) return GS_HIP_REAL_CALL(hipMemcpy3DAsync, p, stream);
+    if (p == nullptr) return GS_HIP_CALL(hipMemcpy3DAsync, p, stream);
     return Gated(CopyKind(p->kind), stream, Bytes(uint64_t{p->extent.width} * p->extent.height * p->extent.depth),
                  real::hipMemcpy3DAsync, p, stream);
   });
@@ -199,7 +199,7 @@ hipError_t hipMemcpy3DAsync(const hipMemcpy3DParms* p, hipStream_t stream) {
 
 hipError_t hipMemcpyParam2DAsync(const hip_Memcpy2D* p, hipStream_t stream) {
   return GS_GUARDED(HipApi, {
-    if (p == nullptr) return GS_HIP_REAL_CALL(hipMemcpyParam2DAsync, p, stream);
+    if (p == nullptr) return GS_HIP_CALL(hipMemcpyParam2DAsync, p, stream);
     return Gated(CopyKind(p->srcMemoryType, p->dstMemoryType), stream, Bytes(uint64_t{p->WidthInBytes} * p->Height),
                  real::hipMemcpyParam2DAsync, p, stream);
   });

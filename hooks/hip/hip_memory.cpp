@@ -130,35 +130,35 @@ extern "C" {
 
 hipError_t hipMalloc(void** ptr, size_t bytes) {
   return GS_GUARDED(HipApi, {
-    if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMalloc, ptr, bytes);
+    if (ptr == nullptr || bytes == 0) return GS_HIP_CALL(hipMalloc, ptr, bytes);
     return Charged(bytes, AllocKind::kDevice, AllocSpace::kAddress, "hipMalloc", ptr,
-                   [&] { return GS_HIP_REAL_CALL(hipMalloc, ptr, bytes); });
+                   [&] { return GS_HIP_CALL(hipMalloc, ptr, bytes); });
   });
 }
 
 hipError_t hipExtMallocWithFlags(void** ptr, size_t bytes, unsigned int flags) {
   return GS_GUARDED(HipApi, {
-    if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipExtMallocWithFlags, ptr, bytes, flags);
+    if (ptr == nullptr || bytes == 0) return GS_HIP_CALL(hipExtMallocWithFlags, ptr, bytes, flags);
     return Charged(bytes, AllocKind::kDevice, AllocSpace::kAddress, "hipExtMallocWithFlags", ptr,
-                   [&] { return GS_HIP_REAL_CALL(hipExtMallocWithFlags, ptr, bytes, flags); });
+                   [&] { return GS_HIP_CALL(hipExtMallocWithFlags, ptr, bytes, flags); });
   });
 }
 
 hipError_t hipMallocManaged(void** ptr, size_t bytes, unsigned int flags) {
   return GS_GUARDED(HipApi, {
-    if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMallocManaged, ptr, bytes, flags);
+    if (ptr == nullptr || bytes == 0) return GS_HIP_CALL(hipMallocManaged, ptr, bytes, flags);
     return Charged(bytes, AllocKind::kManaged, AllocSpace::kAddress, "hipMallocManaged", ptr,
-                   [&] { return GS_HIP_REAL_CALL(hipMallocManaged, ptr, bytes, flags); });
+                   [&] { return GS_HIP_CALL(hipMallocManaged, ptr, bytes, flags); });
   });
 }
 
 hipError_t hipMallocPitch(void** ptr, size_t* pitch, size_t width, size_t height) {
   return GS_GUARDED(HipApi, {
     if (ptr == nullptr || pitch == nullptr || width == 0 || height == 0)
-      return GS_HIP_REAL_CALL(hipMallocPitch, ptr, pitch, width, height);
+      return GS_HIP_CALL(hipMallocPitch, ptr, pitch, width, height);
     const uint64_t bound = PitchBound(width, height);
     hipError_t r = Charged(bound, AllocKind::kPitch, AllocSpace::kAddress, "hipMallocPitch", ptr,
-                           [&] { return GS_HIP_REAL_CALL(hipMallocPitch, ptr, pitch, width, height); });
+                           [&] { return GS_HIP_CALL(hipMallocPitch, ptr, pitch, width, height); });
     if (r == hipSuccess) SettlePitch(*ptr, bound, uint64_t{*pitch} * height);
     return r;
   });
@@ -167,10 +167,10 @@ hipError_t hipMallocPitch(void** ptr, size_t* pitch, size_t width, size_t height
 hipError_t hipMemAllocPitch(hipDeviceptr_t* ptr, size_t* pitch, size_t width, size_t height, unsigned int elem) {
   return GS_GUARDED(HipApi, {
     if (ptr == nullptr || pitch == nullptr || width == 0 || height == 0)
-      return GS_HIP_REAL_CALL(hipMemAllocPitch, ptr, pitch, width, height, elem);
+      return GS_HIP_CALL(hipMemAllocPitch, ptr, pitch, width, height, elem);
     const uint64_t bound = PitchBound(width, height);
     hipError_t r = Charged(bound, AllocKind::kPitch, AllocSpace::kAddress, "hipMemAllocPitch", ptr,
-                           [&] { return GS_HIP_REAL_CALL(hipMemAllocPitch, ptr, pitch, width, height, elem); });
+                           [&] { return GS_HIP_CALL(hipMemAllocPitch, ptr, pitch, width, height, elem); });
     if (r == hipSuccess) SettlePitch(*ptr, bound, uint64_t{*pitch} * height);
     return r;
   });
@@ -179,12 +179,12 @@ hipError_t hipMemAllocPitch(hipDeviceptr_t* ptr, size_t* pitch, size_t width, si
 hipError_t hipMalloc3D(hipPitchedPtr* pitched, hipExtent extent) {
   return GS_GUARDED(HipApi, {
     if (pitched == nullptr || extent.width == 0 || extent.height == 0 || extent.depth == 0)
-      return GS_HIP_REAL_CALL(hipMalloc3D, pitched, extent);
+      return GS_HIP_CALL(hipMalloc3D, pitched, extent);
     const uint64_t rows = uint64_t{extent.height} * extent.depth;
     const uint64_t bound = PitchBound(extent.width, rows);
     void** key = &pitched->ptr;
     hipError_t r = Charged(bound, AllocKind::kPitch, AllocSpace::kAddress, "hipMalloc3D", key,
-                           [&] { return GS_HIP_REAL_CALL(hipMalloc3D, pitched, extent); });
+                           [&] { return GS_HIP_CALL(hipMalloc3D, pitched, extent); });
     if (r == hipSuccess) SettlePitch(pitched->ptr, bound, uint64_t{pitched->pitch} * rows);
     return r;
   });
@@ -192,7 +192,7 @@ hipError_t hipMalloc3D(hipPitchedPtr* pitched, hipExtent extent) {
 
 hipError_t hipFree(void* ptr) {
   return GS_GUARDED(HipApi, {
-    hipError_t r = GS_HIP_REAL_CALL(hipFree, ptr);
+    hipError_t r = GS_HIP_CALL(hipFree, ptr);
     if (r == hipSuccess && ptr != nullptr) Uncharge(AllocSpace::kAddress, LedgerKey(ptr));
     return r;
   });
@@ -201,7 +201,7 @@ hipError_t hipFree(void* ptr) {
 // (cap - used, cap) on the current GPU, and never more free than the device has.
 hipError_t hipMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return GS_GUARDED(HipApi, {
-    hipError_t r = GS_HIP_REAL_CALL(hipMemGetInfo, free_bytes, total_bytes);
+    hipError_t r = GS_HIP_CALL(hipMemGetInfo, free_bytes, total_bytes);
     if (r != hipSuccess) return r;
     Client* client = ReadyClient();
     const int dev = client ? CurrentDevice(client) : -1;
@@ -222,7 +222,7 @@ hipError_t hipDeviceGetDefaultMemPool(hipMemPool_t* pool, int dev) {
     if (client == nullptr) return hipErrorNotInitialized;
     const int physical = client->devices().Physical(dev);
     if (physical < 0) return hipErrorInvalidDevice;
-    hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetDefaultMemPool, pool, physical);
+    hipError_t r = GS_HIP_CALL(hipDeviceGetDefaultMemPool, pool, physical);
     if (r == hipSuccess && pool != nullptr) NotePool(*pool, dev);
     return r;
   });
@@ -234,7 +234,7 @@ hipError_t hipDeviceGetMemPool(hipMemPool_t* pool, int dev) {
     if (client == nullptr) return hipErrorNotInitialized;
     const int physical = client->devices().Physical(dev);
     if (physical < 0) return hipErrorInvalidDevice;
-    hipError_t r = GS_HIP_REAL_CALL(hipDeviceGetMemPool, pool, physical);
+    hipError_t r = GS_HIP_CALL(hipDeviceGetMemPool, pool, physical);
     if (r == hipSuccess && pool != nullptr) NotePool(*pool, dev);
     return r;
   });
@@ -242,11 +242,11 @@ hipError_t hipDeviceGetMemPool(hipMemPool_t* pool, int dev) {
 
 hipError_t hipMemPoolCreate(hipMemPool_t* pool, const hipMemPoolProps* props) {
   return GS_GUARDED(HipApi, {
-    if (pool == nullptr || props == nullptr) return GS_HIP_REAL_CALL(hipMemPoolCreate, pool, props);
+    if (pool == nullptr || props == nullptr) return GS_HIP_CALL(hipMemPoolCreate, pool, props);
     hipMemPoolProps physical = *props;
     int dev;
     if (hipError_t r = PhysicalLocation(props->location, &physical.location, &dev); r != hipSuccess) return r;
-    hipError_t r = GS_HIP_REAL_CALL(hipMemPoolCreate, pool, &physical);
+    hipError_t r = GS_HIP_CALL(hipMemPoolCreate, pool, &physical);
     if (r == hipSuccess && dev >= 0) NotePool(*pool, dev);
     return r;
   });
@@ -254,32 +254,32 @@ hipError_t hipMemPoolCreate(hipMemPool_t* pool, const hipMemPoolProps* props) {
 
 hipError_t hipMallocAsync(void** ptr, size_t bytes, hipStream_t stream) {
   return GS_GUARDED(HipApi, {
-    if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMallocAsync, ptr, bytes, stream);
+    if (ptr == nullptr || bytes == 0) return GS_HIP_CALL(hipMallocAsync, ptr, bytes, stream);
     Client* client = ReadyClient();
     if (client == nullptr) return hipErrorNotInitialized;
     const int dev = StreamDevice(client, stream);
     if (dev < 0) return hipErrorInvalidDevice;
     return ChargedOn(client, dev, bytes, AllocKind::kAsync, AllocSpace::kAddress, "hipMallocAsync", ptr,
-                     [&] { return GS_HIP_REAL_CALL(hipMallocAsync, ptr, bytes, stream); });
+                     [&] { return GS_HIP_CALL(hipMallocAsync, ptr, bytes, stream); });
   });
 }
 
 hipError_t hipMallocFromPoolAsync(void** ptr, size_t bytes, hipMemPool_t pool, hipStream_t stream) {
   return GS_GUARDED(HipApi, {
-    if (ptr == nullptr || bytes == 0) return GS_HIP_REAL_CALL(hipMallocFromPoolAsync, ptr, bytes, pool, stream);
+    if (ptr == nullptr || bytes == 0) return GS_HIP_CALL(hipMallocFromPoolAsync, ptr, bytes, pool, stream);
     Client* client = ReadyClient();
     if (client == nullptr) return hipErrorNotInitialized;
     int dev = PoolDevice(pool);
     if (dev < 0) dev = StreamDevice(client, stream);
     if (dev < 0) return hipErrorInvalidDevice;
     return ChargedOn(client, dev, bytes, AllocKind::kAsync, AllocSpace::kAddress, "hipMallocFromPoolAsync", ptr,
-                     [&] { return GS_HIP_REAL_CALL(hipMallocFromPoolAsync, ptr, bytes, pool, stream); });
+                     [&] { return GS_HIP_CALL(hipMallocFromPoolAsync, ptr, bytes, pool, stream); });
   });
 }
 
 hipError_t hipFreeAsync(void* ptr, hipStream_t stream) {
   return GS_GUARDED(HipApi, {
-    hipError_t r = GS_HIP_REAL_CALL(hipFreeAsync, ptr, stream);
+    hipError_t r = GS_HIP_CALL(hipFreeAsync, ptr, stream);
     if (r == hipSuccess && ptr != nullptr) Uncharge(AllocSpace::kAddress, LedgerKey(ptr));
     return r;
   });
@@ -290,32 +290,31 @@ hipError_t hipFreeAsync(void* ptr, hipStream_t stream) {
 hipError_t hipMemGetAllocationGranularity(size_t* granularity, const hipMemAllocationProp* prop,
                                           hipMemAllocationGranularity_flags option) {
   return GS_GUARDED(HipApi, {
-    if (prop == nullptr) return GS_HIP_REAL_CALL(hipMemGetAllocationGranularity, granularity, prop, option);
+    if (prop == nullptr) return GS_HIP_CALL(hipMemGetAllocationGranularity, granularity, prop, option);
     hipMemAllocationProp physical = *prop;
     int dev;
     if (hipError_t r = PhysicalLocation(prop->location, &physical.location, &dev); r != hipSuccess) return r;
-    return GS_HIP_REAL_CALL(hipMemGetAllocationGranularity, granularity, &physical, option);
+    return GS_HIP_CALL(hipMemGetAllocationGranularity, granularity, &physical, option);
   });
 }
 
 hipError_t hipMemCreate(hipMemGenericAllocationHandle_t* handle, size_t size, const hipMemAllocationProp* prop,
                         unsigned long long flags) {
   return GS_GUARDED(HipApi, {
-    if (handle == nullptr || prop == nullptr || size == 0)
-      return GS_HIP_REAL_CALL(hipMemCreate, handle, size, prop, flags);
+    if (handle == nullptr || prop == nullptr || size == 0) return GS_HIP_CALL(hipMemCreate, handle, size, prop, flags);
     hipMemAllocationProp physical = *prop;
     int dev;
     if (hipError_t r = PhysicalLocation(prop->location, &physical.location, &dev); r != hipSuccess) return r;
     Client* client = ReadyClient();
-    if (dev < 0 || client == nullptr) return GS_HIP_REAL_CALL(hipMemCreate, handle, size, &physical, flags);
+    if (dev < 0 || client == nullptr) return GS_HIP_CALL(hipMemCreate, handle, size, &physical, flags);
     return ChargedOn(client, dev, size, AllocKind::kVmm, AllocSpace::kHandle, "hipMemCreate", handle,
-                     [&] { return GS_HIP_REAL_CALL(hipMemCreate, handle, size, &physical, flags); });
+                     [&] { return GS_HIP_CALL(hipMemCreate, handle, size, &physical, flags); });
   });
 }
 
 hipError_t hipMemRelease(hipMemGenericAllocationHandle_t handle) {
   return GS_GUARDED(HipApi, {
-    hipError_t r = GS_HIP_REAL_CALL(hipMemRelease, handle);
+    hipError_t r = GS_HIP_CALL(hipMemRelease, handle);
     if (r == hipSuccess) Uncharge(AllocSpace::kHandle, LedgerKey(handle));
     return r;
   });
@@ -323,39 +322,39 @@ hipError_t hipMemRelease(hipMemGenericAllocationHandle_t handle) {
 
 hipError_t hipMemSetAccess(void* ptr, size_t size, const hipMemAccessDesc* desc, size_t count) {
   return GS_GUARDED(HipApi, {
-    if (desc == nullptr || count == 0 || count > 64) return GS_HIP_REAL_CALL(hipMemSetAccess, ptr, size, desc, count);
+    if (desc == nullptr || count == 0 || count > 64) return GS_HIP_CALL(hipMemSetAccess, ptr, size, desc, count);
     hipMemAccessDesc physical[64];
     if (hipError_t r = PhysicalAccess(desc, count, physical); r != hipSuccess) return r;
-    return GS_HIP_REAL_CALL(hipMemSetAccess, ptr, size, physical, count);
+    return GS_HIP_CALL(hipMemSetAccess, ptr, size, physical, count);
   });
 }
 
 hipError_t hipMemGetAccess(unsigned long long* flags, const hipMemLocation* location, void* ptr) {
   return GS_GUARDED(HipApi, {
-    if (location == nullptr) return GS_HIP_REAL_CALL(hipMemGetAccess, flags, location, ptr);
+    if (location == nullptr) return GS_HIP_CALL(hipMemGetAccess, flags, location, ptr);
     hipMemLocation physical;
     int dev;
     if (hipError_t r = PhysicalLocation(*location, &physical, &dev); r != hipSuccess) return r;
-    return GS_HIP_REAL_CALL(hipMemGetAccess, flags, &physical, ptr);
+    return GS_HIP_CALL(hipMemGetAccess, flags, &physical, ptr);
   });
 }
 
 hipError_t hipMemPoolSetAccess(hipMemPool_t pool, const hipMemAccessDesc* desc, size_t count) {
   return GS_GUARDED(HipApi, {
-    if (desc == nullptr || count == 0 || count > 64) return GS_HIP_REAL_CALL(hipMemPoolSetAccess, pool, desc, count);
+    if (desc == nullptr || count == 0 || count > 64) return GS_HIP_CALL(hipMemPoolSetAccess, pool, desc, count);
     hipMemAccessDesc physical[64];
     if (hipError_t r = PhysicalAccess(desc, count, physical); r != hipSuccess) return r;
-    return GS_HIP_REAL_CALL(hipMemPoolSetAccess, pool, physical, count);
+    return GS_HIP_CALL(hipMemPoolSetAccess, pool, physical, count);
   });
 }
 
 hipError_t hipMemPoolGetAccess(hipMemAccessFlags* flags, hipMemPool_t pool, hipMemLocation* location) {
   return GS_GUARDED(HipApi, {
-    if (location == nullptr) return GS_HIP_REAL_CALL(hipMemPoolGetAccess, flags, pool, location);
+    if (location == nullptr) return GS_HIP_CALL(hipMemPoolGetAccess, flags, pool, location);
     hipMemLocation physical;
     int dev;
     if (hipError_t r = PhysicalLocation(*location, &physical, &dev); r != hipSuccess) return r;
-    return GS_HIP_REAL_CALL(hipMemPoolGetAccess, flags, pool, &physical);
+    return GS_HIP_CALL(hipMemPoolGetAccess, flags, pool, &physical);
   });
 }
 
@@ -364,43 +363,42 @@ hipError_t hipMemPoolGetAccess(hipMemAccessFlags* flags, hipMemPool_t pool, hipM
 hipError_t hipMallocArray(hipArray** array, const hipChannelFormatDesc* desc, size_t width, size_t height,
                           unsigned int flags) {
   return GS_GUARDED(HipApi, {
-    if (array == nullptr || desc == nullptr) return GS_HIP_REAL_CALL(hipMallocArray, array, desc, width, height, flags);
+    if (array == nullptr || desc == nullptr) return GS_HIP_CALL(hipMallocArray, array, desc, width, height, flags);
     return Charged(Extent(width, height, 1) * ChannelBytes(*desc), AllocKind::kArray, AllocSpace::kArray,
                    "hipMallocArray", array,
-                   [&] { return GS_HIP_REAL_CALL(hipMallocArray, array, desc, width, height, flags); });
+                   [&] { return GS_HIP_CALL(hipMallocArray, array, desc, width, height, flags); });
   });
 }
 
 hipError_t hipMalloc3DArray(hipArray** array, const hipChannelFormatDesc* desc, hipExtent extent, unsigned int flags) {
   return GS_GUARDED(HipApi, {
-    if (array == nullptr || desc == nullptr) return GS_HIP_REAL_CALL(hipMalloc3DArray, array, desc, extent, flags);
+    if (array == nullptr || desc == nullptr) return GS_HIP_CALL(hipMalloc3DArray, array, desc, extent, flags);
     return Charged(Extent(extent.width, extent.height, extent.depth) * ChannelBytes(*desc), AllocKind::kArray,
                    AllocSpace::kArray, "hipMalloc3DArray", array,
-                   [&] { return GS_HIP_REAL_CALL(hipMalloc3DArray, array, desc, extent, flags); });
+                   [&] { return GS_HIP_CALL(hipMalloc3DArray, array, desc, extent, flags); });
   });
 }
 
 hipError_t hipArrayCreate(hipArray** array, const HIP_ARRAY_DESCRIPTOR* d) {
   return GS_GUARDED(HipApi, {
-    if (array == nullptr || d == nullptr) return GS_HIP_REAL_CALL(hipArrayCreate, array, d);
+    if (array == nullptr || d == nullptr) return GS_HIP_CALL(hipArrayCreate, array, d);
     return Charged(Extent(d->Width, d->Height, 1) * ElementBytes(d->Format, d->NumChannels), AllocKind::kArray,
-                   AllocSpace::kArray, "hipArrayCreate", array,
-                   [&] { return GS_HIP_REAL_CALL(hipArrayCreate, array, d); });
+                   AllocSpace::kArray, "hipArrayCreate", array, [&] { return GS_HIP_CALL(hipArrayCreate, array, d); });
   });
 }
 
 hipError_t hipArray3DCreate(hipArray** array, const HIP_ARRAY3D_DESCRIPTOR* d) {
   return GS_GUARDED(HipApi, {
-    if (array == nullptr || d == nullptr) return GS_HIP_REAL_CALL(hipArray3DCreate, array, d);
+    if (array == nullptr || d == nullptr) return GS_HIP_CALL(hipArray3DCreate, array, d);
     return Charged(Extent(d->Width, d->Height, d->Depth) * ElementBytes(d->Format, d->NumChannels), AllocKind::kArray,
                    AllocSpace::kArray, "hipArray3DCreate", array,
-                   [&] { return GS_HIP_REAL_CALL(hipArray3DCreate, array, d); });
+                   [&] { return GS_HIP_CALL(hipArray3DCreate, array, d); });
   });
 }
 
 hipError_t hipFreeArray(hipArray* array) {
   return GS_GUARDED(HipApi, {
-    hipError_t r = GS_HIP_REAL_CALL(hipFreeArray, array);
+    hipError_t r = GS_HIP_CALL(hipFreeArray, array);
     if (r == hipSuccess && array != nullptr) Uncharge(AllocSpace::kArray, LedgerKey(array));
     return r;
   });
@@ -408,7 +406,7 @@ hipError_t hipFreeArray(hipArray* array) {
 
 hipError_t hipArrayDestroy(hipArray* array) {
   return GS_GUARDED(HipApi, {
-    hipError_t r = GS_HIP_REAL_CALL(hipArrayDestroy, array);
+    hipError_t r = GS_HIP_CALL(hipArrayDestroy, array);
     if (r == hipSuccess && array != nullptr) Uncharge(AllocSpace::kArray, LedgerKey(array));
     return r;
   });

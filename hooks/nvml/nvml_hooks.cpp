@@ -5,15 +5,14 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
-#include <cstring>
+#include <iterator>
 #include <mutex>
 
 #include "client.h"
-#include "common/guard.h"
+#include "common/family.h"
 #include "log.h"
-#include "nvml_api.h"
 #include "nvml/nvml_hooks.h"
-#include "common/real_dlsym.h"
+#include "nvml_api.h"
 
 namespace gpushare::nvml {
 namespace real {
@@ -26,58 +25,49 @@ namespace real {
 
 namespace {
 
-// What an NVML hook answers when the shim itself fails (guard.h): NVML's "insufficient
-// memory" and its catch-all.
+// The NVML family as common/family.h sees it.
 struct NvmlApi {
   using Result = nvmlReturn_t;
+  // What a hook answers when the shim itself fails (guard.h): NVML's "insufficient
+  // memory" and its catch-all.
   static constexpr Result kOutOfMemory = NVML_ERROR_MEMORY;
   static constexpr Result kInternal = NVML_ERROR_UNKNOWN;
-};
+  static Result NoReal(const char*) { return NVML_ERROR_FUNCTION_NOT_FOUND; }
+  static const hooks::HookEntry kEntries[];
+  static const size_t kEntryCount;
 
-struct HookEntry {
-  const char* symbol;
-  void* hook;
-  void** real;
+  static void* OpenRealLibrary() {
+    void* handle = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_GLOBAL);
+    if (handle == nullptr) Log(LogLevel::kError, "cannot load the real NVML libnvidia-ml.so.1 (%s)", dlerror());
+    return handle;
+  }
+  static bool InitDevices(Client& client);  // the device map from NVML's count, if CUDA has not made it
 };
+using Nvml = hooks::Family<NvmlApi>;
 
-const HookEntry kHooks[] = {
+const hooks::HookEntry NvmlApi::kEntries[] = {
 #define GS_NVML_HOOK(symbol) {#symbol, reinterpret_cast<void*>(&::symbol), reinterpret_cast<void**>(&real::symbol)},
 #define GS_NVML_REAL(symbol) {#symbol, nullptr, reinterpret_cast<void**>(&real::symbol)},
 #include "nvml/nvml_hooks.def"
 #undef GS_NVML_HOOK
 #undef GS_NVML_REAL
 };
+const size_t NvmlApi::kEntryCount = std::size(kEntries);
 
-bool LoadRealNvml(DlsymFn real_dlsym) {
-  static std::once_flag once;
-  static bool loaded = false;
-  std::call_once(once, [&] {
-    void* handle = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_GLOBAL);
-    if (handle == nullptr) {
-      Log(LogLevel::kError, "cannot load the real NVML libnvidia-ml.so.1 (%s)", dlerror());
-      return;
-    }
-    for (const HookEntry& e : kHooks) *e.real = real_dlsym(handle, e.symbol);
-    loaded = true;
-  });
-  return loaded;
-}
+#define GS_NVML_CALL(symbol, ...) GS_FAMILY_CALL(NvmlApi, real, symbol, __VA_ARGS__)
 
-#define GS_NVML_REAL(symbol, ...) (real::symbol ? real::symbol(__VA_ARGS__) : NVML_ERROR_FUNCTION_NOT_FOUND)
-
-// The client with its device map, built from NVML's count if CUDA has not done it.
-Client* ReadyClient() {
-  Client& client = Client::Get();
-  if (client.devices_ready()) return &client;
+bool NvmlApi::InitDevices(Client& client) {
   unsigned count = 0;
-  if (GS_NVML_REAL(nvmlDeviceGetCount_v2, &count) != NVML_SUCCESS) return nullptr;
+  if (GS_NVML_CALL(nvmlDeviceGetCount_v2, &count) != NVML_SUCCESS) return false;
   client.InitDevices(static_cast<int>(count));
-  return &client;
+  return true;
 }
+
+Client* ReadyClient() { return Nvml::ReadyClient(); }
 
 template <typename F>
 nvmlReturn_t Init(F real_init) {
-  if (!LoadRealNvml(RealDlsym())) return NVML_ERROR_LIBRARY_NOT_FOUND;
+  if (!Nvml::Load()) return NVML_ERROR_LIBRARY_NOT_FOUND;
   nvmlReturn_t r = real_init();
   if (r == NVML_SUCCESS) ReadyClient();
   return r;
@@ -86,7 +76,7 @@ nvmlReturn_t Init(F real_init) {
 // Virtual index of a device handle, or -1 when this client does not see it.
 int VirtualOf(Client* client, nvmlDevice_t device) {
   unsigned physical = 0;
-  if (GS_NVML_REAL(nvmlDeviceGetIndex, device, &physical) != NVML_SUCCESS) return -1;
+  if (GS_NVML_CALL(nvmlDeviceGetIndex, device, &physical) != NVML_SUCCESS) return -1;
   return client->devices().Virtual(static_cast<int>(physical));
 }
 
@@ -95,7 +85,7 @@ nvmlReturn_t HandleByIndex(unsigned index, nvmlDevice_t* device) {
   if (client == nullptr) return NVML_ERROR_UNINITIALIZED;
   const int physical = client->devices().Physical(static_cast<int>(index));
   if (physical < 0 || device == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
-  return GS_NVML_REAL(nvmlDeviceGetHandleByIndex_v2, static_cast<unsigned>(physical), device);
+  return GS_NVML_CALL(nvmlDeviceGetHandleByIndex_v2, static_cast<unsigned>(physical), device);
 }
 
 // A handle found by UUID or PCI id is refused if it is not one of the client's GPUs.
@@ -122,22 +112,16 @@ void CapView(nvmlDevice_t device, unsigned long long* total, unsigned long long*
 
 }  // namespace
 
-void* HookForSymbol(const char* symbol) {
-  for (const HookEntry& e : kHooks)
-    if (e.hook != nullptr && std::strcmp(e.symbol, symbol) == 0) return e.hook;
-  return nullptr;
-}
-
 std::optional<uint64_t> ProcessMemory(const char* pci_bus_id) {
   static std::once_flag once;
   static bool ready = false;
-  std::call_once(once, [] { ready = LoadRealNvml(RealDlsym()) && GS_NVML_REAL(nvmlInit_v2) == NVML_SUCCESS; });
+  std::call_once(once, [] { ready = Nvml::Load() && GS_NVML_CALL(nvmlInit_v2) == NVML_SUCCESS; });
   nvmlDevice_t device;
-  if (!ready || GS_NVML_REAL(nvmlDeviceGetHandleByPciBusId_v2, pci_bus_id, &device) != NVML_SUCCESS)
+  if (!ready || GS_NVML_CALL(nvmlDeviceGetHandleByPciBusId_v2, pci_bus_id, &device) != NVML_SUCCESS)
     return std::nullopt;
   nvmlProcessInfo_t infos[256];
   unsigned count = 256;
-  if (GS_NVML_REAL(nvmlDeviceGetComputeRunningProcesses_v3, device, &count, infos) != NVML_SUCCESS) return std::nullopt;
+  if (GS_NVML_CALL(nvmlDeviceGetComputeRunningProcesses_v3, device, &count, infos) != NVML_SUCCESS) return std::nullopt;
   for (unsigned i = 0; i < count; ++i)
     if (infos[i].pid == static_cast<unsigned>(getpid())) return infos[i].usedGpuMemory;
   return std::nullopt;
@@ -145,19 +129,22 @@ std::optional<uint64_t> ProcessMemory(const char* pci_bus_id) {
 
 }  // namespace gpushare::nvml
 
+// dlsym answers every name starting with "nvml" that the family hooks.
+GS_DLSYM_ROUTE(nvml, {{"nvml", nullptr}, &gpushare::nvml::Nvml::HookFor});
+
 using namespace gpushare;
 using namespace gpushare::nvml;
 
 extern "C" {
 
 nvmlReturn_t nvmlInit_v2() {
-  return GS_GUARDED(NvmlApi, { return Init([] { return GS_NVML_REAL(nvmlInit_v2); }); });
+  return GS_GUARDED(NvmlApi, { return Init([] { return GS_NVML_CALL(nvmlInit_v2); }); });
 }
 nvmlReturn_t nvmlInit() {
-  return GS_GUARDED(NvmlApi, { return Init([] { return GS_NVML_REAL(nvmlInit); }); });
+  return GS_GUARDED(NvmlApi, { return Init([] { return GS_NVML_CALL(nvmlInit); }); });
 }
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
-  return GS_GUARDED(NvmlApi, { return Init([flags] { return GS_NVML_REAL(nvmlInitWithFlags, flags); }); });
+  return GS_GUARDED(NvmlApi, { return Init([flags] { return GS_NVML_CALL(nvmlInitWithFlags, flags); }); });
 }
 
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int* count) {
@@ -183,12 +170,12 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t* device
 }
 
 nvmlReturn_t nvmlDeviceGetHandleByUUID(const char* uuid, nvmlDevice_t* device) {
-  return GS_GUARDED(NvmlApi, { return OnlyVisible(GS_NVML_REAL(nvmlDeviceGetHandleByUUID, uuid, device), device); });
+  return GS_GUARDED(NvmlApi, { return OnlyVisible(GS_NVML_CALL(nvmlDeviceGetHandleByUUID, uuid, device), device); });
 }
 
 nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char* bus_id, nvmlDevice_t* device) {
   return GS_GUARDED(NvmlApi,
-                    { return OnlyVisible(GS_NVML_REAL(nvmlDeviceGetHandleByPciBusId_v2, bus_id, device), device); });
+                    { return OnlyVisible(GS_NVML_CALL(nvmlDeviceGetHandleByPciBusId_v2, bus_id, device), device); });
 }
 
 nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int* index) {
@@ -205,7 +192,7 @@ nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int* index) {
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t* memory) {
   return GS_GUARDED(NvmlApi, {
-    nvmlReturn_t r = GS_NVML_REAL(nvmlDeviceGetMemoryInfo, device, memory);
+    nvmlReturn_t r = GS_NVML_CALL(nvmlDeviceGetMemoryInfo, device, memory);
     if (r == NVML_SUCCESS) CapView(device, &memory->total, &memory->free, &memory->used);
     return r;
   });
@@ -213,7 +200,7 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t* memory) 
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t* memory) {
   return GS_GUARDED(NvmlApi, {
-    nvmlReturn_t r = GS_NVML_REAL(nvmlDeviceGetMemoryInfo_v2, device, memory);
+    nvmlReturn_t r = GS_NVML_CALL(nvmlDeviceGetMemoryInfo_v2, device, memory);
     if (r == NVML_SUCCESS) CapView(device, &memory->total, &memory->free, &memory->used);
     return r;
   });
