@@ -6,6 +6,7 @@
 #ifndef SAMPLES_NO_CUDA  // the HIP samples take only the API-neutral helpers
 #include <cuda.h>
 #endif
+#include <dlfcn.h>
 
 #include <chrono>
 #include <cmath>
@@ -154,13 +155,11 @@ inline void CloseDevice(const Device& d) {
   CHECK(cuDevicePrimaryCtxRelease(d.dev));
 }
 
-// simgpu (tests/simgpu) names its devices "simgpu ...": kernels there take time but
-// compute nothing, so samples check data movement instead of kernel results.
-inline bool OnSimulator(CUdevice dev) {
-  char name[256] = {};
-  CHECK(cuDeviceGetName(name, static_cast<int>(sizeof name), dev));
-  return std::string(name).starts_with("simgpu");
-}
+// On simgpu (tests/simgpu) kernels take modeled time but compute nothing, so samples
+// check data movement instead of kernel results. The simulated driver says so by
+// exporting simgpuCudaDriver, which no real driver has; a device's name proves nothing
+// (a simulated GPU may be named anything, a real one "simgpu").
+inline bool OnSimulator() { return dlsym(RTLD_DEFAULT, "simgpuCudaDriver") != nullptr; }
 
 // Loads a PTX module; if the JIT refuses it, loads it again to print the JIT's log.
 inline CUmodule LoadPtx(const char* ptx) {

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   const size_t bytes = size_t{n} * sizeof(float);
 
   samples::Device d = samples::OpenDevice(args.Int("--device", 0));
-  const bool sim = samples::OnSimulator(d.dev);
+  const bool sim = samples::OnSimulator();
 
   std::vector<float> a(n), b(n), c(n);
   for (size_t i = 0; i < n; ++i) {  // exactly representable, so a + b is exact too

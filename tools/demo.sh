@@ -4,9 +4,12 @@
 #   1. the sharing demo: a broker and two tenants' clients for a few seconds, shown by
 #      gpushare-smi (placement, classes, caps, measured shares), then the shares the
 #      clients achieved, counted by the clients themselves;
-#   1b. a 2-rank NCCL job placed by the broker on distinct GPUs, and why;
+#   1b. a 2-rank NCCL job placed by the broker on distinct GPUs, and why (on a one-GPU
+#      node: the broker's answer, that the job needs two GPUs);
 #   2. the node and the shim alone (what the broker builds on): capacity shared by
 #      processes, GPU time sliced between them, a client capped by libgpushare.so.
+# It adapts to the node it finds (one GPU, two or more, or simgpu with any
+# SIMGPU_CONFIG) and exits 0 on each; a step that cannot run there says why.
 set -euo pipefail
 BUILD=${1:-build}
 S="$BUILD/samples"
@@ -23,7 +26,7 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "demo: running on the real GPUs of this machine"
   PROBE_LIMIT=(--limit 4GiB)
 else
-  echo "demo: no GPU found; running on the simulated node (two 16 GiB GPUs, build/simgpu)"
+  echo "demo: no GPU found; running on the simulated node (build/simgpu; ${SIMGPU_CONFIG:-two 16 GiB GPUs})"
   export LD_LIBRARY_PATH="$BUILD/simgpu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export SIMGPU_NODE="gpushare-demo-$$"
   PROBE_LIMIT=()
@@ -56,17 +59,25 @@ sed 's/^/   /' "$tmp/broker.toml"
 export GPUSHARE_SOCKET="$tmp/broker.sock"
 "$B/gpushare-broker" --config "$tmp/broker.toml" --socket "$GPUSHARE_SOCKET" 2> "$tmp/broker.log" & broker=$!
 for _ in $(seq 100); do [ -S "$GPUSHARE_SOCKET" ] && break; sleep 0.05; done
+# How many GPUs the broker found: everything below places by it.
+gpus=$("$B/gpushare-smi" --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["gpus"]))')
+[ "$gpus" -ge 1 ] || { echo "demo: the broker found no GPU" >&2; exit 1; }
+# The memory-bound client and step 2e use a second GPU where there is one.
+other=$((gpus >= 2 ? 1 : 0))
+echo "   the broker found $gpus GPU(s)"
 # team-a: a compute-bound job and a process holding memory, both on GPU 0.
 "$B/gpushare-run" --tenant team-a -- "$S/compute_loop" --seconds 5 > "$tmp/a-compute" 2>&1 & p1=$!
 "$B/gpushare-run" --tenant team-a -- "$S/alloc_probe" --limit 4GiB --hold 4 > "$tmp/a-probe" 2>&1 & p2=$!
 # team-b: a compute-bound job on GPU 0 (sharing it with team-a), and a memory-bound
-# one alone on GPU 1; it asks for an 8 GiB cap and gets its tenant's bound.
+# one alone on GPU 1 (on a one-GPU node, beside the others on GPU 0: WFQ still splits
+# the two compute loops 2:1); it asks for an 8 GiB cap and gets its tenant's bound.
 "$B/gpushare-run" --tenant team-b --devices 0 -- "$S/compute_loop" --seconds 5 > "$tmp/b-compute" 2>&1 & p3=$!
-"$B/gpushare-run" --tenant team-b --devices 1 --memory 8GiB -- "$S/memory_loop" --seconds 5 > "$tmp/b-memory" 2>&1 &
+"$B/gpushare-run" --tenant team-b --devices "$other" --memory 8GiB -- "$S/memory_loop" --seconds 5 > "$tmp/b-memory" 2>&1 &
 p4=$!
 sleep 3.5
 "$B/gpushare-smi" | sed 's/^/   /'
-wait $p1 $p2 $p3 $p4 || true
+status=0
+wait $p1 $p2 $p3 $p4 || status=$?
 echo
 echo "   what the clients achieved (counted by themselves):"
 for f in a-compute b-compute b-memory; do echo "   $f: $(tail -n 1 "$tmp/$f")"; done
@@ -76,19 +87,30 @@ import sys
 a, b = map(float, sys.argv[1:])
 print(f"   GPU 0 time: team-a {a / (a + b):.1%}, team-b {b / (a + b):.1%} (weights 2:1, both compute-bound: 66.7/33.3)")
 PY
+[ "$status" = 0 ] || { echo "demo: a client of step 1 failed (exit $status)" >&2; exit 1; }
 
 if [ -x "$S/nccl_allreduce" ]; then
   echo; echo "== 1b. a 2-rank NCCL job, started as torchrun starts one: the broker plans distinct GPUs"
+  # On one GPU the broker refuses both ranks at start with its reason (NCCL refuses two
+  # ranks on one GPU): shown below, and the job is not run.
   for r in 0 1; do
     GPUSHARE_JOB=demo-job LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 "$B/gpushare-run" --tenant team-b -- \
       "$S/nccl_allreduce" --rank $r --nranks 2 --id-file "$tmp/nccl.id" --count 65536 --rounds 2000 \
       > "$tmp/rank$r" 2>&1 &
     eval "rank${r}_pid=\$!"
   done
-  sleep 1
-  "$B/gpushare-smi" --explain "$rank1_pid" | sed 's/^/   /' || true
-  wait "$rank0_pid" "$rank1_pid" || true
+  if [ "$gpus" -ge 2 ]; then
+    sleep 1
+    "$B/gpushare-smi" --explain "$rank1_pid" | sed 's/^/   /' || true
+  fi
+  ranks_ok=0
+  wait "$rank0_pid" && wait "$rank1_pid" && ranks_ok=1
   grep -h "nccl_allreduce: rank\|refused\|communicator" "$tmp/rank0" "$tmp/rank1" | sed 's/^/   /'
+  if [ "$gpus" -lt 2 ]; then
+    echo "   the 2-rank job needs two GPUs; this node has $gpus: the broker refused it at start, as shown"
+  elif [ "$ranks_ok" != 1 ]; then
+    echo "demo: the 2-rank NCCL job failed on a node with $gpus GPUs" >&2; exit 1
+  fi
 fi
 
 kill "$broker"; wait "$broker" 2>/dev/null || true
@@ -116,13 +138,13 @@ alone, a, b = map(float, sys.argv[1:])
 print(f"   shares of GPU 0: {a / alone:.0%} and {b / alone:.0%} of what one process gets alone")
 PY
 
-echo; echo "== 2e. a memory-bound process on GPU 1 at the same time as a compute-bound one on GPU 0"
+echo; echo "== 2e. a memory-bound process on GPU $other at the same time as a compute-bound one on GPU 0"
 "$S/compute_loop" --device 0 --seconds 2 > "$tmp/c" & pc=$!
-"$S/memory_loop" --device 1 --seconds 2 > "$tmp/m" & pm=$!
+"$S/memory_loop" --device "$other" --seconds 2 > "$tmp/m" & pm=$!
 wait $pc $pm
 cat "$tmp/c" "$tmp/m"
-echo; echo "== 2f. the same probe under libgpushare.so: a 4 GiB cap on virtual GPU 0, which is physical GPU 1"
-LD_PRELOAD="$BUILD/lib/libgpushare.so" GPUSHARE_MEMORY_LIMIT=4GiB GPUSHARE_VISIBLE_DEVICES=1 \
+echo; echo "== 2f. the same probe under libgpushare.so: a 4 GiB cap on virtual GPU 0, which is physical GPU $other"
+LD_PRELOAD="$BUILD/lib/libgpushare.so" GPUSHARE_MEMORY_LIMIT=4GiB GPUSHARE_VISIBLE_DEVICES="$other" \
   "$S/alloc_probe" --device 0 "${PROBE_LIMIT[@]}" 2> "$tmp/shim.log"
 echo "   the shim's log, first of $(wc -l < "$tmp/shim.log") refusals:"
 head -n 1 "$tmp/shim.log" | sed 's/^/   /'

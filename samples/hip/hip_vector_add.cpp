@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   const size_t bytes = size_t{n} * sizeof(float);
 
   samples::HipDevice d = samples::OpenHipDevice(args.Int("--device", 0));
-  const bool sim = samples::OnHipSimulator(d);
+  const bool sim = samples::OnHipSimulator();
 
   std::vector<float> a(n), b(n), c(n);
   for (size_t i = 0; i < n; ++i) {  // exactly representable, so a + b is exact too

@@ -2,39 +2,52 @@
 # The real-GPU suite: on a machine with an NVIDIA GPU, runs every check of
 # tests/gpu/README.md with and without libgpushare.so, prints a pass/fail table and
 # writes OUTDIR/results.json and OUTDIR/logs/. Without a GPU it says so and exits 0.
-#   tests/gpu/run.sh [OUTDIR]          (GPUSHARE_BUILD=DIR: a carried build, default ./build)
+# --simulated runs the same script end to end on simgpu (CI's dry run): every row that
+# needs only our samples, broker and tools takes the path it takes on a GPU; rows that
+# need a framework or NVIDIA's own tools report SKIP with the reason.
+#   tests/gpu/run.sh [--simulated] [OUTDIR]   (GPUSHARE_BUILD=DIR: a carried build, default ./build)
+# The whole suite has a budget (GPUSHARE_SUITE_BUDGET_S, default 360 s): each check runs
+# under a timeout cut to what is left, so a hang is that check's failure, and a check
+# the budget cannot reach any more fails as "not run".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+MODE=gpu
+if [ "${1:-}" = --simulated ]; then MODE=sim; shift; fi
 OUT=$(mkdir -p "${1:-$ROOT/gpu-results}" && cd "${1:-$ROOT/gpu-results}" && pwd)
-BUILD=${GPUSHARE_BUILD:-$ROOT/build}
+BUILD=$(cd "${GPUSHARE_BUILD:-$ROOT/build}" 2>/dev/null && pwd || echo "${GPUSHARE_BUILD:-$ROOT/build}")
+BUDGET_S=${GPUSHARE_SUITE_BUDGET_S:-360}
 LOGS="$OUT/logs"
-mkdir -p "$LOGS"
+rm -rf "$LOGS" && mkdir -p "$LOGS"
 : > "$OUT/results.tsv"
 GIB=$((1 << 30))
 CAP=$((4 * GIB))
+HERE="$ROOT/tests/gpu"
 
 summary() {  # results.tsv + environment -> results.json, and the table
-  python3 - "$OUT" "$@" <<'PY'
+  python3 - "$OUT" "$MODE" "$SECONDS" "$@" <<'PY'
 import json, os, subprocess, sys, datetime
-out = sys.argv[1]
+out, mode, wall_s = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def cmd(*a):
     try:
         return subprocess.run(a, capture_output=True, text=True, timeout=60).stdout.strip()
     except Exception:
         return ""
-env = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-       "gpu": cmd("nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"),
-       "nvcc": cmd("nvcc", "--version").splitlines()[-1:] }
-for mod in ("torch", "cupy", "jax"):
-    env[mod] = cmd("python3", "-c", f"import {mod}; print({mod}.__version__)") or "not installed"
+env = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "mode": mode, "wall_s": wall_s}
+if mode == "gpu":
+    env["gpu"] = cmd("nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader")
+    env["nvcc"] = cmd("nvcc", "--version").splitlines()[-1:]
+    for mod in ("torch", "cupy", "jax"):
+        env[mod] = cmd("python3", "-c", f"import {mod}; print({mod}.__version__)") or "not installed"
+else:
+    env["gpu"] = "simgpu: " + (os.environ.get("SIMGPU_CONFIG") or "two 16 GiB GPUs (default)")
 results = []
 for line in open(os.path.join(out, "results.tsv")):
     name, status, detail = line.rstrip("\n").split("\t", 2)
     results.append({"check": name, "status": status, "detail": detail})
 doc = {"environment": env, "results": results}
-if len(sys.argv) > 2:
+if len(sys.argv) > 4:
     doc["skipped"] = True
-    doc["reason"] = sys.argv[2]
+    doc["reason"] = sys.argv[4]
 json.dump(doc, open(os.path.join(out, "results.json"), "w"), indent=2)
 if results:
     width = max(len(r["check"]) for r in results)
@@ -42,48 +55,96 @@ if results:
     for r in results:
         print(f"{r['check']:<{width}}  {r['status']:<6}  {r['detail']}")
     counts = {s: sum(r["status"] == s for r in results) for s in ("PASS", "FAIL", "SKIP")}
-    print(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
+    print(f"suite ({mode}, {wall_s} s): {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
 PY
 }
 
-if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L > /dev/null 2>&1; then
-  reason="no NVIDIA GPU here (nvidia-smi missing or lists no GPU)"
-  echo "tests/gpu: SKIP: $reason"
-  summary "$reason"
-  exit 0
-fi
-
-if [ ! -f "$BUILD/lib/libgpushare.so" ]; then
-  echo "tests/gpu: building gpushare in $BUILD"
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGPUSHARE_BUILD_TESTS=OFF > "$LOGS/build.log" 2>&1 &&
-    cmake --build "$BUILD" -j > "$LOGS/build.log" 2>&1 || { echo "build failed: $LOGS/build.log"; exit 1; }
+if [ $MODE = gpu ]; then
+  if ! command -v nvidia-smi > /dev/null 2>&1 || ! nvidia-smi -L > /dev/null 2>&1; then
+    reason="no NVIDIA GPU here (nvidia-smi missing or lists no GPU)"
+    echo "tests/gpu: SKIP: $reason"
+    summary "$reason"
+    exit 0
+  fi
+  if [ ! -f "$BUILD/lib/libgpushare.so" ]; then
+    echo "tests/gpu: building gpushare in $BUILD"
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGPUSHARE_BUILD_TESTS=OFF > "$LOGS/build.log" 2>&1 &&
+      cmake --build "$BUILD" -j > "$LOGS/build.log" 2>&1 || { echo "build failed: $LOGS/build.log"; exit 1; }
+  fi
+  NGPUS=$(nvidia-smi -L | grep -c '^GPU ')
+  # NCCL: the toolkit's, else the one a Python package ships (nvidia-nccl-cu*).
+  if ! ldconfig -p 2> /dev/null | grep -q 'libnccl\.so\.2 '; then
+    nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2> /dev/null)
+    [ -n "$nccl_lib" ] && [ -d "$nccl_lib" ] && export LD_LIBRARY_PATH="$nccl_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+  LOOP_S=4
+else
+  [ -f "$BUILD/simgpu/libcuda.so.1" ] || { echo "tests/gpu: --simulated needs a build with simgpu in $BUILD/simgpu"; exit 1; }
+  export LD_LIBRARY_PATH="$BUILD/simgpu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export SIMGPU_NODE="gpushare-suite-$$"
+  trap 'rm -f "/dev/shm/$SIMGPU_NODE"' EXIT
+  NGPUS=$(python3 -c 'import json, os, sys; p = os.environ.get("SIMGPU_CONFIG"); print(len(json.load(open(p))["gpus"]) if p else 2)')
+  LOOP_S=3
 fi
 SHIM="$BUILD/lib/libgpushare.so"
 S="$BUILD/samples"
+B="$BUILD/bin"
+SHIMMED=(env LD_PRELOAD="$SHIM")
 # Libraries carried next to a build made elsewhere (e.g. libunwind.so.8).
 [ -d "$BUILD/deps" ] && export LD_LIBRARY_PATH="$BUILD/deps${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+echo "tests/gpu: $MODE mode, $NGPUS GPU(s), budget ${BUDGET_S} s, logs in $LOGS"
 
-record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$OUT/results.tsv"; }
-# run NAME TIMEOUT_S CMD...: runs with output in logs/NAME.log; sets $LOG and $RC.
+record() {
+  printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$OUT/results.tsv"
+  printf '  [%3d s] %-4s %s: %s\n' "$SECONDS" "$2" "$1" "$3"
+}
+# The time a check may take: its own limit, cut to what is left of the suite's budget.
+limit() { local left=$((BUDGET_S - SECONDS)); echo $(($1 < left ? $1 : left)); }
+# run NAME TIMEOUT_S CMD...: runs CMD (a program, not a shell function) with its output
+# in logs/NAME.log under a timeout; sets $LOG, $RC and $WHY (what went wrong, for a FAIL).
 run() {
-  local name=$1 t=$2
+  local name=$1 t
+  t=$(limit "$2")
   shift 2
   LOG="$LOGS/$name.log"
-  timeout "$t" "$@" > "$LOG" 2>&1
+  if [ "$t" -lt 5 ]; then
+    echo "not run: the suite's ${BUDGET_S} s budget is spent" > "$LOG"
+    RC=125 WHY="not run: the suite's ${BUDGET_S} s budget is spent"
+    return
+  fi
+  timeout -k 5 "$t" "$@" > "$LOG" 2>&1
   RC=$?
+  case $RC in
+    0) WHY="" ;;
+    124 | 137) WHY="timed out after ${t} s (logs/$name.log)" ;;
+    *) WHY="rc=$RC (logs/$name.log)" ;;
+  esac
 }
-shimmed() { env LD_PRELOAD="$SHIM" "$@"; }
-field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" "$LOG" | tail -n 1; }
+# start NAME TIMEOUT_S CMD...: the same in the background; sets $PID (of the timeout).
+start() {
+  local name=$1 t
+  t=$(limit "$2")
+  shift 2
+  [ "$t" -ge 5 ] || t=5
+  timeout -k 5 "$t" "$@" > "$LOGS/$name.log" 2>&1 &
+  PID=$!
+}
+field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" "${2:-$LOG}" | tail -n 1; }
 has_python() { python3 -c "import $1" > /dev/null 2>&1; }
+# py EXPR...: a figure or a verdict computed by Python (empty on a bad input).
+py() { python3 -c "$1" 2> /dev/null; }
+skip_sim() { record "$1" SKIP "${2:-simulated node: needs a real GPU}"; }
 
 # --- samples, driver API and runtime API (static cudart) ---
 for mode in native shim; do
-  pre=(); [ $mode = shim ] && pre=(env LD_PRELOAD="$SHIM")
-  run "vector_add_$mode" 120 "${pre[@]}" "$S/vector_add"
-  if grep -q "vector_add: PASS" "$LOG"; then record "driver vector_add ($mode)" PASS "results checked"; else record "driver vector_add ($mode)" FAIL "rc=$RC, see logs/vector_add_$mode.log"; fi
-  if [ -x "$S/runtime_vector_add" ]; then
-    run "runtime_vector_add_$mode" 120 "${pre[@]}" "$S/runtime_vector_add"
-    if grep -q "runtime_vector_add: PASS" "$LOG"; then record "runtime vector_add, static cudart ($mode)" PASS "total=$(field total)"; else record "runtime vector_add, static cudart ($mode)" FAIL "rc=$RC"; fi
+  pre=(); [ $mode = shim ] && pre=("${SHIMMED[@]}")
+  run "vector_add_$mode" 60 "${pre[@]}" "$S/vector_add"
+  if grep -q "vector_add: PASS" "$LOG"; then record "driver vector_add ($mode)" PASS "$(grep -o 'PASS.*' "$LOG")"; else record "driver vector_add ($mode)" FAIL "$WHY"; fi
+  if [ $MODE = sim ]; then
+    skip_sim "runtime vector_add, static cudart ($mode)" "simulated node: the static cudart needs the real driver's private export tables"
+  elif [ -x "$S/runtime_vector_add" ]; then
+    run "runtime_vector_add_$mode" 60 "${pre[@]}" "$S/runtime_vector_add"
+    if grep -q "runtime_vector_add: PASS" "$LOG"; then record "runtime vector_add, static cudart ($mode)" PASS "total=$(field total)"; else record "runtime vector_add, static cudart ($mode)" FAIL "$WHY"; fi
   else
     record "runtime vector_add, static cudart ($mode)" SKIP "not built (no nvcc at build time)"
   fi
@@ -93,22 +154,23 @@ done
 # the shim (its NCCL hooks in the path); the 2-rank job under a broker needs 2 GPUs ---
 if [ -x "$S/nccl_allreduce" ]; then
   for mode in native shim; do
-    pre=(); [ $mode = shim ] && pre=(env LD_PRELOAD="$SHIM" GPUSHARE_LOG=info)
-    run "nccl_allreduce_$mode" 300 "${pre[@]}" "$S/nccl_allreduce" --rounds 20
+    pre=(); [ $mode = shim ] && pre=("${SHIMMED[@]}" GPUSHARE_LOG=info)
+    run "nccl_allreduce_$mode" 120 "${pre[@]}" "$S/nccl_allreduce" --rounds 20
     ranks=$(grep -c "sum ok" "$LOG")
     if [ "$RC" = 0 ] && [ "$ranks" -ge 1 ]; then record "NCCL all-reduce, one process ($mode)" PASS "$ranks rank(s), sums checked"
-    else record "NCCL all-reduce, one process ($mode)" FAIL "rc=$RC, see logs/nccl_allreduce_$mode.log"; fi
+    else record "NCCL all-reduce, one process ($mode)" FAIL "$WHY ranks=$ranks"; fi
   done
-  if [ "$(nvidia-smi -L | grep -c '^GPU ')" -ge 2 ]; then
-    sock="$OUT/broker.sock"; : > "$OUT/broker.toml"
-    "$BUILD/bin/gpushare-broker" --config "$OUT/broker.toml" --socket "$sock" > "$LOGS/nccl_broker.log" 2>&1 & bpid=$!
-    sleep 1; rm -f "$OUT/nccl.id"; rank_pids=()
+  if [ "$NGPUS" -ge 2 ]; then
+    sock="$OUT/nccl.sock"; : > "$OUT/nccl-broker.toml"
+    start nccl_broker 150 "$B/gpushare-broker" --config "$OUT/nccl-broker.toml" --socket "$sock"; bpid=$PID
+    for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+    rm -f "$OUT/nccl.id"; rank_pids=()
     for r in 0 1; do
-      env GPUSHARE_SOCKET="$sock" GPUSHARE_JOB=gpu-suite LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 LD_PRELOAD="$SHIM" \
-        timeout 300 "$S/nccl_allreduce" --rank $r --nranks 2 --id-file "$OUT/nccl.id" > "$LOGS/nccl_rank$r.log" 2>&1 &
-      rank_pids+=($!)
+      start "nccl_rank$r" 120 env GPUSHARE_SOCKET="$sock" GPUSHARE_JOB=gpu-suite LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 \
+        LD_PRELOAD="$SHIM" "$S/nccl_allreduce" --rank $r --nranks 2 --id-file "$OUT/nccl.id"
+      rank_pids+=("$PID")
     done
-    wait "${rank_pids[@]}"; kill $bpid 2>/dev/null; wait $bpid 2>/dev/null
+    wait "${rank_pids[@]}"; kill "$bpid" 2> /dev/null; wait "$bpid" 2> /dev/null
     if grep -q "sum ok" "$LOGS/nccl_rank0.log" && grep -q "sum ok" "$LOGS/nccl_rank1.log"; then
       record "NCCL 2-rank job placed by the broker" PASS "$(grep -ho 'PCI [0-9a-fA-F:.]*' "$LOGS"/nccl_rank*.log | tr '\n' ' ')"
     else record "NCCL 2-rank job placed by the broker" FAIL "see logs/nccl_rank*.log"; fi
@@ -120,65 +182,86 @@ else
 fi
 
 # --- memory cap: our samples, nvidia-smi, frameworks ---
-run runtime_cap 120 env GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" "$S/runtime_vector_add"
-if [ "$(field total)" = "$CAP" ] && grep -q "oversized cudaMalloc -> cudaErrorMemoryAllocation" "$LOG" && grep -q PASS "$LOG"; then
-  record "cap 4GiB: cudaMemGetInfo and cudaMalloc" PASS "total=$(field total)"
-else record "cap 4GiB: cudaMemGetInfo and cudaMalloc" FAIL "total=$(field total) rc=$RC"; fi
+if [ $MODE = sim ]; then
+  skip_sim "cap 4GiB: cudaMemGetInfo and cudaMalloc" "simulated node: the static cudart needs the real driver"
+else
+  run runtime_cap 60 env GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" "$S/runtime_vector_add"
+  if [ "$(field total)" = "$CAP" ] && grep -q "oversized cudaMalloc -> cudaErrorMemoryAllocation" "$LOG" && grep -q PASS "$LOG"; then
+    record "cap 4GiB: cudaMemGetInfo and cudaMalloc" PASS "total=$(field total)"
+  else record "cap 4GiB: cudaMemGetInfo and cudaMalloc" FAIL "total=$(field total) $WHY"; fi
+fi
 
-run alloc_probe_cap 300 env GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" "$S/alloc_probe" --chunk 256MiB
+run alloc_probe_cap 120 env GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" "$S/alloc_probe" --chunk 256MiB
 got=$(field allocated_bytes)
 if [ -n "$got" ] && [ "$got" -le "$CAP" ] && [ "$got" -ge $((CAP - GIB)) ] && grep -q "oom_error=CUDA_ERROR_OUT_OF_MEMORY" "$LOG"; then
   record "cap 4GiB: alloc_probe" PASS "allocated=$got total=$(field total_bytes)"
-else record "cap 4GiB: alloc_probe" FAIL "allocated=$got rc=$RC"; fi
+else record "cap 4GiB: alloc_probe" FAIL "allocated=$got $WHY"; fi
 
-run nvidia_smi_cap 60 env GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits
-if grep -qx " *4096" "$LOG"; then record "cap 4GiB: nvidia-smi memory.total" PASS "$(head -n1 "$LOG") MiB"; else record "cap 4GiB: nvidia-smi memory.total" FAIL "$(head -n1 "$LOG")"; fi
-
-run nvml_view 60 env GPUSHARE_VISIBLE_DEVICES=0 LD_PRELOAD="$SHIM" nvidia-smi -L
-if [ "$(grep -c '^GPU ' "$LOG")" = 1 ]; then record "NVML view: visible devices" PASS "1 GPU listed"; else record "NVML view: visible devices" FAIL "$(wc -l < "$LOG") lines"; fi
-
-if has_python torch; then
-  for alloc_conf in "" "expandable_segments:True"; do
-    label="cap 4GiB: PyTorch${alloc_conf:+ ($alloc_conf)}"
-    run "torch_memcap${alloc_conf:+_expandable}" 300 env PYTORCH_CUDA_ALLOC_CONF="$alloc_conf" GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" python3 "$ROOT/tests/gpu/torch_checks.py" memcap "$CAP"
-    if [ "$(field total)" = "$CAP" ] && [ "$(field oom)" = OutOfMemoryError ] && [ "$(field after_oom_sum)" = $((CAP / 4)) ]; then
-      record "$label" PASS "mem_get_info total=$(field total), OOM raised, process went on"
-    else record "$label" FAIL "total=$(field total) oom=$(field oom) rc=$RC"; fi
-  done
-  run torch_train_native 300 python3 "$ROOT/tests/gpu/torch_checks.py" train; a=$(field losses)
-  run torch_train_shim 300 shimmed python3 "$ROOT/tests/gpu/torch_checks.py" train; b=$(field losses)
-  if [ -n "$a" ] && [ "$a" = "$b" ]; then record "PyTorch MLP training: identical losses" PASS "50 steps, last ${a##*,}"; else record "PyTorch MLP training: identical losses" FAIL "native=${a##*,} shim=${b##*,}"; fi
-  run torch_gemm_native 300 python3 "$ROOT/tests/gpu/torch_checks.py" gemm; a=$(field gemm_sha256)
-  run torch_gemm_shim 300 shimmed python3 "$ROOT/tests/gpu/torch_checks.py" gemm; b=$(field gemm_sha256)
-  if [ -n "$a" ] && [ "$a" = "$b" ]; then record "cuBLAS GEMM: identical result" PASS "sha256 ${a:0:12}"; else record "cuBLAS GEMM: identical result" FAIL "native=${a:0:12} shim=${b:0:12}"; fi
-  run torch_launch_native 300 python3 "$ROOT/tests/gpu/torch_checks.py" launches 20000; a=$(field launch_us)
-  run torch_launch_shim 300 shimmed python3 "$ROOT/tests/gpu/torch_checks.py" launches 20000; b=$(field launch_us)
-  record "overhead: tiny-kernel launch (us)" "$(python3 -c "print('PASS' if $b <= $a * 1.05 + 0.1 else 'FAIL')" 2>/dev/null || echo FAIL)" "native=$a shim=$b"
-  run torch_step_native 600 python3 "$ROOT/tests/gpu/torch_checks.py" step 30; a=$(field step_ms)
-  run torch_step_shim 600 shimmed python3 "$ROOT/tests/gpu/torch_checks.py" step 30; b=$(field step_ms)
-  record "overhead: PyTorch training step (ms)" "$(python3 -c "print('PASS' if $b <= $a * 1.05 else 'FAIL')" 2>/dev/null || echo FAIL)" "native=$a shim=$b"
+if [ $MODE = sim ]; then
+  skip_sim "cap 4GiB: nvidia-smi memory.total" "simulated node: nvidia-smi is NVIDIA's tool"
+  skip_sim "NVML view: visible devices" "simulated node: nvidia-smi is NVIDIA's tool"
 else
-  for c in "cap 4GiB: PyTorch" "PyTorch MLP training: identical losses" "cuBLAS GEMM: identical result" "overhead: PyTorch"; do record "$c" SKIP "PyTorch not installed"; done
+  run nvidia_smi_cap 30 env GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits
+  if grep -qx " *4096" "$LOG"; then record "cap 4GiB: nvidia-smi memory.total" PASS "$(head -n1 "$LOG") MiB"; else record "cap 4GiB: nvidia-smi memory.total" FAIL "$(head -n1 "$LOG") $WHY"; fi
+  run nvml_view 30 env GPUSHARE_VISIBLE_DEVICES=0 LD_PRELOAD="$SHIM" nvidia-smi -L
+  if [ "$(grep -c '^GPU ' "$LOG")" = 1 ]; then record "NVML view: visible devices" PASS "1 GPU listed"; else record "NVML view: visible devices" FAIL "$(wc -l < "$LOG") lines $WHY"; fi
 fi
 
-if has_python cupy; then
-  run cupy_memcap 300 env GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" python3 "$ROOT/tests/gpu/cupy_jax_checks.py" cupy_memcap "$CAP"
-  if [ "$(field total)" = "$CAP" ] && [ "$(field oom)" = OutOfMemoryError ]; then record "cap 4GiB: CuPy" PASS "memGetInfo total=$(field total)"; else record "cap 4GiB: CuPy" FAIL "total=$(field total) oom=$(field oom) rc=$RC"; fi
-  run cupy_kernel_native 300 python3 "$ROOT/tests/gpu/cupy_jax_checks.py" cupy_kernel; a=$(field cupy_sha256)
-  run cupy_kernel_shim 300 shimmed python3 "$ROOT/tests/gpu/cupy_jax_checks.py" cupy_kernel; b=$(field cupy_sha256)
-  if [ -n "$a" ] && [ "$a" = "$b" ]; then record "CuPy kernel: identical result" PASS "sha256 ${a:0:12}"; else record "CuPy kernel: identical result" FAIL "native=${a:0:12} shim=${b:0:12}"; fi
-else record "cap 4GiB: CuPy" SKIP "CuPy not installed"; fi
+torch_rows=("cap 4GiB: PyTorch" "cap 4GiB: PyTorch (expandable_segments:True)" "PyTorch MLP training: identical losses"
+  "cuBLAS GEMM: identical result" "overhead: tiny-kernel launch (us)" "overhead: PyTorch training step (ms)")
+if [ $MODE = sim ]; then
+  for c in "${torch_rows[@]}"; do skip_sim "$c" "simulated node: PyTorch needs a real GPU"; done
+elif has_python torch; then
+  TORCH=(python3 "$HERE/torch_checks.py")
+  for alloc_conf in "" "expandable_segments:True"; do
+    label="cap 4GiB: PyTorch${alloc_conf:+ ($alloc_conf)}"
+    run "torch_memcap${alloc_conf:+_expandable}" 90 env PYTORCH_CUDA_ALLOC_CONF="$alloc_conf" GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" "${TORCH[@]}" memcap "$CAP"
+    if [ "$(field total)" = "$CAP" ] && [ "$(field oom)" = OutOfMemoryError ] && [ "$(field after_oom_sum)" = $((CAP / 4)) ]; then
+      record "$label" PASS "mem_get_info total=$(field total), OOM raised, process went on"
+    else record "$label" FAIL "total=$(field total) oom=$(field oom) after_oom_sum=$(field after_oom_sum) $WHY"; fi
+  done
+  run torch_train_native 90 "${TORCH[@]}" train; a=$(field losses)
+  run torch_train_shim 90 "${SHIMMED[@]}" "${TORCH[@]}" train; b=$(field losses)
+  if [ -n "$a" ] && [ "$a" = "$b" ]; then record "PyTorch MLP training: identical losses" PASS "50 steps, last ${a##*,}"; else record "PyTorch MLP training: identical losses" FAIL "native=${a##*,} shim=${b##*,} $WHY"; fi
+  run torch_gemm_native 90 "${TORCH[@]}" gemm; a=$(field gemm_sha256)
+  run torch_gemm_shim 90 "${SHIMMED[@]}" "${TORCH[@]}" gemm; b=$(field gemm_sha256)
+  if [ -n "$a" ] && [ "$a" = "$b" ]; then record "cuBLAS GEMM: identical result" PASS "sha256 ${a:0:12}"; else record "cuBLAS GEMM: identical result" FAIL "native=${a:0:12} shim=${b:0:12} $WHY"; fi
+  run torch_launch_native 90 "${TORCH[@]}" launches 20000; a=$(field launch_us)
+  run torch_launch_shim 90 "${SHIMMED[@]}" "${TORCH[@]}" launches 20000; b=$(field launch_us)
+  record "overhead: tiny-kernel launch (us)" "$(py "print('PASS' if $b <= $a * 1.05 + 0.1 else 'FAIL')" || echo FAIL)" "native=$a shim=$b"
+  run torch_step_native 90 "${TORCH[@]}" step 30; a=$(field step_ms)
+  run torch_step_shim 90 "${SHIMMED[@]}" "${TORCH[@]}" step 30; b=$(field step_ms)
+  record "overhead: PyTorch training step (ms)" "$(py "print('PASS' if $b <= $a * 1.05 else 'FAIL')" || echo FAIL)" "native=$a shim=$b"
+else
+  for c in "${torch_rows[@]}"; do record "$c" SKIP "PyTorch not installed"; done
+fi
 
-if has_python jax; then
-  run jax_memcap 300 env XLA_PYTHON_CLIENT_PREALLOCATE=false GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" python3 "$ROOT/tests/gpu/cupy_jax_checks.py" jax_memcap "$CAP"
-  if [ "$(field oom)" = RESOURCE_EXHAUSTED ] && [ -n "$(field after_oom_sum)" ]; then record "cap 4GiB: JAX" PASS "RESOURCE_EXHAUSTED past the cap, process went on"; else record "cap 4GiB: JAX" FAIL "oom=$(field oom) rc=$RC"; fi
-else record "cap 4GiB: JAX" SKIP "JAX not installed"; fi
+if [ $MODE = sim ]; then
+  for c in "cap 4GiB: CuPy" "CuPy kernel: identical result" "cap 4GiB: JAX"; do skip_sim "$c" "simulated node: CuPy and JAX need a real GPU"; done
+else
+  if has_python cupy; then
+    run cupy_memcap 90 env GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" python3 "$HERE/cupy_jax_checks.py" cupy_memcap "$CAP"
+    if [ "$(field total)" = "$CAP" ] && [ "$(field oom)" = OutOfMemoryError ] && [ "$(field after_oom_sum)" = $((CAP / 4)) ]; then record "cap 4GiB: CuPy" PASS "memGetInfo total=$(field total), OOM raised, process went on"
+    else record "cap 4GiB: CuPy" FAIL "total=$(field total) oom=$(field oom) after_oom_sum=$(field after_oom_sum) $WHY"; fi
+    run cupy_kernel_native 90 python3 "$HERE/cupy_jax_checks.py" cupy_kernel; a=$(field cupy_sha256)
+    run cupy_kernel_shim 90 "${SHIMMED[@]}" python3 "$HERE/cupy_jax_checks.py" cupy_kernel; b=$(field cupy_sha256)
+    if [ -n "$a" ] && [ "$a" = "$b" ]; then record "CuPy kernel: identical result" PASS "sha256 ${a:0:12}"; else record "CuPy kernel: identical result" FAIL "native=${a:0:12} shim=${b:0:12} $WHY"; fi
+  else
+    for c in "cap 4GiB: CuPy" "CuPy kernel: identical result"; do record "$c" SKIP "CuPy not installed"; done
+  fi
+  if has_python jax; then
+    run jax_memcap 90 env XLA_PYTHON_CLIENT_PREALLOCATE=false GPUSHARE_MEMORY_LIMIT=4GiB LD_PRELOAD="$SHIM" python3 "$HERE/cupy_jax_checks.py" jax_memcap "$CAP"
+    if [ "$(field oom)" = RESOURCE_EXHAUSTED ] && [ "$(field after_oom_sum)" = $((CAP / 8)) ]; then record "cap 4GiB: JAX" PASS "RESOURCE_EXHAUSTED past the cap, process went on"
+    else record "cap 4GiB: JAX" FAIL "oom=$(field oom) after_oom_sum=$(field after_oom_sum) $WHY"; fi
+  else record "cap 4GiB: JAX" SKIP "JAX not installed"; fi
+fi
 
 # --- sharing through the broker ---
-if [ -x "$BUILD/bin/gpushare-broker" ]; then
-  record "sharing: weights 2:1, tenant caps, SIGKILL reclaim" FAIL "broker present but its checks are not written yet"
+if [ -x "$B/gpushare-broker" ]; then
+  # shellcheck source=tests/gpu/sharing.sh
+  . "$HERE/sharing.sh"
 else
-  record "sharing: weights 2:1, tenant caps, SIGKILL reclaim" SKIP "gpushare-broker not built yet (issues 4 and 5)"
+  record "sharing" SKIP "gpushare-broker not built"
 fi
 
 summary

@@ -6,6 +6,10 @@
   torch_checks.py gemm               a cuBLAS GEMM; prints a digest of the result
   torch_checks.py launches N         N tiny kernels (launch-bound); prints the median time
   torch_checks.py step N             N training steps of a larger MLP; prints the median step time
+  torch_checks.py trainer SECONDS    trains a GEMM-heavy MLP for SECONDS; prints each step's end time
+                                     (for shares counted over the window two trainers share)
+  torch_checks.py graph              a model captured in a CUDA graph and replayed 100 times gives
+                                     the eager result
 """
 import hashlib
 import statistics
@@ -28,7 +32,10 @@ def memcap(cap):
     del keep
     torch.cuda.empty_cache()
     again = torch.ones(cap // 4, dtype=torch.uint8, device="cuda")
-    print(f"after_oom_sum={int(again.sum().item())}")
+    # Summed in 64 MiB slices: a uint8 sum accumulates in a whole int64 temporary (8x the
+    # tensor), which for the whole tensor would be past the cap this check sets.
+    chunk = 64 << 20
+    print(f"after_oom_sum={sum(int(again[i:i + chunk].sum().item()) for i in range(0, again.numel(), chunk))}")
 
 
 def train():
@@ -89,6 +96,56 @@ def step(n):
     print(f"step_ms={statistics.median(times) * 1e3:.3f}")
 
 
+def trainer(seconds):
+    torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = torch.nn.Sequential(*[torch.nn.Linear(4096, 4096) for _ in range(6)]).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    x = torch.randn(2048, 4096, device="cuda")
+
+    def one_step():
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+        torch.cuda.synchronize()
+
+    for _ in range(3):  # cuBLAS heuristics and the allocator settle first
+        one_step()
+    stamps = []
+    end = time.time() + seconds
+    while time.time() < end:
+        one_step()
+        stamps.append(time.time())  # wall clock: comparable across the two trainers
+    print(f"steps={len(stamps)}")
+    print("step_times=" + ",".join(f"{t:.4f}" for t in stamps))
+
+
+def graph():
+    torch.manual_seed(3)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024)).cuda().eval()
+    static_x = torch.randn(256, 1024, device="cuda")
+    with torch.no_grad():
+        eager = model(static_x).clone()
+        side = torch.cuda.Stream()  # warm-up on a side stream, as capture requires
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                model(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            static_y = model(static_x)
+        replays = 0
+        for _ in range(100):
+            g.replay()
+            replays += 1
+        torch.cuda.synchronize()
+    print(f"replays={replays}")
+    print(f"max_abs_diff={(static_y - eager).abs().max().item():.3g}")
+    print(f"graph_equal={torch.equal(static_y, eager)}")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "memcap":
@@ -101,5 +158,9 @@ if __name__ == "__main__":
         launches(int(sys.argv[2]))
     elif cmd == "step":
         step(int(sys.argv[2]))
+    elif cmd == "trainer":
+        trainer(float(sys.argv[2]))
+    elif cmd == "graph":
+        graph()
     else:
         sys.exit(f"unknown check {cmd}")

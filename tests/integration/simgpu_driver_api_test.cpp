@@ -246,11 +246,12 @@ TEST_F(DriverApi, KernelsTakeModeledTimeInStreamOrder) {
   EXPECT_EQ(cuEventQuery(end), CUDA_ERROR_NOT_READY);
   ASSERT_CU(cuEventSynchronize(end));
   ASSERT_CU(cuEventElapsedTime_v2(&ms, start, end));
-  // Four 3 ms kernels one after another: 12 ms, never less (three at once would be 3 ms).
+  // Four 3 ms kernels one after another: 12 ms, never less (four at once would be 3 ms).
   // Kernels run in wall time, so a loaded machine (a parallel ctest) wakes the engine
-  // late: only the upper bound is loose.
+  // late, by 3.25 ms once: the upper bound only says that no kernel was counted twice
+  // (eight kernels' worth), not how promptly a starved engine wakes.
   EXPECT_GE(ms, 11.9);
-  EXPECT_LE(ms, 15.0);
+  EXPECT_LT(ms, 24.0);
   EXPECT_CU(cuEventQuery(end));
   EXPECT_CU(cuStreamQuery(s));
   // Host callbacks run in stream order, after the work before them.

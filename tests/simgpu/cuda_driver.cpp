@@ -9,6 +9,11 @@ using namespace simgpu::cuda;
 
 extern "C" {
 
+// Not a CUDA entry point: the samples look it up (dlsym) to know that kernels here take
+// modeled time but compute nothing. No real driver exports it, so a GPU whatever its
+// name is never taken for the simulator, nor a simulated GPU for a real one.
+const char* simgpuCudaDriver() { return "simgpu"; }
+
 // ---- initialization, versions, errors ----
 
 CUresult cuInit(unsigned int flags) {

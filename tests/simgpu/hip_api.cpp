@@ -227,6 +227,10 @@ hipError_t Memset2D(void* dst, size_t pitch, int value, size_t width, size_t hei
 
 extern "C" {
 
+// Not a HIP entry point: the HIP samples look it up (dlsym) to know that kernels here
+// take modeled time but compute nothing (see simgpuCudaDriver).
+const char* simgpuHipRuntime() { return "simgpu"; }
+
 // ---- start-up, versions, errors ----
 
 hipError_t hipInit(unsigned int flags) {

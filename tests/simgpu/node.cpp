@@ -43,6 +43,9 @@ uint64_t ProcessStartTicks(int pid) {
   size_t close = stat.rfind(')');  // the command name may contain spaces
   if (close == std::string::npos) return 0;
   const char* p = stat.c_str() + close + 2;
+  // A zombie has exited: a real driver has freed what it held when its files closed,
+  // before the parent reaps it. 0 here makes it dead to SlotAlive.
+  if (*p == 'Z' || *p == 'X') return 0;
   for (int field = 3; field < 22 && *p; ++field) {
     p = std::strchr(p, ' ');
     if (p == nullptr) return 0;

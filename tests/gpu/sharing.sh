@@ -1,0 +1,121 @@
+# The sharing section of the real-GPU suite, sourced by run.sh (its run/start/record
+# helpers, $MODE, $S, $B, $OUT, $LOOP_S): clients of a broker on GPU 0, each row
+# printing its figures and asserting its bound (figures.py does the arithmetic).
+# On simgpu the same rows run; the GPU is modeled in wall-clock time on a CI machine
+# that may be loaded, so the share bounds there are wider (SIM_TOL): the dry run
+# proves the harness, the real GPU proves the figures.
+
+TOL=0.03
+[ "$MODE" = sim ] && TOL=${SIM_TOL:-0.08}
+MIN_SUM=0.95
+[ "$MODE" = sim ] && MIN_SUM=0.85
+FIG=(python3 "$HERE/figures.py")
+
+# broker_up NAME TOML: a broker of its own for one row; sets $SOCK, $BPID and GR (gpushare-run for it).
+broker_up() {
+  printf '%s\n' "$2" > "$OUT/$1.toml"
+  SOCK="$OUT/$1.sock"
+  rm -f "$SOCK"
+  start "$1_broker" 150 "$B/gpushare-broker" --config "$OUT/$1.toml" --socket "$SOCK"
+  BPID=$PID
+  GR=("$B/gpushare-run" --socket "$SOCK")
+  for _ in $(seq 200); do [ -S "$SOCK" ] && return 0; sleep 0.05; done
+  return 1
+}
+broker_down() { kill "$BPID" 2> /dev/null; wait "$BPID" 2> /dev/null; }
+rate() { field launches_per_s "$LOGS/$1.log"; }
+# verdict ROW: records the STATUS<TAB>DETAIL line figures.py printed into $V.
+verdict() { record "$1" "${V%%	*}" "${V#*	}"; }
+# wait_all PID...: 0 when every one exited 0.
+wait_all() { local rc=0 p; for p in "$@"; do wait "$p" || rc=1; done; return $rc; }
+# Both tenants of a row on GPU 0, whatever the node's size: the rows are about one GPU.
+two_tenants() { printf '[tenants.%s]\nweight = %s\ngpus = [0]\n\n[tenants.%s]\nweight = %s\ngpus = [0]\n' "$@"; }
+T_LOOP=$((LOOP_S + 60))
+
+# Solo rates: what one compute-bound and one memory-bound client do alone on GPU 0.
+run solo_compute $T_LOOP "$S/compute_loop" --seconds "$LOOP_S"
+solo_c=$(rate solo_compute) why_c=$WHY
+run solo_memory $T_LOOP "$S/memory_loop" --seconds "$LOOP_S"
+solo_m=$(rate solo_memory) why_m=$WHY
+
+row="sharing: two compute loops, no gpushare (time-sliced)"
+start pair_native_a $T_LOOP "$S/compute_loop" --seconds "$LOOP_S"; pa=$PID
+start pair_native_b $T_LOOP "$S/compute_loop" --seconds "$LOOP_S"; pb=$PID
+if wait_all $pa $pb && [ -n "$solo_c" ]; then
+  V=$("${FIG[@]}" pair "$(rate pair_native_a)" "$(rate pair_native_b)" "$solo_c"); verdict "$row"
+else record "$row" FAIL "a client failed: logs/pair_native_*.log, solo: ${why_c:-ok}"; fi
+
+row="sharing: two compute loops under a broker, weights 2:1"
+if broker_up wfq "$(two_tenants heavy 2 light 1)"; then
+  start wfq_heavy $T_LOOP "${GR[@]}" --tenant heavy -- "$S/compute_loop" --seconds "$LOOP_S"; pa=$PID
+  start wfq_light $T_LOOP "${GR[@]}" --tenant light -- "$S/compute_loop" --seconds "$LOOP_S"; pb=$PID
+  if wait_all $pa $pb && [ -n "$solo_c" ]; then
+    V=$("${FIG[@]}" weights "$(rate wfq_heavy)" "$(rate wfq_light)" "$solo_c" 0.6667 $TOL $MIN_SUM); verdict "$row"
+  else record "$row" FAIL "a client failed: logs/wfq_*.log, solo: ${why_c:-ok}"; fi
+else record "$row" FAIL "the broker did not start: logs/wfq_broker.log"; fi
+broker_down
+
+row="sharing: compute + memory loop under a broker, equal weights"
+if broker_up classes "$(two_tenants tc 1 tm 1)"; then
+  start classes_compute $T_LOOP "${GR[@]}" --tenant tc -- "$S/compute_loop" --seconds "$LOOP_S"; pa=$PID
+  start classes_memory $T_LOOP "${GR[@]}" --tenant tm -- "$S/memory_loop" --seconds "$LOOP_S"; pb=$PID
+  if wait_all $pa $pb && [ -n "$solo_c" ] && [ -n "$solo_m" ]; then
+    V=$("${FIG[@]}" classes "$(rate classes_compute)" "$(rate classes_memory)" "$solo_c" "$solo_m" 0.7 0.3 $TOL); verdict "$row"
+  else record "$row" FAIL "a client failed: logs/classes_*.log, solo: ${why_c:-ok} ${why_m:-ok}"; fi
+else record "$row" FAIL "the broker did not start: logs/classes_broker.log"; fi
+broker_down
+
+row="sharing: a tenant's cap across two processes"
+if broker_up cap "$(printf '[tenants.capped]\nmemory = "6GiB"\ngpus = [0]\n')"; then
+  start cap_first 60 "${GR[@]}" --tenant capped -- "$S/alloc_probe" --limit 4GiB --hold 30; pa=$PID
+  for _ in $(seq 600); do grep -q '^allocated_bytes=' "$LOGS/cap_first.log" && break; sleep 0.05; done
+  run cap_second 60 "${GR[@]}" --tenant capped -- "$S/alloc_probe" --chunk 256MiB
+  kill $pa 2> /dev/null; wait $pa 2> /dev/null
+  first=$(field allocated_bytes "$LOGS/cap_first.log") second=$(field allocated_bytes) oom=$(field oom_error)
+  detail="first holds ${first:-?} B, the second got ${second:-?} B then $oom (tenant cap 6 GiB on GPU 0)"
+  if [ "${first:-0}" = $((4 * GIB)) ] && [ "${second:-0}" -gt 0 ] && [ $((first + second)) -le $((6 * GIB)) ] &&
+    [ "$oom" = CUDA_ERROR_OUT_OF_MEMORY ]; then record "$row" PASS "$detail"
+  else record "$row" FAIL "$detail ${WHY}"; fi
+else record "$row" FAIL "the broker did not start: logs/cap_broker.log"; fi
+broker_down
+
+row="sharing: SIGKILL of a client holding 4 GiB"
+if broker_up reclaim ""; then
+  nvml=(); [ "$MODE" = sim ] && nvml=(--nvml)
+  run reclaim 60 python3 "$HERE/reclaim.py" --smi "$B/gpushare-smi" --socket "$SOCK" "${nvml[@]}" -- \
+    "${GR[@]}" --tenant victim -- "$S/alloc_probe" --limit 4GiB --hold 60
+  ledger_ms=$(field ledger_ms) gpu_ms=$(field gpu_ms)
+  where=nvidia-smi; [ "$MODE" = sim ] && where=NVML
+  detail="gone from the broker's ledger in ${ledger_ms:-?} ms, from $where in ${gpu_ms:-?} ms ($(field used_before_mib) -> $(field used_after_mib) MiB)"
+  if [ "$RC" = 0 ] && [ "$(py "print(int($ledger_ms <= 250 and $gpu_ms <= 1000))")" = 1 ]; then record "$row" PASS "$detail"
+  else record "$row" FAIL "$detail ${WHY}"; fi
+else record "$row" FAIL "the broker did not start: logs/reclaim_broker.log"; fi
+broker_down
+
+for row in "sharing: two PyTorch trainers under a broker, weights 2:1" "sharing: PyTorch CUDA graph under a broker beside another client"; do
+  if [ "$MODE" = sim ]; then skip_sim "$row" "simulated node: PyTorch needs a real GPU"; continue; fi
+  if ! has_python torch; then record "$row" SKIP "PyTorch not installed"; continue; fi
+  case "$row" in
+    *trainers*)
+      if broker_up trainers "$(two_tenants heavy 2 light 1)"; then
+        start trainer_heavy 120 "${GR[@]}" --tenant heavy -- python3 "$HERE/torch_checks.py" trainer 10; pa=$PID
+        start trainer_light 120 "${GR[@]}" --tenant light -- python3 "$HERE/torch_checks.py" trainer 10; pb=$PID
+        if wait_all $pa $pb; then
+          V=$("${FIG[@]}" window "$LOGS/trainer_heavy.log" "$LOGS/trainer_light.log" 0.6667 $TOL); verdict "$row"
+        else record "$row" FAIL "a trainer failed: logs/trainer_*.log"; fi
+      else record "$row" FAIL "the broker did not start: logs/trainers_broker.log"; fi
+      ;;
+    *graph*)
+      if broker_up graph "$(two_tenants graph 1 other 1)"; then
+        start graph_beside 90 "${GR[@]}" --tenant other -- "$S/compute_loop" --seconds 60; pb=$PID
+        run torch_graph 90 "${GR[@]}" --tenant graph -- python3 "$HERE/torch_checks.py" graph
+        beside=$(py "import json, subprocess; print(len(json.loads(subprocess.run(['$B/gpushare-smi', '--socket', '$SOCK', '--json'], capture_output=True, text=True).stdout)['clients']))")
+        kill $pb 2> /dev/null; wait $pb 2> /dev/null
+        if [ "$(field graph_equal)" = True ] && [ "$(field replays)" = 100 ] && [ "${beside:-0}" -ge 1 ]; then
+          record "$row" PASS "100 replays equal to eager (max diff $(field max_abs_diff)); the other client still running"
+        else record "$row" FAIL "graph_equal=$(field graph_equal) max_abs_diff=$(field max_abs_diff) clients=${beside:-?} $WHY"; fi
+      else record "$row" FAIL "the broker did not start: logs/graph_broker.log"; fi
+      ;;
+  esac
+  broker_down
+done
