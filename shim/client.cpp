@@ -130,9 +130,18 @@ bool Client::Reserve(int device, uint64_t bytes, const char* call) {
   if (auto caps = broker_.ChangedCaps()) ApplyBrokerCaps(*caps);
   std::string why;
   if (ledger_.Reserve(device, bytes)) {
-    std::vector<uint64_t> held_before = HeldPerDevice();  // what a re-registration reports
-    if (device < static_cast<int>(held_before.size())) held_before[device] -= bytes;
-    switch (broker_.Take(device, bytes, false, held_before, &why)) {
+    BrokerLink::Answer answer;
+    try {
+      std::vector<uint64_t> held_before = HeldPerDevice();  // what a re-registration reports
+      if (device < static_cast<int>(held_before.size())) held_before[device] -= bytes;
+      answer = broker_.Take(device, bytes, false, held_before, &why);
+    } catch (...) {
+      // Out of host memory: the hook's guard answers the API's error, and the cap must
+      // not keep bytes nothing was allocated for.
+      ledger_.Unreserve(device, bytes);
+      throw;
+    }
+    switch (answer) {
       case BrokerLink::Answer::kGranted:
       case BrokerLink::Answer::kStandalone: broker_.ReportUsed(device, ledger_.Used(device)); return true;
       case BrokerLink::Answer::kRefused: ledger_.Unreserve(device, bytes); break;

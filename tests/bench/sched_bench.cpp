@@ -1,5 +1,5 @@
 // GPU-time scheduling figures, in one process without a GPU: what a launch pays at the
-// gate with the GPU granted (the code Gated in hooks/cuda_launch.cpp adds around the
+// gate with the GPU granted (the code Gated in hooks/cuda/cuda_launch.cpp adds around the
 // driver call), how many launch records a second the broker consumes, and how long a
 // launch waiting at a gate takes to resume once the broker grants the GPU (thread and
 // forked process). run_sched_bench.sh runs it and prints the tables.

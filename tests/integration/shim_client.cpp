@@ -10,6 +10,8 @@
 //   shim_client any replay FILE       every cuGetProcAddress_v2 lookup of FILE (name version flags);
 //                                     counts failures and lookups answered with a hook
 //   shim_client any nvml              what NVML shows (dlopen + dlsym, no CUDA call)
+//   shim_client ROUTE nomem DEV       allocations while every operator new of this thread
+//                                     throws (in the shim too): the API's error, then life goes on
 // ROUTE: link | dlsym | getproc
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
@@ -17,6 +19,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <new>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -24,6 +27,18 @@
 #include <vector>
 
 #include "../../hooks/nvml_api.h"
+
+// While set, every operator new of this thread throws std::bad_alloc: the executable's
+// replacement is the one every library of the process (the shim, simgpu) calls.
+static thread_local bool t_no_memory = false;
+
+void* operator new(std::size_t bytes) {
+  void* p = t_no_memory ? nullptr : std::malloc(bytes != 0 ? bytes : 1);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -283,6 +298,19 @@ int main(int argc, char** argv) {
       });
     for (auto& t : pool) t.join();
     std::printf("allocated=%zu\n", total.load());
+    return 0;
+  }
+  if (cmd == "nomem") {
+    // Twice without memory (the shim logs the first escape only), then once with.
+    CUdeviceptr p;
+    t_no_memory = true;
+    const CUresult first = g.alloc(&p, 1 << 20);
+    const CUresult second = g.alloc(&p, 1 << 20);
+    t_no_memory = false;
+    std::printf("nomem_alloc=%s ", Name(first));
+    std::printf("nomem_again=%s ", Name(second));
+    std::printf("after=%s\n", Name(g.alloc(&p, 1 << 20)));
+    PrintInfo(dev);
     return 0;
   }
   if (cmd == "pitch") {

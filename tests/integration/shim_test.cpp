@@ -173,6 +173,23 @@ TEST(Shim, EveryLookupOfTheCuda13RuntimeIsAnsweredAndHooksAreHandedOut) {
     EXPECT_EQ(Field(r.out, std::string(name) + "_hooked"), 1u) << name << "\n" << r.out;
 }
 
+// Nothing the shim throws reaches the application: with no host memory left, the
+// allocation answers the API's out-of-memory error, the cap keeps no bytes for it, the
+// reason is logged once, and the process goes on.
+TEST_P(ShimRoutes, AnExceptionInsideTheShimIsTheApisErrorAndTheProcessLives) {
+  SimNode node(kNode);
+  auto r = Client(node, {GetParam(), "nomem", "0"}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("nomem_alloc=CUDA_ERROR_OUT_OF_MEMORY nomem_again=CUDA_ERROR_OUT_OF_MEMORY after=CUDA_SUCCESS"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(Field(r.out, "dev0_free"), 1 * kGiB - 1 * kMiB) << r.out;  // only the allocation that succeeded
+  const std::string logged = "out of memory inside the shim";
+  const size_t at = r.out.find(logged);
+  EXPECT_NE(at, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(logged, at + 1), std::string::npos) << r.out;  // once
+}
+
 TEST(Shim, OutOfMemoryBacktraceOnRequest) {
   SimNode node(kNode);
   auto r = Client(node, {"link", "fill", "0", std::to_string(512 * kMiB)},

@@ -1,6 +1,7 @@
 // simgpu's CUDA driver front: the libcuda.so.1 entry points, translated onto Process.
-// Devices, contexts, memory, copies. Symbols carry their real ABI names
-// (cuMemAlloc_v2, …); cuda_procs.def says which name and version each answers.
+// Devices, contexts, memory, copies. Symbols carry their real ABI names (cuMemAlloc_v2,
+// …); the entry-point table generated from the toolkit says which name and version
+// each answers.
 #include "cuda_front.h"
 
 using namespace simgpu;

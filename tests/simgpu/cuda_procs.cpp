@@ -1,40 +1,14 @@
-// simgpu's CUDA driver front, part three: cuGetProcAddress (versioned lookup over
-// cuda_procs.def) and the error name/string queries.
+// simgpu's CUDA driver front, part three: cuGetProcAddress (versioned lookup over the
+// toolkit's entry points, cuda_entry_table.h) and the error name/string queries.
+#include <span>
+
+#include "cuda_entry_table.h"
 #include "cuda_front.h"
 
 using namespace simgpu;
 using namespace simgpu::cuda;
 
 namespace {
-
-struct ProcEntry {
-  const char* name;
-  int version;
-  void* fn;
-  bool per_thread;
-};
-
-const ProcEntry kProcs[] = {
-#define SIM_PROC(name, version, symbol) {#name, version, reinterpret_cast<void*>(&symbol), false},
-#define SIM_PROC_PT(name, version, symbol, legacy) {#name, version, reinterpret_cast<void*>(&symbol), true},
-#include "cuda_procs.def"
-#undef SIM_PROC
-#undef SIM_PROC_PT
-};
-
-// Every driver entry point the toolkit's headers know, with the first version that
-// has it (generated from cudaTypedefs.h at configure time).
-struct KnownEntry {
-  const char* name;
-  int version;
-};
-const KnownEntry kKnown[] = {
-#define SIM_PFN(name, version) {#name, version},
-#include "cuda_pfn.inc"
-#undef SIM_PFN
-};
-
-CUresult NotSupported() { return CUDA_ERROR_NOT_SUPPORTED; }
 
 const char* ErrorString(CUresult e) {
   switch (e) {
@@ -106,7 +80,7 @@ CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int version, cuuint
   const bool per_thread = flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
   const ProcEntry* best = nullptr;
   bool named = false;
-  for (const ProcEntry& e : kProcs) {
+  for (const ProcEntry& e : std::span(kProcs, kProcCount)) {
     if (std::strcmp(e.name, symbol) != 0) continue;
     named = true;
     if (e.version > version || (e.per_thread && !per_thread)) continue;
@@ -116,22 +90,14 @@ CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int version, cuuint
     if (better) best = &e;
   }
   if (best != nullptr) {
+    // An entry point simgpu does not model answers with its stub: callable, and says so.
     *pfn = best->fn;
     if (status) *status = CU_GET_PROC_ADDRESS_SUCCESS;
     return CUDA_SUCCESS;
   }
-  int first_known = 0;
-  for (const KnownEntry& k : kKnown)
-    if (std::strcmp(k.name, symbol) == 0 && (first_known == 0 || k.version < first_known)) first_known = k.version;
-  if (first_known == 0 && !named) return CUDA_ERROR_NOT_FOUND;
-  if (first_known > version || (first_known == 0 && named)) {
-    if (status) *status = CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT;
-    return CUDA_ERROR_NOT_FOUND;
-  }
-  // A real driver entry point that simgpu does not model: callable, and says so.
-  *pfn = reinterpret_cast<void*>(&NotSupported);
-  if (status) *status = CU_GET_PROC_ADDRESS_SUCCESS;
-  return CUDA_SUCCESS;
+  if (!named) return CUDA_ERROR_NOT_FOUND;
+  if (status) *status = CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT;
+  return CUDA_ERROR_NOT_FOUND;
 }
 
 CUresult cuGetProcAddress(const char* symbol, void** pfn, int version, cuuint64_t flags) {

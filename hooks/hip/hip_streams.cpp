@@ -5,7 +5,7 @@
 #include <atomic>
 #include <cstring>
 
-#include "hip_hooks.h"
+#include "hip/hip_hooks.h"
 #include "log.h"
 
 using namespace gpushare;
@@ -46,7 +46,7 @@ uint32_t MaskFor(const uint32_t* asked, uint32_t asked_words, uint32_t* out) {
 // Creates `stream` on `words` words of `mask`; if this runtime cannot, as `fallback` does.
 template <typename Fallback>
 hipError_t CreateMasked(hipStream_t* stream, const uint32_t* mask, uint32_t words, Fallback fallback) {
-  const hipError_t e = GS_HIP_REAL_CALL(hipExtStreamCreateWithCUMask, stream, words, mask);
+  const hipError_t e = GS_HIP_CALL(hipExtStreamCreateWithCUMask, stream, words, mask);
   if (e != hipErrorNotSupported) return e;
   static std::atomic<bool> said{false};
   if (!said.exchange(true))
@@ -59,37 +59,45 @@ hipError_t CreateMasked(hipStream_t* stream, const uint32_t* mask, uint32_t word
 extern "C" {
 
 hipError_t hipStreamCreate(hipStream_t* stream) {
-  uint32_t mask[kMaxWords];
-  if (const uint32_t words = MaskFor(nullptr, 0, mask))
-    return CreateMasked(stream, mask, words, [&] { return GS_HIP_REAL_CALL(hipStreamCreate, stream); });
-  return GS_HIP_REAL_CALL(hipStreamCreate, stream);
+  return GS_GUARDED(HipApi, {
+    uint32_t mask[kMaxWords];
+    if (const uint32_t words = MaskFor(nullptr, 0, mask))
+      return CreateMasked(stream, mask, words, [&] { return GS_HIP_CALL(hipStreamCreate, stream); });
+    return GS_HIP_CALL(hipStreamCreate, stream);
+  });
 }
 
 // With a mask the flags are dropped (hipExtStreamCreateWithCUMask takes none): a
 // non-blocking stream becomes a blocking one, which orders more, never less.
 hipError_t hipStreamCreateWithFlags(hipStream_t* stream, unsigned int flags) {
-  uint32_t mask[kMaxWords];
-  if (const uint32_t words = MaskFor(nullptr, 0, mask))
-    return CreateMasked(stream, mask, words, [&] { return GS_HIP_REAL_CALL(hipStreamCreateWithFlags, stream, flags); });
-  return GS_HIP_REAL_CALL(hipStreamCreateWithFlags, stream, flags);
+  return GS_GUARDED(HipApi, {
+    uint32_t mask[kMaxWords];
+    if (const uint32_t words = MaskFor(nullptr, 0, mask))
+      return CreateMasked(stream, mask, words, [&] { return GS_HIP_CALL(hipStreamCreateWithFlags, stream, flags); });
+    return GS_HIP_CALL(hipStreamCreateWithFlags, stream, flags);
+  });
 }
 
 // Likewise the priority: within its share a stream runs at the default priority.
 hipError_t hipStreamCreateWithPriority(hipStream_t* stream, unsigned int flags, int priority) {
-  uint32_t mask[kMaxWords];
-  if (const uint32_t words = MaskFor(nullptr, 0, mask))
-    return CreateMasked(stream, mask, words,
-                        [&] { return GS_HIP_REAL_CALL(hipStreamCreateWithPriority, stream, flags, priority); });
-  return GS_HIP_REAL_CALL(hipStreamCreateWithPriority, stream, flags, priority);
+  return GS_GUARDED(HipApi, {
+    uint32_t mask[kMaxWords];
+    if (const uint32_t words = MaskFor(nullptr, 0, mask))
+      return CreateMasked(stream, mask, words,
+                          [&] { return GS_HIP_CALL(hipStreamCreateWithPriority, stream, flags, priority); });
+    return GS_HIP_CALL(hipStreamCreateWithPriority, stream, flags, priority);
+  });
 }
 
 // The application's own mask, held within its share.
 hipError_t hipExtStreamCreateWithCUMask(hipStream_t* stream, uint32_t cu_mask_size, const uint32_t* cu_mask) {
-  uint32_t mask[kMaxWords];
-  if (cu_mask != nullptr && cu_mask_size > 0)
-    if (const uint32_t words = MaskFor(cu_mask, cu_mask_size, mask))
-      return GS_HIP_REAL_CALL(hipExtStreamCreateWithCUMask, stream, words, mask);
-  return GS_HIP_REAL_CALL(hipExtStreamCreateWithCUMask, stream, cu_mask_size, cu_mask);
+  return GS_GUARDED(HipApi, {
+    uint32_t mask[kMaxWords];
+    if (cu_mask != nullptr && cu_mask_size > 0)
+      if (const uint32_t words = MaskFor(cu_mask, cu_mask_size, mask))
+        return GS_HIP_CALL(hipExtStreamCreateWithCUMask, stream, words, mask);
+    return GS_HIP_CALL(hipExtStreamCreateWithCUMask, stream, cu_mask_size, cu_mask);
+  });
 }
 
 }  // extern "C"

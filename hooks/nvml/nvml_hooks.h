@@ -6,9 +6,6 @@
 
 namespace gpushare::nvml {
 
-// The hook of an NVML symbol name, or null if not hooked.
-void* HookForSymbol(const char* symbol);
-
 // Device memory the driver holds for this process on the GPU at `pci_bus_id`
 // (NVML's per-process figure), if NVML can tell.
 std::optional<uint64_t> ProcessMemory(const char* pci_bus_id);

@@ -6,21 +6,20 @@
 #include <nccl.h>
 #include <unistd.h>
 
-#include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <vector>
 
 #include "client.h"
+#include "common/family.h"
 #include "log.h"
-#include "nccl_hooks.h"
-#include "real_dlsym.h"
 
 namespace gpushare::nccl {
 namespace real {
 #define GS_NCCL_HOOK(symbol, params, args) inline decltype(&::symbol) symbol = nullptr;
 #define GS_NCCL_REAL(symbol) inline decltype(&::symbol) symbol = nullptr;
-#include "nccl_hooks.def"
+#include "nccl/nccl_hooks.def"
 #undef GS_NCCL_HOOK
 #undef GS_NCCL_REAL
 }  // namespace real
@@ -29,34 +28,41 @@ namespace {
 
 namespace proto = gpushare::protocol;
 
-struct HookEntry {
-  const char* symbol;
-  void* hook;
-  void** real;
-};
+// The NCCL/RCCL family as common/family.h sees it.
+struct NcclApi {
+  using Result = ncclResult_t;
+  // What a hook answers when the shim itself fails (guard.h): NCCL reports a failed
+  // allocation as ncclSystemError (a system call failed) and its own bugs as
+  // ncclInternalError.
+  static constexpr Result kOutOfMemory = ncclSystemError;
+  static constexpr Result kInternal = ncclInternalError;
+  static Result NoReal(const char* symbol) {
+    Log(LogLevel::kError, "no real %s", symbol);
+    return ncclSystemError;
+  }
+  static const hooks::HookEntry kEntries[];
+  static const size_t kEntryCount;
 
-const HookEntry kHooks[] = {
+  // The real library: the next definition after ours (a program linked with -lnccl or
+  // -lrccl), else a copy already loaded by name (a program that dlopened it locally).
+  static void* OpenRealLibrary() {
+    if (hooks::RealDlsym()(RTLD_NEXT, "ncclCommInitRank") != nullptr) return RTLD_NEXT;
+    for (const char* name : {"libnccl.so.2", "librccl.so.1", "librccl.so"})
+      if (void* handle = dlopen(name, RTLD_NOW | RTLD_NOLOAD)) return handle;
+    return nullptr;
+  }
+};
+using Nccl = hooks::Family<NcclApi>;
+
+const hooks::HookEntry NcclApi::kEntries[] = {
 #define GS_NCCL_HOOK(symbol, params, args) \
   {#symbol, reinterpret_cast<void*>(&::symbol), reinterpret_cast<void**>(&real::symbol)},
 #define GS_NCCL_REAL(symbol) {#symbol, nullptr, reinterpret_cast<void**>(&real::symbol)},
-#include "nccl_hooks.def"
+#include "nccl/nccl_hooks.def"
 #undef GS_NCCL_HOOK
 #undef GS_NCCL_REAL
 };
-
-// The real library: the next definition after ours (a program linked with -lnccl or
-// -lrccl), else a copy already loaded by name (a program that dlopened it locally).
-void ResolveReal() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* handle = RTLD_NEXT;
-    if (RealDlsym()(RTLD_NEXT, "ncclCommInitRank") == nullptr)
-      for (const char* name : {"libnccl.so.2", "librccl.so.1", "librccl.so"})
-        if ((handle = dlopen(name, RTLD_NOW | RTLD_NOLOAD)) != nullptr) break;
-    if (handle == nullptr) return;
-    for (const HookEntry& e : kHooks) *e.real = RealDlsym()(handle, e.symbol);
-  });
-}
+const size_t NcclApi::kEntryCount = std::size(kEntries);
 
 // Ranks of one communicator must send the same id: a hash of what they all share.
 uint64_t Hash(const void* data, size_t n, uint64_t h = 14695981039346656037ull) {
@@ -133,87 +139,102 @@ uint64_t IdOf(ncclComm_t comm) {
 
 }  // namespace
 
-void* HookForSymbol(const char* symbol) {
-  for (const HookEntry& e : kHooks)
-    if (e.hook != nullptr && std::strcmp(symbol, e.symbol) == 0) return e.hook;
-  return nullptr;
-}
-
 }  // namespace gpushare::nccl
+
+// dlsym answers every nccl* name that the family hooks (NCCL's and RCCL's alike).
+GS_DLSYM_ROUTE(nccl, {{"nccl", nullptr}, &gpushare::nccl::Nccl::HookFor});
 
 using namespace gpushare::nccl;  // NOLINT: the hooks below are the real names
 
-#define GS_REAL_NCCL(symbol, ...)                          \
-  (ResolveReal(), real::symbol ? real::symbol(__VA_ARGS__) \
-                               : (gpushare::Log(gpushare::LogLevel::kError, "no real %s", #symbol), ncclSystemError))
+// Calls a real function (finding the library first if need be), or logs that there is
+// none and answers ncclSystemError.
+#define GS_NCCL_CALL(symbol, ...) GS_FAMILY_CALL(NcclApi, real, symbol, __VA_ARGS__)
 
 extern "C" {
 
 ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
-  ncclResult_t r = GS_REAL_NCCL(ncclCommInitRank, comm, nranks, id, rank);
-  if (r == ncclSuccess && comm != nullptr) Joined(*comm, Hash(&id, sizeof id), nranks, rank);
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_NCCL_CALL(ncclCommInitRank, comm, nranks, id, rank);
+    if (r == ncclSuccess && comm != nullptr) Joined(*comm, Hash(&id, sizeof id), nranks, rank);
+    return r;
+  });
 }
 
 ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank, ncclConfig_t* config) {
-  ncclResult_t r = GS_REAL_NCCL(ncclCommInitRankConfig, comm, nranks, id, rank, config);
-  if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr) Joined(*comm, Hash(&id, sizeof id), nranks, rank);
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_NCCL_CALL(ncclCommInitRankConfig, comm, nranks, id, rank, config);
+    if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr) Joined(*comm, Hash(&id, sizeof id), nranks, rank);
+    return r;
+  });
 }
 
 ncclResult_t ncclCommInitRankScalable(ncclComm_t* comm, int nranks, int rank, int n_ids, ncclUniqueId* ids,
                                       ncclConfig_t* config) {
-  ncclResult_t r = GS_REAL_NCCL(ncclCommInitRankScalable, comm, nranks, rank, n_ids, ids, config);
-  if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr && ids != nullptr && n_ids > 0)
-    Joined(*comm, Hash(ids, sizeof *ids), nranks, rank);
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_NCCL_CALL(ncclCommInitRankScalable, comm, nranks, rank, n_ids, ids, config);
+    if ((r == ncclSuccess || r == ncclInProgress) && comm != nullptr && ids != nullptr && n_ids > 0)
+      Joined(*comm, Hash(ids, sizeof *ids), nranks, rank);
+    return r;
+  });
 }
 
 ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int* devlist) {
-  ncclResult_t r = GS_REAL_NCCL(ncclCommInitAll, comms, ndev, devlist);
-  if (r == ncclSuccess && comms != nullptr && ndev > 0) {
-    const uint64_t id = Hash(&comms[0], sizeof comms[0], static_cast<uint64_t>(getpid()));
-    for (int i = 0; i < ndev; ++i) Joined(comms[i], id, ndev, i);
-  }
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_NCCL_CALL(ncclCommInitAll, comms, ndev, devlist);
+    if (r == ncclSuccess && comms != nullptr && ndev > 0) {
+      const uint64_t id = Hash(&comms[0], sizeof comms[0], static_cast<uint64_t>(getpid()));
+      for (int i = 0; i < ndev; ++i) Joined(comms[i], id, ndev, i);
+    }
+    return r;
+  });
 }
 
 ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newcomm, ncclConfig_t* config) {
-  // The new communicator's ranks share their parent and their colour.
-  const uint64_t parent = IdOf(comm);
-  ncclResult_t r = GS_REAL_NCCL(ncclCommSplit, comm, color, key, newcomm, config);
-  if ((r == ncclSuccess || r == ncclInProgress) && newcomm != nullptr && *newcomm != nullptr)
-    Joined(*newcomm, Hash(&color, sizeof color, parent), 0, key);
-  return r;
+  return GS_GUARDED(NcclApi, {
+    // The new communicator's ranks share their parent and their colour.
+    const uint64_t parent = IdOf(comm);
+    ncclResult_t r = GS_NCCL_CALL(ncclCommSplit, comm, color, key, newcomm, config);
+    if ((r == ncclSuccess || r == ncclInProgress) && newcomm != nullptr && *newcomm != nullptr)
+      Joined(*newcomm, Hash(&color, sizeof color, parent), 0, key);
+    return r;
+  });
 }
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
-  Left(comm);
-  return GS_REAL_NCCL(ncclCommDestroy, comm);
+  return GS_GUARDED(NcclApi, {
+    Left(comm);
+    return GS_NCCL_CALL(ncclCommDestroy, comm);
+  });
 }
 
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
-  Left(comm);
-  return GS_REAL_NCCL(ncclCommAbort, comm);
+  return GS_GUARDED(NcclApi, {
+    Left(comm);
+    return GS_NCCL_CALL(ncclCommAbort, comm);
+  });
 }
 
 ncclResult_t ncclGroupStart() {
-  ncclResult_t r = GS_REAL_NCCL(ncclGroupStart);
-  if (r == ncclSuccess) ++group_depth;
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_NCCL_CALL(ncclGroupStart);
+    if (r == ncclSuccess) ++group_depth;
+    return r;
+  });
 }
 
 // Communicators made inside the group exist once it ends.
 ncclResult_t ncclGroupEnd() {
-  ncclResult_t r = GS_REAL_NCCL(ncclGroupEnd);
-  if (group_depth > 0) --group_depth;
-  if (group_depth == 0 && !pending.empty()) {
-    std::vector<Pending> joined;
-    joined.swap(pending);
-    if (r == ncclSuccess || r == ncclInProgress)
-      for (const Pending& p : joined) Joined(p.comm, p.id, p.nranks, p.rank);
-  }
-  return r;
+  return GS_GUARDED(NcclApi, {
+    ncclResult_t r = GS_NCCL_CALL(ncclGroupEnd);
+    if (group_depth > 0) --group_depth;
+    if (group_depth == 0 && !pending.empty()) {
+      std::vector<Pending> joined;
+      joined.swap(pending);
+      if (r == ncclSuccess || r == ncclInProgress)
+        for (const Pending& p : joined) Joined(p.comm, p.id, p.nranks, p.rank);
+    }
+    return r;
+  });
 }
 
 }  // extern "C"

@@ -1,31 +1,21 @@
-// How the HIP family reaches the real runtime and how lookups reach its hooks: the
-// real libamdhip64 is loaded and its functions resolved from hip_hooks.def; the dlsym
-// hook (cuda_lookup.cpp) asks HookForSymbol for every hip* name. Also the client's
-// devices as the HIP runtime numbers them.
+// How the HIP family reaches the real runtime and how lookups reach its hooks: its
+// table and description for the common plumbing (common/family.h resolves
+// hip_hooks.def in the runtime the process has loaded) and its dlsym route. Also the
+// client's devices as the HIP runtime numbers them.
 #include <dlfcn.h>
 
-#include <atomic>
-#include <cstring>
-#include <mutex>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "hip_dlsym.h"
-#include "hip_hooks.h"
+#include "common/dlsym.h"
+#include "hip/hip_hooks.h"
 #include "log.h"
-#include "real_dlsym.h"
 
 namespace gpushare::hip {
-namespace {
 
-struct HookEntry {
-  const char* symbol;
-  void* hook;  // null for real functions used but not hooked
-  void** real;
-};
-
-const HookEntry kHooks[] = {
+const hooks::HookEntry HipApi::kEntries[] = {
 #define GS_HIP_HOOK(name) {#name, reinterpret_cast<void*>(&::name), reinterpret_cast<void**>(&real::name)},
 #define GS_HIP_HOOK_C(name, types) \
   {#name, reinterpret_cast<void*>(static_cast<hipError_t(*) types>(&::name)), reinterpret_cast<void**>(&real::name)},
@@ -33,13 +23,16 @@ const HookEntry kHooks[] = {
   {#symbol, reinterpret_cast<void*>(&::name), reinterpret_cast<void**>(&real::name)},
 #define GS_HIP_REAL(name) {#name, nullptr, reinterpret_cast<void**>(&real::name)},
 #define GS_HIP_DEVICE_HOOK(name, params, args) GS_HIP_HOOK(name)
-#include "hip_hooks.def"
+#include "hip/hip_hooks.def"
 #undef GS_HIP_HOOK
 #undef GS_HIP_HOOK_C
 #undef GS_HIP_HOOK_CXX
 #undef GS_HIP_REAL
 #undef GS_HIP_DEVICE_HOOK
 };
+const size_t HipApi::kEntryCount = std::size(kEntries);
+
+namespace {
 
 // The runtime the application uses, which it has loaded already: linked with
 // -lamdhip64, or dlopened before its dlsym on that handle reached one of our hooks. A
@@ -53,8 +46,6 @@ void* OpenRuntime() {
   }
   return nullptr;
 }
-
-std::atomic<bool> g_loaded{false};
 
 // The node-wide index of each GPU the HIP runtime shows, when its masks renumber them:
 // ROCR_VISIBLE_DEVICES first (ROCr), then HIP_VISIBLE_DEVICES or, unset, the
@@ -74,45 +65,30 @@ std::optional<std::vector<int>> RuntimeNodeIndex(const ClientOptions& options) {
 
 }  // namespace
 
-bool LoadRealRuntime() {
-  if (g_loaded.load(std::memory_order_acquire)) return true;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* handle = OpenRuntime();
-    if (handle == nullptr) {
-      // Info, not error: see OpenRuntime.
-      Log(LogLevel::kInfo,
-          "a HIP entry point was called but no HIP runtime (libamdhip64.so.5) is loaded in this process; "
-          "answering hipErrorNotSupported");
-      return;
-    }
-    for (const HookEntry& e : kHooks) *e.real = RealDlsym()(handle, e.symbol);
-    g_loaded.store(true, std::memory_order_release);
-  });
-  return g_loaded.load(std::memory_order_acquire);
+void* HipApi::OpenRealLibrary() {
+  void* handle = OpenRuntime();
+  if (handle == nullptr) {
+    // Info, not error: see OpenRuntime.
+    Log(LogLevel::kInfo,
+        "a HIP entry point was called but no HIP runtime (libamdhip64.so.5) is loaded in this process; "
+        "answering hipErrorNotSupported");
+  }
+  return handle;
 }
 
-void* HookForSymbol(const char* symbol) {
-  for (const HookEntry& e : kHooks)
-    if (e.hook != nullptr && std::strcmp(e.symbol, symbol) == 0) return e.hook;
-  return nullptr;
-}
-
-Client* ReadyClient() {
-  Client& client = Client::Get();
-  if (client.devices_ready()) return &client;
+bool HipApi::InitDevices(Client& client) {
   // hipGetDeviceCount initializes the runtime, whichever call of the application's
   // came first.
   int count = 0;
-  if (GS_HIP_REAL_CALL(hipGetDeviceCount, &count) != hipSuccess) return nullptr;
+  if (GS_HIP_CALL(hipGetDeviceCount, &count) != hipSuccess) return false;
   client.gate().SetDrain(DrainDevice);
   client.InitDevices(count, RuntimeNodeIndex(client.options()));
-  return &client;
+  return true;
 }
 
 int CurrentDevice(Client* client) {
   int physical = 0;
-  if (GS_HIP_REAL_CALL(hipGetDevice, &physical) != hipSuccess) return -1;
+  if (GS_HIP_CALL(hipGetDevice, &physical) != hipSuccess) return -1;
   return client->devices().Virtual(physical);
 }
 
@@ -130,19 +106,24 @@ void DrainDevice(int device) {
   if (physical < 0) return;
   // The device is per thread in HIP: this is the drain thread's own, so switching it
   // leaves the application's threads alone.
-  if (GS_HIP_REAL_CALL(hipSetDevice, physical) == hipSuccess) GS_HIP_REAL_CALL(hipDeviceSynchronize);
+  if (GS_HIP_CALL(hipSetDevice, physical) == hipSuccess) GS_HIP_CALL(hipDeviceSynchronize);
 }
 
 }  // namespace gpushare::hip
+
+// dlsym answers every hip* name (and the mangled C++ ones) that the family hooks.
+GS_DLSYM_ROUTE(hip, {{"hip", "_Z24hip"}, &gpushare::hip::Hip::HookFor});
 
 using namespace gpushare::hip;
 
 extern "C" {
 
 hipError_t hipInit(unsigned int flags) {
-  hipError_t r = GS_HIP_REAL_CALL(hipInit, flags);
-  if (r == hipSuccess) ReadyClient();
-  return r;
+  return GS_GUARDED(HipApi, {
+    hipError_t r = GS_HIP_CALL(hipInit, flags);
+    if (r == hipSuccess) ReadyClient();
+    return r;
+  });
 }
 
 }  // extern "C"

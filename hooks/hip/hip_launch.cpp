@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <string>
 
-#include "hip_hooks.h"
+#include "hip/hip_hooks.h"
 
 using namespace gpushare;
 using namespace gpushare::hip;
@@ -110,124 +110,165 @@ Kind CopyKind(hipMemoryType src, hipMemoryType dst) {
 hipError_t hipExtModuleLaunchKernel(hipFunction_t f, uint32_t gx, uint32_t gy, uint32_t gz, uint32_t lx, uint32_t ly,
                                     uint32_t lz, size_t shared, hipStream_t stream, void** params, void** extra,
                                     hipEvent_t start, hipEvent_t stop, uint32_t flags) {
-  return Gated(
-      Kind::kKernel, stream, ModuleShape(f, Blocks(gx, lx), Blocks(gy, ly), Blocks(gz, lz), lx, ly, lz, shared),
-      real::hipExtModuleLaunchKernel, f, gx, gy, gz, lx, ly, lz, shared, stream, params, extra, start, stop, flags);
+  return GS_GUARDED(HipApi, {
+    return Gated(
+        Kind::kKernel, stream, ModuleShape(f, Blocks(gx, lx), Blocks(gy, ly), Blocks(gz, lz), lx, ly, lz, shared),
+        real::hipExtModuleLaunchKernel, f, gx, gy, gz, lx, ly, lz, shared, stream, params, extra, start, stop, flags);
+  });
 }
 
 extern "C" {
 
 hipError_t hipLaunchKernel(const void* f, dim3 grid, dim3 block, void** args, size_t shared, hipStream_t stream) {
-  return Gated(Kind::kKernel, stream, KernelShape(f, grid, block, shared), real::hipLaunchKernel, f, grid, block, args,
-               shared, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kKernel, stream, KernelShape(f, grid, block, shared), real::hipLaunchKernel, f, grid, block,
+                 args, shared, stream);
+  });
 }
 
 hipError_t hipExtLaunchKernel(const void* f, dim3 grid, dim3 block, void** args, size_t shared, hipStream_t stream,
                               hipEvent_t start, hipEvent_t stop, int flags) {
-  return Gated(Kind::kKernel, stream, KernelShape(f, grid, block, shared), real::hipExtLaunchKernel, f, grid, block,
-               args, shared, stream, start, stop, flags);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kKernel, stream, KernelShape(f, grid, block, shared), real::hipExtLaunchKernel, f, grid, block,
+                 args, shared, stream, start, stop, flags);
+  });
 }
 
 hipError_t hipLaunchCooperativeKernel(const void* f, dim3 grid, dim3 block, void** args, unsigned int shared,
                                       hipStream_t stream) {
-  return Gated(Kind::kCooperative, stream, KernelShape(f, grid, block, shared), real::hipLaunchCooperativeKernel, f,
-               grid, block, args, shared, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kCooperative, stream, KernelShape(f, grid, block, shared), real::hipLaunchCooperativeKernel, f,
+                 grid, block, args, shared, stream);
+  });
 }
 
 hipError_t hipModuleLaunchKernel(hipFunction_t f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
                                  unsigned int by, unsigned int bz, unsigned int shared, hipStream_t stream,
                                  void** params, void** extra) {
-  return Gated(Kind::kKernel, stream, ModuleShape(f, gx, gy, gz, bx, by, bz, shared), real::hipModuleLaunchKernel, f,
-               gx, gy, gz, bx, by, bz, shared, stream, params, extra);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kKernel, stream, ModuleShape(f, gx, gy, gz, bx, by, bz, shared), real::hipModuleLaunchKernel, f,
+                 gx, gy, gz, bx, by, bz, shared, stream, params, extra);
+  });
 }
 
 hipError_t hipGraphLaunch(hipGraphExec_t graph, hipStream_t stream) {
-  return Gated(Kind::kGraph, stream, Shape{}, real::hipGraphLaunch, graph, stream);
+  return GS_GUARDED(HipApi, { return Gated(Kind::kGraph, stream, Shape{}, real::hipGraphLaunch, graph, stream); });
 }
 
 // ---- async copies and memsets ----
 
 hipError_t hipMemcpyAsync(void* dst, const void* src, size_t bytes, hipMemcpyKind kind, hipStream_t stream) {
-  return Gated(CopyKind(kind), stream, Bytes(bytes), real::hipMemcpyAsync, dst, src, bytes, kind, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(CopyKind(kind), stream, Bytes(bytes), real::hipMemcpyAsync, dst, src, bytes, kind, stream);
+  });
 }
 
 hipError_t hipMemcpyHtoDAsync(hipDeviceptr_t dst, void* src, size_t bytes, hipStream_t stream) {
-  return Gated(Kind::kCopyHtoD, stream, Bytes(bytes), real::hipMemcpyHtoDAsync, dst, src, bytes, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kCopyHtoD, stream, Bytes(bytes), real::hipMemcpyHtoDAsync, dst, src, bytes, stream);
+  });
 }
 
 hipError_t hipMemcpyDtoHAsync(void* dst, hipDeviceptr_t src, size_t bytes, hipStream_t stream) {
-  return Gated(Kind::kCopyDtoH, stream, Bytes(bytes), real::hipMemcpyDtoHAsync, dst, src, bytes, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kCopyDtoH, stream, Bytes(bytes), real::hipMemcpyDtoHAsync, dst, src, bytes, stream);
+  });
 }
 
 hipError_t hipMemcpyDtoDAsync(hipDeviceptr_t dst, hipDeviceptr_t src, size_t bytes, hipStream_t stream) {
-  return Gated(Kind::kCopyDtoD, stream, Bytes(bytes), real::hipMemcpyDtoDAsync, dst, src, bytes, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kCopyDtoD, stream, Bytes(bytes), real::hipMemcpyDtoDAsync, dst, src, bytes, stream);
+  });
 }
 
 hipError_t hipMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                             hipMemcpyKind kind, hipStream_t stream) {
-  return Gated(CopyKind(kind), stream, Bytes(uint64_t{width} * height), real::hipMemcpy2DAsync, dst, dpitch, src,
-               spitch, width, height, kind, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(CopyKind(kind), stream, Bytes(uint64_t{width} * height), real::hipMemcpy2DAsync, dst, dpitch, src,
+                 spitch, width, height, kind, stream);
+  });
 }
 
 hipError_t hipMemcpy3DAsync(const hipMemcpy3DParms* p, hipStream_t stream) {
-  if (p == nullptr) return GS_HIP_REAL_CALL(hipMemcpy3DAsync, p, stream);
-  return Gated(CopyKind(p->kind), stream, Bytes(uint64_t{p->extent.width} * p->extent.height * p->extent.depth),
-               real::hipMemcpy3DAsync, p, stream);
+  return GS_GUARDED(HipApi, {
+    if (p == nullptr) return GS_HIP_CALL(hipMemcpy3DAsync, p, stream);
+    return Gated(CopyKind(p->kind), stream, Bytes(uint64_t{p->extent.width} * p->extent.height * p->extent.depth),
+                 real::hipMemcpy3DAsync, p, stream);
+  });
 }
 
 hipError_t hipMemcpyParam2DAsync(const hip_Memcpy2D* p, hipStream_t stream) {
-  if (p == nullptr) return GS_HIP_REAL_CALL(hipMemcpyParam2DAsync, p, stream);
-  return Gated(CopyKind(p->srcMemoryType, p->dstMemoryType), stream, Bytes(uint64_t{p->WidthInBytes} * p->Height),
-               real::hipMemcpyParam2DAsync, p, stream);
+  return GS_GUARDED(HipApi, {
+    if (p == nullptr) return GS_HIP_CALL(hipMemcpyParam2DAsync, p, stream);
+    return Gated(CopyKind(p->srcMemoryType, p->dstMemoryType), stream, Bytes(uint64_t{p->WidthInBytes} * p->Height),
+                 real::hipMemcpyParam2DAsync, p, stream);
+  });
 }
 
 hipError_t hipMemcpyToSymbolAsync(const void* symbol, const void* src, size_t bytes, size_t offset, hipMemcpyKind kind,
                                   hipStream_t stream) {
-  return Gated(CopyKind(kind), stream, Bytes(bytes), real::hipMemcpyToSymbolAsync, symbol, src, bytes, offset, kind,
-               stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(CopyKind(kind), stream, Bytes(bytes), real::hipMemcpyToSymbolAsync, symbol, src, bytes, offset, kind,
+                 stream);
+  });
 }
 
 hipError_t hipMemcpyFromSymbolAsync(void* dst, const void* symbol, size_t bytes, size_t offset, hipMemcpyKind kind,
                                     hipStream_t stream) {
-  return Gated(CopyKind(kind), stream, Bytes(bytes), real::hipMemcpyFromSymbolAsync, dst, symbol, bytes, offset, kind,
-               stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(CopyKind(kind), stream, Bytes(bytes), real::hipMemcpyFromSymbolAsync, dst, symbol, bytes, offset, kind,
+                 stream);
+  });
 }
 
 // Device ordinals made physical, then gated as any copy on its stream.
 hipError_t hipMemcpyPeerAsync(void* dst, int dst_dev, const void* src, int src_dev, size_t bytes, hipStream_t stream) {
-  Client* c = ReadyClient();
-  if (c == nullptr) return hipErrorNotInitialized;
-  const int dst_physical = c->devices().Physical(dst_dev);
-  const int src_physical = c->devices().Physical(src_dev);
-  if (dst_physical < 0 || src_physical < 0) return hipErrorInvalidDevice;
-  return Gated(Kind::kCopyDtoD, stream, Bytes(bytes), real::hipMemcpyPeerAsync, dst, dst_physical, src, src_physical,
-               bytes, stream);
+  return GS_GUARDED(HipApi, {
+    Client* c = ReadyClient();
+    if (c == nullptr) return hipErrorNotInitialized;
+    const int dst_physical = c->devices().Physical(dst_dev);
+    const int src_physical = c->devices().Physical(src_dev);
+    if (dst_physical < 0 || src_physical < 0) return hipErrorInvalidDevice;
+    return Gated(Kind::kCopyDtoD, stream, Bytes(bytes), real::hipMemcpyPeerAsync, dst, dst_physical, src, src_physical,
+                 bytes, stream);
+  });
 }
 
 hipError_t hipMemsetAsync(void* dst, int value, size_t bytes, hipStream_t stream) {
-  return Gated(Kind::kMemset, stream, Bytes(bytes), real::hipMemsetAsync, dst, value, bytes, stream);
+  return GS_GUARDED(
+      HipApi, { return Gated(Kind::kMemset, stream, Bytes(bytes), real::hipMemsetAsync, dst, value, bytes, stream); });
 }
 
 hipError_t hipMemsetD8Async(hipDeviceptr_t dst, unsigned char value, size_t count, hipStream_t stream) {
-  return Gated(Kind::kMemset, stream, Bytes(count), real::hipMemsetD8Async, dst, value, count, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kMemset, stream, Bytes(count), real::hipMemsetD8Async, dst, value, count, stream);
+  });
 }
 
 hipError_t hipMemsetD16Async(hipDeviceptr_t dst, unsigned short value, size_t count, hipStream_t stream) {
-  return Gated(Kind::kMemset, stream, Bytes(uint64_t{count} * 2), real::hipMemsetD16Async, dst, value, count, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kMemset, stream, Bytes(uint64_t{count} * 2), real::hipMemsetD16Async, dst, value, count, stream);
+  });
 }
 
 hipError_t hipMemsetD32Async(hipDeviceptr_t dst, int value, size_t count, hipStream_t stream) {
-  return Gated(Kind::kMemset, stream, Bytes(uint64_t{count} * 4), real::hipMemsetD32Async, dst, value, count, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kMemset, stream, Bytes(uint64_t{count} * 4), real::hipMemsetD32Async, dst, value, count, stream);
+  });
 }
 
 hipError_t hipMemset2DAsync(void* dst, size_t pitch, int value, size_t width, size_t height, hipStream_t stream) {
-  return Gated(Kind::kMemset, stream, Bytes(uint64_t{width} * height), real::hipMemset2DAsync, dst, pitch, value, width,
-               height, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kMemset, stream, Bytes(uint64_t{width} * height), real::hipMemset2DAsync, dst, pitch, value,
+                 width, height, stream);
+  });
 }
 
 hipError_t hipMemset3DAsync(hipPitchedPtr ptr, int value, hipExtent extent, hipStream_t stream) {
-  return Gated(Kind::kMemset, stream, Bytes(uint64_t{extent.width} * extent.height * extent.depth),
-               real::hipMemset3DAsync, ptr, value, extent, stream);
+  return GS_GUARDED(HipApi, {
+    return Gated(Kind::kMemset, stream, Bytes(uint64_t{extent.width} * extent.height * extent.depth),
+                 real::hipMemset3DAsync, ptr, value, extent, stream);
+  });
 }
 
 }  // extern "C"

@@ -1,0 +1,58 @@
+// The CUDA hook family's shared pieces: the typed table of real driver functions
+// (from cuda_hooks.def) and the family's description for the common plumbing
+// (common/family.h: loading the real driver, lookups, the ready client).
+#pragma once
+
+#define __CUDA_API_VERSION_INTERNAL 1  // every versioned ABI symbol by its own name
+#include <cuda.h>
+
+#include "client.h"
+#include "common/family.h"
+
+namespace gpushare::cuda {
+
+// real::cuMemAlloc_v2 etc.: the real driver's functions, null until resolved.
+namespace real {
+#define GS_CUDA_HOOK(symbol) inline decltype(&::symbol) symbol = nullptr;
+#define GS_CUDA_REAL GS_CUDA_HOOK
+#define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_HOOK(symbol)
+#define GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, then) GS_CUDA_HOOK(symbol)
+#include "cuda/cuda_hooks.def"
+#undef GS_CUDA_HOOK
+#undef GS_CUDA_REAL
+#undef GS_CUDA_DEVICE_HOOK
+#undef GS_CUDA_DEVICE_HOOK_THEN
+}  // namespace real
+
+// The CUDA family as common/family.h sees it (defined in cuda_lookup.cpp).
+struct CudaApi {
+  using Result = CUresult;
+  // What a hook answers when the shim itself fails (guard.h): the driver's own codes
+  // for an allocation that failed and for an internal error.
+  static constexpr Result kOutOfMemory = CUDA_ERROR_OUT_OF_MEMORY;
+  static constexpr Result kInternal = CUDA_ERROR_UNKNOWN;
+  static Result NoReal(const char*) { return CUDA_ERROR_NOT_SUPPORTED; }  // this driver lacks it
+  static const hooks::HookEntry kEntries[];
+  static const size_t kEntryCount;
+  static void* OpenRealLibrary();  // libcuda.so.1, loaded RTLD_GLOBAL
+  static bool InitDevices(Client& client);
+};
+using Cuda = hooks::Family<CudaApi>;
+
+// Loads the real driver and resolves the table (once; thread-safe). False, with the
+// reason logged once, if the real libcuda.so.1 cannot be found.
+inline bool LoadRealDriver() { return Cuda::Load(); }
+
+// The client runtime, with its devices known (the real driver initialized).
+inline Client* ReadyClient() { return Cuda::ReadyClient(); }
+
+// Contexts of a virtual GPU the application created (cuda_launch.cpp): the drain
+// thread synchronizes them, with the GPU's primary context, when a grant is revoked.
+void TrackContext(int device, CUcontext ctx);
+void DrainDevice(int device);
+
+// Calls a real driver function (loading the driver first if need be), or answers
+// CUDA_ERROR_NOT_SUPPORTED when this driver lacks it.
+#define GS_CUDA_CALL(symbol, ...) GS_FAMILY_CALL(::gpushare::cuda::CudaApi, ::gpushare::cuda::real, symbol, __VA_ARGS__)
+
+}  // namespace gpushare::cuda
