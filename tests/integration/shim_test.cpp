@@ -3,6 +3,7 @@
 // cap, and malformed settings.
 #include <gtest/gtest.h>
 
+#include "simgpu_control.h"
 #include "subprocess.h"
 
 using testing_support::Field;
@@ -58,7 +59,57 @@ TEST_P(ShimRoutes, MemoryViewsShowTheCap) {
   EXPECT_EQ(Field(r.out, "dev1_free"), 512 * kMiB);
 }
 
+// simgpu itself fails a call the shim hooks (control interface): the application gets
+// the driver's error as it is, and the shim's ledger holds nothing for it.
+TEST_P(ShimRoutes, AFailureOfTheDriverUnderAHookReachesTheApplication) {
+  SimNode node(kNode);
+  ASSERT_EQ(simgpuControlOpen(node.config_path().c_str(), node.name().c_str()), 0);
+  ASSERT_EQ(simgpuControlFailCall("cuMemAlloc", 700 /* CUDA_ERROR_ILLEGAL_ADDRESS */, 1, 0), 0);
+  auto r = Client(node, {GetParam(), "fill", "0", std::to_string(256 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "allocated"), 0u) << r.out;
+  EXPECT_NE(r.out.find("stopped_by=CUDA_ERROR_ILLEGAL_ADDRESS"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dev0_free=" + std::to_string(kGiB) + " "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("after_free=CUDA_SUCCESS"), std::string::npos) << r.out;
+  EXPECT_EQ(simgpuControlFaultHits(), 1);
+}
+
+// The driver reports an entry point as absent (an older driver, a stripped one): the
+// shim's cuGetProcAddress passes the answer on rather than handing out its hook.
+TEST(Shim, AnEntryPointTheDriverDoesNotFindIsNotFoundThroughTheShim) {
+  SimNode node(kNode);
+  ASSERT_EQ(simgpuControlOpen(node.config_path().c_str(), node.name().c_str()), 0);
+  ASSERT_EQ(simgpuControlHideProc("cuMemAllocPitch", 0), 0);
+  auto r = Client(node, {"getproc", "info"});
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_NE(r.out.find("lookup failed cuMemAllocPitch"), std::string::npos) << r.out;
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryRoute, ShimRoutes, ::testing::Values("link", "dlsym", "getproc"));
+
+// The driver refuses an allocation the cap allows (the device is full of others' memory
+// the shim cannot see, or the driver fails): the application gets the API's own
+// out-of-memory error, the shim's ledger gives the reservation back, and the node's
+// memory shows nothing held for it.
+TEST(Shim, ADriverRefusalUnderTheCapIsTheApisOutOfMemoryAndTheLedgerStaysRight) {
+  SimNode node(kNode);
+  ASSERT_EQ(simgpuControlOpen(node.config_path().c_str(), node.name().c_str()), 0);
+  ASSERT_EQ(simgpuControlFailAllocations(0, 1, SIMGPU_CONTROL_ANY_PROCESS), 0);
+  auto r = Client(node, {"link", "fill", "0", std::to_string(256 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "allocated"), 0u) << r.out;
+  EXPECT_NE(r.out.find("stopped_by=CUDA_ERROR_OUT_OF_MEMORY"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("out of memory on virtual GPU"), std::string::npos) << r.out;  // not the cap's refusal
+  EXPECT_NE(r.out.find("dev0_free=" + std::to_string(kGiB) + " "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("after_free=CUDA_SUCCESS"), std::string::npos) << r.out;
+  EXPECT_EQ(simgpuControlFaultHits(), 1);
+  // Stream-ordered allocation too: the refused cuMemAllocAsync leaves the ledger as it was.
+  ASSERT_EQ(simgpuControlFailAllocations(0, 1, SIMGPU_CONTROL_ANY_PROCESS), 0);
+  r = Client(node, {"link", "families", "0"}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  EXPECT_NE(r.out.find("async=CUDA_ERROR_OUT_OF_MEMORY free=1024\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pool=CUDA_SUCCESS pool_alloc=CUDA_SUCCESS free=896"), std::string::npos) << r.out;
+  EXPECT_EQ(simgpuControlUsedBytes(0), 0);  // the clients are gone, and so is what they held
+}
 
 TEST(Shim, FreeMemoryFollowsAllocationsAndFrees) {
   SimNode node(kNode);

@@ -7,8 +7,8 @@ using namespace simgpu::cuda;
 
 namespace {
 
-CUresult NewStream(CUstream* out, unsigned flags, int priority) {
-  SIM_CTX();
+CUresult NewStream(CUstream* out, unsigned flags, int priority, const char* entry = __builtin_FUNCTION()) {
+  SIM_CTX_AS(entry);
   if (out == nullptr || (flags & ~1u)) return CUDA_ERROR_INVALID_VALUE;
   auto* s = new Stream();
   s->ctx = ctx;
@@ -20,16 +20,16 @@ CUresult NewStream(CUstream* out, unsigned flags, int priority) {
   return CUDA_SUCCESS;
 }
 
-CUresult EventRecord(CUevent h, CUstream s) {
-  SIM_INIT();
+CUresult EventRecord(CUevent h, CUstream s, const char* entry = __builtin_FUNCTION()) {
+  SIM_INIT_AS(entry);
   auto* e = reinterpret_cast<Event*>(h);
   if (!proc->Valid(e, Tag::kEvent)) return CUDA_ERROR_INVALID_HANDLE;
   SIM_STREAM(s);
   return ToCu(proc->RecordEvent(e, stream));
 }
 
-CUresult StreamCallback(CUstream h, std::function<void()> fn) {
-  SIM_INIT();
+CUresult StreamCallback(CUstream h, std::function<void()> fn, const char* entry = __builtin_FUNCTION()) {
+  SIM_INIT_AS(entry);
   SIM_STREAM(h);
   Work w;
   w.effect = [fn = std::move(fn)](uint64_t) { fn(); };

@@ -1,5 +1,6 @@
 // simgpu's CUDA driver front, part three: cuGetProcAddress (versioned lookup over
 // cuda_procs.def) and the error name/string queries.
+#include "control_node.h"
 #include "cuda_front.h"
 
 using namespace simgpu;
@@ -35,6 +36,15 @@ const KnownEntry kKnown[] = {
 };
 
 CUresult NotSupported() { return CUDA_ERROR_NOT_SUPPORTED; }
+
+// A test hid `symbol` (simgpuControlHideProc). Lookups come before cuInit, so the
+// node is the environment's until this process has its own.
+bool Hidden(const char* symbol) {
+  Process* proc = g_process.load(std::memory_order_acquire);
+  Node* node = proc ? &proc->node() : EnvironmentNode();
+  int unused;
+  return node != nullptr && node->AnyFaultArmed() && node->TakeFault(FaultKind::kLookup, symbol, -1, &unused);
+}
 
 const char* ErrorString(CUresult e) {
   switch (e) {
@@ -103,6 +113,7 @@ CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int version, cuuint
       ~static_cast<cuuint64_t>(CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
     return CUDA_ERROR_INVALID_VALUE;
   *pfn = nullptr;
+  if (Hidden(symbol)) return CUDA_ERROR_NOT_FOUND;
   const bool per_thread = flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
   const ProcEntry* best = nullptr;
   bool named = false;
