@@ -72,6 +72,21 @@ inline CUresult InjectedError(Process* p, const char* entry) {
     if (r_ != CUDA_SUCCESS) return r_; \
   } while (0)
 
+// Which driver this libcuda.so.1 is (cuda_variant.cpp, compiled once per library):
+// simgpu's standard driver or a variant that lacks something, as older or smaller
+// real drivers do. The rest of the front is the same objects in every library.
+struct DriverVariant {
+  const char* name;
+  bool mempools;             // stream-ordered allocation and memory pools
+  bool get_proc_address_v2;  // cuGetProcAddress_v2 (CUDA 12); CUDA 11 drivers had only cuGetProcAddress
+};
+extern const DriverVariant kVariant;
+
+// The memory-pool family on a driver without pools: CUDA_ERROR_NOT_SUPPORTED, and
+// CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED reads 0.
+#define SIM_MEMPOOLS() \
+  if (!kVariant.mempools) return CUDA_ERROR_NOT_SUPPORTED
+
 inline bool ValidDevice(Process* p, CUdevice d) { return d >= 0 && d < p->device_count(); }
 
 // The NULL stream, CU_STREAM_LEGACY and CU_STREAM_PER_THREAD all resolve to the
@@ -281,7 +296,7 @@ inline int DeviceAttribute(Process* p, CUdevice_attribute attr, int dev) {
     case CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR: return 32;
     case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: return 1;
     case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED: return 0;
-    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: return 1;
+    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: return kVariant.mempools ? 1 : 0;
     case CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES: return 0;
     case CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED: return 1;
     case CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM: return 1;

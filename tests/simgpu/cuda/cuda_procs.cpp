@@ -37,6 +37,11 @@ const KnownEntry kKnown[] = {
 
 CUresult NotSupported() { return CUDA_ERROR_NOT_SUPPORTED; }
 
+// An entry point this driver variant does not have (nor export: its version script).
+bool Absent(const void* fn) {
+  return !kVariant.get_proc_address_v2 && fn == reinterpret_cast<const void*>(&cuGetProcAddress_v2);
+}
+
 // A test hid `symbol` (simgpuControlHideProc). Lookups come before cuInit, so the
 // node is the environment's until this process has its own.
 bool Hidden(const char* symbol) {
@@ -118,7 +123,7 @@ CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int version, cuuint
   const ProcEntry* best = nullptr;
   bool named = false;
   for (const ProcEntry& e : kProcs) {
-    if (std::strcmp(e.name, symbol) != 0) continue;
+    if (std::strcmp(e.name, symbol) != 0 || Absent(e.fn)) continue;
     named = true;
     if (e.version > version || (e.per_thread && !per_thread)) continue;
     // A per-thread variant beats any legacy one when asked for; then the highest version.
