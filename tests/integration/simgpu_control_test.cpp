@@ -76,7 +76,8 @@ TEST_F(Control, ShowsTheNodeAsItsProcessesSeeIt) {
   worker.CloseStdin();
   worker.Wait();
   EXPECT_EQ(simgpuControlUsedBytes(1), 0);  // what the dead held is reclaimed
-  EXPECT_EQ(Find(Processes(1), worker.pid()), nullptr);
+  const auto after = Processes(1);
+  EXPECT_EQ(Find(after, worker.pid()), nullptr);
 }
 
 TEST_F(Control, UtilizationCountersFollowTheProcesssKernels) {
@@ -86,7 +87,8 @@ TEST_F(Control, UtilizationCountersFollowTheProcesssKernels) {
   CUfunction f;
   ASSERT_CU(cuModuleLoadData(&m, ptx.c_str()));
   ASSERT_CU(cuModuleGetFunction(&f, m, "simgpu_compute_3000us"));
-  const simgpuControlProcess* before = Find(Processes(0), getpid());
+  const auto procs_before = Processes(0);
+  const simgpuControlProcess* before = Find(procs_before, getpid());
   const uint64_t busy_before = before ? before->sm_busy_ns : 0;
   ASSERT_CU(cuLaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, nullptr, nullptr, nullptr));
   ASSERT_CU(cuCtxSynchronize());
