@@ -114,8 +114,7 @@ TEST(Shim, ADriverRefusalUnderTheCapIsTheApisOutOfMemoryAndTheLedgerStaysRight) 
 // ---- The shim on simgpu's driver variants (build/simgpu/variants/<name>/libcuda.so.1) ----
 
 // The variant's libcuda.so.1 first; NVML and the rest from the standard simgpu.
-std::map<std::string, std::string> OnVariant(const std::string& variant,
-                                             std::map<std::string, std::string> env = {}) {
+std::map<std::string, std::string> OnVariant(const std::string& variant, std::map<std::string, std::string> env = {}) {
   env["LD_LIBRARY_PATH"] = std::string(SIMGPU_DIR) + "/variants/" + variant + ":" + SIMGPU_DIR;
   return env;
 }

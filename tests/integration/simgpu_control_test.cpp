@@ -107,9 +107,9 @@ TEST_F(Control, FailedAllocationsAreOutOfMemoryThenTheDeviceServesAgain) {
   EXPECT_EQ(cuMemAlloc_v2(&p, kMiB), CUDA_ERROR_OUT_OF_MEMORY);
   CUstream s;
   ASSERT_CU(cuStreamCreate(&s, 0));
-  EXPECT_EQ(cuMemAllocAsync(&p, kMiB, s), CUDA_ERROR_OUT_OF_MEMORY);  // every family counts
-  EXPECT_EQ(simgpuControlUsedBytes(0), used);                        // nothing was charged
-  ASSERT_CU(cuMemAlloc_v2(&p, kMiB));                                // two, then no more
+  EXPECT_EQ(cuMemAllocAsync(&p, kMiB, s), CUDA_ERROR_OUT_OF_MEMORY);              // every family counts
+  EXPECT_EQ(simgpuControlUsedBytes(0), used);                                     // nothing was charged
+  ASSERT_CU(cuMemAlloc_v2(&p, kMiB));                                             // two, then no more
   EXPECT_EQ(simgpuControlUsedBytes(0), used + static_cast<long long>(2 * kMiB));  // 2 MiB pages
   EXPECT_EQ(simgpuControlFaultHits(), hits + 2);
   ASSERT_CU(cuMemFree_v2(p));

@@ -18,13 +18,13 @@
 extern "C" {
 #endif
 
-#define SIMGPU_CONTROL_ERROR_NO_NODE (-1)      /* the node could not be opened (config, segment) */
-#define SIMGPU_CONTROL_ERROR_INVALID (-2)      /* an argument is out of range */
-#define SIMGPU_CONTROL_ERROR_TABLE_FULL (-3)   /* SIMGPU_CONTROL_MAX_FAULTS faults are armed already */
+#define SIMGPU_CONTROL_ERROR_NO_NODE (-1)    /* the node could not be opened (config, segment) */
+#define SIMGPU_CONTROL_ERROR_INVALID (-2)    /* an argument is out of range */
+#define SIMGPU_CONTROL_ERROR_TABLE_FULL (-3) /* SIMGPU_CONTROL_MAX_FAULTS faults are armed already */
 #define SIMGPU_CONTROL_MAX_FAULTS 16
-#define SIMGPU_CONTROL_ANY_PROCESS 0           /* pid argument: every process of the node */
-#define SIMGPU_CONTROL_ANY_GPU (-1)            /* gpu argument: every GPU */
-#define SIMGPU_CONTROL_UNTIL_CLEARED (-1)      /* count argument: no limit */
+#define SIMGPU_CONTROL_ANY_PROCESS 0      /* pid argument: every process of the node */
+#define SIMGPU_CONTROL_ANY_GPU (-1)       /* gpu argument: every GPU */
+#define SIMGPU_CONTROL_UNTIL_CLEARED (-1) /* count argument: no limit */
 
 /* Targets the node of `config_path` (a SIMGPU_CONFIG file; null: the default node)
    and `node_name` (a SIMGPU_NODE; null or empty: derived from the config, as the
@@ -41,9 +41,9 @@ long long simgpuControlCapacityBytes(int gpu);
 
 typedef struct simgpuControlProcess {
   int pid;
-  unsigned long long used_bytes;   /* device memory charged to it on the GPU asked about */
-  unsigned long long sm_busy_ns;   /* cumulative time its kernels ran there */
-  unsigned long long mem_busy_ns;  /* cumulative time device memory was busy for it there */
+  unsigned long long used_bytes;  /* device memory charged to it on the GPU asked about */
+  unsigned long long sm_busy_ns;  /* cumulative time its kernels ran there */
+  unsigned long long mem_busy_ns; /* cumulative time device memory was busy for it there */
 } simgpuControlProcess;
 
 /* The live processes attached to the node (those that initialized a simgpu driver
@@ -55,16 +55,16 @@ int simgpuControlProcesses(int gpu, simgpuControlProcess* out, int max);
 
 /* The next `count` device-memory allocations on `gpu` (SIMGPU_CONTROL_ANY_GPU: any)
    fail as if the device were full: CUDA_ERROR_OUT_OF_MEMORY / hipErrorOutOfMemory.
-   Counts every family that takes capacity (plain, pitched, managed, pooled blocks
-   the pool must grow for, arrays, VMM handles); context memory does not count. */
+   Counts every allocation family (plain, pitched, managed, stream-ordered even when
+   the pool could reuse a block, arrays, VMM handles); context memory does not count. */
 int simgpuControlFailAllocations(int gpu, int count, int pid);
 
 /* The next `count` calls of entry point `name` return `error` (a CUresult or
    hipError_t) without doing anything. `name` is an API name ("cuMemAlloc", which
    also matches cuMemAlloc_v2 and any later _vN) or an exact ABI symbol
-   ("cuMemAlloc_v2"). Applies to the entry points that begin with the front's
-   initialization check: all but cuInit, cuDriverGetVersion, cuGetProcAddress*,
-   cuGetErrorName/String and the hip error-name queries. */
+   ("cuMemAlloc_v2"). Applies to the entry points that pass the front's
+   initialization check; not to the version, error-name and last-error queries,
+   cuInit, cuGetProcAddress*, hipGetDeviceCount (docs/simgpu.md lists them). */
 int simgpuControlFailCall(const char* name, int error, int count, int pid);
 
 /* cuGetProcAddress and cuGetProcAddress_v2 report `name` as not found

@@ -242,7 +242,9 @@ NodeConfig DefaultConfig() {
   return *cfg;
 }
 
-std::optional<NodeConfig> LoadConfigFromEnv(std::string* error) { return LoadConfig(std::getenv("SIMGPU_CONFIG"), error); }
+std::optional<NodeConfig> LoadConfigFromEnv(std::string* error) {
+  return LoadConfig(std::getenv("SIMGPU_CONFIG"), error);
+}
 
 std::optional<NodeConfig> LoadConfig(const char* path, std::string* error) {
   if (path == nullptr || *path == '\0') return DefaultConfig();

@@ -84,9 +84,9 @@ struct Fault {
   static constexpr uint32_t kFree = 0, kWriting = 1, kArmed = 2;
   std::atomic<uint32_t> state{kFree};
   FaultKind kind = FaultKind::kCall;
-  int32_t pid = 0;    // 0: any process
-  int32_t gpu = -1;   // kAllocation: -1 any
-  int32_t error = 0;  // kCall: the code the entry point returns
+  int32_t pid = 0;                    // 0: any process
+  int32_t gpu = -1;                   // kAllocation: -1 any
+  int32_t error = 0;                  // kCall: the code the entry point returns
   std::atomic<int32_t> remaining{0};  // firings left; -1 until cleared
   char name[64] = {};
 };

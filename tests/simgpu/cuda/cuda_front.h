@@ -53,11 +53,10 @@ inline CUresult InjectedError(Process* p, const char* entry) {
 // Every entry point but cuInit and the version/error queries starts with one of these.
 // `entry` names the entry point for injected faults: __func__, the ABI symbol; helpers
 // shared by several entry points take their caller's (__builtin_FUNCTION()).
-#define SIM_INIT_AS(entry)                                                        \
-  Process* proc = g_process.load(std::memory_order_acquire);                      \
-  if (proc == nullptr) return CUDA_ERROR_NOT_INITIALIZED;                         \
-  if (CUresult injected_ = InjectedError(proc, entry); injected_ != CUDA_SUCCESS) \
-  return injected_
+#define SIM_INIT_AS(entry)                                   \
+  Process* proc = g_process.load(std::memory_order_acquire); \
+  if (proc == nullptr) return CUDA_ERROR_NOT_INITIALIZED;    \
+  if (CUresult injected_ = InjectedError(proc, entry); injected_ != CUDA_SUCCESS) return injected_
 #define SIM_INIT() SIM_INIT_AS(__func__)
 
 #define SIM_CTX_AS(entry)   \
@@ -158,14 +157,16 @@ inline CUresult LaunchOn(Process* p, const void* f_handle, unsigned gx, unsigned
 
 inline uint64_t Ptr(const void* p) { return reinterpret_cast<uint64_t>(p); }
 
-inline CUresult CopyGeneric(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream h, bool async, const char* entry = __builtin_FUNCTION()) {
+inline CUresult CopyGeneric(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream h, bool async,
+                            const char* entry = __builtin_FUNCTION()) {
   SIM_INIT_AS(entry);
   SIM_STREAM(h);
   return ToCu(proc->Copy(stream, dst, src, n, async));
 }
 
 // A device-side operand of a typed copy must be device memory.
-inline CUresult CopyTyped(uint64_t dst, bool dst_dev, uint64_t src, bool src_dev, size_t n, CUstream h, bool async, const char* entry = __builtin_FUNCTION()) {
+inline CUresult CopyTyped(uint64_t dst, bool dst_dev, uint64_t src, bool src_dev, size_t n, CUstream h, bool async,
+                          const char* entry = __builtin_FUNCTION()) {
   SIM_INIT_AS(entry);
   if (n > 0 && ((dst_dev && !proc->DeviceSpan(dst, n, nullptr)) || (src_dev && !proc->DeviceSpan(src, n, nullptr))))
     return CUDA_ERROR_INVALID_VALUE;
@@ -178,7 +179,8 @@ inline uint64_t Copy2DAddress(CUmemorytype type, const void* host, CUdeviceptr d
   return base + y * pitch + x;
 }
 
-inline CUresult Copy2DGeneric(const CUDA_MEMCPY2D* c, CUstream h, bool async, const char* entry = __builtin_FUNCTION()) {
+inline CUresult Copy2DGeneric(const CUDA_MEMCPY2D* c, CUstream h, bool async,
+                              const char* entry = __builtin_FUNCTION()) {
   SIM_INIT_AS(entry);
   if (c == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (c->srcMemoryType == CU_MEMORYTYPE_ARRAY || c->dstMemoryType == CU_MEMORYTYPE_ARRAY)
@@ -211,7 +213,8 @@ inline size_t ArrayFormatBytes(CUarray_format f) {
   }
 }
 
-inline CUresult NewArray(const CUDA_ARRAY3D_DESCRIPTOR* d, int levels, Array** out, const char* entry = __builtin_FUNCTION()) {
+inline CUresult NewArray(const CUDA_ARRAY3D_DESCRIPTOR* d, int levels, Array** out,
+                         const char* entry = __builtin_FUNCTION()) {
   SIM_CTX_AS(entry);
   if (d == nullptr || out == nullptr || levels < 1) return CUDA_ERROR_INVALID_VALUE;
   const size_t elem = ArrayFormatBytes(d->Format);

@@ -104,7 +104,8 @@ bool Attribute(Process* p, hipDeviceAttribute_t attr, int dev, int* value) {
   return true;
 }
 
-hipError_t CopyKinded(void* dst, const void* src, size_t n, hipMemcpyKind kind, hipStream_t h, bool async, const char* entry = __builtin_FUNCTION()) {
+hipError_t CopyKinded(void* dst, const void* src, size_t n, hipMemcpyKind kind, hipStream_t h, bool async,
+                      const char* entry = __builtin_FUNCTION()) {
   HIP_INIT_AS(entry);
   if (kind < hipMemcpyHostToHost || kind > hipMemcpyDefault) return Ret(hipErrorInvalidMemcpyDirection);
   // A device side named by the kind must be device memory (hipMemcpyDefault infers it).
@@ -119,7 +120,8 @@ hipError_t CopyKinded(void* dst, const void* src, size_t n, hipMemcpyKind kind, 
   return Ret(ToHip(proc->Copy(stream, Ptr(dst), Ptr(src), n, async)));
 }
 
-hipError_t MemsetElems(void* dst, uint32_t value, unsigned elem, size_t count, hipStream_t h, bool async, const char* entry = __builtin_FUNCTION()) {
+hipError_t MemsetElems(void* dst, uint32_t value, unsigned elem, size_t count, hipStream_t h, bool async,
+                       const char* entry = __builtin_FUNCTION()) {
   HIP_INIT_AS(entry);
   HIP_STREAM(h);
   if (async && Capture(stream, [=](Process* p, Stream* s) {
@@ -152,7 +154,8 @@ size_t FormatBytes(hipArray_Format f) {
   return 0;
 }
 
-hipError_t NewArray(hipArray** out, size_t w, size_t h, size_t d, size_t elem_bytes, const hipArray& shape, const char* entry = __builtin_FUNCTION()) {
+hipError_t NewArray(hipArray** out, size_t w, size_t h, size_t d, size_t elem_bytes, const hipArray& shape,
+                    const char* entry = __builtin_FUNCTION()) {
   HIP_DEVICE_AS(entry);
   if (out == nullptr || w == 0 || elem_bytes == 0) return Ret(hipErrorInvalidValue);
   auto* a = new SimArray();
@@ -213,7 +216,8 @@ hipError_t Copy2DKinded(void* dst, size_t dpitch, const void* src, size_t spitch
   return Ret(copy(proc, stream));
 }
 
-hipError_t Memset2D(void* dst, size_t pitch, int value, size_t width, size_t height, hipStream_t h, bool async, const char* entry = __builtin_FUNCTION()) {
+hipError_t Memset2D(void* dst, size_t pitch, int value, size_t width, size_t height, hipStream_t h, bool async,
+                    const char* entry = __builtin_FUNCTION()) {
   HIP_INIT_AS(entry);
   HIP_STREAM(h);
   auto set = [=](Process* p, Stream* s) {

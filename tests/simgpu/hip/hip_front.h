@@ -57,11 +57,10 @@ inline hipError_t InjectedError(Process* p, const char* entry) {
 
 // `entry` names the entry point for injected faults: __func__; helpers shared by
 // several entry points take their caller's (__builtin_FUNCTION()).
-#define HIP_INIT_AS(entry)                                                       \
-  Process* proc = Proc();                                                        \
-  if (proc == nullptr) return Ret(hipErrorNoDevice);                             \
-  if (hipError_t injected_ = InjectedError(proc, entry); injected_ != hipSuccess) \
-  return Ret(injected_)
+#define HIP_INIT_AS(entry)                           \
+  Process* proc = Proc();                            \
+  if (proc == nullptr) return Ret(hipErrorNoDevice); \
+  if (hipError_t injected_ = InjectedError(proc, entry); injected_ != hipSuccess) return Ret(injected_)
 #define HIP_INIT() HIP_INIT_AS(__func__)
 
 #define HIP_TRY(expr)                     \
