@@ -16,11 +16,17 @@ namespace {
 std::mutex g_mu;
 std::unique_ptr<Node> g_opened;  // simgpuControlOpen's node; guarded by g_mu
 
+// Null when the node cannot be opened. Catches everything: cuGetProcAddress calls this,
+// and no exception may leave a driver entry point (a real driver never throws).
 std::unique_ptr<Node> AttachTo(const char* config_path, const char* node_name) {
-  std::string error;
-  auto config = LoadConfig(config_path, &error);
-  if (!config) return nullptr;
-  return Node::Attach(*config, node_name ? node_name : "", /*claim_slot=*/false, &error);
+  try {
+    std::string error;
+    auto config = LoadConfig(config_path, &error);
+    if (!config) return nullptr;
+    return Node::Attach(*config, node_name ? node_name : "", /*claim_slot=*/false, &error);
+  } catch (...) {
+    return nullptr;
+  }
 }
 
 bool ValidGpu(Node* n, int gpu) { return gpu >= 0 && gpu < n->gpu_count(); }
