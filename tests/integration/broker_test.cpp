@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "protocol.h"
+#include "simgpu_control.h"
 #include "socket_io.h"
 #include "subprocess.h"
 #include "test_broker.h"
@@ -105,6 +106,29 @@ TEST(Broker, MemoryOfAKilledClientReturnsAtOnce) {
   EXPECT_EQ(used, 0u);
   std::printf("reclaim after SIGKILL: %.2f ms (figure: tests/bench/broker_bench)\n", ms);
   EXPECT_TRUE(broker.Status()["clients"].empty());
+}
+
+// The driver itself refuses an allocation the tenant's cap allows (a fault aimed at
+// this client through simgpu's control interface): the client gets the API's
+// out-of-memory error, and the broker's ledger, like the node's, holds nothing for it.
+TEST(Broker, ADriverRefusalUnderTheCapLeavesTheLedgerAsItWas) {
+  Broker broker(kOneGpu, "");
+  ASSERT_EQ(simgpuControlOpen(broker.node().config_path().c_str(), broker.node().name().c_str()), 0);
+  auto c = broker.Client({{"GPUSHARE_TENANT", "a"}, {"GPUSHARE_MEMORY_LIMIT", "4GiB"}});
+  Ask(*c, "init");
+  ASSERT_EQ(Ask(*c, "alloc 0 1073741824"), "alloc=ok");
+  const uint64_t ledger = broker.Status()["gpus"][0]["memory_used"].get<uint64_t>();
+  const long long node = simgpuControlUsedBytes(0);
+  ASSERT_EQ(simgpuControlFailAllocations(0, 1, c->pid()), 0);
+  EXPECT_EQ(Ask(*c, "alloc 0 1073741824"), "alloc=CUDA_ERROR_OUT_OF_MEMORY");
+  json s = broker.Status();
+  EXPECT_EQ(s["gpus"][0]["memory_used"].get<uint64_t>(), ledger) << s.dump();
+  const json* me = ClientWithPid(s, c->pid());
+  ASSERT_NE(me, nullptr) << s.dump();
+  EXPECT_EQ((*me)["devices"][0]["memory_used"].get<uint64_t>(), ledger) << s.dump();
+  EXPECT_EQ(simgpuControlUsedBytes(0), node);
+  EXPECT_EQ(Ask(*c, "alloc 0 1073741824"), "alloc=ok");  // the fault fired once
+  EXPECT_EQ(broker.Status()["gpus"][0]["memory_used"].get<uint64_t>(), ledger + kGiB);
 }
 
 size_t CountEntries(const std::string& dir, const std::string& prefix) {

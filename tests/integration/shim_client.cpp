@@ -12,7 +12,7 @@
 //   shim_client any nvml              what NVML shows (dlopen + dlsym, no CUDA call)
 //   shim_client ROUTE nomem DEV       allocations while every operator new of this thread
 //                                     throws (in the shim too): the API's error, then life goes on
-// ROUTE: link | dlsym | getproc
+// ROUTE: link | dlsym | getproc | getproc_v1 (cuGetProcAddress without _v2, as CUDA 11)
 #define __CUDA_API_VERSION_INTERNAL 1
 #include <cuda.h>
 #include <dlfcn.h>
@@ -137,6 +137,46 @@ Api ByGetProcAddress() {
   return a;
 }
 
+// As a CUDA 11 runtime does: cuGetProcAddress (drivers before CUDA 12 have no _v2),
+// asked for itself, then for all, at version 11.8. Says whether the driver has _v2 and
+// whether what it handed out for cuMemAlloc is the shim's.
+Api ByGetProcAddressV1() {
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW);
+  decltype(&cuGetProcAddress) gpa;
+  Sym(lib, "cuGetProcAddress", &gpa);
+  std::printf("has_v2=%d\n", dlsym(lib, "cuGetProcAddress_v2") != nullptr ? 1 : 0);
+  void* self = nullptr;
+  if (gpa("cuGetProcAddress", &self, 11080, 0) != CUDA_SUCCESS) std::exit(3);
+  gpa = reinterpret_cast<decltype(gpa)>(self);
+  auto get = [&](const char* name, auto* out) {
+    void* fn = nullptr;
+    if (gpa(name, &fn, 11080, 0) != CUDA_SUCCESS || fn == nullptr) {
+      std::printf("lookup failed %s\n", name);
+      std::exit(3);
+    }
+    *out = reinterpret_cast<std::remove_reference_t<decltype(*out)>>(fn);
+  };
+  Api a;
+  get("cuInit", &a.init);
+  get("cuDeviceGetCount", &a.count);
+  get("cuDeviceGet", &a.get);
+  get("cuDeviceGetName", &a.name);
+  get("cuDeviceTotalMem", &a.total);
+  get("cuDevicePrimaryCtxRetain", &a.retain);
+  get("cuCtxSetCurrent", &a.set_current);
+  get("cuMemGetInfo", &a.info);
+  get("cuMemAlloc", &a.alloc);
+  get("cuMemAllocPitch", &a.alloc_pitch);
+  get("cuMemAllocManaged", &a.alloc_managed);
+  get("cuMemFree", &a.free);
+  get("cuGetErrorName", &a.error_name);
+  Dl_info info;
+  const void* alloc = reinterpret_cast<const void*>(a.alloc);
+  std::printf("cuMemAlloc_hooked=%d\n",
+              dladdr(alloc, &info) && info.dli_fname && std::strstr(info.dli_fname, "libgpushare") ? 1 : 0);
+  return a;
+}
+
 Api g;
 
 const char* Name(CUresult r) {
@@ -243,7 +283,10 @@ int main(int argc, char** argv) {
   const std::string route = argv[1], cmd = argv[2];
   if (cmd == "nvml") return NvmlInfo();
   if (cmd == "replay" && argc == 4) return Replay(argv[3]);
-  g = route == "link" ? Linked() : route == "dlsym" ? ByDlsym() : ByGetProcAddress();
+  g = route == "link"         ? Linked()
+      : route == "dlsym"      ? ByDlsym()
+      : route == "getproc_v1" ? ByGetProcAddressV1()
+                              : ByGetProcAddress();
   CUresult r = g.init(0);
   if (r != CUDA_SUCCESS) {
     std::printf("cuInit=%s\n", Name(r));
@@ -364,6 +407,9 @@ int main(int argc, char** argv) {
       cuMemGetInfo_v2(&f, &t);
       return f / mib;
     };
+    int pools = -1;
+    cuDeviceGetAttribute(&pools, CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED, dev);
+    std::printf("pools_supported=%d\n", pools);
     CUstream s;
     cuStreamCreate(&s, 0);
     CUdeviceptr a, b;

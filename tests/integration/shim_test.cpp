@@ -3,6 +3,7 @@
 // cap, and malformed settings.
 #include <gtest/gtest.h>
 
+#include "simgpu_control.h"
 #include "subprocess.h"
 
 using testing_support::Field;
@@ -58,7 +59,124 @@ TEST_P(ShimRoutes, MemoryViewsShowTheCap) {
   EXPECT_EQ(Field(r.out, "dev1_free"), 512 * kMiB);
 }
 
+// simgpu itself fails a call the shim hooks (control interface): the application gets
+// the driver's error as it is, and the shim's ledger holds nothing for it.
+TEST_P(ShimRoutes, AFailureOfTheDriverUnderAHookReachesTheApplication) {
+  SimNode node(kNode);
+  ASSERT_EQ(simgpuControlOpen(node.config_path().c_str(), node.name().c_str()), 0);
+  ASSERT_EQ(simgpuControlFailCall("cuMemAlloc", 700 /* CUDA_ERROR_ILLEGAL_ADDRESS */, 1, 0), 0);
+  auto r = Client(node, {GetParam(), "fill", "0", std::to_string(256 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "allocated"), 0u) << r.out;
+  EXPECT_NE(r.out.find("stopped_by=CUDA_ERROR_ILLEGAL_ADDRESS"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dev0_free=" + std::to_string(kGiB) + " "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("after_free=CUDA_SUCCESS"), std::string::npos) << r.out;
+  EXPECT_EQ(simgpuControlFaultHits(), 1);
+}
+
+// The driver reports an entry point as absent (an older driver, a stripped one): the
+// shim's cuGetProcAddress passes the answer on rather than handing out its hook.
+TEST(Shim, AnEntryPointTheDriverDoesNotFindIsNotFoundThroughTheShim) {
+  SimNode node(kNode);
+  ASSERT_EQ(simgpuControlOpen(node.config_path().c_str(), node.name().c_str()), 0);
+  ASSERT_EQ(simgpuControlHideProc("cuMemAllocPitch", 0), 0);
+  auto r = Client(node, {"getproc", "info"});
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_NE(r.out.find("lookup failed cuMemAllocPitch"), std::string::npos) << r.out;
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryRoute, ShimRoutes, ::testing::Values("link", "dlsym", "getproc"));
+
+// The driver refuses an allocation the cap allows (the device is full of others' memory
+// the shim cannot see, or the driver fails): the application gets the API's own
+// out-of-memory error, the shim's ledger gives the reservation back, and the node's
+// memory shows nothing held for it.
+TEST(Shim, ADriverRefusalUnderTheCapIsTheApisOutOfMemoryAndTheLedgerStaysRight) {
+  SimNode node(kNode);
+  ASSERT_EQ(simgpuControlOpen(node.config_path().c_str(), node.name().c_str()), 0);
+  ASSERT_EQ(simgpuControlFailAllocations(0, 1, SIMGPU_CONTROL_ANY_PROCESS), 0);
+  auto r = Client(node, {"link", "fill", "0", std::to_string(256 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "allocated"), 0u) << r.out;
+  EXPECT_NE(r.out.find("stopped_by=CUDA_ERROR_OUT_OF_MEMORY"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("out of memory on virtual GPU"), std::string::npos) << r.out;  // not the cap's refusal
+  EXPECT_NE(r.out.find("dev0_free=" + std::to_string(kGiB) + " "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("after_free=CUDA_SUCCESS"), std::string::npos) << r.out;
+  EXPECT_EQ(simgpuControlFaultHits(), 1);
+  // Stream-ordered allocation too: the refused cuMemAllocAsync leaves the ledger as it was.
+  ASSERT_EQ(simgpuControlFailAllocations(0, 1, SIMGPU_CONTROL_ANY_PROCESS), 0);
+  r = Client(node, {"link", "families", "0"}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  EXPECT_NE(r.out.find("async=CUDA_ERROR_OUT_OF_MEMORY free=1024\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pool=CUDA_SUCCESS pool_alloc=CUDA_SUCCESS free=896"), std::string::npos) << r.out;
+  EXPECT_EQ(simgpuControlUsedBytes(0), 0);  // the clients are gone, and so is what they held
+}
+
+// ---- The shim on simgpu's driver variants (build/simgpu/variants/<name>/libcuda.so.1) ----
+
+// The variant's libcuda.so.1 first; NVML and the rest from the standard simgpu.
+std::map<std::string, std::string> OnVariant(const std::string& variant, std::map<std::string, std::string> env = {}) {
+  env["LD_LIBRARY_PATH"] = std::string(SIMGPU_DIR) + "/variants/" + variant + ":" + SIMGPU_DIR;
+  return env;
+}
+
+// A CUDA 11.x driver has cuGetProcAddress and no _v2. A runtime of that era looks the
+// driver up through cuGetProcAddress: the shim must still hand out its hooks there, and
+// must not invent a cuGetProcAddress_v2 the driver lacks.
+TEST(ShimOnDriverVariants, WithoutGetProcAddressV2TheRuntimesLookupStillReachesTheHooks) {
+  SimNode node(kNode);
+  const auto cap = OnVariant("no_getprocaddress_v2", {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  auto r = Client(node, {"getproc_v1", "fill", "0", std::to_string(256 * kMiB)}, cap);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "has_v2"), 0u) << r.out;
+  EXPECT_EQ(Field(r.out, "cuMemAlloc_hooked"), 1u) << r.out;
+  EXPECT_EQ(Field(r.out, "allocated"), 1 * kGiB) << r.out;
+  EXPECT_NE(r.out.find("cuMemAlloc: out of memory on virtual GPU 0 (physical 0)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("after_free=CUDA_SUCCESS"), std::string::npos) << r.out;
+  r = Client(node, {"getproc", "info"}, cap);  // a CUDA 12 runtime's first step finds nothing, as without the shim
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_NE(r.out.find("missing symbol cuGetProcAddress_v2"), std::string::npos) << r.out;
+  r = Client(node, {"link", "info"}, OnVariant("no_getprocaddress_v2", {{"GPUSHARE_VISIBLE_DEVICES", "1"}}));
+  EXPECT_EQ(Field(r.out, "count"), 1u) << r.out;
+  EXPECT_NE(r.out.find("dev0_name=beta"), std::string::npos) << r.out;
+  // The same lookups on the standard driver, which has both.
+  r = Client(node, {"getproc_v1", "fill", "0", std::to_string(256 * kMiB)}, {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}});
+  EXPECT_EQ(Field(r.out, "has_v2"), 1u) << r.out;
+  EXPECT_EQ(Field(r.out, "allocated"), 1 * kGiB) << r.out;
+}
+
+TEST(ShimOnDriverVariants, TheVariantWithoutGetProcAddressV2IsWhatItSays) {
+  SimNode node(kNode);
+  auto env = node.Env();
+  env["LD_LIBRARY_PATH"] = OnVariant("no_getprocaddress_v2")["LD_LIBRARY_PATH"];
+  auto r = testing_support::RunToEnd({CLIENT_PATH, "getproc_v1", "info"}, env);  // no shim
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "has_v2"), 0u) << r.out;
+  EXPECT_EQ(Field(r.out, "cuMemAlloc_hooked"), 0u) << r.out;
+  EXPECT_EQ(Field(r.out, "count"), 2u) << r.out;
+}
+
+// Without memory pools (CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED = 0) the pool family
+// is CUDA_ERROR_NOT_SUPPORTED: the shim passes that on, gives back what it reserved for
+// the refused calls, and every other family is charged as usual.
+TEST(ShimOnDriverVariants, WithoutMemoryPoolsTheShimPassesTheRefusalOnAndKeepsItsLedger) {
+  SimNode node(kNode);
+  auto r = Client(node, {"link", "families", "0"}, OnVariant("no_mempools", {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}}));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(Field(r.out, "pools_supported"), 0u) << r.out;
+  EXPECT_NE(r.out.find("async=CUDA_ERROR_NOT_SUPPORTED free=1024\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("async_freed free=1024"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pool=CUDA_ERROR_NOT_SUPPORTED pool_alloc=CUDA_ERROR_NOT_SUPPORTED free=1024"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("pool_too_big=CUDA_ERROR_NOT_SUPPORTED"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("vmm=CUDA_SUCCESS free=512 vmm_too_big=CUDA_ERROR_OUT_OF_MEMORY vmm_released free=1024"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("array=CUDA_SUCCESS free=960 array_destroyed free=1024"), std::string::npos) << r.out;
+  r = Client(node, {"getproc", "fill", "0", std::to_string(256 * kMiB)},
+             OnVariant("no_mempools", {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}}));
+  EXPECT_EQ(Field(r.out, "allocated"), 1 * kGiB) << r.out;
+}
 
 TEST(Shim, FreeMemoryFollowsAllocationsAndFrees) {
   SimNode node(kNode);
@@ -107,6 +225,7 @@ TEST(Shim, StreamOrderedVmmAndArrayAllocationsAreCharged) {
   for (const char* visible : {"0,1", "1,0"}) {  // also with the pool's and VMM's device remapped
     auto r = Client(node, {"link", "families", "0"},
                     {{"GPUSHARE_MEMORY_LIMIT", "1GiB"}, {"GPUSHARE_VISIBLE_DEVICES", visible}});
+    EXPECT_EQ(Field(r.out, "pools_supported"), 1u) << r.out;
     EXPECT_NE(r.out.find("async=CUDA_SUCCESS free=768\n"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("async_freed free=1024"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("pool=CUDA_SUCCESS pool_alloc=CUDA_SUCCESS free=896"), std::string::npos) << r.out;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "monotonic_clock.h"
+#include "simgpu_control.h"
 #include "subprocess.h"
 
 // Kernels as a g++ HIP program declares them for simgpu: exported host functions that
@@ -204,6 +205,24 @@ TEST_F(SimgpuHip, OutOfMemoryIsHipErrorOutOfMemoryAndFreeReturnsIt) {
   for (void* b : blocks) ASSERT_HIP(hipFree(b));
   EXPECT_EQ(FreeBytes(), before);
   (void)hipGetLastError();
+}
+
+// Faults armed through the control interface (which libamdhip64.so.5 exports too)
+// come back as HIP errors and stay the thread's last error like any other failure.
+TEST_F(SimgpuHip, InjectedFaultsAreHipErrorsAndTheLastError) {
+  (void)hipGetLastError();
+  ASSERT_EQ(simgpuControlFailAllocations(0, 1, SIMGPU_CONTROL_ANY_PROCESS), 0);
+  void* p = nullptr;
+  EXPECT_EQ(hipMalloc(&p, kMiB), hipErrorOutOfMemory);
+  EXPECT_EQ(hipGetLastError(), hipErrorOutOfMemory);
+  ASSERT_EQ(simgpuControlFailCall("hipMemcpyHtoD", hipErrorIllegalAddress, 1, SIMGPU_CONTROL_ANY_PROCESS), 0);
+  ASSERT_HIP(hipMalloc(&p, kMiB));
+  char bytes[64] = {};
+  EXPECT_EQ(hipMemcpyHtoD(p, bytes, sizeof bytes), hipErrorIllegalAddress);  // through a shared helper
+  EXPECT_EQ(hipGetLastError(), hipErrorIllegalAddress);
+  EXPECT_HIP(hipMemcpyHtoD(p, bytes, sizeof bytes));
+  ASSERT_HIP(hipFree(p));
+  EXPECT_EQ(simgpuControlClearFaults(), 0);
 }
 
 TEST_F(SimgpuHip, EveryAllocationFamilyIsCharged) {

@@ -162,6 +162,7 @@ class SimNode {
     return {{"LD_LIBRARY_PATH", SIMGPU_DIR}, {"SIMGPU_CONFIG", config_path_}, {"SIMGPU_NODE", name_}};
   }
   const std::string& config_path() const { return config_path_; }
+  const std::string& name() const { return name_; }  // its SIMGPU_NODE
 
  private:
   std::string name_, config_path_;

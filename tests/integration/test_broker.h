@@ -65,6 +65,7 @@ class TestBroker {
   bool Alive() { return kill(broker_->pid(), 0) == 0 && waitpid(broker_->pid(), nullptr, WNOHANG) == 0; }
   Child& process() { return *broker_; }
   const std::string& socket() const { return socket_; }
+  const SimNode& node() const { return node_; }
 
   // The environment of a client: simgpu, the shim preloaded, this broker, and `extra`.
   std::map<std::string, std::string> ClientEnv(const std::map<std::string, std::string>& extra = {}) const {

@@ -1,5 +1,5 @@
 // simgpu's shared node state and cost model: the capacity ledger, dead-process
-// reclaim, engine hand-off between processes, and kernel costs.
+// reclaim, engine hand-off between processes, the fault table, and kernel costs.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -129,6 +129,37 @@ TEST_F(SimgpuNode, DisjointMaskedQueuesRunTogetherOverlappingOnesWait) {
   exclusive.join();
   EXPECT_TRUE(exclusive_running);
   a->ReleaseEngine(0);
+}
+
+TEST_F(SimgpuNode, ArmedFaultsFireTheirCountThenDisarm) {
+  auto a = Attach(), observer = Attach();
+  int error = 0;
+  EXPECT_FALSE(a->AnyFaultArmed());
+  ASSERT_TRUE(observer->ArmFault(FaultKind::kCall, "cuMemAlloc", -1, 2, 2, 0));
+  EXPECT_TRUE(a->AnyFaultArmed());  // armed in one attachment, seen by every other
+  EXPECT_FALSE(a->TakeFault(FaultKind::kAllocation, nullptr, 0, &error));  // another kind
+  EXPECT_FALSE(a->TakeFault(FaultKind::kCall, "cuMemAllocPitch_v2", -1, &error));
+  EXPECT_TRUE(a->TakeFault(FaultKind::kCall, "cuMemAlloc_v2", -1, &error));
+  EXPECT_EQ(error, 2);
+  EXPECT_TRUE(a->TakeFault(FaultKind::kCall, "cuMemAlloc", -1, &error));
+  EXPECT_FALSE(a->TakeFault(FaultKind::kCall, "cuMemAlloc", -1, &error));  // spent
+  EXPECT_FALSE(a->AnyFaultArmed());
+  EXPECT_EQ(observer->FaultHits(), 2u);
+}
+
+TEST_F(SimgpuNode, AFaultAimsAtItsGpuAndProcessAndUntilClearedLastsUntilCleared) {
+  auto a = Attach();
+  int error = 0;
+  ASSERT_TRUE(a->ArmFault(FaultKind::kAllocation, "", 1, 0, -1, 0));
+  EXPECT_FALSE(a->TakeFault(FaultKind::kAllocation, nullptr, 0, &error));
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(a->TakeFault(FaultKind::kAllocation, nullptr, 1, &error));
+  ASSERT_TRUE(a->ArmFault(FaultKind::kLookup, "cuMemAlloc", -1, 0, -1, getpid() + 1));  // someone else
+  EXPECT_FALSE(a->TakeFault(FaultKind::kLookup, "cuMemAlloc", -1, &error));
+  EXPECT_EQ(a->ClearFaults(), 2);
+  EXPECT_FALSE(a->AnyFaultArmed());
+  for (int i = 0; i < kMaxFaults; ++i) EXPECT_TRUE(a->ArmFault(FaultKind::kCall, "cuX", -1, 1, 1, 0));
+  EXPECT_FALSE(a->ArmFault(FaultKind::kCall, "cuX", -1, 1, 1, 0));  // the table is full
+  EXPECT_EQ(a->ClearFaults(), kMaxFaults);
 }
 
 TEST(SimgpuCostModel, NamedKernelsRunTheirStatedTime) {

@@ -244,6 +244,84 @@ std::vector<Node::ProcessUsage> Node::Processes(int gpu) {
   return out;
 }
 
+std::vector<Node::ProcessCounters> Node::Attached(int gpu) {
+  ReclaimDead();
+  std::vector<ProcessCounters> out;
+  for (const Slot& s : seg_->slots) {
+    int pid = s.pid.load();
+    if (pid <= 0) continue;
+    const SlotGpu& g = s.gpu[gpu];
+    out.push_back({pid, g.used_bytes.load(), g.sm_busy_ns.load(), g.mem_busy_ns.load()});
+  }
+  return out;
+}
+
+namespace {
+
+// "cuMemAlloc" names cuMemAlloc and every cuMemAlloc_vN; an ABI symbol names itself.
+bool FaultNameMatches(const char* armed, const char* name) {
+  const size_t n = std::strlen(armed);
+  if (std::strncmp(armed, name, n) != 0) return false;
+  const char* rest = name + n;
+  if (*rest == '\0') return true;
+  if (rest[0] != '_' || rest[1] != 'v' || rest[2] == '\0') return false;
+  for (const char* c = rest + 2; *c; ++c)
+    if (*c < '0' || *c > '9') return false;
+  return true;
+}
+
+}  // namespace
+
+bool Node::ArmFault(FaultKind kind, const std::string& name, int gpu, int error, int count, int pid) {
+  for (Fault& f : seg_->faults) {
+    uint32_t expected = Fault::kFree;
+    if (!f.state.compare_exchange_strong(expected, Fault::kWriting)) continue;
+    f.kind = kind;
+    f.pid = pid;
+    f.gpu = gpu;
+    f.error = error;
+    std::snprintf(f.name, sizeof f.name, "%s", name.c_str());
+    f.remaining.store(count);
+    f.state.store(Fault::kArmed);
+    seg_->faults_armed.fetch_add(1);
+    return true;
+  }
+  return false;
+}
+
+int Node::ClearFaults() {
+  int cleared = 0;
+  for (Fault& f : seg_->faults) {
+    uint32_t armed = Fault::kArmed;
+    if (f.state.compare_exchange_strong(armed, Fault::kFree)) {
+      seg_->faults_armed.fetch_sub(1);
+      ++cleared;
+    }
+  }
+  return cleared;
+}
+
+bool Node::TakeFault(FaultKind kind, const char* name, int gpu, int* error) {
+  const int self = getpid();  // not cached: a forked child is another process
+  for (Fault& f : seg_->faults) {
+    if (f.state.load() != Fault::kArmed || f.kind != kind) continue;
+    if ((f.pid != 0 && f.pid != self) || (f.gpu >= 0 && f.gpu != gpu)) continue;
+    if (kind != FaultKind::kAllocation && (name == nullptr || !FaultNameMatches(f.name, name))) continue;
+    int32_t left = f.remaining.load();
+    while (left > 0 && !f.remaining.compare_exchange_weak(left, left - 1)) {
+    }
+    if (left == 0) continue;  // spent by another caller
+    if (left == 1) {          // that was the last firing
+      uint32_t armed = Fault::kArmed;
+      if (f.state.compare_exchange_strong(armed, Fault::kFree)) seg_->faults_armed.fetch_sub(1);
+    }
+    seg_->fault_hits.fetch_add(1);
+    *error = f.error;
+    return true;
+  }
+  return false;
+}
+
 void Node::Wake(Engine& e) {
   e.wake_seq.fetch_add(1);
   FutexWakeAll(&e.wake_seq);

@@ -215,8 +215,8 @@ CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) {
   return CUDA_SUCCESS;
 }
 
-static CUresult CreateAndPush(CUcontext* pctx, unsigned flags, CUdevice dev) {
-  SIM_INIT();
+static CUresult CreateAndPush(CUcontext* pctx, unsigned flags, CUdevice dev, const char* entry = __builtin_FUNCTION()) {
+  SIM_INIT_AS(entry);
   if (pctx == nullptr || (flags & ~0xffu)) return CUDA_ERROR_INVALID_VALUE;
   if (!ValidDevice(proc, dev)) return CUDA_ERROR_INVALID_DEVICE;
   Context* c = nullptr;

@@ -3,12 +3,27 @@
 #include <span>
 
 #include "cuda_entry_table.h"
+#include "control_node.h"
 #include "cuda_front.h"
 
 using namespace simgpu;
 using namespace simgpu::cuda;
 
 namespace {
+
+// An entry point this driver variant does not have (nor export: its version script).
+bool Absent(const void* fn) {
+  return !kVariant.get_proc_address_v2 && fn == reinterpret_cast<const void*>(&cuGetProcAddress_v2);
+}
+
+// A test hid `symbol` (simgpuControlHideProc). Lookups come before cuInit, so the
+// node is the environment's until this process has its own.
+bool Hidden(const char* symbol) {
+  Process* proc = g_process.load(std::memory_order_acquire);
+  Node* node = proc ? &proc->node() : EnvironmentNode();
+  int unused;
+  return node != nullptr && node->AnyFaultArmed() && node->TakeFault(FaultKind::kLookup, symbol, -1, &unused);
+}
 
 const char* ErrorString(CUresult e) {
   switch (e) {
@@ -77,11 +92,12 @@ CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int version, cuuint
       ~static_cast<cuuint64_t>(CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
     return CUDA_ERROR_INVALID_VALUE;
   *pfn = nullptr;
+  if (Hidden(symbol)) return CUDA_ERROR_NOT_FOUND;
   const bool per_thread = flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
   const ProcEntry* best = nullptr;
   bool named = false;
   for (const ProcEntry& e : std::span(kProcs, kProcCount)) {
-    if (std::strcmp(e.name, symbol) != 0) continue;
+    if (std::strcmp(e.name, symbol) != 0 || Absent(e.fn)) continue;
     named = true;
     if (e.version > version || (e.per_thread && !per_thread)) continue;
     // A per-thread variant beats any legacy one when asked for; then the highest version.

@@ -7,8 +7,8 @@ using namespace simgpu::cuda;
 
 namespace {
 
-CUresult NewStream(CUstream* out, unsigned flags, int priority) {
-  SIM_CTX();
+CUresult NewStream(CUstream* out, unsigned flags, int priority, const char* entry = __builtin_FUNCTION()) {
+  SIM_CTX_AS(entry);
   if (out == nullptr || (flags & ~1u)) return CUDA_ERROR_INVALID_VALUE;
   auto* s = new Stream();
   s->ctx = ctx;
@@ -20,16 +20,16 @@ CUresult NewStream(CUstream* out, unsigned flags, int priority) {
   return CUDA_SUCCESS;
 }
 
-CUresult EventRecord(CUevent h, CUstream s) {
-  SIM_INIT();
+CUresult EventRecord(CUevent h, CUstream s, const char* entry = __builtin_FUNCTION()) {
+  SIM_INIT_AS(entry);
   auto* e = reinterpret_cast<Event*>(h);
   if (!proc->Valid(e, Tag::kEvent)) return CUDA_ERROR_INVALID_HANDLE;
   SIM_STREAM(s);
   return ToCu(proc->RecordEvent(e, stream));
 }
 
-CUresult StreamCallback(CUstream h, std::function<void()> fn) {
-  SIM_INIT();
+CUresult StreamCallback(CUstream h, std::function<void()> fn, const char* entry = __builtin_FUNCTION()) {
+  SIM_INIT_AS(entry);
   SIM_STREAM(h);
   Work w;
   w.effect = [fn = std::move(fn)](uint64_t) { fn(); };
@@ -383,6 +383,7 @@ CUresult cuLaunchKernelEx(const CUlaunchConfig* c, CUfunction f, void**, void**)
 
 CUresult cuDeviceGetDefaultMemPool(CUmemoryPool* out, CUdevice dev) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   if (out == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (!ValidDevice(proc, dev)) return CUDA_ERROR_INVALID_DEVICE;
   *out = reinterpret_cast<CUmemoryPool>(proc->DefaultPool(dev));
@@ -391,6 +392,7 @@ CUresult cuDeviceGetDefaultMemPool(CUmemoryPool* out, CUdevice dev) {
 
 CUresult cuDeviceGetMemPool(CUmemoryPool* out, CUdevice dev) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   if (out == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (!ValidDevice(proc, dev)) return CUDA_ERROR_INVALID_DEVICE;
   *out = reinterpret_cast<CUmemoryPool>(proc->CurrentPool(dev));
@@ -399,6 +401,7 @@ CUresult cuDeviceGetMemPool(CUmemoryPool* out, CUdevice dev) {
 
 CUresult cuDeviceSetMemPool(CUdevice dev, CUmemoryPool h) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   if (!ValidDevice(proc, dev)) return CUDA_ERROR_INVALID_DEVICE;
   MemPool* pool;
   SIM_TRY(PoolOf(proc, h, &pool));
@@ -409,6 +412,7 @@ CUresult cuDeviceSetMemPool(CUdevice dev, CUmemoryPool h) {
 
 CUresult cuMemPoolCreate(CUmemoryPool* out, const CUmemPoolProps* props) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   if (out == nullptr || props == nullptr || props->allocType != CU_MEM_ALLOCATION_TYPE_PINNED ||
       !ValidLocation(proc, props->location))
     return CUDA_ERROR_INVALID_VALUE;
@@ -420,6 +424,7 @@ CUresult cuMemPoolCreate(CUmemoryPool* out, const CUmemPoolProps* props) {
 
 CUresult cuMemPoolDestroy(CUmemoryPool h) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   MemPool* pool;
   SIM_TRY(PoolOf(proc, h, &pool));
   return ToCu(proc->DestroyPool(pool));
@@ -427,6 +432,7 @@ CUresult cuMemPoolDestroy(CUmemoryPool h) {
 
 CUresult cuMemPoolTrimTo(CUmemoryPool h, size_t keep) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   MemPool* pool;
   SIM_TRY(PoolOf(proc, h, &pool));
   proc->PoolTrim(pool, keep);
@@ -435,6 +441,7 @@ CUresult cuMemPoolTrimTo(CUmemoryPool h, size_t keep) {
 
 CUresult cuMemPoolSetAttribute(CUmemoryPool h, CUmemPool_attribute attr, void* value) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   MemPool* pool;
   SIM_TRY(PoolOf(proc, h, &pool));
   if (value == nullptr) return CUDA_ERROR_INVALID_VALUE;
@@ -459,6 +466,7 @@ CUresult cuMemPoolSetAttribute(CUmemoryPool h, CUmemPool_attribute attr, void* v
 
 CUresult cuMemPoolGetAttribute(CUmemoryPool h, CUmemPool_attribute attr, void* value) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   MemPool* pool;
   SIM_TRY(PoolOf(proc, h, &pool));
   if (value == nullptr) return CUDA_ERROR_INVALID_VALUE;
@@ -480,6 +488,7 @@ CUresult cuMemPoolGetAttribute(CUmemoryPool h, CUmemPool_attribute attr, void* v
 
 CUresult cuMemAllocFromPoolAsync(CUdeviceptr* dptr, size_t bytes, CUmemoryPool h, CUstream s) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   MemPool* pool;
   SIM_TRY(PoolOf(proc, h, &pool));
   SIM_STREAM(s);
@@ -489,6 +498,7 @@ CUresult cuMemAllocFromPoolAsync(CUdeviceptr* dptr, size_t bytes, CUmemoryPool h
 
 CUresult cuMemAllocAsync(CUdeviceptr* dptr, size_t bytes, CUstream s) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   SIM_STREAM(s);
   if (dptr == nullptr) return CUDA_ERROR_INVALID_VALUE;
   return ToCu(proc->PoolAllocate(proc->CurrentPool(stream->device), bytes, dptr));
@@ -496,6 +506,7 @@ CUresult cuMemAllocAsync(CUdeviceptr* dptr, size_t bytes, CUstream s) {
 
 CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream s) {
   SIM_INIT();
+  SIM_MEMPOOLS();
   SIM_STREAM(s);
   return ToCu(proc->PoolFree(dptr, stream));
 }

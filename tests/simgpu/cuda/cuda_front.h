@@ -42,21 +42,49 @@ inline Context* Current() {
   return stack.empty() ? nullptr : stack.back();
 }
 
-// Every entry point but cuInit and the version/error queries starts with one of these.
-#define SIM_INIT()                                           \
-  Process* proc = g_process.load(std::memory_order_acquire); \
-  if (proc == nullptr) return CUDA_ERROR_NOT_INITIALIZED
+// The error a test armed for entry point `entry` (control/simgpu_control.h), else
+// CUDA_SUCCESS. One relaxed load of shared memory while nothing is armed.
+inline CUresult InjectedError(Process* p, const char* entry) {
+  int error = 0;
+  if (!p->node().AnyFaultArmed() || !p->node().TakeFault(FaultKind::kCall, entry, -1, &error)) return CUDA_SUCCESS;
+  return static_cast<CUresult>(error);
+}
 
-#define SIM_CTX()           \
-  SIM_INIT();               \
+// Every entry point but cuInit and the version/error queries starts with one of these.
+// `entry` names the entry point for injected faults: __func__, the ABI symbol; helpers
+// shared by several entry points take their caller's (__builtin_FUNCTION()).
+#define SIM_INIT_AS(entry)                                   \
+  Process* proc = g_process.load(std::memory_order_acquire); \
+  if (proc == nullptr) return CUDA_ERROR_NOT_INITIALIZED;    \
+  if (CUresult injected_ = InjectedError(proc, entry); injected_ != CUDA_SUCCESS) return injected_
+#define SIM_INIT() SIM_INIT_AS(__func__)
+
+#define SIM_CTX_AS(entry)   \
+  SIM_INIT_AS(entry);       \
   Context* ctx = Current(); \
   if (ctx == nullptr || !proc->ValidContext(ctx)) return CUDA_ERROR_INVALID_CONTEXT
+#define SIM_CTX() SIM_CTX_AS(__func__)
 
 #define SIM_TRY(expr)                  \
   do {                                 \
     CUresult r_ = (expr);              \
     if (r_ != CUDA_SUCCESS) return r_; \
   } while (0)
+
+// Which driver this libcuda.so.1 is (cuda_variant.cpp, compiled once per library):
+// simgpu's standard driver or a variant that lacks something, as older or smaller
+// real drivers do. The rest of the front is the same objects in every library.
+struct DriverVariant {
+  const char* name;
+  bool mempools;             // stream-ordered allocation and memory pools
+  bool get_proc_address_v2;  // cuGetProcAddress_v2 (CUDA 12); CUDA 11 drivers had only cuGetProcAddress
+};
+extern const DriverVariant kVariant;
+
+// The memory-pool family on a driver without pools: CUDA_ERROR_NOT_SUPPORTED, and
+// CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED reads 0.
+#define SIM_MEMPOOLS() \
+  if (!kVariant.mempools) return CUDA_ERROR_NOT_SUPPORTED
 
 inline bool ValidDevice(Process* p, CUdevice d) { return d >= 0 && d < p->device_count(); }
 
@@ -129,15 +157,17 @@ inline CUresult LaunchOn(Process* p, const void* f_handle, unsigned gx, unsigned
 
 inline uint64_t Ptr(const void* p) { return reinterpret_cast<uint64_t>(p); }
 
-inline CUresult CopyGeneric(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream h, bool async) {
-  SIM_INIT();
+inline CUresult CopyGeneric(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream h, bool async,
+                            const char* entry = __builtin_FUNCTION()) {
+  SIM_INIT_AS(entry);
   SIM_STREAM(h);
   return ToCu(proc->Copy(stream, dst, src, n, async));
 }
 
 // A device-side operand of a typed copy must be device memory.
-inline CUresult CopyTyped(uint64_t dst, bool dst_dev, uint64_t src, bool src_dev, size_t n, CUstream h, bool async) {
-  SIM_INIT();
+inline CUresult CopyTyped(uint64_t dst, bool dst_dev, uint64_t src, bool src_dev, size_t n, CUstream h, bool async,
+                          const char* entry = __builtin_FUNCTION()) {
+  SIM_INIT_AS(entry);
   if (n > 0 && ((dst_dev && !proc->DeviceSpan(dst, n, nullptr)) || (src_dev && !proc->DeviceSpan(src, n, nullptr))))
     return CUDA_ERROR_INVALID_VALUE;
   SIM_STREAM(h);
@@ -149,8 +179,9 @@ inline uint64_t Copy2DAddress(CUmemorytype type, const void* host, CUdeviceptr d
   return base + y * pitch + x;
 }
 
-inline CUresult Copy2DGeneric(const CUDA_MEMCPY2D* c, CUstream h, bool async) {
-  SIM_INIT();
+inline CUresult Copy2DGeneric(const CUDA_MEMCPY2D* c, CUstream h, bool async,
+                              const char* entry = __builtin_FUNCTION()) {
+  SIM_INIT_AS(entry);
   if (c == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (c->srcMemoryType == CU_MEMORYTYPE_ARRAY || c->dstMemoryType == CU_MEMORYTYPE_ARRAY)
     return CUDA_ERROR_NOT_SUPPORTED;
@@ -162,8 +193,8 @@ inline CUresult Copy2DGeneric(const CUDA_MEMCPY2D* c, CUstream h, bool async) {
 }
 
 inline CUresult MemsetGeneric(CUdeviceptr d, size_t pitch, unsigned value, unsigned elem, size_t w, size_t hgt,
-                              CUstream h, bool async) {
-  SIM_INIT();
+                              CUstream h, bool async, const char* entry = __builtin_FUNCTION()) {
+  SIM_INIT_AS(entry);
   SIM_STREAM(h);
   return ToCu(proc->Memset(stream, d, pitch ? pitch : w * elem, value, elem, w, hgt, async));
 }
@@ -182,8 +213,9 @@ inline size_t ArrayFormatBytes(CUarray_format f) {
   }
 }
 
-inline CUresult NewArray(const CUDA_ARRAY3D_DESCRIPTOR* d, int levels, Array** out) {
-  SIM_CTX();
+inline CUresult NewArray(const CUDA_ARRAY3D_DESCRIPTOR* d, int levels, Array** out,
+                         const char* entry = __builtin_FUNCTION()) {
+  SIM_CTX_AS(entry);
   if (d == nullptr || out == nullptr || levels < 1) return CUDA_ERROR_INVALID_VALUE;
   const size_t elem = ArrayFormatBytes(d->Format);
   if (elem == 0 || d->Width == 0 || !(d->NumChannels == 1 || d->NumChannels == 2 || d->NumChannels == 4))
@@ -209,8 +241,8 @@ inline CUresult NewArray(const CUDA_ARRAY3D_DESCRIPTOR* d, int levels, Array** o
   return CUDA_SUCCESS;
 }
 
-inline CUresult DestroyArray(void* h) {
-  SIM_INIT();
+inline CUresult DestroyArray(void* h, const char* entry = __builtin_FUNCTION()) {
+  SIM_INIT_AS(entry);
   auto* a = static_cast<Array*>(h);
   if (!proc->Valid(a, Tag::kArray)) return CUDA_ERROR_INVALID_HANDLE;
   proc->Untrack(a);
@@ -267,7 +299,7 @@ inline int DeviceAttribute(Process* p, CUdevice_attribute attr, int dev) {
     case CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR: return 32;
     case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: return 1;
     case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED: return 0;
-    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: return 1;
+    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: return kVariant.mempools ? 1 : 0;
     case CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES: return 0;
     case CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED: return 1;
     case CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM: return 1;

@@ -262,6 +262,7 @@ class Process {
   Process() = default;
   bool Init(std::string* error);
   Status ChargeRange(int device, uint64_t size, MemKind kind, MemPool* pool, OutAddress* address);
+  bool AllocationFault(int device);  // a test armed "the next allocations fail" (control interface)
   void ReleaseRange(uint64_t address);
   void ReleasePhys(uint64_t handle);
 

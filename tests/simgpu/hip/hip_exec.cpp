@@ -95,8 +95,9 @@ bool Capture(Stream* stream, CapturedOp op) {
 
 namespace {
 
-hipError_t NewStream(hipStream_t* out, unsigned flags, int priority, const uint32_t* mask, uint32_t mask_words) {
-  HIP_DEVICE();
+hipError_t NewStream(hipStream_t* out, unsigned flags, int priority, const uint32_t* mask, uint32_t mask_words,
+                     const char* entry = __builtin_FUNCTION()) {
+  HIP_DEVICE_AS(entry);
   if (out == nullptr || (flags & ~unsigned{hipStreamNonBlocking})) return Ret(hipErrorInvalidValue);
   auto* s = new Stream();
   s->ctx = proc->PrimaryContext(device);

@@ -17,10 +17,11 @@ namespace simgpu {
 
 inline constexpr int kMaxSlots = 256;
 inline constexpr int kUtilSamples = 64;
-inline constexpr uint32_t kLayoutVersion = 4;
+inline constexpr uint32_t kLayoutVersion = 5;
 inline constexpr int kCuWords = kMaxCus / 64;
 inline constexpr int kMaxMaskedQueues = 64;            // CU-masked queues per GPU, node-wide
 inline constexpr uint32_t kMaskedOwner = 0xffffffffu;  // Engine::owner while masked queues run
+inline constexpr int kMaxFaults = 16;                  // SIMGPU_CONTROL_MAX_FAULTS
 
 uint64_t MonotonicNs();
 
@@ -70,6 +71,26 @@ struct GpuShared {
   MaskedQueue masked[kMaxMaskedQueues];
 };
 
+// What a fault armed through the control interface (control/simgpu_control.h) breaks.
+enum class FaultKind : uint32_t {
+  kAllocation = 1,  // a device-memory allocation fails as if the device were full
+  kCall = 2,        // an entry point returns a given error
+  kLookup = 3,      // cuGetProcAddress does not find a name
+};
+
+// One armed fault. In the segment, so that a test arms it in its own process and the
+// processes under test (a client under the shim) hit it.
+struct Fault {
+  static constexpr uint32_t kFree = 0, kWriting = 1, kArmed = 2;
+  std::atomic<uint32_t> state{kFree};
+  FaultKind kind = FaultKind::kCall;
+  int32_t pid = 0;                    // 0: any process
+  int32_t gpu = -1;                   // kAllocation: -1 any
+  int32_t error = 0;                  // kCall: the code the entry point returns
+  std::atomic<int32_t> remaining{0};  // firings left; -1 until cleared
+  char name[64] = {};
+};
+
 struct NodeSegment {
   std::atomic<uint32_t> ready{0};  // set last by the creator
   uint32_t layout_version = 0;
@@ -77,6 +98,9 @@ struct NodeSegment {
   uint32_t timeslice_us = 0;
   GpuShared gpus[kMaxGpus];
   Slot slots[kMaxSlots];
+  std::atomic<uint32_t> faults_armed{0};  // checked first on every entry point: one relaxed load
+  std::atomic<uint64_t> fault_hits{0};
+  Fault faults[kMaxFaults];
 };
 
 // One process's handle on the shared node. Attaching claims a slot; destruction (or
@@ -108,6 +132,22 @@ class Node {
     uint64_t used_bytes;
   };
   std::vector<ProcessUsage> Processes(int gpu);  // live processes with a context or memory
+
+  struct ProcessCounters {
+    int pid;
+    uint64_t used_bytes, sm_busy_ns, mem_busy_ns;
+  };
+  std::vector<ProcessCounters> Attached(int gpu);  // every live process holding a slot
+
+  // Faults armed by tests (control/simgpu_control.h), node-wide. Arm returns false
+  // when the table is full; count -1 arms until cleared. TakeFault consumes one
+  // firing of the first armed fault that matches this process, `name` (API name or
+  // ABI symbol: "cuMemAlloc" matches cuMemAlloc_v2) and `gpu`, and says its error.
+  bool ArmFault(FaultKind kind, const std::string& name, int gpu, int error, int count, int pid);
+  int ClearFaults();  // returns how many were armed
+  uint64_t FaultHits() const { return seg_->fault_hits.load(); }
+  bool AnyFaultArmed() const { return seg_->faults_armed.load(std::memory_order_relaxed) != 0; }
+  bool TakeFault(FaultKind kind, const char* name, int gpu, int* error);
 
   // Time-slicing of the compute engine between processes (real GPUs without MPS).
   // Acquire blocks until this process owns `gpu`; returns when its slice ends.

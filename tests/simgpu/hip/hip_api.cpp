@@ -104,8 +104,9 @@ bool Attribute(Process* p, hipDeviceAttribute_t attr, int dev, int* value) {
   return true;
 }
 
-hipError_t CopyKinded(void* dst, const void* src, size_t n, hipMemcpyKind kind, hipStream_t h, bool async) {
-  HIP_INIT();
+hipError_t CopyKinded(void* dst, const void* src, size_t n, hipMemcpyKind kind, hipStream_t h, bool async,
+                      const char* entry = __builtin_FUNCTION()) {
+  HIP_INIT_AS(entry);
   if (kind < hipMemcpyHostToHost || kind > hipMemcpyDefault) return Ret(hipErrorInvalidMemcpyDirection);
   // A device side named by the kind must be device memory (hipMemcpyDefault infers it).
   const bool dst_dev = kind == hipMemcpyHostToDevice || kind == hipMemcpyDeviceToDevice;
@@ -119,8 +120,9 @@ hipError_t CopyKinded(void* dst, const void* src, size_t n, hipMemcpyKind kind, 
   return Ret(ToHip(proc->Copy(stream, Ptr(dst), Ptr(src), n, async)));
 }
 
-hipError_t MemsetElems(void* dst, uint32_t value, unsigned elem, size_t count, hipStream_t h, bool async) {
-  HIP_INIT();
+hipError_t MemsetElems(void* dst, uint32_t value, unsigned elem, size_t count, hipStream_t h, bool async,
+                       const char* entry = __builtin_FUNCTION()) {
+  HIP_INIT_AS(entry);
   HIP_STREAM(h);
   if (async && Capture(stream, [=](Process* p, Stream* s) {
         return ToHip(p->Memset(s, Ptr(dst), count * elem, value, elem, count, 1, true));
@@ -152,8 +154,9 @@ size_t FormatBytes(hipArray_Format f) {
   return 0;
 }
 
-hipError_t NewArray(hipArray** out, size_t w, size_t h, size_t d, size_t elem_bytes, const hipArray& shape) {
-  HIP_DEVICE();
+hipError_t NewArray(hipArray** out, size_t w, size_t h, size_t d, size_t elem_bytes, const hipArray& shape,
+                    const char* entry = __builtin_FUNCTION()) {
+  HIP_DEVICE_AS(entry);
   if (out == nullptr || w == 0 || elem_bytes == 0) return Ret(hipErrorInvalidValue);
   auto* a = new SimArray();
   a->pub = shape;
@@ -172,8 +175,8 @@ hipError_t NewArray(hipArray** out, size_t w, size_t h, size_t d, size_t elem_by
   return hipSuccess;
 }
 
-hipError_t DestroyArray(hipArray* h) {
-  HIP_INIT();
+hipError_t DestroyArray(hipArray* h, const char* entry = __builtin_FUNCTION()) {
+  HIP_INIT_AS(entry);
   auto* a = reinterpret_cast<SimArray*>(h);
   {
     std::lock_guard<std::mutex> lock(g_arrays_mu);
@@ -196,8 +199,8 @@ hipError_t PoolOf(Process* proc, hipMemPool_t h, MemPool** out) {
 }
 
 hipError_t Copy2DKinded(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
-                        hipMemcpyKind kind, hipStream_t h, bool async) {
-  HIP_INIT();
+                        hipMemcpyKind kind, hipStream_t h, bool async, const char* entry = __builtin_FUNCTION()) {
+  HIP_INIT_AS(entry);
   if (kind < hipMemcpyHostToHost || kind > hipMemcpyDefault) return Ret(hipErrorInvalidMemcpyDirection);
   if (width == 0 || height == 0) return hipSuccess;
   const bool dst_dev = kind == hipMemcpyHostToDevice || kind == hipMemcpyDeviceToDevice;
@@ -213,8 +216,9 @@ hipError_t Copy2DKinded(void* dst, size_t dpitch, const void* src, size_t spitch
   return Ret(copy(proc, stream));
 }
 
-hipError_t Memset2D(void* dst, size_t pitch, int value, size_t width, size_t height, hipStream_t h, bool async) {
-  HIP_INIT();
+hipError_t Memset2D(void* dst, size_t pitch, int value, size_t width, size_t height, hipStream_t h, bool async,
+                    const char* entry = __builtin_FUNCTION()) {
+  HIP_INIT_AS(entry);
   HIP_STREAM(h);
   auto set = [=](Process* p, Stream* s) {
     return ToHip(p->Memset(s, Ptr(dst), pitch, static_cast<uint8_t>(value), 1, width, height, async));

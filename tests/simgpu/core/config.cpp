@@ -243,7 +243,10 @@ NodeConfig DefaultConfig() {
 }
 
 std::optional<NodeConfig> LoadConfigFromEnv(std::string* error) {
-  const char* path = std::getenv("SIMGPU_CONFIG");
+  return LoadConfig(std::getenv("SIMGPU_CONFIG"), error);
+}
+
+std::optional<NodeConfig> LoadConfig(const char* path, std::string* error) {
   if (path == nullptr || *path == '\0') return DefaultConfig();
   std::ifstream in(path);
   if (!in) {

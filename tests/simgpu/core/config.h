@@ -64,6 +64,8 @@ NodeConfig DefaultConfig();
 
 // Loads SIMGPU_CONFIG if set, else the default. Errors as ParseConfig (plus I/O errors).
 std::optional<NodeConfig> LoadConfigFromEnv(std::string* error);
+// Loads the file at `path` (null or empty: the default node), as LoadConfigFromEnv.
+std::optional<NodeConfig> LoadConfig(const char* path, std::string* error);
 
 // Stable text identity of a config, used to name the node's shared segment.
 std::string ConfigFingerprint(const NodeConfig& config);

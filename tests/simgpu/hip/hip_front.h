@@ -47,9 +47,21 @@ inline hipError_t ToHip(Status s) {
   return hipErrorUnknown;
 }
 
-#define HIP_INIT()        \
-  Process* proc = Proc(); \
-  if (proc == nullptr) return Ret(hipErrorNoDevice)
+// The error a test armed for entry point `entry` (control/simgpu_control.h), else
+// hipSuccess. One relaxed load of shared memory while nothing is armed.
+inline hipError_t InjectedError(Process* p, const char* entry) {
+  int error = 0;
+  if (!p->node().AnyFaultArmed() || !p->node().TakeFault(FaultKind::kCall, entry, -1, &error)) return hipSuccess;
+  return static_cast<hipError_t>(error);
+}
+
+// `entry` names the entry point for injected faults: __func__; helpers shared by
+// several entry points take their caller's (__builtin_FUNCTION()).
+#define HIP_INIT_AS(entry)                           \
+  Process* proc = Proc();                            \
+  if (proc == nullptr) return Ret(hipErrorNoDevice); \
+  if (hipError_t injected_ = InjectedError(proc, entry); injected_ != hipSuccess) return Ret(injected_)
+#define HIP_INIT() HIP_INIT_AS(__func__)
 
 #define HIP_TRY(expr)                     \
   do {                                    \
@@ -67,10 +79,11 @@ inline hipError_t ActiveDevice(Process* p, int* device) {
   return hipSuccess;
 }
 
-#define HIP_DEVICE() \
-  HIP_INIT();        \
-  int device = 0;    \
+#define HIP_DEVICE_AS(entry) \
+  HIP_INIT_AS(entry);        \
+  int device = 0;            \
   HIP_TRY(ActiveDevice(proc, &device))
+#define HIP_DEVICE() HIP_DEVICE_AS(__func__)
 
 // The null stream and hipStreamPerThread are the current device's default stream
 // (simgpu runs each device's unmasked work in one ordered queue).

@@ -196,8 +196,14 @@ void Process::ReleaseRange(uint64_t address) {
   node_->Uncharge(r.device, r.charged);
 }
 
+bool Process::AllocationFault(int device) {
+  int unused;
+  return node_->AnyFaultArmed() && node_->TakeFault(FaultKind::kAllocation, nullptr, device, &unused);
+}
+
 Status Process::Allocate(int device, uint64_t size, MemKind kind, OutAddress* address) {
   if (size == 0) return Status::kInvalidValue;
+  if (AllocationFault(device)) return Status::kOutOfMemory;
   return ChargeRange(device, size, kind, nullptr, address);
 }
 
@@ -314,6 +320,7 @@ Status Process::DestroyPool(MemPool* pool) {
 
 Status Process::PoolAllocate(MemPool* pool, uint64_t size, OutAddress* address) {
   if (size == 0) return Status::kInvalidValue;
+  if (AllocationFault(pool->device)) return Status::kOutOfMemory;
   std::lock_guard<std::mutex> lock(mem_mu_pool_);
   auto it = pool->cached.lower_bound(size);
   uint64_t block_size = size;
@@ -388,7 +395,7 @@ void Process::TrimPoolsAtSync() {
 
 Status Process::VmmCreate(int device, uint64_t size, OutAddress* handle) {
   if (size == 0 || size % kVmmGranularity) return Status::kInvalidValue;
-  if (!node_->TryCharge(device, size)) return Status::kOutOfMemory;
+  if (AllocationFault(device) || !node_->TryCharge(device, size)) return Status::kOutOfMemory;
   int fd = memfd_create("simgpu-vmm", MFD_CLOEXEC);
   if (fd < 0 || ftruncate(fd, static_cast<off_t>(size)) != 0) {
     if (fd >= 0) close(fd);
