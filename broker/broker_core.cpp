@@ -7,8 +7,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "futex.h"
-#include "units.h"
+#include "common/base/futex.h"
+#include "common/base/units.h"
 
 namespace gpushare::broker {
 namespace {
@@ -59,7 +59,7 @@ BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHo
       channels_(channels),
       ledger_(Capacities(gpus_)),
       scheduler_(SchedulerParams(config_)),
-      clock_(proto::MonotonicNs),
+      clock_(MonotonicNs),
       admin_uid_(geteuid()),
       topology_(Unlinked(gpus_)) {}
 

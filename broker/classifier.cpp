@@ -47,7 +47,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "units.h"
+#include "common/base/units.h"
 
 namespace gpushare::broker {
 namespace {

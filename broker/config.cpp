@@ -7,7 +7,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "units.h"
+#include "common/base/units.h"
 
 namespace gpushare::broker {
 namespace {

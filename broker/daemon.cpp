@@ -16,7 +16,7 @@
 
 #include "broker_core.h"
 #include "broker_log.h"
-#include "futex.h"
+#include "common/base/futex.h"
 #include "shm_channels.h"
 #include "socket_io.h"
 
@@ -118,14 +118,14 @@ class Daemon {
   // are connected; forever when there are none.
   int PollTimeoutMs() const {
     if (core_.client_count() == 0) return -1;
-    const uint64_t now = protocol::MonotonicNs();
+    const uint64_t now = MonotonicNs();
     uint64_t wait = core_.rings_busy() ? kBusyRingDrainNs : kRingDrainNs;
     if (auto d = core_.NextDeadline()) wait = std::min(wait, *d > now ? *d - now : 0);
     return static_cast<int>((wait + 999'999) / 1'000'000);
   }
 
   void Periodic() {
-    const uint64_t now = protocol::MonotonicNs();
+    const uint64_t now = MonotonicNs();
     if (core_.client_count() > 0 && now - last_utilization_ns_ >= kUtilizationEveryNs) {
       last_utilization_ns_ = now;
       for (const ProcessUtilization& u : sampler_.Sample()) core_.Utilization(u.pid, u.sm_percent, u.mem_percent);

@@ -6,10 +6,12 @@
 
 #include <algorithm>
 
-#include "../hooks/nvml_api.h"
-#include "hip_discovery.h"
+#include "common/vendor/hip_api.h"
+#include "common/vendor/nvml_api.h"
 
 namespace gpushare::broker {
+
+namespace hip = gpushare::vendor::hip;
 
 std::vector<GpuInfo> DiscoverGpus(std::string* error) {
   void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
@@ -66,7 +68,7 @@ std::vector<GpuInfo> DiscoverGpusHip(std::string* error) {
     if (memory(&bytes, i) != hip::kSuccess) continue;
     if (name(buf, sizeof buf, i) != hip::kSuccess) buf[0] = '\0';
     buf[sizeof buf - 1] = '\0';
-    if (attribute(&cus, hip::kAttributeMultiprocessorCount, i) != hip::kSuccess || cus < 0) cus = 0;
+    if (attribute(&cus, hip::kDeviceAttributeMultiprocessorCount, i) != hip::kSuccess || cus < 0) cus = 0;
     gpus.push_back({i, buf, bytes, static_cast<unsigned>(cus)});
   }
   return gpus;

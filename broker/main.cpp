@@ -3,12 +3,13 @@
 #include <cstring>
 #include <string>
 
+#include "common/base/socket_path.h"
 #include "daemon.h"
 #include "socket_io.h"
 
 int main(int argc, char** argv) {
   gpushare::broker::DaemonOptions options;
-  options.socket_path = gpushare::protocol::DefaultSocketPath();
+  options.socket_path = gpushare::DefaultSocketPath();
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if ((arg == "--config" || arg == "--socket") && i + 1 < argc) {

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include "units.h"
+#include "common/base/units.h"
 
 namespace gpushare::broker {
 

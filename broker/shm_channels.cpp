@@ -12,7 +12,7 @@
 #include <new>
 
 #include "broker_log.h"
-#include "futex.h"
+#include "common/base/futex.h"
 
 namespace gpushare::broker {
 namespace bip = boost::interprocess;
@@ -20,7 +20,7 @@ namespace proto = gpushare::protocol;
 
 size_t DrainRing(proto::Channel* channel, RingCursor* cursor,
                  const std::function<void(const proto::RecordData&)>& on_record) {
-  return DrainRing(channel, cursor, proto::MonotonicNs(), on_record);
+  return DrainRing(channel, cursor, MonotonicNs(), on_record);
 }
 
 size_t DrainRing(proto::Channel* channel, RingCursor* cursor, uint64_t now_ns,
@@ -93,10 +93,10 @@ void SetGate(proto::Channel* channel, int device, uint32_t state, uint64_t slice
   g.slice.store(slice, std::memory_order_seq_cst);
   g.state.store(state, std::memory_order_seq_cst);
   g.grant_seq.fetch_add(1, std::memory_order_seq_cst);
-  proto::FutexWakeAll(&g.grant_seq);
+  FutexWakeAll(&g.grant_seq);
   if (state == proto::kGateWait) {  // a revoke: the client's drain thread gives it back
     channel->client_wake.fetch_add(1, std::memory_order_seq_cst);
-    proto::FutexWakeAll(&channel->client_wake);
+    FutexWakeAll(&channel->client_wake);
   }
 }
 

@@ -9,16 +9,17 @@
 #include <cstdio>
 #include <cstring>
 
-#include "../hooks/nvml_api.h"
-#include "hip_discovery.h"
+#include "common/vendor/hip_api.h"
+#include "common/vendor/nvml_api.h"
 
 namespace gpushare::broker {
 
+namespace hip = gpushare::vendor::hip;
+
 namespace {
 
-// Not (yet) in hooks/nvml_api.h: the two topology queries, as NVML declares them.
-using P2PStatusFn = nvmlReturn_t (*)(nvmlDevice_t, nvmlDevice_t, nvmlGpuP2PCapsIndex_t, nvmlGpuP2PStatus_t*);
-using CommonAncestorFn = nvmlReturn_t (*)(nvmlDevice_t, nvmlDevice_t, nvmlGpuTopologyLevel_t*);
+using P2PStatusFn = decltype(&nvmlDeviceGetP2PStatus);
+using CommonAncestorFn = decltype(&nvmlDeviceGetTopologyCommonAncestor);
 
 PathLevel LevelOf(nvmlGpuTopologyLevel_t level) {
   switch (level) {
@@ -193,7 +194,7 @@ std::optional<Topology> DiscoverTopology(const std::vector<GpuInfo>& gpus, std::
   auto handle = reinterpret_cast<decltype(&nvmlDeviceGetHandleByIndex_v2)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
   auto p2p = reinterpret_cast<P2PStatusFn>(dlsym(lib, "nvmlDeviceGetP2PStatus"));
   auto ancestor = reinterpret_cast<CommonAncestorFn>(dlsym(lib, "nvmlDeviceGetTopologyCommonAncestor"));
-  using PciInfoFn = nvmlReturn_t (*)(nvmlDevice_t, nvmlPciInfo_t*);
+  using PciInfoFn = decltype(&nvmlDeviceGetPciInfo_v3);
   auto pci_info = reinterpret_cast<PciInfoFn>(dlsym(lib, "nvmlDeviceGetPciInfo_v3"));
   if (!init || !handle || init() != NVML_SUCCESS) {
     *error = "NVML is present but does not answer (driver not loaded?)";

@@ -9,8 +9,8 @@
 #include <mutex>
 
 #include "client.h"
+#include "common/vendor/nvml_api.h"
 #include "log.h"
-#include "nvml_api.h"
 #include "nvml_hooks.h"
 #include "real_dlsym.h"
 

@@ -8,17 +8,9 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 
 namespace gpushare::protocol {
-
-std::string DefaultSocketPath() {
-  if (const char* s = std::getenv("GPUSHARE_SOCKET"); s != nullptr && *s != '\0') return s;
-  if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x != nullptr && *x != '\0')
-    return std::string(x) + "/gpushare/broker.sock";
-  return "/run/gpushare/broker.sock";
-}
 
 int ConnectUnix(const std::string& path, std::string* error) {
   sockaddr_un addr{};

@@ -1,6 +1,6 @@
 // Blocking message I/O over the broker's Unix socket, for clients and tools (the
 // broker itself multiplexes non-blocking sockets). Sends never raise SIGPIPE in the
-// caller's process.
+// caller's process. Which path to connect to is the caller's (common/base/socket_path.h).
 #pragma once
 
 #include <optional>
@@ -10,10 +10,6 @@
 #include "protocol.h"
 
 namespace gpushare::protocol {
-
-// The socket path a client or tool uses when none is given: $GPUSHARE_SOCKET, else
-// $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock.
-std::string DefaultSocketPath();
 
 // Connects (close-on-exec); returns the fd or -1 with `error` set.
 int ConnectUnix(const std::string& path, std::string* error);

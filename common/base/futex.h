@@ -1,6 +1,7 @@
 // Futex wait and wake on a 32-bit word in memory shared between processes (the
 // channels' gates): a waiter sleeps in the kernel, no spinning, and a dead peer
 // leaves nothing locked. Not the private variant: the word lives in shared memory.
+// In common/base, not the protocol: the broker, the shim and the tests' fixtures use it.
 #pragma once
 
 #include <linux/futex.h>
@@ -12,7 +13,7 @@
 #include <climits>
 #include <cstdint>
 
-namespace gpushare::protocol {
+namespace gpushare {
 
 // Sleeps while `*word == expected`, at most `timeout_ns`; returns on a wake, a change,
 // a signal or the timeout (the caller re-checks what it waits for).
@@ -31,4 +32,4 @@ inline uint64_t MonotonicNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-}  // namespace gpushare::protocol
+}  // namespace gpushare
