@@ -77,65 +77,59 @@ bool BrokerCore::Input(ClientId conn, std::vector<uint8_t>* buffer, std::vector<
     *error = "unknown connection";
     return false;
   }
-  auto append = [out](const std::vector<uint8_t>& bytes) { out->insert(out->end(), bytes.begin(), bytes.end()); };
   for (;;) {
     auto m = proto::Split(buffer, error);
     if (!m) return error->empty();
-    const bool registered = clients_.count(conn) > 0;
-    switch (m->type) {
-      case proto::Type::kHello:
-        if (registered) {
-          *error = "a second Hello on one connection";
-          return false;
-        }
-        append(proto::Encode(proto::Type::kWelcome,
-                             Register(conn, peer->second, proto::Sanitized(proto::As<proto::Hello>(*m)))));
-        break;
-      case proto::Type::kTake:
-        if (!registered) {
-          *error = "Take before Hello";
-          return false;
-        }
-        append(proto::Encode(proto::Type::kTakeReply, Take(conn, proto::Sanitized(proto::As<proto::Take>(*m)))));
-        break;
-      case proto::Type::kGive:
-        if (!registered) {
-          *error = "Give before Hello";
-          return false;
-        }
-        Give(conn, proto::As<proto::Give>(*m));
-        break;
-      case proto::Type::kStatus: append(proto::EncodeText(proto::Type::kStatusReply, StatusJson())); break;
-      case proto::Type::kSched:
-        if (!registered) {
-          *error = "Sched before Hello";
-          return false;
-        }
-        OnSched(conn, proto::Sanitized(proto::As<proto::Sched>(*m)));
-        break;
-      case proto::Type::kSetWeight:
-        append(proto::EncodeText(proto::Type::kToolReply,
-                                 SetWeight(peer->second, proto::Sanitized(proto::As<proto::SetWeight>(*m)))));
-        break;
-      case proto::Type::kComm:
-        if (!registered) {
-          *error = "Comm before Hello";
-          return false;
-        }
-        append(proto::EncodeText(proto::Type::kCommReply, OnComm(conn, proto::Sanitized(proto::As<proto::Comm>(*m)))));
-        break;
-      case proto::Type::kWelcome:
-      case proto::Type::kTakeReply:
-      case proto::Type::kStatusReply:
-      case proto::Type::kToolReply:
-      case proto::Type::kCommReply:
-        *error = "a client sent a broker's message (type " + std::to_string(static_cast<int>(m->type)) + ")";
-        return false;
-    }
+    if (!Dispatch(conn, peer->second, *m, out, error)) return false;
   }
 }
 
-proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, const proto::Hello& hello) {
+// Which messages are taken in which state, and what each answers, is messages.def's:
+// one check of the route here, then the handler the table names (On<Message>).
+bool BrokerCore::Dispatch(ClientId conn, const PeerCredentials& peer, const proto::Message& m,
+                          std::vector<uint8_t>* out, std::string* error) {
+  const proto::MessageInfo& info = *proto::Describe(static_cast<uint16_t>(m.type));  // Split let no other through
+  const bool registered = clients_.count(conn) > 0;
+  switch (info.route) {
+    case proto::Route::kReply:
+      *error = "a client sent a broker's message (type " + std::to_string(static_cast<int>(m.type)) + ")";
+      return false;
+    case proto::Route::kRegister:
+      if (registered) {
+        *error = std::string("a second ") + info.name + " on one connection";
+        return false;
+      }
+      break;
+    case proto::Route::kRegistered:
+      if (!registered) {
+        *error = std::string(info.name) + " before Hello";
+        return false;
+      }
+      break;
+    case proto::Route::kAnyone: break;
+  }
+  auto append = [out](const std::vector<uint8_t>& bytes) { out->insert(out->end(), bytes.begin(), bytes.end()); };
+  switch (m.type) {
+#define GS_REQUEST(name, number, payload, route, reply)                                                   \
+  case proto::Type::k##name:                                                                              \
+    append(proto::Encode(proto::Type::k##reply, On##name(conn, peer, proto::Decode<proto::payload>(m)))); \
+    break;
+#define GS_NOTICE(name, number, payload, route)             \
+  case proto::Type::k##name:                                \
+    On##name(conn, peer, proto::Decode<proto::payload>(m)); \
+    break;
+#define GS_REPLY(name, number, payload) \
+  case proto::Type::k##name:            \
+    break;
+#include "common/protocol/messages.def"
+#undef GS_REQUEST
+#undef GS_NOTICE
+#undef GS_REPLY
+  }
+  return true;
+}
+
+proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, const proto::Hello& hello) {
   const std::string tenant = hello.tenant[0] != '\0' ? hello.tenant : "default";
   std::optional<uint64_t> asked_cap;
   for (uint32_t v = 0; v < proto::kMaxDevices; ++v)
@@ -250,7 +244,7 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
   return w;
 }
 
-proto::TakeReply BrokerCore::Take(ClientId conn, const proto::Take& take) {
+proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const proto::Take& take) {
   proto::TakeReply r{};
   const ClientRecord& c = clients_.at(conn);
   if (take.device >= c.physical.size()) {
@@ -281,7 +275,7 @@ proto::TakeReply BrokerCore::Take(ClientId conn, const proto::Take& take) {
   return r;
 }
 
-void BrokerCore::Give(ClientId conn, const proto::Give& give) {
+void BrokerCore::OnGive(ClientId conn, const PeerCredentials&, const proto::Give& give) {
   const ClientRecord& c = clients_.at(conn);
   if (give.device >= c.physical.size()) return;
   if (ledger_.Give(conn, c.physical[give.device], give.bytes) > 0) PublishTenant(c.tenant);
@@ -337,7 +331,7 @@ void BrokerCore::Reload(BrokerConfig config) {
   for (const auto& [id, c] : clients_) UpdateWeights(id);
 }
 
-void BrokerCore::OnSched(ClientId conn, const proto::Sched& s) {
+void BrokerCore::OnSched(ClientId conn, const PeerCredentials&, const proto::Sched& s) {
   const ClientRecord& c = clients_.at(conn);
   if (!c.scheduled || s.device >= c.physical.size()) return;
   const uint64_t now = clock_();
@@ -425,7 +419,7 @@ void BrokerCore::UpdateWeights(ClientId id) {
   for (size_t v = 0; v < c.physical.size(); ++v) scheduler_.SetWeight(id, static_cast<int>(v), weight);
 }
 
-std::string BrokerCore::SetWeight(const PeerCredentials& peer, const proto::SetWeight& s) {
+std::string BrokerCore::OnSetWeight(ClientId, const PeerCredentials& peer, const proto::SetWeight& s) {
   if (peer.uid != 0 && peer.uid != admin_uid_)
     return "refused: only root or the broker's user (uid " + std::to_string(admin_uid_) + ") may change weights";
   if (s.weight <= 0) return "refused: a weight is a number in (0, 1000]";
@@ -681,7 +675,7 @@ std::string BrokerCore::CommWarning(const Communicator& comm) const {
   return "";
 }
 
-std::string BrokerCore::OnComm(ClientId conn, const proto::Comm& m) {
+std::string BrokerCore::OnComm(ClientId conn, const PeerCredentials&, const proto::Comm& m) {
   constexpr size_t kMaxCommunicators = 4096;  // node-wide: a client cannot grow the broker without bound
   constexpr size_t kMaxMemberships = 256;     // per client
   const ClientRecord& c = clients_.at(conn);

@@ -13,13 +13,13 @@
 #include <string>
 #include <vector>
 
-#include "channel.h"
 #include "classifier.h"
+#include "common/protocol/channel.h"
+#include "common/protocol/protocol.h"
 #include "config.h"
 #include "gpu_inventory.h"
 #include "ledger.h"
 #include "placement_policy.h"
-#include "protocol.h"
 #include "scheduler.h"
 #include "topology.h"
 
@@ -150,9 +150,13 @@ class BrokerCore {
   const NodeLedger& ledger() const { return ledger_; }
 
  private:
-  protocol::Welcome Register(ClientId conn, const PeerCredentials& peer, const protocol::Hello& hello);
-  protocol::TakeReply Take(ClientId conn, const protocol::Take& take);
-  void Give(ClientId conn, const protocol::Give& give);
+  // One message, routed as messages.def says to its handler below (On<Message>).
+  bool Dispatch(ClientId conn, const PeerCredentials& peer, const protocol::Message& m, std::vector<uint8_t>* out,
+                std::string* error);
+  protocol::Welcome OnHello(ClientId conn, const PeerCredentials& peer, const protocol::Hello& hello);
+  protocol::TakeReply OnTake(ClientId conn, const PeerCredentials& peer, const protocol::Take& take);
+  void OnGive(ClientId conn, const PeerCredentials& peer, const protocol::Give& give);
+  std::string OnStatus(ClientId, const PeerCredentials&, const protocol::Text&) { return StatusJson(); }
   // What GPU `g` has been promised to capped tenants with clients on it.
   uint64_t Promised(int g, const std::string& except_tenant) const;
   bool TenantOn(const std::string& tenant, int g) const;
@@ -166,12 +170,12 @@ class BrokerCore {
   // The virtual GPUs a client works on: a rank of a planned job, its own; others,
   // those where it holds memory or has run (else its virtual 0).
   std::vector<int> WorkDevices(ClientId id, const ClientRecord& c) const;
-  std::string OnComm(ClientId conn, const protocol::Comm& m);  // a warning for the client, or ""
+  std::string OnComm(ClientId conn, const PeerCredentials& peer, const protocol::Comm& m);  // a warning, or ""
   std::string CommWarning(const Communicator& comm) const;
   void PublishTenant(const std::string& tenant);
   Grants GrantsOf(const ClientRecord& c) const;
-  void OnSched(ClientId conn, const protocol::Sched& s);
-  std::string SetWeight(const PeerCredentials& peer, const protocol::SetWeight& s);
+  void OnSched(ClientId conn, const PeerCredentials& peer, const protocol::Sched& s);
+  std::string OnSetWeight(ClientId conn, const PeerCredentials& peer, const protocol::SetWeight& s);
   double ClassWeight(WorkClass c) const;
   double BaseWeight(const ClientRecord& c) const;  // run-time override, else the tenant's terms
   double EffectiveWeight(ClientId id) const;       // tenant (or overridden) weight x class weight

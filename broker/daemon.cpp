@@ -17,8 +17,8 @@
 #include "broker_core.h"
 #include "broker_log.h"
 #include "common/base/futex.h"
+#include "common/protocol/socket_io.h"
 #include "shm_channels.h"
-#include "socket_io.h"
 
 namespace gpushare::broker {
 namespace {

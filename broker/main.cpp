@@ -4,8 +4,8 @@
 #include <string>
 
 #include "common/base/socket_path.h"
+#include "common/protocol/socket_io.h"
 #include "daemon.h"
-#include "socket_io.h"
 
 int main(int argc, char** argv) {
   gpushare::broker::DaemonOptions options;

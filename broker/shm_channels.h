@@ -13,7 +13,7 @@
 #include <memory>
 
 #include "broker_core.h"
-#include "channel.h"
+#include "common/protocol/channel.h"
 
 namespace gpushare::broker {
 

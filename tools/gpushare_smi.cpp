@@ -15,8 +15,8 @@
 
 #include "common/base/socket_path.h"
 #include "common/base/units.h"
-#include "protocol.h"
-#include "socket_io.h"
+#include "common/protocol/protocol.h"
+#include "common/protocol/socket_io.h"
 
 namespace {
 

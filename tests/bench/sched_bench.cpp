@@ -23,10 +23,10 @@
 #include <vector>
 
 #include "broker_core.h"
-#include "channel.h"
+#include "common/protocol/channel.h"
 #include "common/base/futex.h"
 #include "launch_gate.h"
-#include "protocol.h"
+#include "common/protocol/protocol.h"
 #include "shm_channels.h"
 
 namespace {

@@ -16,7 +16,7 @@
 
 #include "broker_core.h"
 #include "fuzz_target.h"
-#include "protocol.h"
+#include "common/protocol/protocol.h"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "channel.h"
+#include "common/protocol/channel.h"
 #include "fuzz_target.h"
 #include "shm_channels.h"
 

@@ -11,8 +11,8 @@
 #include <random>
 #include <thread>
 
-#include "protocol.h"
-#include "socket_io.h"
+#include "common/protocol/protocol.h"
+#include "common/protocol/socket_io.h"
 #include "subprocess.h"
 #include "test_broker.h"
 

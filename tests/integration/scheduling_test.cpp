@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "monotonic_clock.h"
-#include "protocol.h"
-#include "socket_io.h"
+#include "common/protocol/protocol.h"
+#include "common/protocol/socket_io.h"
 #include "subprocess.h"
 #include "test_broker.h"
 

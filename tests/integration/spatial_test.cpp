@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "gpu_inventory.h"
-#include "socket_io.h"
+#include "common/protocol/socket_io.h"
 #include "subprocess.h"
 #include "topology.h"
 

@@ -2,28 +2,33 @@
 #include "protocol.h"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace gpushare::protocol {
 namespace {
 
-// The exact payload size of each fixed-size type; 0 for variable (text) payloads.
-std::optional<size_t> PayloadSize(uint16_t type) {
-  switch (static_cast<Type>(type)) {
-    case Type::kHello: return sizeof(Hello);
-    case Type::kWelcome: return sizeof(Welcome);
-    case Type::kTake: return sizeof(Take);
-    case Type::kTakeReply: return sizeof(TakeReply);
-    case Type::kGive: return sizeof(Give);
-    case Type::kStatus: return 0;
-    case Type::kStatusReply: return 0;
-    case Type::kSched: return sizeof(Sched);
-    case Type::kSetWeight: return sizeof(SetWeight);
-    case Type::kToolReply: return 0;
-    case Type::kComm: return sizeof(Comm);
-    case Type::kCommReply: return 0;
-  }
-  return std::nullopt;
+// The exact size of a fixed-size payload; 0 for text (variable length).
+template <typename T>
+constexpr size_t PayloadBytes() {
+  if constexpr (std::is_same_v<T, Text>)
+    return 0;
+  else
+    return sizeof(T);
 }
+
+// Each declared type's payload and route, from messages.def.
+constexpr struct {
+  uint16_t type;
+  MessageInfo info;
+} kMessages[] = {
+#define GS_REQUEST(name, number, payload, route, reply) {number, {#name, PayloadBytes<payload>(), Route::route}},
+#define GS_NOTICE(name, number, payload, route) {number, {#name, PayloadBytes<payload>(), Route::route}},
+#define GS_REPLY(name, number, payload) {number, {#name, PayloadBytes<payload>(), Route::kReply}},
+#include "messages.def"
+#undef GS_REQUEST
+#undef GS_NOTICE
+#undef GS_REPLY
+};
 
 template <size_t N>
 void Terminate(char (&s)[N]) {
@@ -31,6 +36,12 @@ void Terminate(char (&s)[N]) {
 }
 
 }  // namespace
+
+const MessageInfo* Describe(uint16_t type) {
+  for (const auto& m : kMessages)
+    if (m.type == type) return &m.info;
+  return nullptr;
+}
 
 std::vector<uint8_t> EncodeText(Type type, const std::string& text) {
   std::vector<uint8_t> out(sizeof(Header) + text.size());
@@ -53,12 +64,12 @@ std::optional<Message> Split(std::vector<uint8_t>* buffer, std::string* error) {
     *error = "protocol version " + std::to_string(h.version) + ", expected " + std::to_string(kVersion);
     return std::nullopt;
   }
-  auto size = PayloadSize(h.type);
-  if (!size) {
+  const MessageInfo* info = Describe(h.type);
+  if (info == nullptr) {
     *error = "unknown message type " + std::to_string(h.type);
     return std::nullopt;
   }
-  if (h.length > kMaxPayload || (*size != 0 && h.length != *size)) {
+  if (h.length > kMaxPayload || (info->payload_bytes != 0 && h.length != info->payload_bytes)) {
     *error = "message type " + std::to_string(h.type) + " with a payload of " + std::to_string(h.length) + " bytes";
     return std::nullopt;
   }

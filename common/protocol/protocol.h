@@ -8,6 +8,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace gpushare::protocol {
@@ -17,20 +18,33 @@ inline constexpr uint16_t kVersion = 3;
 inline constexpr int kMaxDevices = 16;
 inline constexpr size_t kMaxPayload = 1 << 20;
 
+// The message types, from messages.def (where each is described).
 enum class Type : uint16_t {
-  kHello = 1,        // client -> broker: who I am, what I ask for
-  kWelcome = 2,      // broker -> client: my terms, or why not
-  kTake = 3,         // client -> broker: may I hold `bytes` more on a virtual GPU?
-  kTakeReply = 4,    // broker -> client
-  kGive = 5,         // client -> broker: I hold `bytes` less
-  kStatus = 6,       // tool -> broker: the node as JSON, please
-  kStatusReply = 7,  // broker -> tool: JSON text
-  kSched = 8,        // client -> broker: a GPU-time gate event (want, released)
-  kSetWeight = 9,    // tool -> broker: change a client's or a tenant's weight
-  kToolReply = 10,   // broker -> tool: text, "ok" or why not
-  kComm = 11,        // client -> broker: a collective communicator (NCCL/RCCL) made or ended
-  kCommReply = 12,   // broker -> client: text, "" or a warning about the communicator
+#define GS_REQUEST(name, number, payload, route, reply) k##name = number,
+#define GS_NOTICE(name, number, payload, route) k##name = number,
+#define GS_REPLY(name, number, payload) k##name = number,
+#include "messages.def"
+#undef GS_REQUEST
+#undef GS_NOTICE
+#undef GS_REPLY
 };
+
+// When the broker takes a message (messages.def says which, per type).
+enum class Route {
+  kRegister,    // only as a connection's registration, once
+  kRegistered,  // only after the connection registered
+  kAnyone,      // any connection, registered or not (tools)
+  kReply,       // the broker's own answer: never taken from a peer
+};
+
+// What messages.def says of one type.
+struct MessageInfo {
+  const char* name;      // "Hello"
+  size_t payload_bytes;  // the payload struct's size; 0: text of any length up to kMaxPayload
+  Route route;
+};
+// nullptr for a number messages.def does not declare.
+const MessageInfo* Describe(uint16_t type);
 
 struct Header {
   uint32_t magic;
@@ -115,6 +129,9 @@ struct Comm {
   uint64_t handle;   // this process's communicator (pairs kLeft with kJoined)
 };
 
+// A payload of text (JSON, a reply line): any length up to kMaxPayload.
+using Text = std::string;
+
 // One decoded message, or why the bytes are not one.
 struct Message {
   Type type;
@@ -124,6 +141,7 @@ struct Message {
 // Encodes a header and a payload struct.
 template <typename T>
 std::vector<uint8_t> Encode(Type type, const T& payload) {
+  static_assert(std::is_trivially_copyable_v<T>, "a fixed-size payload is copied as bytes");
   std::vector<uint8_t> out(sizeof(Header) + sizeof(T));
   Header h{kMagic, kVersion, static_cast<uint16_t>(type), static_cast<uint32_t>(sizeof(T))};
   std::memcpy(out.data(), &h, sizeof h);
@@ -131,6 +149,7 @@ std::vector<uint8_t> Encode(Type type, const T& payload) {
   return out;
 }
 std::vector<uint8_t> EncodeText(Type type, const std::string& text);
+inline std::vector<uint8_t> Encode(Type type, const Text& payload) { return EncodeText(type, payload); }
 
 // Splits one message off the front of `buffer` (bytes received so far). Returns the
 // message and consumes its bytes; nullopt with `error` empty if more bytes are needed;
@@ -150,9 +169,21 @@ Hello Sanitized(Hello h);
 Welcome Sanitized(Welcome w);
 Take Sanitized(Take t);
 TakeReply Sanitized(TakeReply r);
+inline Give Sanitized(Give g) { return g; }  // numbers only: each is checked where it is used
 Sched Sanitized(Sched s);
 SetWeight Sanitized(SetWeight s);
 Comm Sanitized(Comm c);
+
+// A message's payload as the type messages.def gives it, sanitized: what the broker's
+// dispatch hands each handler (T is the payload named there).
+template <typename T>
+T Decode(const Message& m) {
+  return Sanitized(As<T>(m));
+}
+template <>
+inline Text Decode<Text>(const Message& m) {
+  return Text(m.payload.begin(), m.payload.end());
+}
 
 // Copies a string into a fixed array, truncating, NUL-terminated.
 template <size_t N>
