@@ -5,7 +5,7 @@
 // Run: build/bin/placement_bench (figures in docs/benchmarks.md).
 #include <benchmark/benchmark.h>
 
-#include "broker_core.h"
+#include "broker/core/broker_core.h"
 
 namespace {
 

@@ -22,12 +22,12 @@
 #include <thread>
 #include <vector>
 
-#include "broker_core.h"
-#include "common/protocol/channel.h"
+#include "broker/core/broker_core.h"
+#include "broker/io/shm_channels.h"
 #include "common/base/futex.h"
-#include "launch_gate.h"
+#include "common/protocol/channel.h"
 #include "common/protocol/protocol.h"
-#include "shm_channels.h"
+#include "launch_gate.h"
 
 namespace {
 

@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "broker/io/shm_channels.h"
 #include "common/base/futex.h"
-#include "shm_channels.h"
 
 namespace gpushare {
 namespace {

@@ -13,15 +13,15 @@
 #include <string>
 #include <vector>
 
-#include "classifier.h"
+#include "broker/policy/classifier.h"
+#include "broker/policy/config.h"
+#include "broker/policy/gpu_info.h"
+#include "broker/policy/ledger.h"
+#include "broker/policy/placement_policy.h"
+#include "broker/policy/scheduler.h"
+#include "broker/policy/topology.h"
 #include "common/protocol/channel.h"
 #include "common/protocol/protocol.h"
-#include "config.h"
-#include "gpu_inventory.h"
-#include "ledger.h"
-#include "placement_policy.h"
-#include "scheduler.h"
-#include "topology.h"
 
 namespace gpushare::broker {
 

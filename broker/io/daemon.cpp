@@ -14,11 +14,13 @@
 #include <filesystem>
 #include <map>
 
-#include "broker_core.h"
+#include "broker/core/broker_core.h"
 #include "broker_log.h"
 #include "common/base/futex.h"
 #include "common/protocol/socket_io.h"
+#include "gpu_inventory.h"
 #include "shm_channels.h"
+#include "topology_discovery.h"
 
 namespace gpushare::broker {
 namespace {

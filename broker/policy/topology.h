@@ -1,7 +1,7 @@
 // How the node's GPUs are connected, for placement: which pairs can reach each other's
 // memory directly (P2P), over NVLink or PCIe, and how far apart the PCIe path is. Read
-// from NVML at start (the real one, or simgpu's) or built from explicit data in tests
-// and the placement study. Plain data: no NVML type appears here.
+// at start by broker/io/topology_discovery.h (NVML, the real one or simgpu's) or built
+// from explicit data in tests and the placement study. Plain data: no NVML type here.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "gpu_inventory.h"
+#include "gpu_info.h"
 
 namespace gpushare::broker {
 
@@ -62,21 +62,7 @@ struct Topology {
   std::vector<std::string> notes;  // what discovery could not learn (treated as no P2P)
 };
 
-// The GPUs of the broker's inventory (gpu_inventory.h), in its order, with no link yet.
+// The GPUs of the broker's inventory (gpu_info.h), in its order, with no link yet.
 Topology Unlinked(const std::vector<GpuInfo>& gpus);
-
-// How the inventory's GPUs are linked, as NVML reports it: nvmlDeviceGetP2PStatus
-// (NVLink capability first, then read capability: P2P over PCIe) and
-// nvmlDeviceGetTopologyCommonAncestor for every pair, checked against the CUDA driver's
-// cuDeviceCanAccessPeer. Names and sizes are the inventory's, so GPU i of the topology
-// is GPU i of the ledger. nullopt with `error` set when NVML cannot be loaded or does
-// not answer; a pair NVML cannot describe is kept as no P2P, with a note. Where NVML
-// cannot be loaded (an AMD node), DiscoverTopologyHip answers instead.
-std::optional<Topology> DiscoverTopology(const std::vector<GpuInfo>& gpus, std::string* error);
-
-// The same as the HIP runtime (libamdhip64.so.5) reports it: hipDeviceCanAccessPeer for
-// every pair. HIP says whether a pair has P2P, not over what or how far apart: a P2P
-// pair is taken as PCIe with an unknown path level (a note says so).
-std::optional<Topology> DiscoverTopologyHip(const std::vector<GpuInfo>& gpus, std::string* error);
 
 }  // namespace gpushare::broker

@@ -1,19 +1,15 @@
-// The node's GPUs as the broker sees them: index, name, memory. Read from NVML (the
-// real one, or simgpu's in tests) when the broker starts.
+// Discovery of the node's GPUs (GpuInfo, broker/policy/gpu_info.h) from NVML (the real
+// one, or simgpu's in tests), else the HIP runtime, when the broker starts; and the
+// per-process utilization sampler. I/O: the libraries are loaded at run time.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace gpushare::broker {
+#include "broker/policy/gpu_info.h"
 
-struct GpuInfo {
-  int index;
-  std::string name;
-  uint64_t memory_bytes;
-  unsigned cu_count = 0;  // compute units (AMD), for CU masks; 0: unknown (NVML does not say)
-};
+namespace gpushare::broker {
 
 // The GPUs NVML reports; where NVML cannot be loaded (an AMD node), those the HIP
 // runtime reports (DiscoverGpusHip). An empty list with `error` set if neither answers.
