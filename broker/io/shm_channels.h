@@ -12,7 +12,7 @@
 #include <map>
 #include <memory>
 
-#include "broker/core/broker_core.h"
+#include "broker/core/channel_host.h"
 #include "common/protocol/channel.h"
 
 namespace gpushare::broker {

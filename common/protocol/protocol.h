@@ -185,6 +185,24 @@ inline Text Decode<Text>(const Message& m) {
   return Text(m.payload.begin(), m.payload.end());
 }
 
+// The payload type of a message type, from messages.def (PayloadOf<Type::kWelcome> is
+// Welcome, PayloadOf<Type::kToolReply> Text): the broker's handlers are typed by it.
+template <Type>
+struct PayloadType;
+#define GS_REQUEST(name, number, payload, route, reply) \
+  template <>                                           \
+  struct PayloadType<Type::k##name> {                   \
+    using type = payload;                               \
+  };
+#define GS_NOTICE(name, number, payload, route) GS_REQUEST(name, number, payload, route, none)
+#define GS_REPLY(name, number, payload) GS_REQUEST(name, number, payload, kReply, none)
+#include "messages.def"
+#undef GS_REQUEST
+#undef GS_NOTICE
+#undef GS_REPLY
+template <Type T>
+using PayloadOf = typename PayloadType<T>::type;
+
 // Copies a string into a fixed array, truncating, NUL-terminated.
 template <size_t N>
 void SetString(char (&dst)[N], const std::string& s) {
