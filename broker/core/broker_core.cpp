@@ -3,6 +3,7 @@
 #include "broker_core.h"
 
 #include <algorithm>
+#include <map>
 
 #include "broker/core/admission.h"
 #include "broker/core/status_report.h"
