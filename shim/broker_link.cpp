@@ -9,8 +9,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "common/protocol/socket_io.h"
 #include "log.h"
-#include "socket_io.h"
 
 namespace gpushare {
 namespace {
@@ -233,7 +233,16 @@ BrokerLink::Answer BrokerLink::Take(int device, uint64_t bytes, bool force, cons
   return Answer::kRefused;
 }
 
-std::optional<std::string> BrokerLink::SendComm(const proto::Comm& c) {
+std::optional<std::string> BrokerLink::SendComm(const CommunicatorEvent& event) {
+  proto::Comm c{};
+  c.event = static_cast<uint32_t>(event.joined ? proto::CommEvent::kJoined : proto::CommEvent::kLeft);
+  c.comm_id = event.id;
+  c.handle = event.handle;
+  if (event.joined) {
+    c.nranks = event.nranks;
+    c.rank = event.rank;
+    c.device = event.device < 0 ? UINT32_MAX : static_cast<uint32_t>(event.device);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ < 0) return std::nullopt;
   std::string error;

@@ -13,10 +13,21 @@
 #include <string>
 #include <vector>
 
-#include "channel.h"
+#include "common/protocol/channel.h"
 #include "options.h"
 
 namespace gpushare {
+
+// A collective communicator (NCCL/RCCL) this process joined or left, as the hooks
+// report it: API-neutral, and not the wire's struct (BrokerLink translates).
+struct CommunicatorEvent {
+  bool joined = false;  // false: left (only `id` and `handle` count)
+  uint32_t nranks = 0;
+  int32_t rank = 0;     // in the communicator
+  int device = -1;      // virtual GPU the rank uses; -1: unknown
+  uint64_t id = 0;      // the same for every rank of the communicator
+  uint64_t handle = 0;  // this process's communicator (pairs a leave with its join)
+};
 
 class BrokerLink {
  public:
@@ -59,7 +70,7 @@ class BrokerLink {
   void SetChannelObserver(std::function<void(protocol::Channel*, bool scheduled)> observer);
   // A collective communicator this process joined or left: the broker's warning about
   // it ("" if none), or nullopt without a broker.
-  std::optional<std::string> SendComm(const protocol::Comm& c);
+  std::optional<std::string> SendComm(const CommunicatorEvent& event);
   // A gate event for the broker; false when the broker is gone.
   bool SendSched(const protocol::Sched& s);
   // False once the broker has hung up (checked without waiting; true while busy).

@@ -58,7 +58,7 @@ class Client {
   void ChargeOverhead(int device, uint64_t bytes, const char* what);
   // A collective communicator (NCCL/RCCL) this process joined or left, told to the
   // broker: its warning about the communicator ("" if none, or standalone).
-  std::string ReportCommunicator(const protocol::Comm& comm) { return broker_.SendComm(comm).value_or(""); }
+  std::string ReportCommunicator(const CommunicatorEvent& event) { return broker_.SendComm(event).value_or(""); }
 
   // True the first time it is called for `device` (the context overhead is charged once).
   bool MarkContextCharged(int device);

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "futex.h"
+#include "common/base/futex.h"
 #include "log.h"
 
 namespace gpushare {
@@ -34,10 +34,10 @@ uint64_t CoarseNs() {
 LaunchGate::~LaunchGate() {
   stop_.store(true);
   detach_seq_.fetch_add(1);
-  proto::FutexWakeAll(&detach_seq_);
+  FutexWakeAll(&detach_seq_);
   if (proto::Channel* c = channel_.load()) {
     c->client_wake.fetch_add(1);
-    proto::FutexWakeAll(&c->client_wake);
+    FutexWakeAll(&c->client_wake);
   }
   if (drain_thread_.joinable()) drain_thread_.join();
 }
@@ -56,7 +56,7 @@ void LaunchGate::Attach(proto::Channel* channel, bool scheduled) {
   scheduled_.store(scheduled && channel != nullptr, std::memory_order_relaxed);
   channel_.store(channel, std::memory_order_release);
   detach_seq_.fetch_add(1);
-  proto::FutexWakeAll(&detach_seq_);
+  FutexWakeAll(&detach_seq_);
   StartDrainThread();
 }
 
@@ -69,7 +69,7 @@ void LaunchGate::Detach() {
     g.grant_seq.fetch_add(1, std::memory_order_seq_cst);  // odd while changing, as the broker does
     g.state.store(proto::kGateFree, std::memory_order_seq_cst);
     g.grant_seq.fetch_add(1, std::memory_order_seq_cst);
-    proto::FutexWakeAll(&g.grant_seq);
+    FutexWakeAll(&g.grant_seq);
   }
 }
 
@@ -95,7 +95,7 @@ proto::Gate* LaunchGate::Enter(int device) {
 
 proto::Gate* LaunchGate::WaitForGrant(proto::Channel* c, int device) {
   proto::Gate& g = c->gates[device];
-  const uint64_t start = proto::MonotonicNs();
+  const uint64_t start = MonotonicNs();
   g.waiting.fetch_add(1, std::memory_order_relaxed);
   uint64_t asked_at = 0;
   proto::Gate* passed = nullptr;
@@ -108,7 +108,7 @@ proto::Gate* LaunchGate::WaitForGrant(proto::Channel* c, int device) {
     }
     g.inflight.fetch_sub(1, std::memory_order_seq_cst);
     if (channel_.load(std::memory_order_acquire) != c) break;  // detached or a new broker: go on
-    const uint64_t now = proto::MonotonicNs();
+    const uint64_t now = MonotonicNs();
     if (now - asked_at >= kWantResendNs) {
       asked_at = now;
       proto::Sched want{static_cast<uint32_t>(device), static_cast<uint32_t>(proto::SchedEvent::kWant), 0, 0};
@@ -117,10 +117,10 @@ proto::Gate* LaunchGate::WaitForGrant(proto::Channel* c, int device) {
         break;
       }
     }
-    proto::FutexWait(&g.grant_seq, seq, kWantResendNs);
+    FutexWait(&g.grant_seq, seq, kWantResendNs);
   }
   g.waiting.fetch_sub(1, std::memory_order_relaxed);
-  g.waited_ns.fetch_add(proto::MonotonicNs() - start, std::memory_order_relaxed);
+  g.waited_ns.fetch_add(MonotonicNs() - start, std::memory_order_relaxed);
   return passed;
 }
 
@@ -237,7 +237,7 @@ void LaunchGate::DrainLoop() {
     if (c == nullptr) {
       const uint32_t seq = detach_seq_.load();
       if (hooks_.reconnect) hooks_.reconnect();
-      if (channel_.load(std::memory_order_acquire) == nullptr) proto::FutexWait(&detach_seq_, seq, kDrainPollNs * 10);
+      if (channel_.load(std::memory_order_acquire) == nullptr) FutexWait(&detach_seq_, seq, kDrainPollNs * 10);
       continue;
     }
     const uint32_t wake = c->client_wake.load(std::memory_order_acquire);
@@ -254,18 +254,17 @@ void LaunchGate::DrainLoop() {
       Detach();
       continue;
     }
-    proto::FutexWait(&c->client_wake, wake, kDrainPollNs);
+    FutexWait(&c->client_wake, wake, kDrainPollNs);
   }
 }
 
 void LaunchGate::Release(proto::Channel* c, int device, uint64_t slice) {
   proto::Gate& g = c->gates[device];
   // Launches that passed the gate before the revoke reach the driver first.
-  const uint64_t start = proto::MonotonicNs();
-  while (g.inflight.load(std::memory_order_seq_cst) != 0 && proto::MonotonicNs() - start < kInflightWaitNs)
-    sched_yield();
+  const uint64_t start = MonotonicNs();
+  while (g.inflight.load(std::memory_order_seq_cst) != 0 && MonotonicNs() - start < kInflightWaitNs) sched_yield();
   if (auto drain = drain_.load(std::memory_order_acquire)) drain(device);
-  const uint64_t drained = proto::MonotonicNs();
+  const uint64_t drained = MonotonicNs();
   released_[device] = slice;
   g.drained_ns.store(drained, std::memory_order_relaxed);
   g.released_slice.store(slice, std::memory_order_release);

@@ -24,8 +24,8 @@
 #include <string>
 #include <thread>
 
-#include "channel.h"
-#include "protocol.h"
+#include "common/protocol/channel.h"
+#include "common/protocol/protocol.h"
 
 namespace gpushare {
 

@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <sstream>
 
+#include "common/base/socket_path.h"
+
 namespace gpushare {
 namespace {
 
@@ -111,13 +113,7 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
   for (const char* name : {"HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "CUDA_VISIBLE_DEVICES"})
     if (auto v = get(name)) o.runtime_visible_devices[name] = *v;
 
-  if (auto v = get("GPUSHARE_SOCKET"); v && !v->empty()) {
-    o.socket_path = *v;
-  } else if (auto xdg = get("XDG_RUNTIME_DIR"); xdg && !xdg->empty()) {
-    o.socket_path = *xdg + "/gpushare/broker.sock";
-  } else {
-    o.socket_path = "/run/gpushare/broker.sock";
-  }
+  o.socket_path = ResolveSocketPath(get("GPUSHARE_SOCKET"), get("XDG_RUNTIME_DIR"));
 
   o.tenant = get("GPUSHARE_TENANT").value_or("");
   if (auto v = get("GPUSHARE_WEIGHT"); v && !v->empty()) {

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "units.h"
+#include "common/base/units.h"
 
 namespace gpushare {
 

@@ -13,9 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "protocol.h"
-#include "socket_io.h"
-#include "units.h"
+#include "common/base/socket_path.h"
+#include "common/base/units.h"
+#include "common/protocol/protocol.h"
+#include "common/protocol/socket_io.h"
 
 namespace {
 
@@ -299,7 +300,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (socket_path.empty()) socket_path = proto::DefaultSocketPath();
+  if (socket_path.empty()) socket_path = gpushare::DefaultSocketPath();
   if (set_weight) return SetWeight(*set_weight, socket_path);
 
   std::string error;

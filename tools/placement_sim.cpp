@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "placement_policy.h"
-#include "topology.h"
+#include "broker/policy/placement_policy.h"
+#include "broker/policy/topology.h"
 
 namespace {
 

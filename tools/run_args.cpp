@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <set>
 
-#include "units.h"
+#include "common/base/units.h"
 
 namespace gpushare::tools {
 namespace {

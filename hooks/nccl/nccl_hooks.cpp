@@ -26,8 +26,6 @@ namespace real {
 
 namespace {
 
-namespace proto = gpushare::protocol;
-
 // The NCCL/RCCL family as common/family.h sees it.
 struct NcclApi {
   using Result = ncclResult_t;
@@ -100,14 +98,14 @@ void Joined(ncclComm_t comm, uint64_t id, int nranks, int rank) {
     std::lock_guard<std::mutex> lock(mu);
     comms[comm] = id;
   }
-  proto::Comm c{};
-  c.event = static_cast<uint32_t>(proto::CommEvent::kJoined);
-  c.nranks = static_cast<uint32_t>(count);
-  c.rank = me;
-  c.device = device < 0 ? UINT32_MAX : static_cast<uint32_t>(device);
-  c.comm_id = id;
-  c.handle = reinterpret_cast<uintptr_t>(comm);
-  const std::string warning = Client::Get().ReportCommunicator(c);
+  CommunicatorEvent joined;
+  joined.joined = true;
+  joined.nranks = static_cast<uint32_t>(count);
+  joined.rank = me;
+  joined.device = device;
+  joined.id = id;
+  joined.handle = reinterpret_cast<uintptr_t>(comm);
+  const std::string warning = Client::Get().ReportCommunicator(joined);
   Log(LogLevel::kInfo, "communicator %016llx: rank %d of %d on virtual GPU %d", static_cast<unsigned long long>(id), me,
       count, device);
   if (!warning.empty())
@@ -124,11 +122,10 @@ void Left(ncclComm_t comm) {
     id = it->second;
     comms.erase(it);
   }
-  proto::Comm c{};
-  c.event = static_cast<uint32_t>(proto::CommEvent::kLeft);
-  c.comm_id = id;
-  c.handle = reinterpret_cast<uintptr_t>(comm);
-  Client::Get().ReportCommunicator(c);
+  CommunicatorEvent left;
+  left.id = id;
+  left.handle = reinterpret_cast<uintptr_t>(comm);
+  Client::Get().ReportCommunicator(left);
 }
 
 uint64_t IdOf(ncclComm_t comm) {

@@ -10,9 +10,9 @@
 
 #include "client.h"
 #include "common/family.h"
+#include "common/vendor/nvml_api.h"
 #include "log.h"
 #include "nvml/nvml_hooks.h"
-#include "nvml_api.h"
 
 namespace gpushare::nvml {
 namespace real {

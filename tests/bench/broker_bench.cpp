@@ -27,8 +27,8 @@
 #include <utility>
 #include <vector>
 
-#include "protocol.h"
-#include "socket_io.h"
+#include "common/protocol/protocol.h"
+#include "common/protocol/socket_io.h"
 
 namespace {
 

@@ -5,7 +5,9 @@
 // Run: build/bin/placement_bench (figures in docs/benchmarks.md).
 #include <benchmark/benchmark.h>
 
-#include "broker_core.h"
+#include <memory>
+
+#include "broker/core/broker_core.h"
 
 namespace {
 
@@ -41,19 +43,21 @@ bool Register(BrokerCore& core, ClientId id, const std::vector<uint8_t>& hello) 
   return core.Input(id, &in, &out, &error) && !out.empty();
 }
 
-// A node of `gpus` GPUs with 32 one-GPU clients on it.
-BrokerCore BusyNode(int gpus) {
+// A node of `gpus` GPUs with 32 one-GPU clients on it (on the heap: BrokerCore's parts
+// point into it, so it is neither copied nor moved).
+std::unique_ptr<BrokerCore> BusyNode(int gpus) {
   std::vector<GpuInfo> info;
   for (int g = 0; g < gpus; ++g) info.push_back({g, "g", 80 * kGiB});
-  BrokerCore core(BrokerConfig{}, info, nullptr);
-  core.SetTopology(Node(gpus));
-  for (ClientId id = 1; id <= 32; ++id) Register(core, id, HelloBytes(1, "", -1, 0));
+  auto core = std::make_unique<BrokerCore>(BrokerConfig{}, info, nullptr);
+  core->SetTopology(Node(gpus));
+  for (ClientId id = 1; id <= 32; ++id) Register(*core, id, HelloBytes(1, "", -1, 0));
   return core;
 }
 
 // args: GPUs on the node, GPUs the new client wants.
 void BM_RegisterDecision(benchmark::State& state) {
-  BrokerCore core = BusyNode(static_cast<int>(state.range(0)));
+  std::unique_ptr<BrokerCore> node = BusyNode(static_cast<int>(state.range(0)));
+  BrokerCore& core = *node;
   ClientId next = 1000;
   const std::vector<uint8_t> hello = HelloBytes(static_cast<uint32_t>(state.range(1)), "", -1, 0);
   for (auto _ : state) {
@@ -68,7 +72,8 @@ BENCHMARK(BM_RegisterDecision)->ArgsProduct({{2, 8, 16}, {1}})->Args({8, 4})->Ar
 
 // The first rank of a job of `ranks` ranks: the job's set is planned and ordered.
 void BM_PlanJob(benchmark::State& state) {
-  BrokerCore core = BusyNode(static_cast<int>(state.range(0)));
+  std::unique_ptr<BrokerCore> node = BusyNode(static_cast<int>(state.range(0)));
+  BrokerCore& core = *node;
   ClientId next = 1000;
   const std::vector<uint8_t> hello = HelloBytes(0, "job", 0, static_cast<uint32_t>(state.range(1)));
   for (auto _ : state) {

@@ -22,12 +22,12 @@
 #include <thread>
 #include <vector>
 
-#include "broker_core.h"
-#include "channel.h"
-#include "futex.h"
+#include "broker/core/broker_core.h"
+#include "broker/io/shm_channels.h"
+#include "common/base/futex.h"
+#include "common/protocol/channel.h"
+#include "common/protocol/protocol.h"
 #include "launch_gate.h"
-#include "protocol.h"
-#include "shm_channels.h"
 
 namespace {
 
@@ -472,14 +472,14 @@ void WaitingClient(WakeControl* w, LaunchGate* gate, int cpu) {
   w->tid.store(static_cast<int32_t>(syscall(SYS_gettid)));
   for (uint32_t round = 1;; ++round) {
     uint32_t go;
-    while ((go = w->go.load(std::memory_order_acquire)) < round) proto::FutexWait(&w->go, go, 1'000'000'000);
+    while ((go = w->go.load(std::memory_order_acquire)) < round) gpushare::FutexWait(&w->go, go, 1'000'000'000);
     if (go == kExit) return;
     {
       LaunchGate::Pass pass(*gate, 0);
-      w->resumed_ns.store(proto::MonotonicNs(), std::memory_order_relaxed);
+      w->resumed_ns.store(gpushare::MonotonicNs(), std::memory_order_relaxed);
     }
     w->done.store(round, std::memory_order_release);
-    proto::FutexWakeAll(&w->done);
+    gpushare::FutexWakeAll(&w->done);
   }
 }
 
@@ -501,13 +501,13 @@ bool Sleeping(int32_t tid) {
 uint64_t WakeRound(WakeControl* w, uint32_t round) {
   broker::SetGate(&w->channel, 0, proto::kGateWait, 0);  // slice 0: no revoke for the drain thread
   w->go.store(round, std::memory_order_release);
-  proto::FutexWakeAll(&w->go);
+  gpushare::FutexWakeAll(&w->go);
   while (w->channel.gates[0].waiting.load() == 0 || w->tid.load() == 0 || !Sleeping(w->tid.load()))
     std::this_thread::yield();
-  const uint64_t granted = proto::MonotonicNs();
+  const uint64_t granted = gpushare::MonotonicNs();
   broker::SetGate(&w->channel, 0, proto::kGateHeld, round);
   uint32_t done;
-  while ((done = w->done.load(std::memory_order_acquire)) < round) proto::FutexWait(&w->done, done, 1'000'000'000);
+  while ((done = w->done.load(std::memory_order_acquire)) < round) gpushare::FutexWait(&w->done, done, 1'000'000'000);
   return w->resumed_ns.load(std::memory_order_relaxed) - granted;
 }
 
@@ -549,7 +549,7 @@ void BM_GrantWakeLatency_Thread(benchmark::State& state) {
     state.SetIterationTime(static_cast<double>(latency) * 1e-9);
   }
   w->go.store(kExit);
-  proto::FutexWakeAll(&w->go);
+  gpushare::FutexWakeAll(&w->go);
   client.join();
   ReportLatencies(state, std::move(ns));
   // `w` stays: the client's gate (and its drain thread) still point into its channel.
@@ -586,7 +586,7 @@ void BM_GrantWakeLatency_Process(benchmark::State& state) {
     state.SetIterationTime(static_cast<double>(latency) * 1e-9);
   }
   w->go.store(kExit);
-  proto::FutexWakeAll(&w->go);
+  gpushare::FutexWakeAll(&w->go);
   waitpid(child, nullptr, 0);
   munmap(where, sizeof(WakeControl));
   ReportLatencies(state, std::move(ns));

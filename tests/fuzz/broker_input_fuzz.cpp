@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "broker_core.h"
+#include "broker/core/broker_core.h"
+#include "common/protocol/protocol.h"
 #include "fuzz_target.h"
-#include "protocol.h"
 
 namespace {
 

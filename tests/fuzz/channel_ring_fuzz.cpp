@@ -9,9 +9,9 @@
 #include <memory>
 #include <vector>
 
-#include "channel.h"
+#include "broker/io/shm_channels.h"
+#include "common/protocol/channel.h"
 #include "fuzz_target.h"
-#include "shm_channels.h"
 
 namespace {
 

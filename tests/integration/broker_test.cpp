@@ -11,9 +11,9 @@
 #include <random>
 #include <thread>
 
-#include "protocol.h"
+#include "common/protocol/protocol.h"
+#include "common/protocol/socket_io.h"
 #include "simgpu_control.h"
-#include "socket_io.h"
 #include "subprocess.h"
 #include "test_broker.h"
 

@@ -18,9 +18,9 @@
 #include <thread>
 #include <vector>
 
+#include "common/protocol/protocol.h"
+#include "common/protocol/socket_io.h"
 #include "monotonic_clock.h"
-#include "protocol.h"
-#include "socket_io.h"
 #include "subprocess.h"
 #include "test_broker.h"
 

@@ -26,7 +26,7 @@
 #include <thread>
 #include <vector>
 
-#include "../../hooks/nvml_api.h"
+#include "common/vendor/nvml_api.h"
 
 // While set, every operator new of this thread throws std::bad_alloc: the executable's
 // replacement is the one every library of the process (the shim, simgpu) calls.

@@ -16,7 +16,7 @@
 #include <thread>
 #include <vector>
 
-#include "../../hooks/nvml_api.h"
+#include "common/vendor/nvml_api.h"
 
 namespace {
 

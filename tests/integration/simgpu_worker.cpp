@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "../../hooks/nvml_api.h"
+#include "common/vendor/nvml_api.h"
 
 namespace {
 

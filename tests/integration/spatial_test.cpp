@@ -23,10 +23,10 @@
 #include <thread>
 #include <vector>
 
-#include "gpu_inventory.h"
-#include "socket_io.h"
+#include "broker/io/gpu_inventory.h"
+#include "broker/io/topology_discovery.h"
+#include "common/protocol/socket_io.h"
 #include "subprocess.h"
-#include "topology.h"
 
 namespace {
 

@@ -20,8 +20,8 @@
 
 #include <gtest/gtest.h>
 
-#include "protocol.h"
-#include "socket_io.h"
+#include "common/protocol/protocol.h"
+#include "common/protocol/socket_io.h"
 #include "subprocess.h"
 
 namespace testing_support {

@@ -12,8 +12,8 @@
 #include <optional>
 #include <thread>
 
-#include "protocol.h"
-#include "socket_io.h"
+#include "common/protocol/protocol.h"
+#include "common/protocol/socket_io.h"
 #include "subprocess.h"
 
 namespace {

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <functional>
 
-#include "classifier.h"
-#include "config.h"
+#include "broker/policy/classifier.h"
+#include "broker/policy/config.h"
 
 namespace gpushare::broker {
 namespace {

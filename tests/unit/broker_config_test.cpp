@@ -2,7 +2,7 @@
 // policy and a client's request combine into the terms the client gets.
 #include <gtest/gtest.h>
 
-#include "config.h"
+#include "broker/policy/config.h"
 
 namespace gpushare::broker {
 namespace {

@@ -1,12 +1,12 @@
 // BrokerCore without sockets: registration terms, the ledger through Take/Give,
 // hang-up reclaim, re-registration and protocol breaches (placement: broker_placement_test.cpp).
-#include "broker_core.h"
+#include "broker/core/broker_core.h"
 
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
-#include "shm_channels.h"
+#include "broker/io/shm_channels.h"
 
 namespace gpushare::broker {
 namespace {

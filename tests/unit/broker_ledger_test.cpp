@@ -2,7 +2,7 @@
 // client may give back, hang-up reclaim and rebuilding after a broker restart.
 #include <gtest/gtest.h>
 
-#include "ledger.h"
+#include "broker/policy/ledger.h"
 
 namespace gpushare::broker {
 namespace {

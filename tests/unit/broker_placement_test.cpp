@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "broker_core.h"
+#include "broker/core/broker_core.h"
 #include "test_topologies.h"
 
 namespace gpushare::broker {

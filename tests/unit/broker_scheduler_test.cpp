@@ -1,5 +1,5 @@
 // The WFQ scheduler with a fake clock: grants, revokes, measured charging, shares.
-#include "scheduler.h"
+#include "broker/policy/scheduler.h"
 
 #include <gtest/gtest.h>
 

@@ -1,14 +1,14 @@
 // The spatial-sharing policy: CU masks as sets, which flow gets which CUs for its class,
 // and which flows may hold one GPU at once. Exact results. Then BrokerCore's wiring with
 // a fake channel host: masks published on class changes, co-held grants, status.
-#include "spatial.h"
+#include "broker/policy/spatial.h"
 
 #include <gtest/gtest.h>
 
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "broker_core.h"
+#include "broker/core/broker_core.h"
 
 namespace gpushare::broker {
 namespace {

@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "futex.h"
-#include "shm_channels.h"
+#include "broker/io/shm_channels.h"
+#include "common/base/futex.h"
 
 namespace gpushare {
 namespace {
@@ -107,7 +107,7 @@ TEST_F(LaunchGateTest, TheDrainThreadAnswersARevokeWithTheMeasuredDrain) {
   gate_.Attach(channel_.get(), true);
   broker::SetGate(channel_.get(), 2, proto::kGateHeld, 7);
   drained_device = -1;
-  const uint64_t before = proto::MonotonicNs();
+  const uint64_t before = gpushare::MonotonicNs();
   broker::SetGate(channel_.get(), 2, proto::kGateWait, 7);  // revoke grant 7
   ASSERT_TRUE(Eventually([&] { return !Sent().empty(); }));
   const proto::Sched s = Sent()[0];

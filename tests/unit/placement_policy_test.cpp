@@ -5,9 +5,9 @@
 
 #include <algorithm>
 
-#include "placement_policy.h"
+#include "broker/policy/placement_policy.h"
+#include "broker/policy/topology.h"
 #include "test_topologies.h"
-#include "topology.h"
 
 namespace gpushare::broker {
 namespace {

@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "topology.h"
+#include "broker/policy/topology.h"
 
 namespace gpushare::broker::test_topologies {
 

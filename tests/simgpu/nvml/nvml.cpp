@@ -9,7 +9,7 @@
 #include <memory>
 #include <mutex>
 
-#include "../../../hooks/nvml_api.h"
+#include "common/vendor/nvml_api.h"
 #include "node.h"
 
 using namespace simgpu;

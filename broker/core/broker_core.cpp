@@ -1,0 +1,290 @@
+// The broker's logic without I/O: the facade and what ties its parts together (see
+// broker_core.h).
+#include "broker_core.h"
+
+#include <algorithm>
+#include <map>
+
+#include "broker/core/admission.h"
+#include "broker/core/status_report.h"
+#include "common/base/futex.h"
+#include "common/base/units.h"
+
+namespace gpushare::broker {
+namespace {
+
+namespace proto = gpushare::protocol;
+
+std::vector<uint64_t> Capacities(const std::vector<GpuInfo>& gpus) {
+  std::vector<uint64_t> c;
+  for (const GpuInfo& g : gpus) c.push_back(g.memory_bytes);
+  return c;
+}
+
+Scheduler::Params SchedulerParams(const BrokerConfig& c) {
+  Scheduler::Params p;
+  p.quantum_ns = static_cast<uint64_t>(c.quantum_us) * 1000;
+  return p;
+}
+
+proto::Welcome Refusal(const std::string& reason) {
+  proto::Welcome w{};
+  w.accepted = 0;
+  proto::SetString(w.reason, reason);
+  return w;
+}
+
+}  // namespace
+
+BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHost* channels)
+    : config_(std::move(config)),
+      gpus_(std::move(gpus)),
+      channels_(channels),
+      clock_(MonotonicNs),
+      ledger_(Capacities(gpus_)),
+      scheduler_(SchedulerParams(config_)),
+      work_(&config_, channels_),
+      weights_(&config_, &clients_, &work_, &scheduler_),
+      placement_(gpus_, &config_, &clients_, &ledger_, &scheduler_, &work_, &clock_),
+      comms_(&placement_.topology()),
+      spatial_(&config_, &gpus_, &clients_, &work_, &scheduler_, channels_),
+      sessions_(this) {}
+
+proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, const proto::Hello& hello) {
+  const std::string tenant = hello.tenant[0] != '\0' ? hello.tenant : "default";
+  std::optional<uint64_t> asked_cap;
+  for (uint32_t v = 0; v < proto::kMaxDevices; ++v)
+    if (hello.cap_bytes[v] != 0) asked_cap = std::max(asked_cap.value_or(0), hello.cap_bytes[v]);
+  TenantTerms terms = ResolveTenant(config_, tenant, peer.uid, hello.weight, asked_cap);
+  if (!terms.refusal.empty()) return Refusal(terms.refusal);
+
+  // A tenant's cap is its configured one, else what its first live client asked.
+  const bool tenant_live = clients_.TenantLive(tenant);
+  const bool configured_cap =
+      config_.tenants.count(tenant) && (config_.tenants.at(tenant).memory || config_.tenants.at(tenant).max_memory);
+  std::optional<uint64_t> cap = tenant_live && !configured_cap ? ledger_.TenantCap(tenant) : terms.memory_cap;
+
+  std::vector<int> physical;
+  std::string warning;
+  std::vector<std::string> explanation;
+  WorkClass assumed = WorkClass::kUnknown;
+  if (hello.reattach) {
+    // The client's memory is already on these GPUs: keep its map, whatever the policy.
+    for (uint32_t v = 0; v < hello.device_count; ++v)
+      if (hello.visible[v] >= 0 && hello.visible[v] < ledger_.gpu_count()) {
+        if (std::find(physical.begin(), physical.end(), hello.visible[v]) != physical.end())
+          return Refusal("re-registering with GPU " + std::to_string(hello.visible[v]) +
+                         " twice: two virtual GPUs cannot share one physical GPU");
+        physical.push_back(hello.visible[v]);
+      }
+    explanation.push_back("re-registered after a broker restart: kept the GPUs its memory is on");
+    // A rank's map is its job's plan: later ranks of the job must get the same one.
+    if (hello.rank >= 0 && hello.job_size > 0 && hello.job[0] != '\0' && physical.size() == hello.job_size)
+      placement_.KeepPlan(tenant, hello.job, physical);
+  } else {
+    PolicyDecision placed = placement_.Place(tenant, cap, terms, hello);
+    if (!placed.refusal.empty()) return Refusal(placed.refusal);
+    warning = placed.warning;
+    explanation = std::move(placed.explanation);
+    assumed = placed.assumed_class;
+    // A map that must stay as it is (GPUs asked for, a rank's view of its job) is all
+    // admitted or refused; otherwise a GPU where the cap cannot be met is left out.
+    const bool exact = std::any_of(hello.visible, hello.visible + hello.device_count, [](int v) { return v >= 0; }) ||
+                       (hello.rank >= 0 && hello.job_size > 0 && hello.job[0] != '\0');
+    // Admission: can the tenant's cap be met on each GPU beside what others were promised?
+    AdmissionResult admitted =
+        Admit(placed.physical, tenant, cap, exact, config_.admission, ledger_, clients_, &warning, &explanation);
+    if (!admitted.refusal.empty()) return Refusal(admitted.refusal);
+    physical = std::move(admitted.physical);
+  }
+
+  ledger_.AddClient(conn, tenant);
+  ledger_.SetTenantCap(tenant, cap);
+  ClientRecord& c = clients_.Add(conn);
+  c.peer = peer;
+  c.tenant = tenant;
+  c.job = hello.job;
+  c.rank = hello.rank;
+  c.job_size = static_cast<int>(hello.job_size);
+  c.weight = terms.weight;
+  c.physical = physical;
+  c.assumed_class = assumed;
+  c.placement = std::move(explanation);
+  c.cap_bytes = cap;
+  if (hello.reattach) {
+    // Rebuild the ledger from what the client says it holds, bounded by what it could hold.
+    for (size_t v = 0; v < physical.size(); ++v) {
+      const int g = physical[v];
+      uint64_t bound = ledger_.capacity(g) - std::min(ledger_.capacity(g), ledger_.GpuHeld(g));
+      ledger_.Restore(conn, g, std::min(hello.held_bytes[v], bound));
+    }
+  }
+  if (channels_ != nullptr) c.channel = channels_->Create(conn, peer);
+  work_.Add(conn);
+  c.scheduled = config_.scheduling && !c.channel.empty();
+  if (c.scheduled) {
+    for (size_t v = 0; v < physical.size(); ++v) {
+      scheduler_.AddFlow(conn, static_cast<int>(v), physical[v], weights_.Effective(conn));
+      channels_->SetGate(conn, static_cast<int>(v), proto::kGateWait, 0);  // the first launch asks
+    }
+  }
+
+  proto::Welcome w{};
+  w.accepted = 1;
+  proto::SetString(w.reason, warning);
+  w.client_id = conn;
+  w.weight = c.weight;
+  w.device_count = static_cast<uint32_t>(physical.size());
+  for (size_t v = 0; v < physical.size(); ++v) {
+    w.physical[v] = physical[v];
+    w.cap_bytes[v] = cap.value_or(0);
+  }
+  proto::SetString(w.channel, c.channel);
+  w.scheduled = c.scheduled ? 1 : 0;
+  PublishTenant(tenant);
+  return w;
+}
+
+proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const proto::Take& take) {
+  proto::TakeReply r{};
+  const ClientRecord& c = clients_.at(conn);
+  if (take.device >= c.physical.size()) {
+    proto::SetString(r.reason, "no virtual GPU " + std::to_string(take.device));
+    return r;
+  }
+  const int g = c.physical[take.device];
+  if (take.force) {
+    const uint64_t room = ledger_.capacity(g) - std::min(ledger_.capacity(g), ledger_.GpuHeld(g));
+    ledger_.Restore(conn, g, std::min(take.bytes, room));
+    r.granted = 1;
+  } else {
+    switch (ledger_.Take(conn, g, take.bytes)) {
+      case NodeLedger::Grant::kGranted: r.granted = 1; break;
+      case NodeLedger::Grant::kTenantCap:
+        proto::SetString(r.reason, "tenant \"" + c.tenant + "\" holds " + FormatBytes(ledger_.TenantHeld(c.tenant, g)) +
+                                       " of its " + FormatBytes(c.cap_bytes.value_or(0)) + " cap on GPU " +
+                                       std::to_string(g) + " across its processes");
+        break;
+      case NodeLedger::Grant::kDeviceFull:
+        proto::SetString(r.reason, "GPU " + std::to_string(g) + " has " + FormatBytes(ledger_.GpuHeld(g)) + " of " +
+                                       FormatBytes(ledger_.capacity(g)) + " held by its clients");
+        break;
+      case NodeLedger::Grant::kBadRequest: proto::SetString(r.reason, "bad request"); break;
+    }
+  }
+  if (r.granted) PublishTenant(c.tenant);
+  return r;
+}
+
+void BrokerCore::OnGive(ClientId conn, const PeerCredentials&, const proto::Give& give) {
+  const ClientRecord& c = clients_.at(conn);
+  if (give.device >= c.physical.size()) return;
+  if (ledger_.Give(conn, c.physical[give.device], give.bytes) > 0) PublishTenant(c.tenant);
+}
+
+uint64_t BrokerCore::Close(ClientId conn) {
+  sessions_.Close(conn);
+  const ClientRecord* c = clients_.Find(conn);
+  if (c == nullptr) return 0;
+  const std::string tenant = c->tenant;
+  const std::string job = c->job;
+  clients_.Remove(conn);
+  // Its places in communicators; a job's plan once its last rank is gone.
+  comms_.RemoveClient(conn);
+  placement_.ClientLeft(tenant, job);
+  work_.Remove(conn);
+  scheduler_.RemoveClient(conn);  // a GPU it held goes to the next waiter
+  const uint64_t freed = ledger_.RemoveClient(conn);
+  if (channels_ != nullptr) channels_->Destroy(conn);
+  PublishTenant(tenant);
+  Schedule(clock_());
+  return freed;
+}
+
+void BrokerCore::Reload(BrokerConfig config) {
+  config_ = std::move(config);
+  scheduler_.SetParams(SchedulerParams(config_));
+  weights_.ClearRunTime();    // run-time weights last until a reload
+  work_.ForgetNameClasses();  // the rules may have changed
+  // Tenants the new config fixes or bounds take its terms at once; memory already
+  // held past a lowered cap stays held, further allocations are refused.
+  std::map<std::string, bool> touched;
+  for (auto& [id, c] : clients_) {
+    TenantTerms terms = ResolveTenant(config_, c.tenant, c.peer.uid, c.weight, c.cap_bytes);
+    if (!terms.refusal.empty()) continue;  // keeps running on its terms; new clients are refused
+    c.weight = terms.weight;
+    auto policy = config_.tenants.find(c.tenant);
+    if (policy != config_.tenants.end() && (policy->second.memory || policy->second.max_memory)) {
+      c.cap_bytes = terms.memory_cap;
+      ledger_.SetTenantCap(c.tenant, terms.memory_cap);
+    }
+    c.weight_override.reset();
+    touched[c.tenant] = true;
+  }
+  for (const auto& [tenant, _] : touched) PublishTenant(tenant);
+  for (const auto& [id, c] : clients_) weights_.Update(id);
+}
+
+void BrokerCore::OnSched(ClientId conn, const PeerCredentials&, const proto::Sched& s) {
+  const ClientRecord& c = clients_.at(conn);
+  if (!c.scheduled || s.device >= c.physical.size()) return;
+  const uint64_t now = clock_();
+  const int device = static_cast<int>(s.device);
+  if (s.event == static_cast<uint32_t>(proto::SchedEvent::kWant))
+    scheduler_.Want(conn, device, now);
+  else if (s.event == static_cast<uint32_t>(proto::SchedEvent::kReleased))
+    scheduler_.Released(conn, device, s.slice, s.drained_ns, now);
+  Schedule(now);
+}
+
+void BrokerCore::Schedule(uint64_t now) {
+  if (channels_ == nullptr) return;
+  if (config_.spatial != SpatialMode::kOff || spatial_.active()) spatial_.Update(now);
+  for (const SchedAction& a : scheduler_.Tick(now))
+    channels_->SetGate(a.client, a.device, a.kind == SchedAction::Kind::kGrant ? proto::kGateHeld : proto::kGateWait,
+                       a.slice);
+}
+
+void BrokerCore::Poll() {
+  const uint64_t now = clock_();
+  rings_busy_ = work_.Drain(now, [&](ClientId client, int device) { scheduler_.Launched(client, device, now); });
+  work_.Evaluate(
+      now,
+      [&](ClientId id) {
+        const ClientRecord& c = clients_.at(id);
+        for (size_t v = 0; v < c.physical.size(); ++v)
+          if (auto f = scheduler_.Status(id, static_cast<int>(v), now); f && f->waiting) return true;
+        return false;
+      },
+      [&](ClientId id) { weights_.Update(id); });
+  Schedule(now);
+}
+
+void BrokerCore::Utilization(int32_t pid, unsigned sm_percent, unsigned mem_percent) {
+  const uint64_t now = clock_();
+  for (const auto& [id, c] : clients_)
+    if (c.peer.pid == pid) work_.Utilization(id, now, sm_percent, mem_percent);
+}
+
+Grants BrokerCore::GrantsOf(const ClientRecord& c) const {
+  Grants g;
+  g.weight = c.weight;
+  for (int p : c.physical) {
+    g.cap_bytes.push_back(c.cap_bytes.value_or(0));
+    g.tenant_held_bytes.push_back(ledger_.TenantHeld(c.tenant, p));
+  }
+  return g;
+}
+
+void BrokerCore::PublishTenant(const std::string& tenant) {
+  if (channels_ == nullptr) return;
+  for (const auto& [id, c] : clients_)
+    if (c.tenant == tenant) channels_->Publish(id, GrantsOf(c));
+}
+
+std::string BrokerCore::StatusJson() const {
+  return broker::StatusJson({gpus_, ledger_, clients_, work_, weights_, scheduler_, spatial_, comms_,
+                             placement_.topology(), channels_, clock_()});
+}
+
+}  // namespace gpushare::broker

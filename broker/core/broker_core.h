@@ -1,0 +1,114 @@
+// The broker's logic, without I/O: connections come and go, bytes arrive, replies and
+// grants go out. BrokerCore is a facade over parts with one job each: Sessions (every
+// message routed as messages.def says), ClientRegistry, WorkTracker (launch records and
+// classes), Weights, PlacementService (and job plans), admission, Communicators,
+// SpatialPlanner and the status report. It keeps what ties them together: registration,
+// the node ledger's Take/Give, hang-up reclaim, reload and the scheduling pass. So the
+// daemon (broker/io/daemon.cpp) is only sockets, and the fuzz target drives exactly
+// what a hostile client reaches.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "broker/core/channel_host.h"
+#include "broker/core/client_registry.h"
+#include "broker/core/client_work.h"
+#include "broker/core/communicators.h"
+#include "broker/core/placement_service.h"
+#include "broker/core/session.h"
+#include "broker/core/spatial_planner.h"
+#include "broker/core/weights.h"
+#include "broker/policy/config.h"
+#include "broker/policy/gpu_info.h"
+#include "broker/policy/ledger.h"
+#include "broker/policy/scheduler.h"
+#include "broker/policy/topology.h"
+#include "common/protocol/protocol.h"
+
+namespace gpushare::broker {
+
+class BrokerCore : private MessageHandlers {
+ public:
+  BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHost* channels);
+  // Its parts point into it.
+  BrokerCore(const BrokerCore&) = delete;
+  BrokerCore& operator=(const BrokerCore&) = delete;
+
+  // The clock (CLOCK_MONOTONIC ns by default; tests pass a fake one).
+  void SetClock(std::function<uint64_t()> clock) { clock_ = std::move(clock); }
+  // How the GPUs are connected (DiscoverTopology); by default none has P2P. Ignored
+  // (false) unless it describes as many GPUs as the broker has.
+  bool SetTopology(Topology topology) { return placement_.SetTopology(std::move(topology)); }
+  const Topology& topology() const { return placement_.topology(); }
+  // Who may change weights at run time besides root (the broker's own uid by default).
+  void SetAdminUid(uint32_t uid) { weights_.SetAdminUid(uid); }
+
+  // A connection's life. `Input` handles every whole message in `buffer` (consuming
+  // it) and appends the replies to `out`; it returns false when the peer is to be
+  // dropped (malformed bytes, a protocol breach), with the reason in `error`.
+  void Open(ClientId conn, const PeerCredentials& peer) { sessions_.Open(conn, peer); }
+  bool Input(ClientId conn, std::vector<uint8_t>* buffer, std::vector<uint8_t>* out, std::string* error) {
+    return sessions_.Input(conn, buffer, out, error);
+  }
+  // The peer hung up: every byte it held returns to the ledger. Returns the bytes freed.
+  uint64_t Close(ClientId conn);
+
+  // A new configuration: tenants' weights and caps as it says from now on.
+  void Reload(BrokerConfig config);
+
+  // Periodic work: reads clients' launch records, re-evaluates their classes (and so
+  // their weights), and carries out the scheduler's grants and revokes. The daemon
+  // calls it every loop, at least by NextDeadline.
+  void Poll();
+  std::optional<uint64_t> NextDeadline() const { return scheduler_.NextDeadline(); }
+  // Whether the last Poll found a ring a quarter full or more (then poll sooner).
+  bool rings_busy() const { return rings_busy_; }
+  // Measured utilization of a process on a physical GPU (NVML), for the classifier.
+  void Utilization(int32_t pid, unsigned sm_percent, unsigned mem_percent);
+
+  std::string StatusJson() const;
+  const ClientRecord* Client(ClientId conn) const { return clients_.Find(conn); }
+  size_t client_count() const { return clients_.size(); }
+  const NodeLedger& ledger() const { return ledger_; }
+
+ private:
+  // The handlers of messages.def's messages (Sessions calls them).
+  bool Registered(ClientId conn) const override { return clients_.Has(conn); }
+  protocol::Welcome OnHello(ClientId conn, const PeerCredentials& peer, const protocol::Hello& hello) override;
+  protocol::TakeReply OnTake(ClientId conn, const PeerCredentials& peer, const protocol::Take& take) override;
+  void OnGive(ClientId conn, const PeerCredentials& peer, const protocol::Give& give) override;
+  std::string OnStatus(ClientId, const PeerCredentials&, const protocol::Text&) override { return StatusJson(); }
+  void OnSched(ClientId conn, const PeerCredentials& peer, const protocol::Sched& s) override;
+  std::string OnSetWeight(ClientId, const PeerCredentials& peer, const protocol::SetWeight& s) override {
+    return weights_.Set(peer, s);
+  }
+  std::string OnComm(ClientId conn, const PeerCredentials&, const protocol::Comm& m) override {
+    return comms_.Report(conn, clients_.at(conn), m);  // a warning for the client, or ""
+  }
+
+  void PublishTenant(const std::string& tenant);
+  Grants GrantsOf(const ClientRecord& c) const;
+  void Schedule(uint64_t now);  // Tick and carry out
+
+  // Declared in the order they are built: the parts hold pointers to what precedes them.
+  BrokerConfig config_;
+  std::vector<GpuInfo> gpus_;
+  ChannelHost* channels_;
+  std::function<uint64_t()> clock_;
+  NodeLedger ledger_;
+  Scheduler scheduler_;
+  ClientRegistry clients_;
+  WorkTracker work_;
+  Weights weights_;
+  PlacementService placement_;
+  Communicators comms_;
+  SpatialPlanner spatial_;
+  Sessions sessions_;
+  bool rings_busy_ = false;
+};
+
+}  // namespace gpushare::broker

@@ -1,0 +1,59 @@
+// What the broker's core needs of the per-client channels, as an interface: the daemon
+// puts them in shared memory (broker/io/shm_channels.h), tests use a fake. Also who a
+// peer is and what the core publishes to a client, the vocabulary both sides share.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "broker/policy/ledger.h"
+#include "broker/policy/spatial.h"
+#include "common/protocol/channel.h"
+
+namespace gpushare::broker {
+
+// Who is at the other end of a connection, as the kernel says (SO_PEERCRED).
+struct PeerCredentials {
+  int32_t pid = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+
+// What a client is granted, as published into its shared-memory channel.
+struct Grants {
+  double weight = 1;
+  std::vector<uint64_t> cap_bytes;          // per virtual GPU; 0: uncapped
+  std::vector<uint64_t> tenant_held_bytes;  // per virtual GPU
+};
+
+// What a client's ring lost: records the broker found unreadable or overrun (`lost`),
+// and what the client itself could not fit (its summary counters).
+struct RingCounts {
+  uint64_t lost = 0;
+  uint64_t dropped_records = 0;
+  uint64_t dropped_copies = 0;
+  uint64_t dropped_bytes = 0;
+};
+
+// Where the core puts per-client channels (the daemon: shared memory; tests: a fake).
+class ChannelHost {
+ public:
+  virtual ~ChannelHost() = default;
+  // Creates the client's channel; returns its name, or "" if none could be made.
+  virtual std::string Create(ClientId id, const PeerCredentials& peer) = 0;
+  virtual void Publish(ClientId id, const Grants& grants) = 0;
+  virtual void Destroy(ClientId id) = 0;
+  // The GPU-time gate of a client's virtual GPU (protocol::GateState).
+  virtual void SetGate(ClientId, int /*device*/, uint32_t /*state*/, uint64_t /*slice*/) {}
+  // The CU mask a client's virtual GPU's new streams are held to (nullopt: none).
+  virtual void SetCuMask(ClientId, int /*device*/, const std::optional<CuMask>& /*mask*/) {}
+  // The client's new launch records; the text of one of its kernel names.
+  virtual size_t Drain(ClientId, const std::function<void(const protocol::RecordData&)>&) { return 0; }
+  virtual std::string KernelName(ClientId, uint16_t) { return ""; }
+  virtual RingCounts Counts(ClientId) { return {}; }
+};
+
+}  // namespace gpushare::broker

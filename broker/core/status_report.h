@@ -1,0 +1,41 @@
+// What gpushare-smi prints: the node as JSON (GPUs, clients with their devices, shares,
+// classes and placement, communicators, topology), read from the broker's parts so
+// that no share or class is computed a second time for the report.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "broker/core/channel_host.h"
+#include "broker/core/client_registry.h"
+#include "broker/core/client_work.h"
+#include "broker/core/communicators.h"
+#include "broker/core/spatial_planner.h"
+#include "broker/core/weights.h"
+#include "broker/policy/gpu_info.h"
+#include "broker/policy/ledger.h"
+#include "broker/policy/scheduler.h"
+#include "broker/policy/topology.h"
+
+namespace gpushare::broker {
+
+// The parts the report reads, at `now`. `channels` may be null.
+struct StatusSources {
+  const std::vector<GpuInfo>& gpus;
+  const NodeLedger& ledger;
+  const ClientRegistry& clients;
+  const WorkTracker& work;
+  const Weights& weights;
+  const Scheduler& scheduler;
+  const SpatialPlanner& spatial;
+  const Communicators& comms;
+  const Topology& topology;
+  ChannelHost* channels;
+  uint64_t now;
+};
+
+// The JSON text (the contract of docs/configuration.md and DESIGN.md: gpus[], clients[]).
+std::string StatusJson(const StatusSources& s);
+
+}  // namespace gpushare::broker

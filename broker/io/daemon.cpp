@@ -1,0 +1,288 @@
+// The broker daemon's I/O (see daemon.h). Everything it decides, BrokerCore decides.
+#include "daemon.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "broker/core/broker_core.h"
+#include "broker_log.h"
+#include "common/base/futex.h"
+#include "common/protocol/socket_io.h"
+#include "gpu_inventory.h"
+#include "shm_channels.h"
+#include "topology_discovery.h"
+
+namespace gpushare::broker {
+namespace {
+
+constexpr size_t kMaxPendingOutput = 8 << 20;          // a peer that reads nothing is dropped past this
+constexpr uint64_t kRingDrainNs = 20'000'000;          // how often clients' rings are read
+constexpr uint64_t kBusyRingDrainNs = 2'000'000;       // …while a client fills its ring fast
+constexpr uint64_t kUtilizationEveryNs = 200'000'000;  // NVML per-process utilization
+
+struct Connection {
+  int fd = -1;
+  PeerCredentials peer;
+  std::vector<uint8_t> in;
+  std::vector<uint8_t> out;
+};
+
+// Binds the listening socket, refusing to steal one a live broker answers on.
+int Listen(const std::string& path, std::string* error) {
+  std::error_code ec;
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty() && !std::filesystem::exists(parent)) {
+    std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      *error = "cannot create " + parent.string() + ": " + ec.message();
+      return -1;
+    }
+    chmod(parent.c_str(), 0755);
+  }
+  std::string probe_error;
+  int probe = protocol::ConnectUnix(path, &probe_error);
+  if (probe >= 0) {
+    close(probe);
+    *error = "a broker is already listening on " + path;
+    return -1;
+  }
+  unlink(path.c_str());
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    *error = "socket path too long: " + path;
+    return -1;
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, 256) != 0) {
+    *error = "cannot listen on " + path + ": " + std::strerror(errno);
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  chmod(path.c_str(), 0666);  // any tenant may connect; who it is comes from SO_PEERCRED
+  return fd;
+}
+
+class Daemon {
+ public:
+  Daemon(const DaemonOptions& options, BrokerConfig config, std::vector<GpuInfo> gpus, std::optional<Topology> topology)
+      : options_(options),
+        channels_("gpushare." + std::to_string(getpid())),
+        core_(std::move(config), std::move(gpus), &channels_) {
+    if (topology && !core_.SetTopology(std::move(*topology)))
+      Log(LogLevel::kWarn, "topology: describes another number of GPUs than the inventory; treated as no P2P");
+  }
+
+  int Run(int listen_fd, int signal_fd) {
+    for (;;) {
+      std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listen_fd, POLLIN, 0}};
+      std::vector<ClientId> ids;
+      for (auto& [id, c] : connections_) {
+        fds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
+        ids.push_back(id);
+      }
+      int n = poll(fds.data(), fds.size(), PollTimeoutMs());
+      if (n < 0 && errno != EINTR) {
+        Log(LogLevel::kError, "poll: %s", std::strerror(errno));
+        return 1;
+      }
+      Periodic();
+      if (n <= 0) continue;
+      if (fds[0].revents & POLLIN) {
+        signalfd_siginfo si;
+        if (read(signal_fd, &si, sizeof si) == sizeof si) {
+          if (si.ssi_signo == SIGHUP) {
+            Reload();
+          } else {
+            Log(LogLevel::kInfo, "signal %u: stopping", si.ssi_signo);
+            return 0;
+          }
+        }
+      }
+      if (fds[1].revents & POLLIN) Accept(listen_fd);
+      for (size_t i = 0; i < ids.size(); ++i)
+        if (fds[i + 2].revents != 0) Serve(ids[i], fds[i + 2].revents);
+    }
+  }
+
+  // Until the next quantum or revoke deadline, or the next ring drain while clients
+  // are connected; forever when there are none.
+  int PollTimeoutMs() const {
+    if (core_.client_count() == 0) return -1;
+    const uint64_t now = MonotonicNs();
+    uint64_t wait = core_.rings_busy() ? kBusyRingDrainNs : kRingDrainNs;
+    if (auto d = core_.NextDeadline()) wait = std::min(wait, *d > now ? *d - now : 0);
+    return static_cast<int>((wait + 999'999) / 1'000'000);
+  }
+
+  void Periodic() {
+    const uint64_t now = MonotonicNs();
+    if (core_.client_count() > 0 && now - last_utilization_ns_ >= kUtilizationEveryNs) {
+      last_utilization_ns_ = now;
+      for (const ProcessUtilization& u : sampler_.Sample()) core_.Utilization(u.pid, u.sm_percent, u.mem_percent);
+    }
+    core_.Poll();
+  }
+
+  ~Daemon() {
+    for (auto& [id, c] : connections_) close(c.fd);
+  }
+
+ private:
+  void Accept(int listen_fd) {
+    for (;;) {
+      int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        close(fd);
+        continue;
+      }
+      const ClientId id = next_id_++;
+      Connection& c = connections_[id];
+      c.fd = fd;
+      c.peer = {cred.pid, cred.uid, cred.gid};
+      core_.Open(id, c.peer);
+    }
+  }
+
+  void Serve(ClientId id, short revents) {
+    Connection& c = connections_.at(id);
+    bool gone = (revents & (POLLERR | POLLNVAL)) != 0;
+    if (!gone && (revents & (POLLIN | POLLHUP))) {
+      uint8_t chunk[65536];
+      ssize_t n = recv(c.fd, chunk, sizeof chunk, 0);
+      if (n > 0) {
+        c.in.insert(c.in.end(), chunk, chunk + n);
+        std::string error;
+        const bool was_client = core_.Client(id) != nullptr;
+        if (!core_.Input(id, &c.in, &c.out, &error)) {
+          Log(LogLevel::kWarn, "pid %d (uid %u): %s; dropped", c.peer.pid, c.peer.uid, error.c_str());
+          gone = true;
+        } else if (!was_client) {
+          if (const ClientRecord* r = core_.Client(id))
+            Log(LogLevel::kInfo, "pid %d (uid %u) joined as tenant \"%s\" on %zu GPU(s)", c.peer.pid, c.peer.uid,
+                r->tenant.c_str(), r->physical.size());
+        }
+      } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        gone = true;
+      }
+    }
+    if (!gone && !c.out.empty()) {
+      ssize_t n = send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) c.out.erase(c.out.begin(), c.out.begin() + n);
+      if ((n < 0 && errno != EAGAIN && errno != EINTR) || c.out.size() > kMaxPendingOutput) gone = true;
+    }
+    if (gone) Drop(id);
+  }
+
+  void Drop(ClientId id) {
+    Connection& c = connections_.at(id);
+    const ClientRecord* r = core_.Client(id);
+    if (r != nullptr) {
+      const std::string tenant = r->tenant;
+      const uint64_t freed = core_.Close(id);
+      Log(LogLevel::kInfo, "pid %d (tenant \"%s\") left; %llu bytes returned", c.peer.pid, tenant.c_str(),
+          static_cast<unsigned long long>(freed));
+    } else {
+      core_.Close(id);
+    }
+    close(c.fd);
+    connections_.erase(id);
+  }
+
+  void Reload() {
+    if (options_.config_path.empty()) {
+      Log(LogLevel::kInfo, "SIGHUP: no config file to reload");
+      return;
+    }
+    std::string error;
+    auto config = LoadBrokerConfig(options_.config_path, &error);
+    if (!config) {
+      Log(LogLevel::kError, "reload refused, the running config stays: %s", error.c_str());
+      return;
+    }
+    core_.Reload(std::move(*config));
+    Log(LogLevel::kInfo, "reloaded %s", options_.config_path.c_str());
+  }
+
+  DaemonOptions options_;
+  UtilizationSampler sampler_;
+  uint64_t last_utilization_ns_ = 0;
+  ShmChannels channels_;
+  BrokerCore core_;
+  std::map<ClientId, Connection> connections_;
+  ClientId next_id_ = 1;
+};
+
+}  // namespace
+
+int RunDaemon(const DaemonOptions& options) {
+  BrokerConfig config;
+  if (!options.config_path.empty()) {
+    std::string error;
+    auto loaded = LoadBrokerConfig(options.config_path, &error);
+    if (!loaded) {
+      Log(LogLevel::kError, "%s", error.c_str());
+      return 2;
+    }
+    config = std::move(*loaded);
+  }
+  std::string error;
+  std::vector<GpuInfo> gpus = DiscoverGpus(&error);
+  if (gpus.empty()) {
+    Log(LogLevel::kError, "no GPU to share: %s", error.empty() ? "NVML reports none" : error.c_str());
+    return 1;
+  }
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&signals, s);
+  sigprocmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
+  int listen_fd = Listen(options.socket_path, &error);
+  if (listen_fd < 0 || signal_fd < 0) {
+    Log(LogLevel::kError, "%s", listen_fd < 0 ? error.c_str() : "signalfd failed");
+    return 1;
+  }
+  ShmChannels::RemoveStale();
+  for (const GpuInfo& g : gpus)
+    Log(LogLevel::kInfo, "GPU %d: %s, %llu bytes", g.index, g.name.c_str(),
+        static_cast<unsigned long long>(g.memory_bytes));
+  // Placement weighs links between GPUs; without a topology every pair is taken as no P2P.
+  std::optional<Topology> topology = DiscoverTopology(gpus, &error);
+  if (!topology) {
+    Log(LogLevel::kWarn, "topology unknown (%s): placement treats every pair of GPUs as without P2P", error.c_str());
+  } else {
+    for (const std::string& note : topology->notes) Log(LogLevel::kWarn, "topology: %s", note.c_str());
+    std::string matrix = topology->Describe();
+    for (size_t start = 0, end; start < matrix.size(); start = end + 1) {
+      end = matrix.find('\n', start);
+      if (end == std::string::npos) end = matrix.size();
+      Log(LogLevel::kInfo, "topology: %s", matrix.substr(start, end - start).c_str());
+    }
+  }
+  Log(LogLevel::kInfo, "listening on %s", options.socket_path.c_str());
+  int status;
+  {
+    Daemon daemon(options, std::move(config), std::move(gpus), std::move(topology));
+    status = daemon.Run(listen_fd, signal_fd);
+  }
+  close(listen_fd);
+  unlink(options.socket_path.c_str());
+  return status;
+}
+
+}  // namespace gpushare::broker

@@ -1,0 +1,40 @@
+// Discovery of the node's GPUs (GpuInfo, broker/policy/gpu_info.h) from NVML (the real
+// one, or simgpu's in tests), else the HIP runtime, when the broker starts; and the
+// per-process utilization sampler. I/O: the libraries are loaded at run time.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "broker/policy/gpu_info.h"
+
+namespace gpushare::broker {
+
+// The GPUs NVML reports; where NVML cannot be loaded (an AMD node), those the HIP
+// runtime reports (DiscoverGpusHip). An empty list with `error` set if neither answers.
+std::vector<GpuInfo> DiscoverGpus(std::string* error);
+// The GPUs the HIP runtime (libamdhip64.so.5) reports, with their CU counts.
+std::vector<GpuInfo> DiscoverGpusHip(std::string* error);
+
+// Per-process utilization of every GPU since the previous call
+// (nvmlDeviceGetProcessUtilization), for the classifier. Quietly empty where NVML or
+// the query is not available.
+struct ProcessUtilization {
+  int gpu;
+  int32_t pid;
+  unsigned sm_percent;
+  unsigned mem_percent;
+};
+class UtilizationSampler {
+ public:
+  UtilizationSampler();
+  std::vector<ProcessUtilization> Sample();
+
+ private:
+  void* get_ = nullptr;  // nvmlDeviceGetProcessUtilization
+  std::vector<void*> devices_;
+  unsigned long long last_us_ = 0;
+};
+
+}  // namespace gpushare::broker

@@ -1,0 +1,295 @@
+// Parsing and resolution of the broker's TOML configuration (see config.h).
+#include "config.h"
+
+#include <toml++/toml.h>
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/base/units.h"
+
+namespace gpushare::broker {
+namespace {
+
+struct ConfigError {
+  std::string message;
+  int line;
+};
+
+// An error in a file the config names (the classifier profile): "PATH:LINE: what".
+struct IncludedFileError {
+  std::string message;
+};
+
+[[noreturn]] void Fail(const toml::node& at, const std::string& what) {
+  throw ConfigError{what, static_cast<int>(at.source().begin.line)};
+}
+
+void CheckKeys(const toml::table& t, const std::string& where, std::initializer_list<const char*> known) {
+  for (const auto& [key, node] : t) {
+    bool ok = false;
+    for (const char* k : known) ok = ok || key.str() == k;
+    if (!ok) Fail(node, where + (where.empty() ? "" : ".") + std::string(key.str()) + ": unknown key");
+  }
+}
+
+double PositiveNumber(const toml::node& n, const std::string& field) {
+  std::optional<double> v = n.value<double>();
+  if (!v || !(*v > 0) || *v > 1e6) Fail(n, field + ": expected a positive number");
+  return *v;
+}
+
+uint64_t Bytes(const toml::node& n, const std::string& field) {
+  if (auto i = n.value<int64_t>(); i && n.is_integer()) {
+    if (*i < 0) Fail(n, field + ": expected a size such as \"8GiB\" or a byte count");
+    return static_cast<uint64_t>(*i);
+  }
+  if (auto s = n.value<std::string>()) {
+    if (auto b = ParseBytes(*s)) return *b;
+  }
+  Fail(n, field + ": expected a size such as \"8GiB\" or a byte count");
+}
+
+template <typename T>
+std::vector<T> IntList(const toml::node& n, const std::string& field, int64_t min, int64_t max) {
+  const toml::array* a = n.as_array();
+  if (a == nullptr) Fail(n, field + ": expected a list of integers");
+  std::vector<T> out;
+  for (const toml::node& item : *a) {
+    auto v = item.value<int64_t>();
+    if (!item.is_integer() || !v || *v < min || *v > max)
+      Fail(item, field + ": expected integers from " + std::to_string(min) + " to " + std::to_string(max));
+    out.push_back(static_cast<T>(*v));
+  }
+  return out;
+}
+
+BrokerConfig Parse(const toml::table& root) {
+  BrokerConfig c;
+  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier"});
+  if (const toml::node* node = root.get("node")) {
+    const toml::table* t = node->as_table();
+    if (t == nullptr) Fail(*node, "node: expected a table");
+    CheckKeys(*t, "node", {"admission", "placement"});
+    if (const toml::node* a = t->get("admission")) {
+      auto s = a->value<std::string>();
+      if (s == "refuse")
+        c.admission = Admission::kRefuse;
+      else if (s == "oversubscribe")
+        c.admission = Admission::kOversubscribe;
+      else
+        Fail(*a, "node.admission: expected \"refuse\" or \"oversubscribe\"");
+    }
+    if (const toml::node* p = t->get("placement")) {
+      auto s = p->value<std::string>();
+      if (s != "topology-aware" && s != "least-loaded" && s != "round-robin")
+        Fail(*p, "node.placement: expected \"topology-aware\", \"least-loaded\" or \"round-robin\"");
+      c.placement = *s;
+    }
+  }
+  if (const toml::node* node = root.get("class_weights")) {
+    const toml::table* t = node->as_table();
+    if (t == nullptr) Fail(*node, "class_weights: expected a table");
+    CheckKeys(*t, "class_weights", {"compute", "memory", "copy", "unknown"});
+    if (const toml::node* n = t->get("compute")) c.compute_weight = PositiveNumber(*n, "class_weights.compute");
+    if (const toml::node* n = t->get("memory")) c.memory_weight = PositiveNumber(*n, "class_weights.memory");
+    if (const toml::node* n = t->get("copy")) c.copy_weight = PositiveNumber(*n, "class_weights.copy");
+    if (const toml::node* n = t->get("unknown")) c.unknown_weight = PositiveNumber(*n, "class_weights.unknown");
+  }
+  if (const toml::node* node = root.get("scheduler")) {
+    const toml::table* t = node->as_table();
+    if (t == nullptr) Fail(*node, "scheduler: expected a table");
+    CheckKeys(*t, "scheduler", {"enabled", "quantum_ms", "spatial", "memory_cu_percent"});
+    if (const toml::node* n = t->get("enabled")) {
+      auto b = n->value<bool>();
+      if (!b || !n->is_boolean()) Fail(*n, "scheduler.enabled: expected true or false");
+      c.scheduling = *b;
+    }
+    if (const toml::node* n = t->get("quantum_ms")) {
+      const double ms = PositiveNumber(*n, "scheduler.quantum_ms");
+      if (ms < 1 || ms > 1000) Fail(*n, "scheduler.quantum_ms: expected 1 to 1000");
+      c.quantum_us = static_cast<uint32_t>(ms * 1000);
+    }
+    if (const toml::node* n = t->get("spatial")) {
+      auto s = n->value<std::string>();
+      if (s == "off")
+        c.spatial = SpatialMode::kOff;
+      else if (s == "cu_mask")
+        c.spatial = SpatialMode::kCuMask;
+      else
+        Fail(*n, "scheduler.spatial: expected \"off\" or \"cu_mask\"");
+    }
+    if (const toml::node* n = t->get("memory_cu_percent")) {
+      auto v = n->value<int64_t>();
+      // Neither 0 nor 100: both classes must be left some CUs to run on.
+      if (!n->is_integer() || !v || *v < 1 || *v > 99) Fail(*n, "scheduler.memory_cu_percent: expected 1 to 99");
+      c.memory_cu_percent = static_cast<uint32_t>(*v);
+    }
+  }
+  if (const toml::node* node = root.get("tenants")) {
+    const toml::table* tenants = node->as_table();
+    if (tenants == nullptr) Fail(*node, "tenants: expected a table of tenants");
+    for (const auto& [name, tnode] : *tenants) {
+      const std::string field = "tenants." + std::string(name.str());
+      const toml::table* t = tnode.as_table();
+      if (t == nullptr) Fail(tnode, field + ": expected a table");
+      CheckKeys(*t, field, {"weight", "max_weight", "memory", "max_memory", "gpus", "uids"});
+      TenantPolicy p;
+      if (const toml::node* n = t->get("weight")) p.weight = PositiveNumber(*n, field + ".weight");
+      if (const toml::node* n = t->get("max_weight")) p.max_weight = PositiveNumber(*n, field + ".max_weight");
+      if (const toml::node* n = t->get("memory")) p.memory = Bytes(*n, field + ".memory");
+      if (const toml::node* n = t->get("max_memory")) p.max_memory = Bytes(*n, field + ".max_memory");
+      if (const toml::node* n = t->get("gpus")) p.gpus = IntList<int>(*n, field + ".gpus", 0, 1023);
+      if (const toml::node* n = t->get("uids")) p.uids = IntList<uint32_t>(*n, field + ".uids", 0, 4294967294);
+      c.tenants[std::string(name.str())] = p;
+    }
+  }
+  return c;
+}
+
+// What a kernel name may be declared as (idle is not a property of a kernel).
+std::optional<WorkClass> DeclarableClass(const std::string& name) {
+  std::optional<WorkClass> c = ParseWorkClass(name);
+  if (c == WorkClass::kIdle) return std::nullopt;
+  return c;
+}
+constexpr const char* kDeclarableClasses = "\"compute\", \"memory\", \"copy\" or \"unknown\"";
+
+// [classifier]: the config's rules, then (unless default_rules = false) the defaults; a
+// profile path relative to the directory of `source`.
+void ParseClassifier(const toml::table& root, const std::string& source, ClassifierConfig* out) {
+  const toml::node* node = root.get("classifier");
+  if (node == nullptr) return;
+  const toml::table* t = node->as_table();
+  if (t == nullptr) Fail(*node, "classifier: expected a table");
+  CheckKeys(*t, "classifier", {"rules", "default_rules", "profile"});
+  std::vector<NameRule> rules;
+  if (const toml::node* n = t->get("rules")) {
+    const toml::array* a = n->as_array();
+    if (a == nullptr) Fail(*n, "classifier.rules: expected a list of { pattern = \"...\", class = \"...\" }");
+    for (size_t i = 0; i < a->size(); ++i) {
+      const toml::node& item = *a->get(i);
+      const std::string field = "classifier.rules[" + std::to_string(i) + "]";
+      const toml::table* r = item.as_table();
+      if (r == nullptr) Fail(item, field + ": expected { pattern = \"...\", class = \"...\" }");
+      CheckKeys(*r, field, {"pattern", "class"});
+      const toml::node* pattern = r->get("pattern");
+      const toml::node* cls = r->get("class");
+      if (pattern == nullptr || cls == nullptr) Fail(item, field + ": expected a pattern and a class");
+      std::optional<std::string> p = pattern->value<std::string>();
+      if (!p || p->empty()) Fail(*pattern, field + ".pattern: expected a non-empty string");
+      std::optional<WorkClass> c = DeclarableClass(cls->value<std::string>().value_or(""));
+      if (!c) Fail(*cls, field + ".class: expected " + kDeclarableClasses);
+      rules.push_back(NameRule{*p, *c});
+    }
+  }
+  bool default_rules = true;
+  if (const toml::node* n = t->get("default_rules")) {
+    auto b = n->value<bool>();
+    if (!b || !n->is_boolean()) Fail(*n, "classifier.default_rules: expected true or false");
+    default_rules = *b;
+  }
+  if (default_rules) {
+    for (NameRule& r : ClassifierConfig::DefaultNameRules()) rules.push_back(std::move(r));
+  }
+  out->rules = std::move(rules);
+  if (const toml::node* n = t->get("profile")) {
+    std::optional<std::string> p = n->value<std::string>();
+    if (!p || p->empty()) Fail(*n, "classifier.profile: expected a file path");
+    std::filesystem::path path(*p);
+    if (path.is_relative()) path = std::filesystem::path(source).parent_path() / path;
+    std::ifstream in(path);
+    if (!in) Fail(*n, "classifier.profile: cannot read " + path.string());
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string error;
+    auto profile = ParseClassifierProfile(ss.str(), path.string(), &error);
+    if (!profile) throw IncludedFileError{error};
+    out->profile = std::move(*profile);
+    out->profile_path = path.string();
+  }
+}
+
+}  // namespace
+
+std::optional<std::map<std::string, WorkClass>> ParseClassifierProfile(const std::string& text,
+                                                                       const std::string& source, std::string* error) {
+  constexpr const char* kBlanks = " \t\r\f\v";
+  std::map<std::string, WorkClass> profile;
+  std::map<std::string, int> first_line;
+  std::istringstream in(text);
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    const size_t begin = line.find_first_not_of(kBlanks);
+    if (begin == std::string::npos || line[begin] == '#') continue;
+    const size_t end = line.find_last_not_of(kBlanks) + 1;
+    const size_t class_at = line.find_last_of(kBlanks, end - 1);
+    const auto fail = [&](const std::string& what) {
+      *error = source + ":" + std::to_string(number) + ": " + what;
+      return std::nullopt;
+    };
+    if (class_at == std::string::npos || class_at < begin) return fail("expected \"KERNEL_NAME CLASS\"");
+    const std::string name = line.substr(begin, line.find_last_not_of(kBlanks, class_at) + 1 - begin);
+    const std::string cls_name = line.substr(class_at + 1, end - class_at - 1);
+    std::optional<WorkClass> cls = DeclarableClass(cls_name);
+    if (!cls) return fail("class \"" + cls_name + "\": expected " + kDeclarableClasses);
+    if (auto [it, fresh] = first_line.emplace(name, number); !fresh)
+      return fail("\"" + name + "\" is already classified on line " + std::to_string(it->second));
+    profile[name] = *cls;
+  }
+  return profile;
+}
+
+std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source, std::string* error) {
+  try {
+    toml::table root = toml::parse(text, source);
+    BrokerConfig config = Parse(root);
+    ParseClassifier(root, source, &config.classifier);
+    return config;
+  } catch (const toml::parse_error& e) {
+    *error = source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
+  } catch (const ConfigError& e) {
+    *error = source + ":" + std::to_string(e.line) + ": " + e.message;
+  } catch (const IncludedFileError& e) {
+    *error = e.message;
+  }
+  return std::nullopt;
+}
+
+std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::string* error) {
+  std::ifstream in(path);
+  if (!in) {
+    *error = path + ": cannot read the config file";
+    return std::nullopt;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseBrokerConfig(ss.str(), path, error);
+}
+
+TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant, uint32_t uid, double asked_weight,
+                          std::optional<uint64_t> asked_cap) {
+  TenantTerms terms;
+  terms.weight = asked_weight;
+  terms.memory_cap = asked_cap;
+  auto it = config.tenants.find(tenant);
+  if (it == config.tenants.end()) return terms;  // created on first use, on the client's terms
+  const TenantPolicy& p = it->second;
+  if (p.uids && std::find(p.uids->begin(), p.uids->end(), uid) == p.uids->end()) {
+    terms.refusal = "uid " + std::to_string(uid) + " may not use tenant \"" + tenant + "\"";
+    return terms;
+  }
+  if (p.weight)
+    terms.weight = *p.weight;
+  else if (p.max_weight)
+    terms.weight = std::min(asked_weight, *p.max_weight);
+  if (p.memory)
+    terms.memory_cap = p.memory;
+  else if (p.max_memory)
+    terms.memory_cap = asked_cap ? std::min(*asked_cap, *p.max_memory) : *p.max_memory;
+  terms.gpus = p.gpus;
+  return terms;
+}
+
+}  // namespace gpushare::broker

@@ -1,0 +1,2 @@
+// Fixture: common/ reaching into broker/ (the check must refuse it).
+#include "broker/core/core.h"

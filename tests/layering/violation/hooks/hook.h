@@ -1,0 +1,1 @@
+// Fixture: the target of a forbidden include.

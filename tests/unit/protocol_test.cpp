@@ -1,0 +1,46 @@
+// The wire protocol as messages.def declares it: every type is described with its
+// route, fixed payloads must arrive at their exact size, text payloads at any size.
+#include <gtest/gtest.h>
+
+#include "common/protocol/protocol.h"
+
+namespace {
+
+namespace proto = gpushare::protocol;
+
+TEST(Protocol, EveryDeclaredTypeIsDescribedWithItsRoute) {
+  EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kHello))->route, proto::Route::kRegister);
+  EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kTake))->route, proto::Route::kRegistered);
+  EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kStatus))->route, proto::Route::kAnyone);
+  EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kWelcome))->route, proto::Route::kReply);
+  EXPECT_STREQ(proto::Describe(static_cast<uint16_t>(proto::Type::kComm))->name, "Comm");
+  EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kGive))->payload_bytes, sizeof(proto::Give));
+  EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kToolReply))->payload_bytes, 0u);
+  EXPECT_EQ(proto::Describe(0), nullptr);
+  EXPECT_EQ(proto::Describe(13), nullptr);
+}
+
+TEST(Protocol, SplitTakesAFixedPayloadOnlyAtItsSize) {
+  std::vector<uint8_t> bytes = proto::Encode(proto::Type::kGive, proto::Give{1, 42});
+  std::string error;
+  auto m = proto::Split(&bytes, &error);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->type, proto::Type::kGive);
+  EXPECT_EQ(proto::Decode<proto::Give>(*m).bytes, 42u);
+  EXPECT_TRUE(bytes.empty());
+
+  proto::Header h{proto::kMagic, proto::kVersion, static_cast<uint16_t>(proto::Type::kGive), sizeof(proto::Give) + 1};
+  bytes.assign(reinterpret_cast<uint8_t*>(&h), reinterpret_cast<uint8_t*>(&h) + sizeof h);
+  EXPECT_FALSE(proto::Split(&bytes, &error));
+  EXPECT_NE(error.find("with a payload of"), std::string::npos);
+}
+
+TEST(Protocol, SplitTakesATextPayloadOfAnySize) {
+  std::vector<uint8_t> bytes = proto::EncodeText(proto::Type::kToolReply, "ok: weight 2 for 1 client(s)");
+  std::string error;
+  auto m = proto::Split(&bytes, &error);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(proto::Decode<proto::Text>(*m), "ok: weight 2 for 1 client(s)");
+}
+
+}  // namespace
