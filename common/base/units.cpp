@@ -7,20 +7,9 @@
 #include <cstdlib>
 #include <map>
 
+#include "text.h"
+
 namespace gpushare {
-namespace {
-
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-std::string Trim(const std::string& s) {
-  size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
-  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
-}
-
-}  // namespace
 
 std::optional<uint64_t> ParseBytes(const std::string& raw) {
   const std::string text = Trim(raw);

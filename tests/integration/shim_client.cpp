@@ -103,18 +103,12 @@ Api ByDlsym() {
   return a;
 }
 
-// As the CUDA runtime does: get cuGetProcAddress_v2, ask it for itself, then for all.
-Api ByGetProcAddress() {
-  void* lib = dlopen("libcuda.so.1", RTLD_NOW);
-  decltype(&cuGetProcAddress_v2) gpa;
-  Sym(lib, "cuGetProcAddress_v2", &gpa);
-  CUdriverProcAddressQueryResult status;
-  void* self = nullptr;
-  if (gpa("cuGetProcAddress", &self, 12000, 0, &status) != CUDA_SUCCESS) std::exit(3);
-  gpa = reinterpret_cast<decltype(gpa)>(self);
+// Every entry point of Api through `lookup(name, &fn)`, as a runtime fills its table.
+template <typename Lookup>
+Api LookUpAll(Lookup lookup) {
   auto get = [&](const char* name, auto* out) {
     void* fn = nullptr;
-    if (gpa(name, &fn, 13000, 0, &status) != CUDA_SUCCESS || fn == nullptr) {
+    if (lookup(name, &fn) != CUDA_SUCCESS || fn == nullptr) {
       std::printf("lookup failed %s\n", name);
       std::exit(3);
     }
@@ -137,6 +131,18 @@ Api ByGetProcAddress() {
   return a;
 }
 
+// As the CUDA runtime does: get cuGetProcAddress_v2, ask it for itself, then for all.
+Api ByGetProcAddress() {
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW);
+  decltype(&cuGetProcAddress_v2) gpa;
+  Sym(lib, "cuGetProcAddress_v2", &gpa);
+  CUdriverProcAddressQueryResult status;
+  void* self = nullptr;
+  if (gpa("cuGetProcAddress", &self, 12000, 0, &status) != CUDA_SUCCESS) std::exit(3);
+  gpa = reinterpret_cast<decltype(gpa)>(self);
+  return LookUpAll([&](const char* name, void** fn) { return gpa(name, fn, 13000, 0, &status); });
+}
+
 // As a CUDA 11 runtime does: cuGetProcAddress (drivers before CUDA 12 have no _v2),
 // asked for itself, then for all, at version 11.8. Says whether the driver has _v2 and
 // whether what it handed out for cuMemAlloc is the shim's.
@@ -148,28 +154,7 @@ Api ByGetProcAddressV1() {
   void* self = nullptr;
   if (gpa("cuGetProcAddress", &self, 11080, 0) != CUDA_SUCCESS) std::exit(3);
   gpa = reinterpret_cast<decltype(gpa)>(self);
-  auto get = [&](const char* name, auto* out) {
-    void* fn = nullptr;
-    if (gpa(name, &fn, 11080, 0) != CUDA_SUCCESS || fn == nullptr) {
-      std::printf("lookup failed %s\n", name);
-      std::exit(3);
-    }
-    *out = reinterpret_cast<std::remove_reference_t<decltype(*out)>>(fn);
-  };
-  Api a;
-  get("cuInit", &a.init);
-  get("cuDeviceGetCount", &a.count);
-  get("cuDeviceGet", &a.get);
-  get("cuDeviceGetName", &a.name);
-  get("cuDeviceTotalMem", &a.total);
-  get("cuDevicePrimaryCtxRetain", &a.retain);
-  get("cuCtxSetCurrent", &a.set_current);
-  get("cuMemGetInfo", &a.info);
-  get("cuMemAlloc", &a.alloc);
-  get("cuMemAllocPitch", &a.alloc_pitch);
-  get("cuMemAllocManaged", &a.alloc_managed);
-  get("cuMemFree", &a.free);
-  get("cuGetErrorName", &a.error_name);
+  const Api a = LookUpAll([&](const char* name, void** fn) { return gpa(name, fn, 11080, 0); });
   Dl_info info;
   const void* alloc = reinterpret_cast<const void*>(a.alloc);
   std::printf("cuMemAlloc_hooked=%d\n",
