@@ -84,12 +84,7 @@ extern "C" {
       return r;                                                                              \
     });                                                                                      \
   }
-#define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, (void)0)
 #include "cuda/cuda_hooks.def"
-#undef GS_CUDA_HOOK
-#undef GS_CUDA_REAL
-#undef GS_CUDA_DEVICE_HOOK
-#undef GS_CUDA_DEVICE_HOOK_THEN
 
 CUresult cuDeviceGetCount(int* count) {
   return GS_GUARDED(CudaApi, {

@@ -14,14 +14,7 @@ namespace gpushare::cuda {
 // real::cuMemAlloc_v2 etc.: the real driver's functions, null until resolved.
 namespace real {
 #define GS_CUDA_HOOK(symbol) inline decltype(&::symbol) symbol = nullptr;
-#define GS_CUDA_REAL GS_CUDA_HOOK
-#define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_HOOK(symbol)
-#define GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, then) GS_CUDA_HOOK(symbol)
 #include "cuda/cuda_hooks.def"
-#undef GS_CUDA_HOOK
-#undef GS_CUDA_REAL
-#undef GS_CUDA_DEVICE_HOOK
-#undef GS_CUDA_DEVICE_HOOK_THEN
 }  // namespace real
 
 // The CUDA family as common/family.h sees it (defined in cuda_lookup.cpp).

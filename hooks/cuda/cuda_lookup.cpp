@@ -21,13 +21,7 @@ namespace gpushare::cuda {
 const hooks::HookEntry CudaApi::kEntries[] = {
 #define GS_CUDA_HOOK(symbol) {#symbol, reinterpret_cast<void*>(&::symbol), reinterpret_cast<void**>(&real::symbol)},
 #define GS_CUDA_REAL(symbol) {#symbol, nullptr, reinterpret_cast<void**>(&real::symbol)},
-#define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_HOOK(symbol)
-#define GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, then) GS_CUDA_HOOK(symbol)
 #include "cuda/cuda_hooks.def"
-#undef GS_CUDA_HOOK
-#undef GS_CUDA_REAL
-#undef GS_CUDA_DEVICE_HOOK
-#undef GS_CUDA_DEVICE_HOOK_THEN
 };
 const size_t CudaApi::kEntryCount = std::size(kEntries);
 
@@ -35,14 +29,7 @@ namespace {
 
 const EntryPoint kEntryPoints[] = {
 #define GS_CUDA_HOOK(symbol) EntryPointOf(#symbol),
-#define GS_CUDA_REAL GS_CUDA_HOOK
-#define GS_CUDA_DEVICE_HOOK(symbol, params, args) GS_CUDA_HOOK(symbol)
-#define GS_CUDA_DEVICE_HOOK_THEN(symbol, params, args, then) GS_CUDA_HOOK(symbol)
 #include "cuda/cuda_hooks.def"
-#undef GS_CUDA_DEVICE_HOOK
-#undef GS_CUDA_DEVICE_HOOK_THEN
-#undef GS_CUDA_HOOK
-#undef GS_CUDA_REAL
 };
 static_assert(std::size(kEntryPoints) == std::size(CudaApi::kEntries));
 
