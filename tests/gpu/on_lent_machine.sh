@@ -11,9 +11,9 @@ BUILD=$(cd "$1" && pwd)
 OUT=$(mkdir -p "$2" && cd "$2" && pwd)
 W=$(mktemp -d)  # everything here; OUT gets the tarball and three small files
 export LD_LIBRARY_PATH="$BUILD/deps${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# NCCL for the demo's samples, where the toolkit has none: the Python package's.
-nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2> /dev/null)
-[ -n "$nccl_lib" ] && [ -d "$nccl_lib" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$nccl_lib"
+# NCCL for the demo's samples, as the suite finds it.
+# shellcheck source=tests/gpu/nccl_lib.sh
+. "$ROOT/tests/gpu/nccl_lib.sh"
 
 {
   date -u

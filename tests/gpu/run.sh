@@ -72,11 +72,8 @@ if [ $MODE = gpu ]; then
       cmake --build "$BUILD" -j > "$LOGS/build.log" 2>&1 || { echo "build failed: $LOGS/build.log"; exit 1; }
   fi
   NGPUS=$(nvidia-smi -L | grep -c '^GPU ')
-  # NCCL: the toolkit's, else the one a Python package ships (nvidia-nccl-cu*).
-  if ! ldconfig -p 2> /dev/null | grep -q 'libnccl\.so\.2 '; then
-    nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2> /dev/null)
-    [ -n "$nccl_lib" ] && [ -d "$nccl_lib" ] && export LD_LIBRARY_PATH="$nccl_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  fi
+  # shellcheck source=tests/gpu/nccl_lib.sh
+  . "$HERE/nccl_lib.sh"
   LOOP_S=4
 else
   [ -f "$BUILD/simgpu/libcuda.so.1" ] || { echo "tests/gpu: --simulated needs a build with simgpu in $BUILD/simgpu"; exit 1; }
@@ -129,6 +126,19 @@ start() {
   timeout -k 5 "$t" "$@" > "$LOGS/$name.log" 2>&1 &
   PID=$!
 }
+# broker_up NAME TOML: a broker of its own for one check; sets $SOCK, $BPID and GR
+# (gpushare-run for it). broker_down stops it.
+broker_up() {
+  printf '%s\n' "$2" > "$OUT/$1.toml"
+  SOCK="$OUT/$1.sock"
+  rm -f "$SOCK"
+  start "$1_broker" 150 "$B/gpushare-broker" --config "$OUT/$1.toml" --socket "$SOCK"
+  BPID=$PID
+  GR=("$B/gpushare-run" --socket "$SOCK")
+  for _ in $(seq 200); do [ -S "$SOCK" ] && return 0; sleep 0.05; done
+  return 1
+}
+broker_down() { kill "$BPID" 2> /dev/null; wait "$BPID" 2> /dev/null; }
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" "${2:-$LOG}" | tail -n 1; }
 has_python() { python3 -c "import $1" > /dev/null 2>&1; }
 # py EXPR...: a figure or a verdict computed by Python (empty on a bad input).
@@ -161,16 +171,14 @@ if [ -x "$S/nccl_allreduce" ]; then
     else record "NCCL all-reduce, one process ($mode)" FAIL "$WHY ranks=$ranks"; fi
   done
   if [ "$NGPUS" -ge 2 ]; then
-    sock="$OUT/nccl.sock"; : > "$OUT/nccl-broker.toml"
-    start nccl_broker 150 "$B/gpushare-broker" --config "$OUT/nccl-broker.toml" --socket "$sock"; bpid=$PID
-    for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+    broker_up nccl ""
     rm -f "$OUT/nccl.id"; rank_pids=()
     for r in 0 1; do
-      start "nccl_rank$r" 120 env GPUSHARE_SOCKET="$sock" GPUSHARE_JOB=gpu-suite LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 \
+      start "nccl_rank$r" 120 env GPUSHARE_SOCKET="$SOCK" GPUSHARE_JOB=gpu-suite LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 \
         LD_PRELOAD="$SHIM" "$S/nccl_allreduce" --rank $r --nranks 2 --id-file "$OUT/nccl.id"
       rank_pids+=("$PID")
     done
-    wait "${rank_pids[@]}"; kill "$bpid" 2> /dev/null; wait "$bpid" 2> /dev/null
+    wait "${rank_pids[@]}"; broker_down
     if grep -q "sum ok" "$LOGS/nccl_rank0.log" && grep -q "sum ok" "$LOGS/nccl_rank1.log"; then
       record "NCCL 2-rank job placed by the broker" PASS "$(grep -ho 'PCI [0-9a-fA-F:.]*' "$LOGS"/nccl_rank*.log | tr '\n' ' ')"
     else record "NCCL 2-rank job placed by the broker" FAIL "see logs/nccl_rank*.log"; fi

@@ -1,5 +1,5 @@
 # The sharing section of the real-GPU suite, sourced by run.sh (its run/start/record
-# helpers, $MODE, $S, $B, $OUT, $LOOP_S): clients of a broker on GPU 0, each row
+# and broker_up/broker_down helpers, $MODE, $S, $B, $OUT, $LOOP_S): clients of a broker on GPU 0, each row
 # printing its figures and asserting its bound (figures.py does the arithmetic).
 # On simgpu the same rows run; the GPU is modeled in wall-clock time on a CI machine
 # that may be loaded (at a load average of 3-4 from parallel builds, 8 points failed
@@ -13,18 +13,6 @@ MIN_SUM=0.95
 [ "$MODE" = sim ] && MIN_SUM=0.75
 FIG=(python3 "$HERE/figures.py")
 
-# broker_up NAME TOML: a broker of its own for one row; sets $SOCK, $BPID and GR (gpushare-run for it).
-broker_up() {
-  printf '%s\n' "$2" > "$OUT/$1.toml"
-  SOCK="$OUT/$1.sock"
-  rm -f "$SOCK"
-  start "$1_broker" 150 "$B/gpushare-broker" --config "$OUT/$1.toml" --socket "$SOCK"
-  BPID=$PID
-  GR=("$B/gpushare-run" --socket "$SOCK")
-  for _ in $(seq 200); do [ -S "$SOCK" ] && return 0; sleep 0.05; done
-  return 1
-}
-broker_down() { kill "$BPID" 2> /dev/null; wait "$BPID" 2> /dev/null; }
 rate() { field launches_per_s "$LOGS/$1.log"; }
 # verdict ROW: records the STATUS<TAB>DETAIL line figures.py printed into $V.
 verdict() { record "$1" "${V%%	*}" "${V#*	}"; }
@@ -94,30 +82,34 @@ if broker_up reclaim ""; then
 else record "$row" FAIL "the broker did not start: logs/reclaim_broker.log"; fi
 broker_down
 
-for row in "sharing: two PyTorch trainers under a broker, weights 2:1" "sharing: PyTorch CUDA graph under a broker beside another client"; do
-  if [ "$MODE" = sim ]; then skip_sim "$row" "simulated node: PyTorch needs a real GPU"; continue; fi
-  if ! has_python torch; then record "$row" SKIP "PyTorch not installed"; continue; fi
-  case "$row" in
-    *trainers*)
-      if broker_up trainers "$(two_tenants heavy 2 light 1)"; then
-        start trainer_heavy 120 "${GR[@]}" --tenant heavy -- python3 "$HERE/torch_checks.py" trainer 10; pa=$PID
-        start trainer_light 120 "${GR[@]}" --tenant light -- python3 "$HERE/torch_checks.py" trainer 10; pb=$PID
-        if wait_all $pa $pb; then
-          V=$("${FIG[@]}" window "$LOGS/trainer_heavy.log" "$LOGS/trainer_light.log" 0.6667 $TOL); verdict "$row"
-        else record "$row" FAIL "a trainer failed: logs/trainer_*.log"; fi
-      else record "$row" FAIL "the broker did not start: logs/trainers_broker.log"; fi
-      ;;
-    *graph*)
-      if broker_up graph "$(two_tenants graph 1 other 1)"; then
-        start graph_beside 90 "${GR[@]}" --tenant other -- "$S/compute_loop" --seconds 60; pb=$PID
-        run torch_graph 90 "${GR[@]}" --tenant graph -- python3 "$HERE/torch_checks.py" graph
-        beside=$(py "import json, subprocess; print(len(json.loads(subprocess.run(['$B/gpushare-smi', '--socket', '$SOCK', '--json'], capture_output=True, text=True).stdout)['clients']))")
-        kill $pb 2> /dev/null; wait $pb 2> /dev/null
-        if [ "$(field graph_equal)" = True ] && [ "$(field replays)" = 100 ] && [ "${beside:-0}" -ge 1 ]; then
-          record "$row" PASS "100 replays equal to eager (max diff $(field max_abs_diff)); the other client still running"
-        else record "$row" FAIL "graph_equal=$(field graph_equal) max_abs_diff=$(field max_abs_diff) clients=${beside:-?} $WHY"; fi
-      else record "$row" FAIL "the broker did not start: logs/graph_broker.log"; fi
-      ;;
-  esac
+# torch_ready ROW: true where the row can run; otherwise records why it is skipped.
+torch_ready() {
+  if [ "$MODE" = sim ]; then skip_sim "$1" "simulated node: PyTorch needs a real GPU"; return 1; fi
+  if ! has_python torch; then record "$1" SKIP "PyTorch not installed"; return 1; fi
+}
+
+row="sharing: two PyTorch trainers under a broker, weights 2:1"
+if torch_ready "$row"; then
+  if broker_up trainers "$(two_tenants heavy 2 light 1)"; then
+    start trainer_heavy 120 "${GR[@]}" --tenant heavy -- python3 "$HERE/torch_checks.py" trainer 10; pa=$PID
+    start trainer_light 120 "${GR[@]}" --tenant light -- python3 "$HERE/torch_checks.py" trainer 10; pb=$PID
+    if wait_all $pa $pb; then
+      V=$("${FIG[@]}" window "$LOGS/trainer_heavy.log" "$LOGS/trainer_light.log" 0.6667 $TOL); verdict "$row"
+    else record "$row" FAIL "a trainer failed: logs/trainer_*.log"; fi
+  else record "$row" FAIL "the broker did not start: logs/trainers_broker.log"; fi
   broker_down
-done
+fi
+
+row="sharing: PyTorch CUDA graph under a broker beside another client"
+if torch_ready "$row"; then
+  if broker_up graph "$(two_tenants graph 1 other 1)"; then
+    start graph_beside 90 "${GR[@]}" --tenant other -- "$S/compute_loop" --seconds 60; pb=$PID
+    run torch_graph 90 "${GR[@]}" --tenant graph -- python3 "$HERE/torch_checks.py" graph
+    beside=$(py "import json, subprocess; print(len(json.loads(subprocess.run(['$B/gpushare-smi', '--socket', '$SOCK', '--json'], capture_output=True, text=True).stdout)['clients']))")
+    kill $pb 2> /dev/null; wait $pb 2> /dev/null
+    if [ "$(field graph_equal)" = True ] && [ "$(field replays)" = 100 ] && [ "${beside:-0}" -ge 1 ]; then
+      record "$row" PASS "100 replays equal to eager (max diff $(field max_abs_diff)); the other client still running"
+    else record "$row" FAIL "graph_equal=$(field graph_equal) max_abs_diff=$(field max_abs_diff) clients=${beside:-?} $WHY"; fi
+  else record "$row" FAIL "the broker did not start: logs/graph_broker.log"; fi
+  broker_down
+fi
