@@ -44,6 +44,11 @@ class BrokerCore : private MessageHandlers {
   // (false) unless it describes as many GPUs as the broker has.
   bool SetTopology(Topology topology) { return placement_.SetTopology(std::move(topology)); }
   const Topology& topology() const { return placement_.topology(); }
+  // What the driver says a process holds on a physical GPU (NVML's per-process
+  // memory, ProcessMemoryReader); nullopt where it cannot say. Bounds the holdings a
+  // re-registering client claims. Unset: claims are bounded by the ledger only.
+  using ProcessMemory = std::function<std::optional<uint64_t>(int32_t pid, int gpu)>;
+  void SetProcessMemory(ProcessMemory reader) { process_memory_ = std::move(reader); }
   // Who may change weights at run time besides root (the broker's own uid by default).
   void SetAdminUid(uint32_t uid) { weights_.SetAdminUid(uid); }
 
@@ -90,6 +95,8 @@ class BrokerCore : private MessageHandlers {
     return comms_.Report(conn, clients_.at(conn), m);  // a warning for the client, or ""
   }
 
+  void RestoreHoldings(ClientId conn, int32_t pid, const std::vector<int>& physical,
+                       const uint64_t (&claimed)[protocol::kMaxDevices], std::string* warning);
   void PublishTenant(const std::string& tenant);
   Grants GrantsOf(const ClientRecord& c) const;
   void Schedule(uint64_t now);  // Tick and carry out
@@ -99,6 +106,7 @@ class BrokerCore : private MessageHandlers {
   std::vector<GpuInfo> gpus_;
   ChannelHost* channels_;
   std::function<uint64_t()> clock_;
+  ProcessMemory process_memory_;
   NodeLedger ledger_;
   Scheduler scheduler_;
   ClientRegistry clients_;

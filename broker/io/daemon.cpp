@@ -80,6 +80,7 @@ class Daemon {
       : options_(options),
         channels_("gpushare." + std::to_string(getpid())),
         core_(std::move(config), std::move(gpus), &channels_) {
+    core_.SetProcessMemory([this](int32_t pid, int gpu) { return process_memory_.Held(pid, gpu); });
     if (topology && !core_.SetTopology(std::move(*topology)))
       Log(LogLevel::kWarn, "topology: describes another number of GPUs than the inventory; treated as no P2P");
   }
@@ -208,8 +209,15 @@ class Daemon {
       Log(LogLevel::kInfo, "SIGHUP: no config file to reload");
       return;
     }
+    // Nothing a reload reads may take the broker down: whatever goes wrong while the
+    // new config is read and checked, the running one stays.
     std::string error;
-    auto config = LoadBrokerConfig(options_.config_path, &error);
+    std::optional<BrokerConfig> config;
+    try {
+      config = LoadBrokerConfig(options_.config_path, &error);
+    } catch (const std::exception& e) {
+      error = options_.config_path + ": " + e.what();
+    }
     if (!config) {
       Log(LogLevel::kError, "reload refused, the running config stays: %s", error.c_str());
       return;
@@ -220,6 +228,7 @@ class Daemon {
 
   DaemonOptions options_;
   UtilizationSampler sampler_;
+  ProcessMemoryReader process_memory_;
   uint64_t last_utilization_ns_ = 0;
   ShmChannels channels_;
   BrokerCore core_;

@@ -1,10 +1,15 @@
 // Parsing and resolution of the broker's TOML configuration (see config.h).
 #include "config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "common/base/units.h"
@@ -199,12 +204,10 @@ void ParseClassifier(const toml::table& root, const std::string& source, Classif
     if (!p || p->empty()) Fail(*n, "classifier.profile: expected a file path");
     std::filesystem::path path(*p);
     if (path.is_relative()) path = std::filesystem::path(source).parent_path() / path;
-    std::ifstream in(path);
-    if (!in) Fail(*n, "classifier.profile: cannot read " + path.string());
-    std::stringstream ss;
-    ss << in.rdbuf();
     std::string error;
-    auto profile = ParseClassifierProfile(ss.str(), path.string(), &error);
+    std::optional<std::string> text = ReadRegularFile(path.string(), kMaxProfileBytes, &error);
+    if (!text) Fail(*n, "classifier.profile: cannot read " + path.string() + ": " + error);
+    auto profile = ParseClassifierProfile(*text, path.string(), &error);
     if (!profile) throw IncludedFileError{error};
     out->profile = std::move(*profile);
     out->profile_path = path.string();
@@ -253,19 +256,61 @@ std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std
     *error = source + ":" + std::to_string(e.line) + ": " + e.message;
   } catch (const IncludedFileError& e) {
     *error = e.message;
+  } catch (const std::exception& e) {
+    // Out of memory, a library's own exception: the config is refused, never the broker.
+    *error = source + ": cannot be parsed: " + e.what();
   }
   return std::nullopt;
 }
 
-std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::string* error) {
-  std::ifstream in(path);
-  if (!in) {
-    *error = path + ": cannot read the config file";
+std::optional<std::string> ReadRegularFile(const std::string& path, size_t max_bytes, std::string* error) {
+  // O_NONBLOCK: opening a FIFO nobody writes to must not hang the broker; fstat then
+  // refuses it, a device (/dev/zero) or a directory before anything is read.
+  const int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    *error = std::string("cannot open: ") + std::strerror(errno);
     return std::nullopt;
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParseBrokerConfig(ss.str(), path, error);
+  std::string text;
+  std::string why;
+  struct stat st{};
+  if (fstat(fd, &st) != 0) {
+    why = std::string("cannot stat: ") + std::strerror(errno);
+  } else if (!S_ISREG(st.st_mode)) {
+    why = "not a regular file";
+  } else if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    why = "larger than the limit of " + std::to_string(max_bytes) + " bytes";
+  } else {
+    // Read at most one byte past the limit: a file that grew meanwhile is refused too.
+    char chunk[65536];
+    for (;;) {
+      const ssize_t n = read(fd, chunk, std::min(sizeof chunk, max_bytes + 1 - text.size()));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) why = std::string("cannot read: ") + std::strerror(errno);
+      if (n <= 0) break;
+      text.append(chunk, static_cast<size_t>(n));
+      if (text.size() > max_bytes) {
+        why = "larger than the limit of " + std::to_string(max_bytes) + " bytes";
+        break;
+      }
+    }
+  }
+  close(fd);
+  if (!why.empty()) {
+    *error = why;
+    return std::nullopt;
+  }
+  return text;
+}
+
+std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::string* error) {
+  std::string why;
+  std::optional<std::string> text = ReadRegularFile(path, kMaxConfigBytes, &why);
+  if (!text) {
+    *error = path + ": cannot read the config file: " + why;
+    return std::nullopt;
+  }
+  return ParseBrokerConfig(*text, path, error);
 }
 
 TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant, uint32_t uid, double asked_weight,

@@ -46,6 +46,15 @@ struct BrokerConfig {
   ClassifierConfig classifier;
 };
 
+// What the broker reads is only a regular file under a size limit (not a FIFO, a
+// device such as /dev/zero, or a directory): a bad path is a refused config, never a
+// hung or exhausted broker.
+inline constexpr size_t kMaxConfigBytes = 1 << 20;
+inline constexpr size_t kMaxProfileBytes = 16 << 20;  // a classifier profile
+// The file's text; nullopt with the reason in `error` if it is not a regular file of
+// at most `max_bytes` or cannot be read. Opened non-blocking: a FIFO cannot hang it.
+std::optional<std::string> ReadRegularFile(const std::string& path, size_t max_bytes, std::string* error);
+
 // Parses TOML text. On error returns nullopt and sets `error` to "SOURCE:LINE: what".
 std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source, std::string* error);
 std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::string* error);

@@ -80,7 +80,7 @@ struct Welcome {
 
 struct Take {
   uint32_t device;  // virtual
-  uint32_t force;   // 1: memory the driver already holds (a context's): record it, past the cap if need be
+  uint32_t force;   // 1: memory the driver already holds (a context's): recorded up to the tenant's cap and the GPU
   uint64_t bytes;
 };
 
