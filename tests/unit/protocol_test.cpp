@@ -43,4 +43,21 @@ TEST(Protocol, SplitTakesATextPayloadOfAnySize) {
   EXPECT_EQ(proto::Decode<proto::Text>(*m), "ok: weight 2 for 1 client(s)");
 }
 
+TEST(Protocol, WeightsOutsideTheRangeAreFlooredDefaultedOrRefused) {
+  proto::Hello h{};
+  h.weight = 5e-324;
+  EXPECT_EQ(proto::Sanitized(h).weight, proto::kMinWeight);
+  h.weight = -1;
+  EXPECT_EQ(proto::Sanitized(h).weight, 1.0);
+  h.weight = proto::kMaxWeight * 2;
+  EXPECT_EQ(proto::Sanitized(h).weight, 1.0);
+  h.weight = 0.5;
+  EXPECT_EQ(proto::Sanitized(h).weight, 0.5);
+  proto::SetWeight s{};
+  s.weight = 0.0005;
+  EXPECT_EQ(proto::Sanitized(s).weight, 0.0);  // refused
+  s.weight = proto::kMinWeight;
+  EXPECT_EQ(proto::Sanitized(s).weight, proto::kMinWeight);
+}
+
 }  // namespace
