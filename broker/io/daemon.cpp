@@ -3,6 +3,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include <map>
 
 #include "broker/core/broker_core.h"
+#include "broker/policy/connection_gate.h"
 #include "broker_log.h"
 #include "common/base/futex.h"
 #include "common/protocol/socket_io.h"
@@ -29,12 +31,60 @@ constexpr size_t kMaxPendingOutput = 8 << 20;          // a peer that reads noth
 constexpr uint64_t kRingDrainNs = 20'000'000;          // how often clients' rings are read
 constexpr uint64_t kBusyRingDrainNs = 2'000'000;       // …while a client fills its ring fast
 constexpr uint64_t kUtilizationEveryNs = 200'000'000;  // NVML per-process utilization
+constexpr uint64_t kAcceptBackoffNs = 100'000'000;     // after EMFILE: wait, do not spin
+constexpr uint64_t kFdsKeptBack = 64;                  // descriptors not given to connections
+constexpr uint64_t kLogEveryNs = 1'000'000'000;        // a repeated refusal is logged once a second
 
 struct Connection {
   int fd = -1;
   PeerCredentials peer;
+  uint64_t opened_ns = 0;
   std::vector<uint8_t> in;
   std::vector<uint8_t> out;
+};
+
+// Descriptors the process may still open for connections: its soft limit, raised to
+// the hard one at start (RaiseFdLimit), less those kept for the rest of the broker.
+uint64_t FdRoom() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+  return r.rlim_cur > kFdsKeptBack ? r.rlim_cur - kFdsKeptBack : 0;
+}
+
+void RaiseFdLimit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == r.rlim_max) return;
+  const rlim_t was = r.rlim_cur;
+  r.rlim_cur = r.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &r) == 0)
+    Log(LogLevel::kInfo, "descriptor limit raised from %llu to %llu", static_cast<unsigned long long>(was),
+        static_cast<unsigned long long>(r.rlim_max));
+}
+
+// A warning that an attacker could repeat thousands of times a second: logged at most
+// once per kLogEveryNs, with the number of times it was left out meanwhile.
+class ThrottledLog {
+ public:
+  template <typename... Args>
+  void Warn(uint64_t now, const char* fmt, Args... args) {
+    if (last_ns_ != 0 && now - last_ns_ < kLogEveryNs) {
+      ++suppressed_;
+      return;
+    }
+    char line[512];
+    std::snprintf(line, sizeof line, fmt, args...);
+    if (suppressed_ > 0)
+      Log(LogLevel::kWarn, "%s (and %llu more like it in the last second)", line,
+          static_cast<unsigned long long>(suppressed_));
+    else
+      Log(LogLevel::kWarn, "%s", line);
+    last_ns_ = now;
+    suppressed_ = 0;
+  }
+
+ private:
+  uint64_t last_ns_ = 0;
+  uint64_t suppressed_ = 0;
 };
 
 // Binds the listening socket, refusing to steal one a live broker answers on.
@@ -78,6 +128,8 @@ class Daemon {
  public:
   Daemon(const DaemonOptions& options, BrokerConfig config, std::vector<GpuInfo> gpus, std::optional<Topology> topology)
       : options_(options),
+        gate_(config.limits, geteuid(), FdRoom()),
+        handshake_timeout_ns_(uint64_t{config.limits.handshake_timeout_ms} * 1'000'000),
         channels_("gpushare." + std::to_string(getpid())),
         core_(std::move(config), std::move(gpus), &channels_) {
     core_.SetProcessMemory([this](int32_t pid, int gpu) { return process_memory_.Held(pid, gpu); });
@@ -87,7 +139,11 @@ class Daemon {
 
   int Run(int listen_fd, int signal_fd) {
     for (;;) {
-      std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listen_fd, POLLIN, 0}};
+      // At the connection limit, or backing off after EMFILE, the listening socket is
+      // not polled (a negative fd is skipped): pending connections wait in its backlog
+      // instead of waking the loop over and over.
+      const bool listening = gate_.Listening() && MonotonicNs() >= accept_after_ns_;
+      std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listening ? listen_fd : -1, POLLIN, 0}};
       std::vector<ClientId> ids;
       for (auto& [id, c] : connections_) {
         fds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
@@ -112,23 +168,35 @@ class Daemon {
         }
       }
       if (fds[1].revents & POLLIN) Accept(listen_fd);
-      for (size_t i = 0; i < ids.size(); ++i)
-        if (fds[i + 2].revents != 0) Serve(ids[i], fds[i + 2].revents);
+      for (size_t i = 0; i < ids.size(); ++i)  // Periodic may have dropped some (DropSilent)
+        if (fds[i + 2].revents != 0 && connections_.count(ids[i]) > 0) Serve(ids[i], fds[i + 2].revents);
     }
   }
 
   // Until the next quantum or revoke deadline, or the next ring drain while clients
-  // are connected; forever when there are none.
+  // are connected, the next handshake deadline or the end of an accept back-off;
+  // forever when there is none of these.
   int PollTimeoutMs() const {
-    if (core_.client_count() == 0) return -1;
     const uint64_t now = MonotonicNs();
-    uint64_t wait = core_.rings_busy() ? kBusyRingDrainNs : kRingDrainNs;
-    if (auto d = core_.NextDeadline()) wait = std::min(wait, *d > now ? *d - now : 0);
-    return static_cast<int>((wait + 999'999) / 1'000'000);
+    std::optional<uint64_t> wait;
+    const auto until = [&](uint64_t deadline) {
+      const uint64_t w = deadline > now ? deadline - now : 0;
+      wait = std::min(wait.value_or(w), w);
+    };
+    if (core_.client_count() > 0) {
+      until(now + (core_.rings_busy() ? kBusyRingDrainNs : kRingDrainNs));
+      if (auto d = core_.NextDeadline()) until(*d);
+    }
+    if (accept_after_ns_ > now) until(accept_after_ns_);
+    for (const auto& [id, c] : connections_)
+      if (core_.Client(id) == nullptr) until(c.opened_ns + handshake_timeout_ns_);
+    if (!wait) return -1;
+    return static_cast<int>(std::min<uint64_t>((*wait + 999'999) / 1'000'000, 60'000));
   }
 
   void Periodic() {
     const uint64_t now = MonotonicNs();
+    DropSilent(now);
     if (core_.client_count() > 0 && now - last_utilization_ns_ >= kUtilizationEveryNs) {
       last_utilization_ns_ = now;
       for (const ProcessUtilization& u : sampler_.Sample()) core_.Utilization(u.pid, u.sm_percent, u.mem_percent);
@@ -142,20 +210,59 @@ class Daemon {
 
  private:
   void Accept(int listen_fd) {
-    for (;;) {
+    while (gate_.Listening()) {
       int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) return;
+      const uint64_t now = MonotonicNs();
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          // Out of descriptors: retrying at once would spin; pending peers wait.
+          accept_after_ns_ = now + kAcceptBackoffNs;
+          out_of_fds_log_.Warn(now, "accept: %s with %llu connections open; not accepting for 100 ms",
+                               std::strerror(errno), static_cast<unsigned long long>(gate_.open()));
+        }
+        return;
+      }
       ucred cred{};
       socklen_t len = sizeof cred;
       if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
         close(fd);
         continue;
       }
+      switch (gate_.Admit(cred.uid)) {
+        case ConnectionGate::Verdict::kAccepted: break;
+        case ConnectionGate::Verdict::kUidFull:
+          close(fd);
+          refused_log_.Warn(now, "pid %d (uid %u): refused, the uid has %u connections open ([limits] "
+                            "max_connections_per_uid)", cred.pid, cred.uid, gate_.OpenBy(cred.uid));
+          continue;
+        case ConnectionGate::Verdict::kNodeFull:
+          close(fd);
+          refused_log_.Warn(now, "pid %d (uid %u): refused, %llu connections open (the rest are kept for root "
+                            "and the broker's uid; [limits] max_connections)", cred.pid, cred.uid,
+                            static_cast<unsigned long long>(gate_.open()));
+          continue;
+      }
       const ClientId id = next_id_++;
       Connection& c = connections_[id];
       c.fd = fd;
       c.peer = {cred.pid, cred.uid, cred.gid};
+      c.opened_ns = now;
       core_.Open(id, c.peer);
+    }
+  }
+
+  // Connections that have not registered (sent Hello) within the handshake timeout:
+  // tools ask and hang up well within it; an idle one only holds a descriptor.
+  void DropSilent(uint64_t now) {
+    std::vector<ClientId> silent;
+    for (const auto& [id, c] : connections_)
+      if (now - c.opened_ns >= handshake_timeout_ns_ && core_.Client(id) == nullptr) silent.push_back(id);
+    for (ClientId id : silent) {
+      const Connection& c = connections_.at(id);
+      silent_log_.Warn(now, "pid %d (uid %u): no Hello within %llu ms; dropped", c.peer.pid, c.peer.uid,
+                       static_cast<unsigned long long>(handshake_timeout_ns_ / 1'000'000));
+      Drop(id);
     }
   }
 
@@ -201,6 +308,7 @@ class Daemon {
       core_.Close(id);
     }
     close(c.fd);
+    gate_.Closed(c.peer.uid);
     connections_.erase(id);
   }
 
@@ -222,11 +330,17 @@ class Daemon {
       Log(LogLevel::kError, "reload refused, the running config stays: %s", error.c_str());
       return;
     }
+    gate_.SetLimits(config->limits);
+    handshake_timeout_ns_ = uint64_t{config->limits.handshake_timeout_ms} * 1'000'000;
     core_.Reload(std::move(*config));
     Log(LogLevel::kInfo, "reloaded %s", options_.config_path.c_str());
   }
 
   DaemonOptions options_;
+  ConnectionGate gate_;
+  uint64_t handshake_timeout_ns_;
+  uint64_t accept_after_ns_ = 0;  // EMFILE back-off
+  ThrottledLog refused_log_, silent_log_, out_of_fds_log_;
   UtilizationSampler sampler_;
   ProcessMemoryReader process_memory_;
   uint64_t last_utilization_ns_ = 0;
@@ -239,6 +353,7 @@ class Daemon {
 }  // namespace
 
 int RunDaemon(const DaemonOptions& options) {
+  RaiseFdLimit();
   BrokerConfig config;
   if (!options.config_path.empty()) {
     std::string error;

@@ -72,7 +72,7 @@ std::vector<T> IntList(const toml::node& n, const std::string& field, int64_t mi
 
 BrokerConfig Parse(const toml::table& root) {
   BrokerConfig c;
-  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier"});
+  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier", "limits"});
   if (const toml::node* node = root.get("node")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "node: expected a table");
@@ -151,6 +151,27 @@ BrokerConfig Parse(const toml::table& root) {
     }
   }
   return c;
+}
+
+// [limits] (LimitsConfig): integers within sane bounds.
+void ParseLimits(const toml::table& root, LimitsConfig* out) {
+  const toml::node* node = root.get("limits");
+  if (node == nullptr) return;
+  const toml::table* t = node->as_table();
+  if (t == nullptr) Fail(*node, "limits: expected a table");
+  CheckKeys(*t, "limits", {"max_connections", "max_connections_per_uid", "handshake_timeout_ms"});
+  const auto integer = [&](const char* key, int64_t min, int64_t max, uint32_t* field) {
+    const toml::node* n = t->get(key);
+    if (n == nullptr) return;
+    auto v = n->value<int64_t>();
+    if (!n->is_integer() || !v || *v < min || *v > max)
+      Fail(*n, std::string("limits.") + key + ": expected an integer from " + std::to_string(min) + " to " +
+                   std::to_string(max));
+    *field = static_cast<uint32_t>(*v);
+  };
+  integer("max_connections", 32, 1000000, &out->max_connections);
+  integer("max_connections_per_uid", 1, 1000000, &out->max_connections_per_uid);
+  integer("handshake_timeout_ms", 100, 600000, &out->handshake_timeout_ms);
 }
 
 // What a kernel name may be declared as (idle is not a property of a kernel).
@@ -249,6 +270,7 @@ std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std
     toml::table root = toml::parse(text, source);
     BrokerConfig config = Parse(root);
     ParseClassifier(root, source, &config.classifier);
+    ParseLimits(root, &config.limits);
     return config;
   } catch (const toml::parse_error& e) {
     *error = source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());

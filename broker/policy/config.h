@@ -25,6 +25,14 @@ struct TenantPolicy {
   std::optional<std::vector<uint32_t>> uids;  // who may use this tenant
 };
 
+// [limits]: what one local user can make the broker hold (issue 22). Connections
+// beyond these are closed at accept; unregistered ones are dropped after the timeout.
+struct LimitsConfig {
+  uint32_t max_connections = 4096;          // in all; also bounded by the fd limit
+  uint32_t max_connections_per_uid = 256;   // open at once by one uid, registered or not
+  uint32_t handshake_timeout_ms = 3000;     // a connection that has not sent Hello by then is dropped
+};
+
 struct BrokerConfig {
   Admission admission = Admission::kRefuse;
   // [node] placement: "topology-aware" (placement_policy.h), or a baseline of the
@@ -44,6 +52,7 @@ struct BrokerConfig {
   std::map<std::string, TenantPolicy> tenants;
   // [classifier]: kernel-name rules (the config's, then the defaults) and a profile.
   ClassifierConfig classifier;
+  LimitsConfig limits;
 };
 
 // What the broker reads is only a regular file under a size limit (not a FIFO, a

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "broker/policy/config.h"
+#include "broker/policy/connection_gate.h"
 
 namespace gpushare::broker {
 namespace {
@@ -96,6 +97,83 @@ TEST(BrokerConfigHardening, AConfigThatIsNotARegularFileIsRefused) {
   EXPECT_FALSE(LoadBrokerConfig(big, &error));
   EXPECT_EQ(error, big + ": cannot read the config file: larger than the limit of " +
                        std::to_string(kMaxConfigBytes) + " bytes");
+}
+
+TEST(BrokerConfigLimits, DefaultsAndValues) {
+  std::string error;
+  auto d = ParseBrokerConfig("", "broker.toml", &error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_EQ(d->limits.max_connections, 4096u);
+  EXPECT_EQ(d->limits.max_connections_per_uid, 256u);
+  EXPECT_EQ(d->limits.handshake_timeout_ms, 3000u);
+  auto c = ParseBrokerConfig(
+      "[limits]\nmax_connections = 100\nmax_connections_per_uid = 8\nhandshake_timeout_ms = 500\n", "broker.toml",
+      &error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->limits.max_connections, 100u);
+  EXPECT_EQ(c->limits.max_connections_per_uid, 8u);
+  EXPECT_EQ(c->limits.handshake_timeout_ms, 500u);
+}
+
+TEST(BrokerConfigLimits, ErrorsNameFileAndLine) {
+  std::string error;
+  EXPECT_FALSE(ParseBrokerConfig("[limits]\nmax_connections_per_uid = 0\n", "b.toml", &error));
+  EXPECT_EQ(error, "b.toml:2: limits.max_connections_per_uid: expected an integer from 1 to 1000000");
+  EXPECT_FALSE(ParseBrokerConfig("[limits]\n\nhandshake_timeout_ms = \"3s\"\n", "b.toml", &error));
+  EXPECT_EQ(error, "b.toml:3: limits.handshake_timeout_ms: expected an integer from 100 to 600000");
+  EXPECT_FALSE(ParseBrokerConfig("[limits]\nmax_connections = 8\n", "b.toml", &error));
+  EXPECT_EQ(error, "b.toml:2: limits.max_connections: expected an integer from 32 to 1000000");
+  EXPECT_FALSE(ParseBrokerConfig("[limits]\nmax_conns = 8\n", "b.toml", &error));
+  EXPECT_EQ(error, "b.toml:2: limits.max_conns: unknown key");
+  EXPECT_FALSE(ParseBrokerConfig("limits = 3\n", "b.toml", &error));
+  EXPECT_EQ(error, "b.toml:1: limits: expected a table");
+}
+
+TEST(ConnectionGate, OneUidIsBoundedAndOthersStillGetIn) {
+  LimitsConfig limits;
+  limits.max_connections = 100;
+  limits.max_connections_per_uid = 3;
+  ConnectionGate gate(limits, 500, 1000);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(gate.Admit(1000), ConnectionGate::Verdict::kAccepted);
+  EXPECT_EQ(gate.Admit(1000), ConnectionGate::Verdict::kUidFull);
+  EXPECT_EQ(gate.OpenBy(1000), 3u);
+  EXPECT_EQ(gate.Admit(1001), ConnectionGate::Verdict::kAccepted);
+  gate.Closed(1000);
+  EXPECT_EQ(gate.Admit(1000), ConnectionGate::Verdict::kAccepted);  // a place came back
+  EXPECT_EQ(gate.open(), 4u);
+  gate.Closed(4242);  // never admitted: nothing changes
+  EXPECT_EQ(gate.open(), 4u);
+}
+
+TEST(ConnectionGate, TheLastPlacesAreKeptForRootAndTheBrokersUid) {
+  LimitsConfig limits;
+  limits.max_connections = 40;
+  limits.max_connections_per_uid = 1000;
+  ConnectionGate gate(limits, 500, 1'000'000);
+  for (int i = 0; i < 40 - 16; ++i) ASSERT_EQ(gate.Admit(1000 + i % 5), ConnectionGate::Verdict::kAccepted);
+  EXPECT_EQ(gate.Admit(1000), ConnectionGate::Verdict::kNodeFull);
+  EXPECT_TRUE(gate.Listening());
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(gate.Admit(0), ConnectionGate::Verdict::kAccepted);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(gate.Admit(500), ConnectionGate::Verdict::kAccepted);
+  EXPECT_EQ(gate.Admit(0), ConnectionGate::Verdict::kNodeFull);
+  EXPECT_FALSE(gate.Listening());  // the daemon stops polling the listening socket
+  gate.Closed(1003);
+  EXPECT_TRUE(gate.Listening());
+  EXPECT_EQ(gate.Admit(1003), ConnectionGate::Verdict::kNodeFull);  // still in the reserve
+  EXPECT_EQ(gate.Admit(0), ConnectionGate::Verdict::kAccepted);
+}
+
+TEST(ConnectionGate, TheDescriptorLimitBoundsTheTotal) {
+  LimitsConfig limits;  // 4096 by default
+  ConnectionGate gate(limits, 500, 20);
+  EXPECT_EQ(gate.Total(), 20u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(gate.Admit(1000 + i), ConnectionGate::Verdict::kAccepted);
+  EXPECT_EQ(gate.Admit(1000), ConnectionGate::Verdict::kNodeFull);  // 16 kept back
+  ConnectionGate none(limits, 500, 0);
+  EXPECT_EQ(none.Admit(0), ConnectionGate::Verdict::kNodeFull);
+  EXPECT_FALSE(none.Listening());
+  ConnectionGate one(limits, 500, 1);
+  EXPECT_EQ(one.Admit(1000), ConnectionGate::Verdict::kAccepted);  // a tiny total keeps one place for anyone
 }
 
 }  // namespace
