@@ -108,8 +108,11 @@ void PrintHuman(const json& status, const std::string& socket_path) {
 
   std::printf("\n");
   const json& clients = Array(status, "clients");
+  // Other tenants' clients are not shown to an unprivileged user (docs/threat-model.md).
+  const double hidden = Num(status, "hidden_clients", 0);
+  if (hidden > 0) std::printf("%.0f client(s) of other tenants not shown.\n", hidden);
   if (clients.empty()) {
-    std::printf("No clients.\n");
+    std::printf("No clients%s.\n", hidden > 0 ? " of yours" : "");
     return;
   }
   // The share is per GPU (a client's weight over the weights of all clients on that

@@ -7,6 +7,7 @@
 
 #include "broker/core/admission.h"
 #include "broker/core/status_report.h"
+#include "broker/core/visibility.h"
 #include "common/base/futex.h"
 #include "common/base/units.h"
 
@@ -55,7 +56,7 @@ proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, c
   std::optional<uint64_t> asked_cap;
   for (uint32_t v = 0; v < proto::kMaxDevices; ++v)
     if (hello.cap_bytes[v] != 0) asked_cap = std::max(asked_cap.value_or(0), hello.cap_bytes[v]);
-  TenantTerms terms = ResolveTenant(config_, tenant, peer.uid, hello.weight, asked_cap);
+  TenantTerms terms = ResolveTenant(config_, tenant, peer.uid, hello.weight, asked_cap, peer.gid);
   if (!terms.refusal.empty()) return Refusal(terms.refusal);
 
   // A tenant's cap is its configured one, else what its first live client asked.
@@ -231,7 +232,7 @@ void BrokerCore::Reload(BrokerConfig config) {
   // held past a lowered cap stays held, further allocations are refused.
   std::map<std::string, bool> touched;
   for (auto& [id, c] : clients_) {
-    TenantTerms terms = ResolveTenant(config_, c.tenant, c.peer.uid, c.weight, c.cap_bytes);
+    TenantTerms terms = ResolveTenant(config_, c.tenant, c.peer.uid, c.weight, c.cap_bytes, c.peer.gid);
     if (!terms.refusal.empty()) continue;  // keeps running on its terms; new clients are refused
     c.weight = terms.weight;
     auto policy = config_.tenants.find(c.tenant);
@@ -305,7 +306,29 @@ void BrokerCore::PublishTenant(const std::string& tenant) {
 
 std::string BrokerCore::StatusJson() const {
   return broker::StatusJson({gpus_, ledger_, clients_, work_, weights_, scheduler_, spatial_, comms_,
-                             placement_.topology(), channels_, clock_()});
+                             placement_.topology(), channels_, clock_(), nullptr});
+}
+
+std::string BrokerCore::StatusJson(const PeerCredentials& peer) const {
+  const Viewer viewer{peer.uid, peer.gid};
+  if (SeesEverything(viewer, weights_.admin_uid())) return StatusJson();
+  std::map<std::string, TenantMembers> tenants;
+  for (const auto& [id, c] : clients_) {
+    TenantMembers& m = tenants[c.tenant];
+    if (auto p = config_.tenants.find(c.tenant); p != config_.tenants.end()) {
+      m.uids = p->second.uids ? &*p->second.uids : nullptr;
+      m.gids = p->second.gids ? &*p->second.gids : nullptr;
+    }
+    m.running_uids.push_back(c.peer.uid);
+  }
+  std::map<std::string, bool> visible;
+  for (const auto& [name, members] : tenants) visible[name] = MaySee(viewer, weights_.admin_uid(), members);
+  const auto may_see = [&](const std::string& tenant) {
+    auto it = visible.find(tenant);
+    return it != visible.end() && it->second;
+  };
+  return broker::StatusJson({gpus_, ledger_, clients_, work_, weights_, scheduler_, spatial_, comms_,
+                             placement_.topology(), channels_, clock_(), may_see});
 }
 
 }  // namespace gpushare::broker

@@ -75,7 +75,11 @@ class BrokerCore : private MessageHandlers {
   // Measured utilization of a process on a physical GPU (NVML), for the classifier.
   void Utilization(int32_t pid, unsigned sm_percent, unsigned mem_percent);
 
+  // The whole node (tests, the broker's own use).
   std::string StatusJson() const;
+  // What `viewer` may see (visibility.h): root and the broker's uid everything; others
+  // their own tenants' clients and the node's totals, the rest counted in hidden_clients.
+  std::string StatusJson(const PeerCredentials& viewer) const;
   const ClientRecord* Client(ClientId conn) const { return clients_.Find(conn); }
   size_t client_count() const { return clients_.size(); }
   const NodeLedger& ledger() const { return ledger_; }
@@ -86,7 +90,9 @@ class BrokerCore : private MessageHandlers {
   protocol::Welcome OnHello(ClientId conn, const PeerCredentials& peer, const protocol::Hello& hello) override;
   protocol::TakeReply OnTake(ClientId conn, const PeerCredentials& peer, const protocol::Take& take) override;
   void OnGive(ClientId conn, const PeerCredentials& peer, const protocol::Give& give) override;
-  std::string OnStatus(ClientId, const PeerCredentials&, const protocol::Text&) override { return StatusJson(); }
+  std::string OnStatus(ClientId, const PeerCredentials& peer, const protocol::Text&) override {
+    return StatusJson(peer);
+  }
   void OnSched(ClientId conn, const PeerCredentials& peer, const protocol::Sched& s) override;
   std::string OnSetWeight(ClientId, const PeerCredentials& peer, const protocol::SetWeight& s) override {
     return weights_.Set(peer, s);

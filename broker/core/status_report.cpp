@@ -22,7 +22,12 @@ std::string StatusJson(const StatusSources& s) {
     for (int g : c.physical) weight_on[g] += c.weight;
   const uint64_t now = s.now;
   json clients = json::array();
+  uint64_t hidden = 0;
   for (const auto& [id, c] : s.clients) {
+    if (s.may_see && !s.may_see(c.tenant)) {
+      ++hidden;
+      continue;
+    }
     json devices = json::array();
     for (size_t v = 0; v < c.physical.size(); ++v) {
       const int g = c.physical[v];
@@ -84,6 +89,7 @@ std::string StatusJson(const StatusSources& s) {
   }
   json comms = json::array();
   for (const auto& [key, comm] : s.comms.all()) {
+    if (s.may_see && !s.may_see(key.first)) continue;
     char id[24];
     std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(key.second));
     json members = json::array();
@@ -96,7 +102,12 @@ std::string StatusJson(const StatusSources& s) {
                      {"warning", s.comms.Warning(comm)}});
   }
   // Tenant and job names are a client's bytes, not always UTF-8: replace, never throw.
-  return json{{"gpus", gpus}, {"clients", clients}, {"communicators", comms}, {"topology", s.topology.Describe()}}.dump(
+  return json{{"gpus", gpus},
+              {"clients", clients},
+              {"hidden_clients", hidden},
+              {"communicators", comms},
+              {"topology", s.topology.Describe()}}
+      .dump(
       -1, ' ', false, json::error_handler_t::replace);
 }
 

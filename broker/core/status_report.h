@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,9 +34,13 @@ struct StatusSources {
   const Topology& topology;
   ChannelHost* channels;
   uint64_t now;
+  // Whether the viewer may see a tenant's clients and communicators (visibility.h);
+  // null: everything. GPUs' totals are shown to all.
+  std::function<bool(const std::string& tenant)> may_see;
 };
 
-// The JSON text (the contract of docs/configuration.md and DESIGN.md: gpus[], clients[]).
+// The JSON text (the contract of docs/configuration.md and DESIGN.md: gpus[], clients[],
+// and hidden_clients: how many clients the viewer may not see).
 std::string StatusJson(const StatusSources& s);
 
 }  // namespace gpushare::broker

@@ -139,7 +139,7 @@ BrokerConfig Parse(const toml::table& root) {
       const std::string field = "tenants." + std::string(name.str());
       const toml::table* t = tnode.as_table();
       if (t == nullptr) Fail(tnode, field + ": expected a table");
-      CheckKeys(*t, field, {"weight", "max_weight", "memory", "max_memory", "gpus", "uids"});
+      CheckKeys(*t, field, {"weight", "max_weight", "memory", "max_memory", "gpus", "uids", "gids"});
       TenantPolicy p;
       if (const toml::node* n = t->get("weight")) p.weight = PositiveNumber(*n, field + ".weight");
       if (const toml::node* n = t->get("max_weight")) p.max_weight = PositiveNumber(*n, field + ".max_weight");
@@ -147,6 +147,7 @@ BrokerConfig Parse(const toml::table& root) {
       if (const toml::node* n = t->get("max_memory")) p.max_memory = Bytes(*n, field + ".max_memory");
       if (const toml::node* n = t->get("gpus")) p.gpus = IntList<int>(*n, field + ".gpus", 0, 1023);
       if (const toml::node* n = t->get("uids")) p.uids = IntList<uint32_t>(*n, field + ".uids", 0, 4294967294);
+      if (const toml::node* n = t->get("gids")) p.gids = IntList<uint32_t>(*n, field + ".gids", 0, 4294967294);
       c.tenants[std::string(name.str())] = p;
     }
   }
@@ -336,15 +337,18 @@ std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::strin
 }
 
 TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant, uint32_t uid, double asked_weight,
-                          std::optional<uint64_t> asked_cap) {
+                          std::optional<uint64_t> asked_cap, std::optional<uint32_t> gid) {
   TenantTerms terms;
   terms.weight = asked_weight;
   terms.memory_cap = asked_cap;
   auto it = config.tenants.find(tenant);
   if (it == config.tenants.end()) return terms;  // created on first use, on the client's terms
   const TenantPolicy& p = it->second;
-  if (p.uids && std::find(p.uids->begin(), p.uids->end(), uid) == p.uids->end()) {
-    terms.refusal = "uid " + std::to_string(uid) + " may not use tenant \"" + tenant + "\"";
+  const bool uid_listed = p.uids && std::find(p.uids->begin(), p.uids->end(), uid) != p.uids->end();
+  const bool gid_listed = p.gids && gid && std::find(p.gids->begin(), p.gids->end(), *gid) != p.gids->end();
+  if ((p.uids || p.gids) && !uid_listed && !gid_listed) {
+    terms.refusal = "uid " + std::to_string(uid) + (gid ? " (gid " + std::to_string(*gid) + ")" : std::string()) +
+                    " may not use tenant \"" + tenant + "\"";
     return terms;
   }
   if (p.weight)

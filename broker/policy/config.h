@@ -22,7 +22,8 @@ struct TenantPolicy {
   std::optional<uint64_t> memory;             // fixed cap per GPU, across the tenant's processes
   std::optional<uint64_t> max_memory;         // bound on the cap the client asks
   std::optional<std::vector<int>> gpus;       // allowed physical GPUs
-  std::optional<std::vector<uint32_t>> uids;  // who may use this tenant
+  std::optional<std::vector<uint32_t>> uids;  // who may use this tenant (with gids: either matches)
+  std::optional<std::vector<uint32_t>> gids = std::nullopt;  // …by primary group
 };
 
 // [limits]: what one local user can make the broker hold (issue 22). Connections
@@ -82,7 +83,8 @@ struct TenantTerms {
   std::optional<std::vector<int>> gpus;
   std::string refusal;  // non-empty: the client may not join
 };
+// `gid`: the client's primary group, matched against the tenant's gids.
 TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant, uint32_t uid, double asked_weight,
-                          std::optional<uint64_t> asked_cap);
+                          std::optional<uint64_t> asked_cap, std::optional<uint32_t> gid = std::nullopt);
 
 }  // namespace gpushare::broker

@@ -207,6 +207,35 @@ TEST_F(BrokerCoreTest, ReattachClaimsAreBoundedByWhatTheDriverShowsTheProcessHol
   EXPECT_EQ(asked, (std::vector<std::pair<int32_t, int>>{{101, 0}, {102, 0}, {103, 1}}));
 }
 
+TEST_F(BrokerCoreTest, AUserSeesOnlyTheirOwnTenantsInTheStatus) {
+  core_.SetAdminUid(500);
+  Hello(1, "alice", kGiB, 1001, {0});
+  Hello(2, "bob", kGiB, 1002, {0});
+  Hello(3, "bob", kGiB, 1002, {1});
+  ASSERT_TRUE(Take(2, 0, kGiB));
+  const auto status = [&](uint32_t uid) {
+    core_.Open(99, {999, uid, uid});
+    auto r = Send(99, proto::EncodeText(proto::Type::kStatus, ""));
+    core_.Close(99);
+    inbox_.erase(99);
+    EXPECT_TRUE(r && r->size() == 1);
+    return nlohmann::json::parse(proto::Decode<proto::Text>(r->at(0)));
+  };
+  auto alice = status(1001);
+  ASSERT_EQ(alice["clients"].size(), 1u);
+  EXPECT_EQ(alice["clients"][0]["tenant"], "alice");
+  EXPECT_EQ(alice["hidden_clients"], 2);
+  EXPECT_EQ(alice["gpus"][0]["memory_used"], kGiB);  // the node's totals include bob's
+  auto stranger = status(1003);
+  EXPECT_TRUE(stranger["clients"].empty());
+  EXPECT_EQ(stranger["hidden_clients"], 3);
+  for (uint32_t admin : {0u, 500u}) {
+    auto all = status(admin);
+    EXPECT_EQ(all["clients"].size(), 3u);
+    EXPECT_EQ(all["hidden_clients"], 0);
+  }
+}
+
 TEST_F(BrokerCoreTest, ProtocolBreachesDropThePeer) {
   core_.Open(1, {});
   EXPECT_FALSE(Send(1, proto::Encode(proto::Type::kTake, proto::Take{0, 0, kGiB})));  // before Hello

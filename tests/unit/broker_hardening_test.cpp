@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "broker/core/visibility.h"
 #include "broker/policy/config.h"
 #include "broker/policy/connection_gate.h"
 
@@ -174,6 +175,45 @@ TEST(ConnectionGate, TheDescriptorLimitBoundsTheTotal) {
   EXPECT_FALSE(none.Listening());
   ConnectionGate one(limits, 500, 1);
   EXPECT_EQ(one.Admit(1000), ConnectionGate::Verdict::kAccepted);  // a tiny total keeps one place for anyone
+}
+
+TEST(Visibility, RootAndTheBrokersUidSeeEveryTenant) {
+  const std::vector<uint32_t> uids{1000};
+  TenantMembers t{&uids, nullptr, {1000}};
+  EXPECT_TRUE(MaySee({0, 0}, 500, t));
+  EXPECT_TRUE(MaySee({500, 500}, 500, t));
+  EXPECT_TRUE(SeesEverything({500, 7}, 500));
+  EXPECT_FALSE(SeesEverything({1000, 0}, 500));  // gid 0 alone is not root
+}
+
+TEST(Visibility, AMemberByConfigOrByARunningProcessSeesItsTenant) {
+  const std::vector<uint32_t> uids{1000, 1001};
+  const std::vector<uint32_t> gids{2000};
+  TenantMembers t{&uids, &gids, {1000}};
+  EXPECT_TRUE(MaySee({1001, 1001}, 500, t));   // listed uid, no process running
+  EXPECT_TRUE(MaySee({1500, 2000}, 500, t));   // listed primary gid
+  EXPECT_FALSE(MaySee({1002, 1002}, 500, t));  // neither
+  TenantMembers open{nullptr, nullptr, {1003}};
+  EXPECT_TRUE(MaySee({1003, 1003}, 500, open));  // runs a process in it
+  EXPECT_FALSE(MaySee({1004, 1004}, 500, open));
+  TenantMembers empty{};
+  EXPECT_FALSE(MaySee({1004, 1004}, 500, empty));
+}
+
+TEST(BrokerConfigTenants, GidsAdmitByPrimaryGroup) {
+  std::string error;
+  auto c = ParseBrokerConfig("[tenants.lab]\nuids = [1000]\ngids = [2000]\n", "b.toml", &error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(ResolveTenant(*c, "lab", 1000, 1, std::nullopt, 1000).refusal, "");
+  EXPECT_EQ(ResolveTenant(*c, "lab", 1500, 1, std::nullopt, 2000).refusal, "");
+  EXPECT_EQ(ResolveTenant(*c, "lab", 1500, 1, std::nullopt, 1500).refusal,
+            "uid 1500 (gid 1500) may not use tenant \"lab\"");
+  auto g = ParseBrokerConfig("[tenants.lab]\ngids = [2000]\n", "b.toml", &error);
+  ASSERT_TRUE(g) << error;
+  EXPECT_NE(ResolveTenant(*g, "lab", 1000, 1, std::nullopt, 1000).refusal, "");
+  EXPECT_EQ(ResolveTenant(*g, "lab", 1000, 1, std::nullopt, 2000).refusal, "");
+  EXPECT_FALSE(ParseBrokerConfig("[tenants.lab]\ngids = [-1]\n", "b.toml", &error));
+  EXPECT_EQ(error, "b.toml:2: tenants.lab.gids: expected integers from 0 to 4294967294");
 }
 
 }  // namespace
