@@ -456,6 +456,10 @@ class Harness {
         case proto::Type::kStatus:
           FUZZ_CHECK(reply->type == proto::Type::kStatusReply);
           CheckStatus(std::string(reply->payload.begin(), reply->payload.end()));
+          // Later requests of the batch may have changed the clients since: compare
+          // with the registry only when the status was the last.
+          if (&req == &requests.back())
+            CheckVisibility(s.peer, std::string(reply->payload.begin(), reply->payload.end()));
           break;
         case proto::Type::kSetWeight: {
           FUZZ_CHECK(reply->type == proto::Type::kToolReply);
@@ -476,6 +480,21 @@ class Harness {
     FUZZ_CHECK(nlohmann::json::accept(text));
     const auto j = nlohmann::json::parse(text);
     FUZZ_CHECK(j.at("gpus").size() == static_cast<size_t>(kGpus));
+  }
+
+  // What a viewer's status shows (visibility.h): root and the admin (uid 1000) every
+  // client; anyone else at least their own processes' clients, the rest counted.
+  void CheckVisibility(const PeerCredentials& viewer, const std::string& text) const {
+    const auto j = nlohmann::json::parse(text);
+    const size_t shown = j.at("clients").size();
+    const size_t hidden = j.at("hidden_clients").get<size_t>();
+    FUZZ_CHECK(shown + hidden == core_.client_count());
+    if (viewer.uid == 0 || viewer.uid == 1000) FUZZ_CHECK(hidden == 0);
+    std::set<uint64_t> ids;
+    for (const auto& c : j.at("clients")) ids.insert(c.at("id").get<uint64_t>());
+    for (const Slot& other : slots_)
+      if (other.open && core_.Client(other.id) != nullptr && other.peer.uid == viewer.uid)
+        FUZZ_CHECK(ids.count(other.id) == 1);
   }
 
   // The ledger's books balance: no GPU past its capacity, every byte a GPU holds is
@@ -511,6 +530,15 @@ class Harness {
       }
       FUZZ_CHECK(clients_held == ledger.GpuHeld(g));
       for (const auto& [tenant, held] : tenant_held) FUZZ_CHECK(ledger.TenantHeld(tenant, g) == held);
+      // No step takes a tenant past its cap, forced or restored (issue 22): it may stay
+      // past a cap a reload lowered, never grow there.
+      for (const std::string& tenant : tenants_seen_) {
+        const uint64_t held = ledger.TenantHeld(tenant, g);
+        const auto cap = ledger.TenantCap(tenant);
+        uint64_t& before = tenant_held_before_[{tenant, g}];
+        FUZZ_CHECK(!cap || held <= *cap || held <= before);
+        before = held;
+      }
       if (admission_checked_) {
         uint64_t promised = 0;
         for (const auto& [tenant, cap] : caps_on_gpu)
@@ -527,6 +555,7 @@ class Harness {
   ClientId next_id_ = 1;
   bool admission_checked_ = true;  // admission = "refuse", no reload, no reattach so far
   std::set<std::string> tenants_seen_;
+  std::map<std::pair<std::string, int>, uint64_t> tenant_held_before_;  // at the last CheckLedger
 };
 
 // Writes programs for the seeds, mirroring Reader.
@@ -765,6 +794,25 @@ std::vector<std::vector<uint8_t>> FuzzSeeds() {
                       .Reconnect(2)
                       .Poll(200)
                       .StatusJson()
+                      .Done());
+  // Issue 22's lying client: a 4 GiB tenant forces 8 GiB, then the whole GPU; another
+  // re-registers claiming a whole GPU beside its 1 GiB cap; an unprivileged uid (slot
+  // 3) and root (slot 0) ask for the status.
+  seeds.push_back(Writer()
+                      .Hello(1, 1, {1}, {kQ4GiB})
+                      .Deliver(1)
+                      .Take(1, 0, kQ8GiB, true)
+                      .Take(1, 0, kQFull, true)
+                      .Deliver(1)
+                      .Reattach(2, 2, {1}, {kQ1GiB}, {kQFull})
+                      .Deliver(2)
+                      .Take(2, 0, kQ1GiB, true)
+                      .Deliver(2)
+                      .Hello(3, 3, {1}, {kQ4GiB})
+                      .Status(3)
+                      .Deliver(3)
+                      .Status(0)
+                      .Deliver(0)
                       .Done());
   return seeds;
 }
