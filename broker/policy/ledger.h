@@ -21,6 +21,7 @@ class NodeLedger {
 
   int gpu_count() const { return static_cast<int>(capacity_.size()); }
   uint64_t capacity(int gpu) const { return capacity_[gpu]; }
+  const std::vector<uint64_t>& capacities() const { return capacity_; }
 
   // A tenant's cap per GPU; the first setting holds until SetTenantCap changes it.
   void SetTenantCap(const std::string& tenant, std::optional<uint64_t> cap_per_gpu);
