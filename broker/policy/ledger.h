@@ -30,7 +30,10 @@ class NodeLedger {
   bool AddClient(ClientId id, const std::string& tenant);  // false if the id is taken
   bool HasClient(ClientId id) const { return clients_.count(id) > 0; }
 
-  enum class Grant { kGranted, kTenantCap, kDeviceFull, kBadRequest };
+  // A client's own cap per GPU (a vGPU instance's memory), checked besides its tenant's.
+  void SetClientCap(ClientId id, std::optional<uint64_t> cap_per_gpu);
+
+  enum class Grant { kGranted, kTenantCap, kClientCap, kDeviceFull, kBadRequest };
   Grant Take(ClientId id, int gpu, uint64_t bytes);
   // Gives back up to `bytes` of what the client holds on `gpu`; returns what it gave.
   uint64_t Give(ClientId id, int gpu, uint64_t bytes);
@@ -48,6 +51,7 @@ class NodeLedger {
   struct Client {
     std::string tenant;
     std::vector<uint64_t> held;
+    std::optional<uint64_t> cap;
   };
   struct Tenant {
     std::optional<uint64_t> cap;
