@@ -5,6 +5,8 @@
 // clients with ceilings 0.66 and 0.33 get those, the GPU otherwise idle.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -108,6 +110,44 @@ TEST(Profiles, TheInstancesMemoryIsTheProcessCap) {
   ASSERT_NE(me, nullptr);
   EXPECT_EQ((*me)["devices"][0]["memory_cap"].get<uint64_t>(), 8 * kGiB);
   EXPECT_DOUBLE_EQ((*me)["weight"].get<double>(), 0.25);
+}
+
+// `gpushare-smi ARGS...` against the broker: its output and exit status.
+std::pair<std::string, int> Smi(Broker& broker, std::vector<std::string> args) {
+  args.insert(args.begin(), {GPUSHARE_SMI, "--socket", broker.socket()});
+  Child smi(args, {});
+  std::string out = smi.ReadAll();
+  const int status = smi.Wait();
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+TEST(Profiles, GpushareSmiVgpuShowsEachGpusInstancesTheirHoldersAndTheNodesPool) {
+  Broker broker(kTwoGpus32GiB, std::string("[node]\nreserved_instances = 1\n") + kQ8g);
+  std::vector<std::unique_ptr<Child>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(broker.Client({{"GPUSHARE_TENANT", "t" + std::to_string(i)}, {"GPUSHARE_PROFILE", "q8g"}}));
+    ASSERT_EQ(Ask(*clients.back(), "init"), "devices=1 init=CUDA_SUCCESS");
+  }
+  auto [text, status] = Smi(broker, {"vgpu"});
+  EXPECT_EQ(status, 0) << text;
+  EXPECT_NE(text.find("Node pool: 2 GPUs -> 8 x q8g, 3 allocated, 2 reserved, 3 available"), std::string::npos) << text;
+  EXPECT_NE(text.find("Profile q8g (8.00 GiB, compute 0.25)  VGPUs: "), std::string::npos) << text;
+  EXPECT_NE(text.find("(1 reserved for system)"), std::string::npos) << text;
+  for (const auto& c : clients)
+    EXPECT_NE(text.find("pid " + std::to_string(c->pid()) + "  tenant t"), std::string::npos);
+
+  auto [one, one_status] = Smi(broker, {"vgpu", "-i", "1", "--json"});
+  ASSERT_EQ(one_status, 0) << one;
+  const json v = json::parse(one);
+  ASSERT_EQ(v["gpus"].size(), 1u);
+  EXPECT_EQ(v["gpus"][0]["index"], 1);
+  EXPECT_EQ(v["gpus"][0]["profiles"][0]["name"], "q8g");
+  EXPECT_EQ(v["gpus"][0]["profiles"][0]["total"], 4);
+  EXPECT_EQ(v["gpus"][0]["profiles"][0]["reserved"], 1);
+  EXPECT_EQ(v["gpus"][0]["profiles"][0]["holders"].size(), v["gpus"][0]["profiles"][0]["allocated"].get<size_t>());
+  EXPECT_EQ(v["pool"][0]["allocated"], 3);
+  EXPECT_EQ(Smi(broker, {"vgpu", "-i", "7"}).second, 1);
+  EXPECT_EQ(Smi(broker, {"vgpu", "-i"}).second, 2);
 }
 
 // Ceilings. Kernels of 500 us; the rate of a client is what it completes over a window
