@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -30,6 +31,7 @@ const char kUsage[] =
     "usage: gpushare-smi [--socket PATH] [--json]\n"
     "       gpushare-smi [--socket PATH] --explain PID\n"
     "       gpushare-smi [--socket PATH] set-weight (--pid PID | --tenant TENANT) WEIGHT\n"
+    "       gpushare-smi [--socket PATH] vgpu [-i GPU] [--json]\n"
     "Shows the GPUs and the clients of the gpushare broker on this node, or changes a\n"
     "client's (or every client of a tenant's) scheduling weight until the broker's config\n"
     "is reloaded (root or the broker's own user only).\n"
@@ -37,6 +39,9 @@ const char kUsage[] =
     "                 $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock)\n"
     "  --json         print the broker's status as JSON\n"
     "  --explain PID  why the client PID landed on its GPUs (the placement's reasoning)\n"
+    "  vgpu           the vGPU inventory: per GPU, each profile's instances allocated /\n"
+    "                 total (reserved) and who holds them, and the node's pool; -i GPU: that\n"
+    "                 GPU only; --json: the broker's \"vgpu\" object (docs/configuration.md)\n"
     "  -h, --help     this text\n";
 
 // Readers that take whatever a newer or older broker sends: a missing key or one of
@@ -115,13 +120,21 @@ void PrintHuman(const json& status, const std::string& socket_path) {
   // The share is per GPU (a client's weight over the weights of all clients on that
   // GPU), so it goes on each device line; gpu_share stands in when a device lacks it.
   std::vector<std::vector<std::string>> rows = {
-      {"PID", "TENANT", "JOB", "RANK", "WEIGHT", "CLASS", "GPU V->P", "SHARE", "MEMORY USED / CAP", "CUS"}};
+      {"PID", "TENANT", "JOB", "RANK", "WEIGHT", "CLASS", "PROFILE", "GPU V->P", "SHARE", "MEMORY USED / CAP", "CUS"}};
   for (const json& c : clients) {
     if (!c.is_object()) continue;
     const double rank = Num(c, "rank", -1), gpu_share = Num(c, "gpu_share", 0);
-    const std::vector<std::string> client = {
-        Printf("%.0f", Num(c, "pid", 0)),      OrDash(Str(c, "tenant")),          OrDash(Str(c, "job")),
-        rank < 0 ? "-" : Printf("%.0f", rank), Printf("%g", Num(c, "weight", 1)), OrDash(Str(c, "class"))};
+    // Its vGPU instance's profile, with its ceiling when it has one.
+    std::string profile = c.contains("instance") && c["instance"].is_object() ? Str(c["instance"], "profile") : "";
+    if (c.contains("max_compute") && c["max_compute"].is_number())
+      profile += (profile.empty() ? "" : " ") + Printf("(max %.2f)", Num(c, "max_compute", 1));
+    const std::vector<std::string> client = {Printf("%.0f", Num(c, "pid", 0)),
+                                             OrDash(Str(c, "tenant")),
+                                             OrDash(Str(c, "job")),
+                                             rank < 0 ? "-" : Printf("%.0f", rank),
+                                             Printf("%g", Num(c, "weight", 1)),
+                                             OrDash(Str(c, "class")),
+                                             OrDash(profile)};
     // One line per virtual GPU; the client's own columns only on the first.
     bool first = true;
     for (const json& d : Array(c, "devices")) {
@@ -191,6 +204,78 @@ int Explain(const json& status, long pid) {
   }
   std::fprintf(stderr, "gpushare-smi: no client with pid %ld is registered with the broker\n", pid);
   return 1;
+}
+
+// `vgpu [-i GPU]`: the inventory as nvidia-smi vgpu lays it out, per GPU and profile,
+// then the node's pool; `--json` prints the broker's "vgpu" object (GPU filtered).
+int PrintVgpu(const json& status, std::optional<int> only, bool as_json) {
+  auto it = status.find("vgpu");
+  if (it == status.end() || !it->is_object()) {
+    std::fprintf(stderr, "gpushare-smi: this broker reports no vGPU inventory (it predates profiles)\n");
+    return 1;
+  }
+  json vgpu = *it;
+  if (only) {
+    json kept = json::array();
+    for (const json& g : Array(vgpu, "gpus"))
+      if (g.is_object() && static_cast<int>(Num(g, "index", -1)) == *only) kept.push_back(g);
+    if (kept.empty()) {
+      std::fprintf(stderr, "gpushare-smi: vgpu: no GPU %d on this node\n", *only);
+      return 1;
+    }
+    vgpu["gpus"] = kept;
+  }
+  if (as_json) {
+    std::printf("%s\n", vgpu.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+    return 0;
+  }
+  const json& profiles = Array(vgpu, "profiles");
+  if (profiles.empty()) {
+    std::printf("No vGPU profiles in the broker's config.\n");
+    return 0;
+  }
+  std::map<std::string, const json*> by_name;
+  for (const json& p : profiles)
+    if (p.is_object()) by_name[Str(p, "name")] = &p;
+  const json& gpus = Array(status, "gpus");
+  for (const json& g : Array(vgpu, "gpus")) {
+    if (!g.is_object()) continue;
+    const int index = static_cast<int>(Num(g, "index", -1));
+    std::string name;
+    uint64_t total_bytes = 0;
+    for (const json& info : gpus)
+      if (info.is_object() && static_cast<int>(Num(info, "index", -2)) == index) {
+        name = Str(info, "name");
+        total_bytes = Bytes(info, "memory_total");
+      }
+    std::printf("GPU %d: %s (%s)\n", index, OrDash(name).c_str(), gpushare::FormatBytes(total_bytes).c_str());
+    for (const json& row : Array(g, "profiles")) {
+      if (!row.is_object()) continue;
+      const std::string profile = Str(row, "name");
+      const json* p = by_name.count(profile) ? by_name[profile] : nullptr;
+      std::string shape;
+      if (p != nullptr) {
+        shape = gpushare::FormatBytes(Bytes(*p, "memory_bytes")) + ", compute " + Printf("%.2f", Num(*p, "compute", 0));
+        if (p->contains("max_compute") && (*p)["max_compute"].is_number())
+          shape += ", max " + Printf("%.2f", Num(*p, "max_compute", 1));
+      }
+      std::printf("    Profile %s (%s)  VGPUs: %.0f/%.0f allocated (%.0f reserved for system), %.0f available\n",
+                  profile.c_str(), shape.c_str(), Num(row, "allocated", 0), Num(row, "total", 0),
+                  Num(row, "reserved", 0), Num(row, "available", 0));
+      for (const json& h : Array(row, "holders"))
+        if (h.is_object())
+          std::printf("        pid %.0f  tenant %s\n", Num(h, "pid", 0), OrDash(Str(h, "tenant")).c_str());
+    }
+  }
+  std::printf("\n");
+  for (const json& line : Array(vgpu, "pool")) {
+    if (!line.is_object()) continue;
+    const double n = Num(line, "gpus", 0);
+    std::printf("Node pool: %.0f GPU%s -> %.0f x %s, %.0f allocated, %.0f reserved, %.0f available\n", n,
+                n == 1 ? "" : "s", Num(line, "total", 0), Str(line, "profile").c_str(), Num(line, "allocated", 0),
+                Num(line, "reserved", 0), Num(line, "available", 0));
+  }
+  return 0;
 }
 
 // One request, one reply, over a fresh connection; `reached` false: no broker there.
@@ -265,9 +350,22 @@ int main(int argc, char** argv) {
   bool as_json = false;
   std::optional<long> explain;
   std::optional<std::vector<std::string>> set_weight;
+  bool vgpu = false;
+  std::optional<int> vgpu_gpu;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (set_weight) {
+    if (vgpu && arg == "-i") {
+      char* end = nullptr;
+      const long g = i + 1 < argc ? std::strtol(argv[i + 1], &end, 10) : -1;
+      if (i + 1 >= argc || *argv[i + 1] == '\0' || *end != '\0' || g < 0 || g > 1023) {
+        std::fprintf(stderr, "gpushare-smi: vgpu -i needs a GPU index\n%s", kUsage);
+        return 2;
+      }
+      vgpu_gpu = static_cast<int>(g);
+      ++i;
+    } else if (!set_weight && !vgpu && arg == "vgpu") {
+      vgpu = true;
+    } else if (set_weight) {
       if (arg == "--socket" && i + 1 < argc)
         socket_path = argv[++i];
       else
@@ -322,6 +420,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (explain) return Explain(status, *explain);
+  if (vgpu) return PrintVgpu(status, vgpu_gpu, as_json);
   if (as_json)
     std::printf("%s\n", status.dump(2, ' ', false, json::error_handler_t::replace).c_str());
   else

@@ -25,6 +25,7 @@
 #include "broker/policy/config.h"
 #include "broker/policy/gpu_info.h"
 #include "broker/policy/ledger.h"
+#include "broker/policy/profiles.h"
 #include "broker/policy/scheduler.h"
 #include "broker/policy/topology.h"
 #include "common/protocol/protocol.h"
@@ -97,6 +98,13 @@ class BrokerCore : private MessageHandlers {
 
   void RestoreHoldings(ClientId conn, int32_t pid, const std::vector<int>& physical,
                        const uint64_t (&claimed)[protocol::kMaxDevices], std::string* warning);
+
+  // vGPU instances (profiles.h): the profile a client asks for or its tenant gives it,
+  // where one fits, and the ceiling its flows run under.
+  std::string ProfileOf(const std::string& tenant, const protocol::Hello& hello) const;
+  InstanceFit FitProfile(const std::string& name, const Profile& profile, const std::vector<int>& candidates) const;
+  std::optional<double> CeilingOf(const ClientRecord& c) const;
+
   void PublishTenant(const std::string& tenant);
   Grants GrantsOf(const ClientRecord& c) const;
   void Schedule(uint64_t now);  // Tick and carry out

@@ -13,6 +13,7 @@
 #include "broker/core/communicators.h"
 #include "broker/core/spatial_planner.h"
 #include "broker/core/weights.h"
+#include "broker/policy/config.h"
 #include "broker/policy/gpu_info.h"
 #include "broker/policy/ledger.h"
 #include "broker/policy/scheduler.h"
@@ -33,6 +34,7 @@ struct StatusSources {
   const Topology& topology;
   ChannelHost* channels;
   uint64_t now;
+  const BrokerConfig* config = nullptr;  // its profiles and reservation: the "vgpu" inventory
 };
 
 // The JSON text (the contract of docs/configuration.md and DESIGN.md: gpus[], clients[]).

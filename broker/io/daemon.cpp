@@ -222,6 +222,10 @@ class Daemon {
       Log(LogLevel::kError, "reload refused, the running config stays: %s", error.c_str());
       return;
     }
+    if (std::string unfit = ProfilesUnfit(*config, core_.ledger().capacities()); !unfit.empty()) {
+      Log(LogLevel::kError, "reload refused, the running config stays: %s", unfit.c_str());
+      return;
+    }
     core_.Reload(std::move(*config));
     Log(LogLevel::kInfo, "reloaded %s", options_.config_path.c_str());
   }
@@ -254,6 +258,12 @@ int RunDaemon(const DaemonOptions& options) {
   if (gpus.empty()) {
     Log(LogLevel::kError, "no GPU to share: %s", error.empty() ? "NVML reports none" : error.c_str());
     return 1;
+  }
+  std::vector<uint64_t> memory;
+  for (const GpuInfo& g : gpus) memory.push_back(g.memory_bytes);
+  if (std::string unfit = ProfilesUnfit(config, memory); !unfit.empty()) {
+    Log(LogLevel::kError, "%s", unfit.c_str());
+    return 2;
   }
   sigset_t signals;
   sigemptyset(&signals);

@@ -72,11 +72,11 @@ std::vector<T> IntList(const toml::node& n, const std::string& field, int64_t mi
 
 BrokerConfig Parse(const toml::table& root) {
   BrokerConfig c;
-  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier"});
+  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles"});
   if (const toml::node* node = root.get("node")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "node: expected a table");
-    CheckKeys(*t, "node", {"admission", "placement"});
+    CheckKeys(*t, "node", {"admission", "placement", "reserved_instances", "reserved_fraction"});
     if (const toml::node* a = t->get("admission")) {
       auto s = a->value<std::string>();
       if (s == "refuse")
@@ -139,7 +139,7 @@ BrokerConfig Parse(const toml::table& root) {
       const std::string field = "tenants." + std::string(name.str());
       const toml::table* t = tnode.as_table();
       if (t == nullptr) Fail(tnode, field + ": expected a table");
-      CheckKeys(*t, field, {"weight", "max_weight", "memory", "max_memory", "gpus", "uids"});
+      CheckKeys(*t, field, {"weight", "max_weight", "memory", "max_memory", "gpus", "uids", "profile", "max_compute"});
       TenantPolicy p;
       if (const toml::node* n = t->get("weight")) p.weight = PositiveNumber(*n, field + ".weight");
       if (const toml::node* n = t->get("max_weight")) p.max_weight = PositiveNumber(*n, field + ".max_weight");
@@ -151,6 +151,76 @@ BrokerConfig Parse(const toml::table& root) {
     }
   }
   return c;
+}
+
+// A fraction of one GPU: (0, 1].
+double GpuFraction(const toml::node& n, const std::string& field) {
+  std::optional<double> v = n.value<double>();
+  if (!v || !(*v > 0) || *v > 1) Fail(n, field + ": expected a fraction of a GPU in (0, 1]");
+  return *v;
+}
+
+// [profiles.NAME], [node] reserved_instances / reserved_fraction, and the profile and
+// max_compute of [tenants.NAME] (the tenants' other keys are Parse's).
+void ParseProfiles(const toml::table& root, const std::string& source, BrokerConfig* c) {
+  if (const toml::node* node = root.get("profiles")) {
+    const toml::table* profiles = node->as_table();
+    if (profiles == nullptr) Fail(*node, "profiles: expected a table of profiles");
+    for (const auto& [name, pnode] : *profiles) {
+      const std::string field = "profiles." + std::string(name.str());
+      const toml::table* t = pnode.as_table();
+      if (t == nullptr) Fail(pnode, field + ": expected a table");
+      CheckKeys(*t, field, {"memory", "compute", "max_compute"});
+      Profile p;
+      p.where = source + ":" + std::to_string(pnode.source().begin.line);
+      const toml::node* memory = t->get("memory");
+      const toml::node* compute = t->get("compute");
+      if (memory == nullptr || compute == nullptr) Fail(pnode, field + ": expected a memory and a compute fraction");
+      p.memory_bytes = Bytes(*memory, field + ".memory");
+      if (p.memory_bytes == 0) Fail(*memory, field + ".memory: expected more than 0 bytes");
+      p.compute = GpuFraction(*compute, field + ".compute");
+      if (const toml::node* n = t->get("max_compute")) {
+        p.max_compute = GpuFraction(*n, field + ".max_compute");
+        if (*p.max_compute < p.compute)
+          Fail(*n, field + ".max_compute: below its compute (" + std::to_string(p.compute) +
+                       "): a ceiling under the guaranteed share");
+      }
+      c->profiles[std::string(name.str())] = p;
+    }
+  }
+  if (const toml::node* node = root.get("node"); node != nullptr && node->as_table() != nullptr) {
+    const toml::table& t = *node->as_table();
+    const toml::node* instances = t.get("reserved_instances");
+    const toml::node* fraction = t.get("reserved_fraction");
+    if (instances != nullptr && fraction != nullptr)
+      Fail(*fraction, "node.reserved_fraction: give reserved_instances or reserved_fraction, not both");
+    if (instances != nullptr) {
+      auto v = instances->value<int64_t>();
+      if (!instances->is_integer() || !v || *v < 0 || *v > 1024)
+        Fail(*instances, "node.reserved_instances: expected an integer from 0 to 1024");
+      c->reserved.instances = static_cast<int>(*v);
+    }
+    if (fraction != nullptr) {
+      auto v = fraction->value<double>();
+      if (!v || !(*v >= 0) || !(*v < 1)) Fail(*fraction, "node.reserved_fraction: expected a fraction in [0, 1)");
+      c->reserved.fraction = *v;
+    }
+  }
+  if (const toml::node* node = root.get("tenants"); node != nullptr && node->as_table() != nullptr) {
+    for (const auto& [name, tnode] : *node->as_table()) {
+      const std::string field = "tenants." + std::string(name.str());
+      const toml::table* t = tnode.as_table();
+      if (t == nullptr) continue;  // Parse has refused it
+      TenantPolicy& p = c->tenants[std::string(name.str())];
+      if (const toml::node* n = t->get("profile")) {
+        std::optional<std::string> s = n->value<std::string>();
+        if (!s || s->empty()) Fail(*n, field + ".profile: expected the name of a [profiles.NAME] table");
+        if (c->profiles.count(*s) == 0) Fail(*n, field + ".profile: no profile \"" + *s + "\" in [profiles]");
+        p.profile = *s;
+      }
+      if (const toml::node* n = t->get("max_compute")) p.max_compute = GpuFraction(*n, field + ".max_compute");
+    }
+  }
 }
 
 // What a kernel name may be declared as (idle is not a property of a kernel).
@@ -248,6 +318,7 @@ std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std
   try {
     toml::table root = toml::parse(text, source);
     BrokerConfig config = Parse(root);
+    ParseProfiles(root, source, &config);
     ParseClassifier(root, source, &config.classifier);
     return config;
   } catch (const toml::parse_error& e) {
@@ -311,6 +382,23 @@ std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::strin
     return std::nullopt;
   }
   return ParseBrokerConfig(*text, path, error);
+}
+
+std::string ProfilesUnfit(const BrokerConfig& config, const std::vector<uint64_t>& gpu_memory_bytes) {
+  if (gpu_memory_bytes.empty()) return "";
+  std::vector<InstanceGpu> gpus;
+  std::vector<int> all;
+  for (uint64_t m : gpu_memory_bytes) {
+    all.push_back(static_cast<int>(gpus.size()));
+    gpus.push_back(InstanceGpu{m, 0});
+  }
+  for (const auto& [name, p] : config.profiles) {
+    const InstanceFit fit = FitInstance(name, p, gpus, {}, config.reserved, all);
+    if (fit.gpus.empty())
+      return p.where + ": profiles." + name + ": not one instance fits an empty GPU of this node beside what [node] " +
+             "reserves (" + fit.refusal + ")";
+  }
+  return "";
 }
 
 TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant, uint32_t uid, double asked_weight,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "classifier.h"
+#include "profiles.h"
 #include "spatial.h"
 
 namespace gpushare::broker {
@@ -23,6 +24,9 @@ struct TenantPolicy {
   std::optional<uint64_t> max_memory;         // bound on the cap the client asks
   std::optional<std::vector<int>> gpus;       // allowed physical GPUs
   std::optional<std::vector<uint32_t>> uids;  // who may use this tenant
+  // Initialized, so that positional initializers written before these keys stay valid.
+  std::optional<std::string> profile = std::nullopt;  // its clients' vGPU profile unless they ask one
+  std::optional<double> max_compute = std::nullopt;   // ceiling on each client's GPU time, (0, 1]
 };
 
 struct BrokerConfig {
@@ -42,6 +46,9 @@ struct BrokerConfig {
   SpatialMode spatial = SpatialMode::kOff;
   uint32_t memory_cu_percent = 25;
   std::map<std::string, TenantPolicy> tenants;
+  // [profiles.NAME] (profiles.h) and what [node] holds back from instances on each GPU.
+  std::map<std::string, Profile> profiles;
+  Reservation reserved;
   // [classifier]: kernel-name rules (the config's, then the defaults) and a profile.
   ClassifierConfig classifier;
 };
@@ -65,6 +72,11 @@ std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::strin
 // skipped. On error returns nullopt and sets `error` to "SOURCE:LINE: what".
 std::optional<std::map<std::string, WorkClass>> ParseClassifierProfile(const std::string& text,
                                                                        const std::string& source, std::string* error);
+
+// "" if every profile fits an empty GPU of the node beside its reservation, else
+// "FILE:LINE: why" for the first that does not (checked when the broker starts and on
+// reload, once the GPUs are known).
+std::string ProfilesUnfit(const BrokerConfig& config, const std::vector<uint64_t>& gpu_memory_bytes);
 
 // What a client gets as a member of its tenant, from the policy and what it asked.
 struct TenantTerms {
