@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "billing.h"
 #include "classifier.h"
 #include "spatial.h"
 
@@ -23,6 +24,14 @@ struct TenantPolicy {
   std::optional<uint64_t> max_memory;         // bound on the cap the client asks
   std::optional<std::vector<int>> gpus;       // allowed physical GPUs
   std::optional<std::vector<uint32_t>> uids;  // who may use this tenant
+};
+
+// [metering] (meter.h, broker/io/meter_store.h).
+struct MeteringConfig {
+  bool enabled = true;
+  std::string database;                      // "" : metering.db in the broker's state directory
+  uint64_t interval_ns = 10'000'000'000ull;  // rows are written at least this often
+  uint32_t retention_days = 400;             // day rows older than this are deleted (0: kept forever)
 };
 
 struct BrokerConfig {
@@ -44,6 +53,8 @@ struct BrokerConfig {
   std::map<std::string, TenantPolicy> tenants;
   // [classifier]: kernel-name rules (the config's, then the defaults) and a profile.
   ClassifierConfig classifier;
+  MeteringConfig metering;
+  BillingConfig billing;
 };
 
 // Parses TOML text. On error returns nullopt and sets `error` to "SOURCE:LINE: what".
