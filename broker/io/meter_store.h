@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/core/metering.h"
 #include "broker/policy/billing.h"
 #include "broker/policy/meter.h"
 
@@ -23,26 +24,26 @@ namespace gpushare::broker {
 // $XDG_STATE_HOME/gpushare or ~/.local/state/gpushare.
 std::string DefaultMeterDatabase();
 
-class MeterStore {
+class MeterStore : public MeterSink {
  public:
   static constexpr int kSchemaVersion = 1;
 
   // Opens (creating it and its directory if need be, mode 0600) and migrates the
   // database; checks it is sound. nullptr with "PATH: why" in `error` otherwise.
   static std::unique_ptr<MeterStore> Open(const std::string& path, std::string* error);
-  ~MeterStore();
+  ~MeterStore() override;
   MeterStore(const MeterStore&) = delete;
   MeterStore& operator=(const MeterStore&) = delete;
 
   const std::string& path() const { return path_; }
   // One transaction: every row, or none.
-  bool Write(const MeterFlush& flush, std::string* error);
+  bool Write(const MeterFlush& flush, std::string* error) override;
   // Sessions left open (their broker stopped while they lived), with their last day's row.
   std::optional<std::vector<MeterSnapshot>> OpenSessions(std::string* error);
   // Day rows of days [since_day, until_day), of one tenant or all, with their sessions;
   // by session, then day.
   std::optional<std::vector<UsageRow>> Read(int64_t since_day, int64_t until_day, const std::string& tenant,
-                                            std::string* error);
+                                            std::string* error) override;
   // Deletes day rows before `before_day`, and ended sessions left without any.
   bool Prune(int64_t before_day, std::string* error);
 

@@ -151,4 +151,20 @@ MeterFlush Meter::Take(uint64_t now) {
   return f;
 }
 
+MeterFlush Meter::TakeEnded() {
+  MeterFlush f;
+  for (MeterSession& s : closed_orphans_) f.sessions.push_back(std::move(s));
+  closed_orphans_.clear();
+  for (auto it = live_.begin(); it != live_.end();) {
+    if (!it->second.ended) {
+      ++it;
+      continue;
+    }
+    f.sessions.push_back(it->second.session);
+    for (const auto& [day, d] : it->second.days) f.days.push_back(d);
+    it = live_.erase(it);
+  }
+  return f;
+}
+
 }  // namespace gpushare::broker

@@ -104,6 +104,9 @@ class Meter {
   // Every live session integrated up to `now`, with what changed since the last Take;
   // ended sessions are forgotten once taken.
   MeterFlush Take(uint64_t now);
+  // Only the sessions ended (and orphans closed) since the last take: what a hang-up
+  // writes at once, without the cost of every live session.
+  MeterFlush TakeEnded();
 
   bool Has(ClientId client) const { return live_.count(client) > 0; }
   std::optional<uint64_t> SessionOf(ClientId client) const;
