@@ -48,6 +48,7 @@ BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHo
       placement_(gpus_, &config_, &clients_, &ledger_, &scheduler_, &work_, &clock_),
       comms_(&placement_.topology()),
       spatial_(&config_, &gpus_, &clients_, &work_, &scheduler_, channels_),
+      metering_(&config_, &clients_, &ledger_, &scheduler_, &work_, &clock_),
       sessions_(this) {}
 
 // The profile a registering client gets: the one it asks for, else its tenant's.
@@ -212,6 +213,8 @@ proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, c
   proto::SetString(w.channel, c.channel);
   w.scheduled = c.scheduled ? 1 : 0;
   PublishTenant(tenant);
+  metering_.Joined(conn, hello.reattach != 0);
+  Reterm();
   return w;
 }
 
@@ -254,7 +257,10 @@ proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const
       break;
     case NodeLedger::Grant::kBadRequest: proto::SetString(r.reason, "bad request"); break;
   }
-  if (r.granted) PublishTenant(c.tenant);
+  if (r.granted) {
+    PublishTenant(c.tenant);
+    metering_.Held(conn);
+  }
   return r;
 }
 
@@ -284,7 +290,10 @@ void BrokerCore::RestoreHoldings(ClientId conn, int32_t pid, const std::vector<i
 void BrokerCore::OnGive(ClientId conn, const PeerCredentials&, const proto::Give& give) {
   const ClientRecord& c = clients_.at(conn);
   if (give.device >= c.physical.size()) return;
-  if (ledger_.Give(conn, c.physical[give.device], give.bytes) > 0) PublishTenant(c.tenant);
+  if (ledger_.Give(conn, c.physical[give.device], give.bytes) > 0) {
+    PublishTenant(c.tenant);
+    metering_.Held(conn);
+  }
 }
 
 uint64_t BrokerCore::Close(ClientId conn) {
@@ -293,6 +302,7 @@ uint64_t BrokerCore::Close(ClientId conn) {
   if (c == nullptr) return 0;
   const std::string tenant = c->tenant;
   const std::string job = c->job;
+  metering_.Left(conn);  // while its GPU time and launches can still be read
   clients_.Remove(conn);
   // Its places in communicators; a job's plan once its last rank is gone.
   comms_.RemoveClient(conn);
@@ -303,6 +313,7 @@ uint64_t BrokerCore::Close(ClientId conn) {
   if (channels_ != nullptr) channels_->Destroy(conn);
   PublishTenant(tenant);
   Schedule(clock_());
+  Reterm();
   return freed;
 }
 
@@ -331,6 +342,11 @@ void BrokerCore::Reload(BrokerConfig config) {
   }
   for (const auto& [tenant, _] : touched) PublishTenant(tenant);
   for (const auto& [id, c] : clients_) weights_.Update(id);
+  Reterm();
+}
+
+void BrokerCore::Reterm() {
+  metering_.Reterm([&](const ClientRecord& c) { return weights_.Base(c); });
 }
 
 void BrokerCore::OnSched(ClientId conn, const PeerCredentials&, const proto::Sched& s) {
