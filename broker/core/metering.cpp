@@ -38,6 +38,11 @@ json Error(const std::string& why) { return json{{"error", why}}; }
 
 SessionTerms SessionTermsOf(const ClientRecord& c, double weight, const std::map<int, double>& weight_on_gpu) {
   SessionTerms t;
+  if (c.instance) {  // a vGPU instance is billed by its profile's compute fraction of its one GPU
+    t.profile = c.instance->profile;
+    t.fraction = c.instance->compute;
+    return t;
+  }
   for (int g : c.physical) {
     auto sum = weight_on_gpu.find(g);
     if (sum != weight_on_gpu.end() && sum->second > 0) t.fraction += std::min(1.0, weight / sum->second);
@@ -75,6 +80,7 @@ void Metering::Joined(ClientId id, bool reattach) {
     s.uid = c.peer.uid;
     s.tenant = c.tenant;
     s.job = c.job;
+    s.profile = SessionTermsOf(c, 0, {}).profile;
     s.gpus = GpuList(c.physical);
     meter_.Begin(id, std::move(s), now);
   }

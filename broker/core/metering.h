@@ -31,8 +31,8 @@ struct SessionTerms {
 // or one set at run time; not its class weight) over the sum of those weights of the
 // clients on that GPU, re-evaluated whenever a client joins or leaves or a weight
 // changes: the share WFQ guarantees it while all of them are busy. `weight_on_gpu` is
-// that sum per physical GPU (WeightOnGpus). With profiles (issue 16) this returns the
-// instance's profile and compute fraction.
+// that sum per physical GPU (WeightOnGpus). A client with a vGPU instance (profiles.h)
+// is billed by its instance: the profile's name and compute fraction, whoever else runs.
 SessionTerms SessionTermsOf(const ClientRecord& c, double weight, const std::map<int, double>& weight_on_gpu);
 
 // Who may read a tenant's usage and bill: root and the broker's admin uid all of them; a

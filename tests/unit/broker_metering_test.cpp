@@ -200,6 +200,15 @@ TEST(SessionTerms, WithoutAProfileTheFractionIsTheWeightOverTheWeightsOnEachGpu)
   EXPECT_DOUBLE_EQ(t.fraction, 2.0 / 3 + 1.0);
 }
 
+TEST(SessionTerms, AnInstanceIsBilledByItsProfilesComputeFractionWhoeverElseRuns) {
+  ClientRecord c;
+  c.physical = {1};
+  c.instance = Instance{"q8g", 1, 0.25, 0.5, 8ull << 30, 0};
+  const SessionTerms t = SessionTermsOf(c, 0.25, {{1, 0.5}});
+  EXPECT_EQ(t.profile, "q8g");
+  EXPECT_DOUBLE_EQ(t.fraction, 0.25);
+}
+
 TEST(MaySeeUsage, RootAndTheAdminSeeAllATenantsListedUidsTheirTenant) {
   BrokerConfig c = Config();
   EXPECT_TRUE(MaySeeUsage(c, 0, kAdmin, "a"));
