@@ -80,6 +80,7 @@ std::optional<BrokerLink::Terms> BrokerLink::Hello(bool reattach, const std::vec
   proto::Hello h{};
   proto::SetString(h.tenant, options_.tenant);
   proto::SetString(h.job, options_.job);
+  proto::SetString(h.profile, options_.profile);
   h.rank = options_.rank;
   h.job_size = static_cast<uint32_t>(std::min(options_.job_size, proto::kMaxDevices));
   h.weight = options_.weight;
@@ -92,8 +93,7 @@ std::optional<BrokerLink::Terms> BrokerLink::Hello(bool reattach, const std::vec
   }
   inbox_.clear();
   std::optional<proto::Message> m;
-  if (proto::SendAll(fd_, proto::Encode(proto::Type::kHello, h)))
-    m = proto::Receive(fd_, &inbox_, kReplyTimeoutMs, &error);
+  if (proto::SendAll(fd_, proto::EncodeHello(h))) m = proto::Receive(fd_, &inbox_, kReplyTimeoutMs, &error);
   if (!m || m->type != proto::Type::kWelcome) {
     Log(LogLevel::kWarn, "broker at %s did not welcome this process: %s", options_.socket_path.c_str(),
         error.empty() ? "unexpected reply" : error.c_str());

@@ -121,6 +121,18 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
   o.socket_path = ResolveSocketPath(get("GPUSHARE_SOCKET"), get("XDG_RUNTIME_DIR"));
 
   o.tenant = get("GPUSHARE_TENANT").value_or("");
+  if (auto v = get("GPUSHARE_PROFILE"); v && !Trim(*v).empty()) {
+    // A profile name the broker's Hello can carry whole (31 bytes): a cut name would ask
+    // for another profile, so a longer one asks for an instance no broker has.
+    if (Trim(*v).size() <= 31)
+      o.profile = Trim(*v);
+    else {
+      error("GPUSHARE_PROFILE", *v,
+            "longer than 31 bytes; asking for no profile would lift its caps, so the broker "
+            "will refuse this process");
+      o.profile = "(invalid)";
+    }
+  }
   if (auto v = get("GPUSHARE_WEIGHT"); v && !v->empty()) {
     auto w = ParsePositive(*v);
     if (w && *w >= protocol::kMinWeight && *w <= protocol::kMaxWeight) {

@@ -36,6 +36,7 @@ struct ClientOptions {
   std::map<std::string, std::string> runtime_visible_devices;
   std::string socket_path;
   std::string tenant;
+  std::string profile;  // vGPU profile asked of the broker (GPUSHARE_PROFILE); "": none
   double weight = 1.0;
   std::string job;
   int rank = -1;

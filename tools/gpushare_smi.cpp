@@ -1,6 +1,7 @@
 // gpushare-smi: the node as the broker sees it (GPUs, clients, their shares and caps),
-// as a table for people or as JSON for scripts. It asks the broker once over its
-// socket (protocol::Type::kStatus) and prints the reply; it keeps no state.
+// as a table for people or as JSON for scripts; and what was used and what it costs
+// (`usage`, `bill`: the broker's meter, docs/metering.md). It asks the broker once over
+// its socket (protocol::Type::kStatus, kUsage) and prints the reply; it keeps no state.
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -30,13 +32,23 @@ const char kUsage[] =
     "usage: gpushare-smi [--socket PATH] [--json]\n"
     "       gpushare-smi [--socket PATH] --explain PID\n"
     "       gpushare-smi [--socket PATH] set-weight (--pid PID | --tenant TENANT) WEIGHT\n"
+    "       gpushare-smi [--socket PATH] vgpu [-i GPU] [--json]\n"
+    "       gpushare-smi [--socket PATH] usage [--tenant T] [--since DATE] [--until DATE]\n"
+    "                                          [--by session|tenant|day] [--json|--csv]\n"
+    "       gpushare-smi [--socket PATH] bill --period YYYY-MM [--tenant T] [--json|--csv]\n"
     "Shows the GPUs and the clients of the gpushare broker on this node, or changes a\n"
     "client's (or every client of a tenant's) scheduling weight until the broker's config\n"
-    "is reloaded (root or the broker's own user only).\n"
+    "is reloaded (root or the broker's own user only); or what was used (usage, dates\n"
+    "YYYY-MM-DD in UTC, both days included) and its bill for a month, by the formula\n"
+    "rate x fraction x duration and by measured GPU time (root and the broker's user see\n"
+    "every tenant, a tenant's listed uids that tenant).\n"
     "  --socket PATH  the broker's socket (default: $GPUSHARE_SOCKET, else\n"
     "                 $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock)\n"
     "  --json         print the broker's status as JSON\n"
     "  --explain PID  why the client PID landed on its GPUs (the placement's reasoning)\n"
+    "  vgpu           the vGPU inventory: per GPU, each profile's instances allocated /\n"
+    "                 total (reserved) and who holds them, and the node's pool; -i GPU: that\n"
+    "                 GPU only; --json: the broker's \"vgpu\" object (docs/configuration.md)\n"
     "  -h, --help     this text\n";
 
 // Readers that take whatever a newer or older broker sends: a missing key or one of
@@ -118,13 +130,21 @@ void PrintHuman(const json& status, const std::string& socket_path) {
   // The share is per GPU (a client's weight over the weights of all clients on that
   // GPU), so it goes on each device line; gpu_share stands in when a device lacks it.
   std::vector<std::vector<std::string>> rows = {
-      {"PID", "TENANT", "JOB", "RANK", "WEIGHT", "CLASS", "GPU V->P", "SHARE", "MEMORY USED / CAP", "CUS"}};
+      {"PID", "TENANT", "JOB", "RANK", "WEIGHT", "CLASS", "PROFILE", "GPU V->P", "SHARE", "MEMORY USED / CAP", "CUS"}};
   for (const json& c : clients) {
     if (!c.is_object()) continue;
     const double rank = Num(c, "rank", -1), gpu_share = Num(c, "gpu_share", 0);
-    const std::vector<std::string> client = {
-        Printf("%.0f", Num(c, "pid", 0)),      OrDash(Str(c, "tenant")),          OrDash(Str(c, "job")),
-        rank < 0 ? "-" : Printf("%.0f", rank), Printf("%g", Num(c, "weight", 1)), OrDash(Str(c, "class"))};
+    // Its vGPU instance's profile, with its ceiling when it has one.
+    std::string profile = c.contains("instance") && c["instance"].is_object() ? Str(c["instance"], "profile") : "";
+    if (c.contains("max_compute") && c["max_compute"].is_number())
+      profile += (profile.empty() ? "" : " ") + Printf("(max %.2f)", Num(c, "max_compute", 1));
+    const std::vector<std::string> client = {Printf("%.0f", Num(c, "pid", 0)),
+                                             OrDash(Str(c, "tenant")),
+                                             OrDash(Str(c, "job")),
+                                             rank < 0 ? "-" : Printf("%.0f", rank),
+                                             Printf("%g", Num(c, "weight", 1)),
+                                             OrDash(Str(c, "class")),
+                                             OrDash(profile)};
     // One line per virtual GPU; the client's own columns only on the first.
     bool first = true;
     for (const json& d : Array(c, "devices")) {
@@ -196,6 +216,78 @@ int Explain(const json& status, long pid) {
   return 1;
 }
 
+// `vgpu [-i GPU]`: the inventory as nvidia-smi vgpu lays it out, per GPU and profile,
+// then the node's pool; `--json` prints the broker's "vgpu" object (GPU filtered).
+int PrintVgpu(const json& status, std::optional<int> only, bool as_json) {
+  auto it = status.find("vgpu");
+  if (it == status.end() || !it->is_object()) {
+    std::fprintf(stderr, "gpushare-smi: this broker reports no vGPU inventory (it predates profiles)\n");
+    return 1;
+  }
+  json vgpu = *it;
+  if (only) {
+    json kept = json::array();
+    for (const json& g : Array(vgpu, "gpus"))
+      if (g.is_object() && static_cast<int>(Num(g, "index", -1)) == *only) kept.push_back(g);
+    if (kept.empty()) {
+      std::fprintf(stderr, "gpushare-smi: vgpu: no GPU %d on this node\n", *only);
+      return 1;
+    }
+    vgpu["gpus"] = kept;
+  }
+  if (as_json) {
+    std::printf("%s\n", vgpu.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+    return 0;
+  }
+  const json& profiles = Array(vgpu, "profiles");
+  if (profiles.empty()) {
+    std::printf("No vGPU profiles in the broker's config.\n");
+    return 0;
+  }
+  std::map<std::string, const json*> by_name;
+  for (const json& p : profiles)
+    if (p.is_object()) by_name[Str(p, "name")] = &p;
+  const json& gpus = Array(status, "gpus");
+  for (const json& g : Array(vgpu, "gpus")) {
+    if (!g.is_object()) continue;
+    const int index = static_cast<int>(Num(g, "index", -1));
+    std::string name;
+    uint64_t total_bytes = 0;
+    for (const json& info : gpus)
+      if (info.is_object() && static_cast<int>(Num(info, "index", -2)) == index) {
+        name = Str(info, "name");
+        total_bytes = Bytes(info, "memory_total");
+      }
+    std::printf("GPU %d: %s (%s)\n", index, OrDash(name).c_str(), gpushare::FormatBytes(total_bytes).c_str());
+    for (const json& row : Array(g, "profiles")) {
+      if (!row.is_object()) continue;
+      const std::string profile = Str(row, "name");
+      const json* p = by_name.count(profile) ? by_name[profile] : nullptr;
+      std::string shape;
+      if (p != nullptr) {
+        shape = gpushare::FormatBytes(Bytes(*p, "memory_bytes")) + ", compute " + Printf("%.2f", Num(*p, "compute", 0));
+        if (p->contains("max_compute") && (*p)["max_compute"].is_number())
+          shape += ", max " + Printf("%.2f", Num(*p, "max_compute", 1));
+      }
+      std::printf("    Profile %s (%s)  VGPUs: %.0f/%.0f allocated (%.0f reserved for system), %.0f available\n",
+                  profile.c_str(), shape.c_str(), Num(row, "allocated", 0), Num(row, "total", 0),
+                  Num(row, "reserved", 0), Num(row, "available", 0));
+      for (const json& h : Array(row, "holders"))
+        if (h.is_object())
+          std::printf("        pid %.0f  tenant %s\n", Num(h, "pid", 0), OrDash(Str(h, "tenant")).c_str());
+    }
+  }
+  std::printf("\n");
+  for (const json& line : Array(vgpu, "pool")) {
+    if (!line.is_object()) continue;
+    const double n = Num(line, "gpus", 0);
+    std::printf("Node pool: %.0f GPU%s -> %.0f x %s, %.0f allocated, %.0f reserved, %.0f available\n", n,
+                n == 1 ? "" : "s", Num(line, "total", 0), Str(line, "profile").c_str(), Num(line, "allocated", 0),
+                Num(line, "reserved", 0), Num(line, "available", 0));
+  }
+  return 0;
+}
+
 // One request, one reply, over a fresh connection; `reached` false: no broker there.
 std::optional<proto::Message> Ask(const std::string& socket_path, const std::vector<uint8_t>& request,
                                   std::string* error, bool* reached) {
@@ -261,22 +353,172 @@ int SetWeight(const std::vector<std::string>& args, const std::string& socket_pa
   return text.rfind("ok", 0) == 0 ? 0 : 1;
 }
 
+std::string Fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+std::string Count(const json& j, const char* key) { return std::to_string(Bytes(j, key)); }
+
+// A table for people, or CSV (a header line, then one line per row; cells with a comma
+// or a quote quoted).
+void PrintRows(const std::vector<std::vector<std::string>>& rows, bool csv) {
+  if (!csv) {
+    PrintTable(rows);
+    return;
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      std::string cell = row[c];
+      if (cell.find_first_of(",\"\n") != std::string::npos) {
+        std::string quoted = "\"";
+        for (char ch : cell) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+        cell = quoted + "\"";
+      }
+      line += (c == 0 ? "" : ",") + cell;
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+void PrintUsage(const json& r, bool csv) {
+  const std::string by = Str(r, "by", "session");
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> head;
+  if (by == "session") head = {"SESSION", "TENANT", "PID", "JOB", "PROFILE", "GPUS", "START", "END"};
+  if (by == "tenant") head = {"TENANT", "SESSIONS"};
+  if (by == "day") head = {"DAY", "TENANT", "SESSIONS"};
+  for (const char* h : {"DURATION_S", "FRACTION", "GPU_TIME_S", "MEMORY_GIB_H", "LAUNCHES", "COPIES", "COPIED_BYTES"})
+    head.push_back(h);
+  rows.push_back(head);
+  for (const json& l : Array(r, "lines")) {
+    if (!l.is_object()) continue;
+    std::vector<std::string> row;
+    if (by == "session")
+      row = {Str(l, "key"),         Str(l, "tenant"),          Count(l, "pid"),
+             OrDash(Str(l, "job")), OrDash(Str(l, "profile")), OrDash(Str(l, "gpus")),
+             Str(l, "start"),       Str(l, "end", "open")};
+    if (by == "tenant") row = {Str(l, "key"), Count(l, "sessions")};
+    if (by == "day") row = {Str(l, "key"), Str(l, "tenant"), Count(l, "sessions")};
+    for (const std::string& cell :
+         {Fixed(Num(l, "wall_s", 0), 3), Fixed(Num(l, "fraction", 0), 4), Fixed(Num(l, "gpu_s", 0), 3),
+          Fixed(Num(l, "memory_gib_h", 0), 6), Count(l, "launches"), Count(l, "copies"), Count(l, "copy_bytes")})
+      row.push_back(cell);
+    rows.push_back(row);
+  }
+  if (!csv)
+    std::printf("Usage %s to %s (UTC), by %s\n\n", Str(r, "since").c_str(), Str(r, "until").c_str(), by.c_str());
+  if (!csv && rows.size() == 1) {
+    std::printf("No usage.\n");
+    return;
+  }
+  PrintRows(rows, csv);
+}
+
+void PrintBill(const json& r, bool csv) {
+  const std::string currency = Str(r, "currency");
+  std::vector<std::vector<std::string>> rows = {{"TENANT", "PROFILE", "RATE", "SESSIONS", "DURATION_H", "FRACTION",
+                                                 "ALLOTTED_GPU_H", "BY_FORMULA", "GPU_TIME_H", "BY_GPU_TIME"}};
+  for (const json& l : Array(r, "lines")) {
+    if (!l.is_object()) continue;
+    rows.push_back({Str(l, "tenant"), OrDash(Str(l, "profile")), Str(l, "rate"), Count(l, "sessions"),
+                    Fixed(Num(l, "duration_h", 0), 4), Fixed(Num(l, "fraction", 0), 4),
+                    Fixed(Num(l, "allotted_gpu_h", 0), 4), Str(l, "formula"), Fixed(Num(l, "gpu_h", 0), 4),
+                    Str(l, "measured")});
+  }
+  const json total = r.contains("total") && r["total"].is_object() ? r["total"] : json::object();
+  rows.push_back({"TOTAL", "", "", "", "", "", "", Str(total, "formula", "0"), "", Str(total, "measured", "0")});
+  if (!csv)
+    std::printf(
+        "Bill for %s in %s: rate per GPU per %s; by formula = rate x fraction x duration,\n"
+        "by GPU time = rate x measured GPU time\n\n",
+        Str(r, "period").c_str(), currency.c_str(), Str(r, "per", "hour").c_str());
+  PrintRows(rows, csv);
+}
+
+// usage [...] / bill [...]: 0 printed, 1 refused or no broker, 2 usage error.
+int UsageOrBill(const std::string& what, const std::vector<std::string>& args, const std::string& socket_path) {
+  json request = {{"what", what}};
+  bool as_json = false, csv = false;
+  const std::vector<std::string> keys = what == "usage" ? std::vector<std::string>{"tenant", "since", "until", "by"}
+                                                        : std::vector<std::string>{"tenant", "period"};
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--json") {
+      as_json = true;
+    } else if (a == "--csv") {
+      csv = true;
+    } else if (a.rfind("--", 0) == 0 && std::find(keys.begin(), keys.end(), a.substr(2)) != keys.end() &&
+               i + 1 < args.size()) {
+      request[a.substr(2)] = args[++i];
+    } else {
+      std::fprintf(stderr, "gpushare-smi: %s: unexpected argument %s\n%s", what.c_str(), a.c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (what == "bill" && !request.contains("period")) {
+    std::fprintf(stderr, "gpushare-smi: bill needs --period YYYY-MM\n%s", kUsage);
+    return 2;
+  }
+  std::string error;
+  bool reached = false;
+  auto reply = Ask(socket_path, proto::EncodeText(proto::Type::kUsage, request.dump()), &error, &reached);
+  if (!reply || reply->type != proto::Type::kUsageReply) {
+    std::fprintf(stderr, "gpushare-smi: %s the broker at %s: %s\n", reached ? "no answer from" : "cannot reach",
+                 socket_path.c_str(), reply ? "unexpected reply" : error.c_str());
+    return 1;
+  }
+  const json r = json::parse(reply->payload.begin(), reply->payload.end(), nullptr, false);
+  if (r.is_discarded() || !r.is_object()) {
+    std::fprintf(stderr, "gpushare-smi: the broker at %s sent a reply that is not a JSON object\n",
+                 socket_path.c_str());
+    return 1;
+  }
+  if (r.contains("error")) {
+    std::fprintf(stderr, "gpushare-smi: %s: %s\n", what.c_str(), Str(r, "error").c_str());
+    return 1;
+  }
+  if (as_json)
+    std::printf("%s\n", r.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+  else if (what == "usage")
+    PrintUsage(r, csv);
+  else
+    PrintBill(r, csv);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string socket_path;
   bool as_json = false;
   std::optional<long> explain;
-  std::optional<std::vector<std::string>> set_weight;
+  std::optional<std::vector<std::string>> sub_args;
+  std::string command;  // set-weight, usage or bill, with sub_args its arguments
+  bool vgpu = false;
+  std::optional<int> vgpu_gpu;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (set_weight) {
+    if (vgpu && arg == "-i") {
+      char* end = nullptr;
+      const long g = i + 1 < argc ? std::strtol(argv[i + 1], &end, 10) : -1;
+      if (i + 1 >= argc || *argv[i + 1] == '\0' || *end != '\0' || g < 0 || g > 1023) {
+        std::fprintf(stderr, "gpushare-smi: vgpu -i needs a GPU index\n%s", kUsage);
+        return 2;
+      }
+      vgpu_gpu = static_cast<int>(g);
+      ++i;
+    } else if (!sub_args && !vgpu && arg == "vgpu") {
+      vgpu = true;
+    } else if (sub_args) {
       if (arg == "--socket" && i + 1 < argc)
         socket_path = argv[++i];
       else
-        set_weight->push_back(arg);
-    } else if (arg == "set-weight") {
-      set_weight.emplace();
+        sub_args->push_back(arg);
+    } else if (!vgpu && (arg == "set-weight" || arg == "usage" || arg == "bill")) {
+      command = arg;
+      sub_args.emplace();
     } else if (arg == "-h" || arg == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
@@ -304,7 +546,8 @@ int main(int argc, char** argv) {
     }
   }
   if (socket_path.empty()) socket_path = gpushare::DefaultSocketPath();
-  if (set_weight) return SetWeight(*set_weight, socket_path);
+  if (command == "set-weight") return SetWeight(*sub_args, socket_path);
+  if (!command.empty()) return UsageOrBill(command, *sub_args, socket_path);
 
   std::string error;
   bool reached = false;
@@ -325,6 +568,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (explain) return Explain(status, *explain);
+  if (vgpu) return PrintVgpu(status, vgpu_gpu, as_json);
   if (as_json)
     std::printf("%s\n", status.dump(2, ' ', false, json::error_handler_t::replace).c_str());
   else

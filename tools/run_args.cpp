@@ -88,6 +88,8 @@ const Option kOptions[] = {
     {"--tenant", "GPUSHARE_TENANT", [](const std::string& v) { return CheckName(v, 63); }},
     {"--memory", "GPUSHARE_MEMORY_LIMIT", CheckMemory},
     {"--weight", "GPUSHARE_WEIGHT", CheckWeight},
+    {"--profile", "GPUSHARE_PROFILE",
+     [](const std::string& v) { return v.empty() ? std::string("is empty") : CheckName(v, 31); }},
     {"--socket", "GPUSHARE_SOCKET", [](const std::string& v) { return v.empty() ? std::string("is empty") : ""; }},
     {"--job", "GPUSHARE_JOB", [](const std::string& v) { return CheckName(v, 127); }},
     {"--devices", "GPUSHARE_VISIBLE_DEVICES", CheckDevices},
@@ -158,6 +160,7 @@ std::string RunUsage() {
          "  --memory SIZE    GPUSHARE_MEMORY_LIMIT: cap per virtual GPU (4GiB, 512MiB, 1.5GB,\n"
          "                   bytes), or per GPU 0=4GiB,1=2GiB\n"
          "  --weight W       GPUSHARE_WEIGHT: share of GPU time, a number in (0, 1000]\n"
+         "  --profile NAME   GPUSHARE_PROFILE: a vGPU instance of the broker's profile NAME\n"
          "  --job J          GPUSHARE_JOB: distributed job name\n"
          "  --devices LIST   GPUSHARE_VISIBLE_DEVICES: physical GPUs that become virtual 0, 1, ...\n"
          "  --socket PATH    GPUSHARE_SOCKET: the broker's socket\n"

@@ -49,15 +49,75 @@ BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHo
       placement_(gpus_, &config_, &clients_, &ledger_, &scheduler_, &work_, &clock_),
       comms_(&placement_.topology()),
       spatial_(&config_, &gpus_, &clients_, &work_, &scheduler_, channels_),
+      metering_(&config_, &clients_, &ledger_, &scheduler_, &work_, &clock_),
       sessions_(this) {}
 
-proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, const proto::Hello& hello) {
-  const std::string tenant = hello.tenant[0] != '\0' ? hello.tenant : "default";
+// The profile a registering client gets: the one it asks for, else its tenant's.
+std::string BrokerCore::ProfileOf(const std::string& tenant, const proto::Hello& hello) const {
+  if (hello.profile[0] != '\0') return hello.profile;
+  auto policy = config_.tenants.find(tenant);
+  return policy != config_.tenants.end() && policy->second.profile ? *policy->second.profile : "";
+}
+
+std::optional<double> BrokerCore::CeilingOf(const ClientRecord& c) const {
+  std::optional<double> ceiling = c.instance ? c.instance->max_compute : std::nullopt;
+  if (auto policy = config_.tenants.find(c.tenant); policy != config_.tenants.end() && policy->second.max_compute)
+    ceiling = std::min(ceiling.value_or(1.0), *policy->second.max_compute);
+  return ceiling;
+}
+
+InstanceFit BrokerCore::FitProfile(const std::string& name, const Profile& profile,
+                                   const std::vector<int>& candidates) const {
+  std::vector<InstanceGpu> gpus;
+  for (int g = 0; g < ledger_.gpu_count(); ++g)
+    gpus.push_back(InstanceGpu{ledger_.capacity(g), clients_.PromisedOutsideInstances(g, ledger_)});
+  return FitInstance(name, profile, gpus, clients_.Instances(), config_.reserved, candidates);
+}
+
+proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, const proto::Hello& asked) {
+  const std::string tenant = asked.tenant[0] != '\0' ? asked.tenant : "default";
+  proto::Hello hello = asked;  // a profile client's request is narrowed to its instance
+  const std::string profile_name = ProfileOf(tenant, hello);
+  const Profile* profile = nullptr;
+  if (!profile_name.empty()) {
+    auto it = config_.profiles.find(profile_name);
+    if (it == config_.profiles.end()) {
+      std::string known;
+      for (const auto& [name, _] : config_.profiles) known += (known.empty() ? "" : ", ") + name;
+      return Refusal("no profile \"" + profile_name + "\" in the broker's config (" +
+                     (known.empty() ? std::string("it has none") : "it has " + known) + ")");
+    }
+    profile = &it->second;
+  }
   std::optional<uint64_t> asked_cap;
   for (uint32_t v = 0; v < proto::kMaxDevices; ++v)
     if (hello.cap_bytes[v] != 0) asked_cap = std::max(asked_cap.value_or(0), hello.cap_bytes[v]);
+  if (profile != nullptr) asked_cap.reset();  // the instance's memory is its cap
   TenantTerms terms = ResolveTenant(config_, tenant, peer.uid, hello.weight, asked_cap, peer.gid);
   if (!terms.refusal.empty()) return Refusal(terms.refusal);
+  // A rank of a job whose size is known sees the job's GPUs; its instance is on its own.
+  const bool sized_rank = hello.rank >= 0 && hello.job[0] != '\0' && hello.rank < static_cast<int>(hello.job_size);
+  if (profile != nullptr && !hello.reattach) {
+    // An instance is on one GPU: placement chooses among those where one is free.
+    std::vector<int> candidates;
+    if (hello.device_count > 0 && hello.visible[0] >= 0) {
+      candidates.push_back(hello.visible[0]);
+    } else if (terms.gpus) {
+      candidates = *terms.gpus;
+    } else {
+      for (int g = 0; g < ledger_.gpu_count(); ++g) candidates.push_back(g);
+    }
+    if (terms.gpus && std::find(terms.gpus->begin(), terms.gpus->end(), candidates.front()) == terms.gpus->end())
+      candidates.clear();
+    InstanceFit fit = FitProfile(profile_name, *profile, candidates);
+    if (fit.gpus.empty()) return Refusal(fit.refusal);
+    std::sort(fit.gpus.begin(), fit.gpus.end());
+    terms.gpus = fit.gpus;
+    if (!sized_rank) {
+      hello.device_count = 1;
+      for (int v = 1; v < proto::kMaxDevices; ++v) hello.visible[v] = -1;
+    }
+  }
 
   // A tenant's cap is its configured one, else what its first live client asked.
   const bool tenant_live = clients_.TenantLive(tenant);
@@ -99,19 +159,36 @@ proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, c
     physical = std::move(admitted.physical);
   }
 
+  std::optional<Instance> instance;
+  if (profile != nullptr && !physical.empty()) {
+    const size_t own = sized_rank && static_cast<size_t>(hello.rank) < physical.size() ? hello.rank : 0;
+    // Placement kept to the GPUs with room, but a job's plan is older than this rank.
+    if (!hello.reattach) {
+      InstanceFit fit = FitProfile(profile_name, *profile, {physical[own]});
+      if (fit.gpus.empty()) return Refusal(fit.refusal);
+    }
+    instance =
+        Instance{profile_name, physical[own], profile->compute, profile->max_compute, profile->memory_bytes, clock_()};
+    explanation.push_back("instance: profile \"" + profile_name + "\" on GPU " + std::to_string(physical[own]) + ": " +
+                          FormatBytes(profile->memory_bytes) + ", compute " + std::to_string(profile->compute));
+  }
+
   ledger_.AddClient(conn, tenant);
   ledger_.SetTenantCap(tenant, cap);
+  if (instance) ledger_.SetClientCap(conn, instance->memory_bytes);
   ClientRecord& c = clients_.Add(conn);
+  c.instance = instance;
   c.peer = peer;
   c.tenant = tenant;
   c.job = hello.job;
   c.rank = hello.rank;
   c.job_size = static_cast<int>(hello.job_size);
-  c.weight = terms.weight;
+  c.weight = instance ? instance->compute : terms.weight;  // an instance's share follows its compute
   c.physical = physical;
   c.assumed_class = assumed;
   c.placement = std::move(explanation);
   c.cap_bytes = cap;
+  c.max_compute = CeilingOf(c);
   if (hello.reattach) RestoreHoldings(conn, peer.pid, physical, hello.held_bytes, &warning);
   if (channels_ != nullptr) c.channel = channels_->Create(conn, peer);
   work_.Add(conn);
@@ -119,6 +196,7 @@ proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, c
   if (c.scheduled) {
     for (size_t v = 0; v < physical.size(); ++v) {
       scheduler_.AddFlow(conn, static_cast<int>(v), physical[v], weights_.Effective(conn));
+      scheduler_.SetCeiling(conn, static_cast<int>(v), c.max_compute, clock_());
       channels_->SetGate(conn, static_cast<int>(v), proto::kGateWait, 0);  // the first launch asks
     }
   }
@@ -131,11 +209,13 @@ proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, c
   w.device_count = static_cast<uint32_t>(physical.size());
   for (size_t v = 0; v < physical.size(); ++v) {
     w.physical[v] = physical[v];
-    w.cap_bytes[v] = cap.value_or(0);
+    w.cap_bytes[v] = ClientCap(c).value_or(0);
   }
   proto::SetString(w.channel, c.channel);
   w.scheduled = c.scheduled ? 1 : 0;
   PublishTenant(tenant);
+  metering_.Joined(conn, hello.reattach != 0);
+  Reterm();
   return w;
 }
 
@@ -149,12 +229,13 @@ proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const
   const int g = c.physical[take.device];
   if (take.force) {
     // Memory the driver already holds for the client (its context): recorded up to the
-    // tenant's cap and the device, never past them, whatever the client says.
+    // tenant's cap, its instance's memory and the device, never past them, whatever the client says.
     const uint64_t recorded = ledger_.Record(conn, g, take.bytes);
     r.granted = recorded == take.bytes ? 1 : 0;
     if (!r.granted)
       proto::SetString(r.reason, "recorded " + FormatBytes(recorded) + " of " + FormatBytes(take.bytes) +
-                                     " already held: the rest is past the tenant's cap or GPU " + std::to_string(g));
+                                     " already held: the rest is past the tenant's cap, the instance's memory or GPU " +
+                                     std::to_string(g));
     if (recorded > 0) PublishTenant(c.tenant);
     return r;
   }
@@ -165,13 +246,22 @@ proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const
                                      " of its " + FormatBytes(c.cap_bytes.value_or(0)) + " cap on GPU " +
                                      std::to_string(g) + " across its processes");
       break;
+    case NodeLedger::Grant::kClientCap:
+      proto::SetString(r.reason, "its \"" + (c.instance ? c.instance->profile : std::string()) + "\" instance holds " +
+                                     FormatBytes(ledger_.Held(conn, g)) + " of its " +
+                                     FormatBytes(c.instance ? c.instance->memory_bytes : 0) + " on GPU " +
+                                     std::to_string(g));
+      break;
     case NodeLedger::Grant::kDeviceFull:
       proto::SetString(r.reason, "GPU " + std::to_string(g) + " has " + FormatBytes(ledger_.GpuHeld(g)) + " of " +
                                      FormatBytes(ledger_.capacity(g)) + " held by its clients");
       break;
     case NodeLedger::Grant::kBadRequest: proto::SetString(r.reason, "bad request"); break;
   }
-  if (r.granted) PublishTenant(c.tenant);
+  if (r.granted) {
+    PublishTenant(c.tenant);
+    metering_.Held(conn);
+  }
   return r;
 }
 
@@ -201,7 +291,10 @@ void BrokerCore::RestoreHoldings(ClientId conn, int32_t pid, const std::vector<i
 void BrokerCore::OnGive(ClientId conn, const PeerCredentials&, const proto::Give& give) {
   const ClientRecord& c = clients_.at(conn);
   if (give.device >= c.physical.size()) return;
-  if (ledger_.Give(conn, c.physical[give.device], give.bytes) > 0) PublishTenant(c.tenant);
+  if (ledger_.Give(conn, c.physical[give.device], give.bytes) > 0) {
+    PublishTenant(c.tenant);
+    metering_.Held(conn);
+  }
 }
 
 uint64_t BrokerCore::Close(ClientId conn) {
@@ -210,6 +303,7 @@ uint64_t BrokerCore::Close(ClientId conn) {
   if (c == nullptr) return 0;
   const std::string tenant = c->tenant;
   const std::string job = c->job;
+  metering_.Left(conn);  // while its GPU time and launches can still be read
   clients_.Remove(conn);
   // Its places in communicators; a job's plan once its last rank is gone.
   comms_.RemoveClient(conn);
@@ -220,6 +314,7 @@ uint64_t BrokerCore::Close(ClientId conn) {
   if (channels_ != nullptr) channels_->Destroy(conn);
   PublishTenant(tenant);
   Schedule(clock_());
+  Reterm();
   return freed;
 }
 
@@ -234,7 +329,10 @@ void BrokerCore::Reload(BrokerConfig config) {
   for (auto& [id, c] : clients_) {
     TenantTerms terms = ResolveTenant(config_, c.tenant, c.peer.uid, c.weight, c.cap_bytes, c.peer.gid);
     if (!terms.refusal.empty()) continue;  // keeps running on its terms; new clients are refused
-    c.weight = terms.weight;
+    if (!c.instance) c.weight = terms.weight;  // an instance's weight is its compute fraction
+    c.max_compute = CeilingOf(c);
+    for (size_t v = 0; c.scheduled && v < c.physical.size(); ++v)
+      scheduler_.SetCeiling(id, static_cast<int>(v), c.max_compute, clock_());
     auto policy = config_.tenants.find(c.tenant);
     if (policy != config_.tenants.end() && (policy->second.memory || policy->second.max_memory)) {
       c.cap_bytes = terms.memory_cap;
@@ -245,6 +343,11 @@ void BrokerCore::Reload(BrokerConfig config) {
   }
   for (const auto& [tenant, _] : touched) PublishTenant(tenant);
   for (const auto& [id, c] : clients_) weights_.Update(id);
+  Reterm();
+}
+
+void BrokerCore::Reterm() {
+  metering_.Reterm([&](const ClientRecord& c) { return weights_.Base(c); });
 }
 
 void BrokerCore::OnSched(ClientId conn, const PeerCredentials&, const proto::Sched& s) {
@@ -292,7 +395,7 @@ Grants BrokerCore::GrantsOf(const ClientRecord& c) const {
   Grants g;
   g.weight = c.weight;
   for (int p : c.physical) {
-    g.cap_bytes.push_back(c.cap_bytes.value_or(0));
+    g.cap_bytes.push_back(ClientCap(c).value_or(0));
     g.tenant_held_bytes.push_back(ledger_.TenantHeld(c.tenant, p));
   }
   return g;
@@ -306,7 +409,7 @@ void BrokerCore::PublishTenant(const std::string& tenant) {
 
 std::string BrokerCore::StatusJson() const {
   return broker::StatusJson({gpus_, ledger_, clients_, work_, weights_, scheduler_, spatial_, comms_,
-                             placement_.topology(), channels_, clock_(), nullptr});
+                             placement_.topology(), channels_, clock_(), &config_, nullptr});
 }
 
 std::string BrokerCore::StatusJson(const PeerCredentials& peer) const {
@@ -328,7 +431,7 @@ std::string BrokerCore::StatusJson(const PeerCredentials& peer) const {
     return it != visible.end() && it->second;
   };
   return broker::StatusJson({gpus_, ledger_, clients_, work_, weights_, scheduler_, spatial_, comms_,
-                             placement_.topology(), channels_, clock_(), may_see});
+                             placement_.topology(), channels_, clock_(), &config_, may_see});
 }
 
 }  // namespace gpushare::broker

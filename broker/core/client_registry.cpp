@@ -30,6 +30,10 @@ uint64_t ClientRegistry::Promised(int g, const std::string& except_tenant, const
   std::map<std::string, bool> seen;
   uint64_t promised = 0;
   for (const auto& [id, c] : clients_) {
+    if (c.instance) {
+      if (c.instance->gpu == g) promised += c.instance->memory_bytes;
+      continue;
+    }
     if (c.tenant == except_tenant || seen[c.tenant]) continue;
     if (std::find(c.physical.begin(), c.physical.end(), g) == c.physical.end()) continue;
     seen[c.tenant] = true;
@@ -37,6 +41,24 @@ uint64_t ClientRegistry::Promised(int g, const std::string& except_tenant, const
     promised += cap ? std::max(*cap, ledger.TenantHeld(c.tenant, g)) : ledger.TenantHeld(c.tenant, g);
   }
   return promised;
+}
+
+}  // namespace gpushare::broker
+
+namespace gpushare::broker {
+
+uint64_t ClientRegistry::PromisedOutsideInstances(int g, const NodeLedger& ledger) const {
+  uint64_t instances = 0;
+  for (const auto& [id, c] : clients_)
+    if (c.instance && c.instance->gpu == g) instances += c.instance->memory_bytes;
+  return Promised(g, "", ledger) - std::min(Promised(g, "", ledger), instances);
+}
+
+std::vector<Instance> ClientRegistry::Instances() const {
+  std::vector<Instance> out;
+  for (const auto& [id, c] : clients_)
+    if (c.instance) out.push_back(*c.instance);
+  return out;
 }
 
 }  // namespace gpushare::broker

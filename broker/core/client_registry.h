@@ -3,6 +3,7 @@
 // questions about tenants and jobs that registration and placement ask of it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -12,6 +13,7 @@
 #include "broker/core/channel_host.h"
 #include "broker/policy/classifier.h"
 #include "broker/policy/ledger.h"
+#include "broker/policy/profiles.h"
 
 namespace gpushare::broker {
 
@@ -29,7 +31,16 @@ struct ClientRecord {
   std::optional<double> weight_override;          // set by `gpushare-smi set-weight` until reload
   WorkClass assumed_class = WorkClass::kUnknown;  // what placement judged it by, until it is classified
   std::vector<std::string> placement;             // why it landed where it did (`gpushare-smi --explain`)
+  // A vGPU instance granted at registration: its cap, weight and ceiling (profiles.h).
+  std::optional<Instance> instance;
+  std::optional<double> max_compute;  // the ceiling its flows run under: the instance's or the tenant's
 };
+
+// The cap a client holds to per GPU: its instance's memory (within its tenant's cap), else its tenant's.
+inline std::optional<uint64_t> ClientCap(const ClientRecord& c) {
+  if (!c.instance) return c.cap_bytes;
+  return std::min(c.instance->memory_bytes, c.cap_bytes.value_or(c.instance->memory_bytes));
+}
 
 class ClientRegistry {
  public:
@@ -54,8 +65,13 @@ class ClientRegistry {
   // Whether a rank of `tenant`'s `job` is still registered.
   bool JobLive(const std::string& tenant, const std::string& job) const;
   // What GPU `g` has been promised to capped tenants (other than `except_tenant`) with
-  // clients on it: each one's cap, or what it holds where that is more.
+  // clients without an instance on it: each one's cap, or what it holds where that is
+  // more; and to every instance on it, its memory.
   uint64_t Promised(int g, const std::string& except_tenant, const NodeLedger& ledger) const;
+  // What GPU `g` has been promised to clients without an instance (of any tenant).
+  uint64_t PromisedOutsideInstances(int g, const NodeLedger& ledger) const;
+  // Every granted instance.
+  std::vector<Instance> Instances() const;
 
  private:
   Map clients_;

@@ -1,10 +1,75 @@
 // The node as JSON for gpushare-smi (see status_report.h).
 #include "status_report.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 namespace gpushare::broker {
+
+namespace {
+
+// A CLOCK_MONOTONIC time as Unix milliseconds (for tools and the meter: wall time).
+int64_t UnixMs(uint64_t monotonic_ns, uint64_t now_ns) {
+  const int64_t unix_now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  return unix_now_ms - static_cast<int64_t>((now_ns - std::min(now_ns, monotonic_ns)) / 1000000);
+}
+
+nlohmann::json OrNull(const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); }
+
+// The node's vGPU inventory: per GPU, each profile's instances (total, reserved,
+// allocated, available now) and their holders; and per profile, the node's pool.
+nlohmann::json Inventory(const StatusSources& s) {
+  using nlohmann::json;
+  const BrokerConfig empty;
+  const BrokerConfig& config = s.config != nullptr ? *s.config : empty;
+  const std::vector<Instance> granted = s.clients.Instances();
+  json profiles = json::array();
+  json pool = json::array();
+  json gpus = json::array();
+  for (const auto& [name, p] : config.profiles) {
+    profiles.push_back({{"name", name},
+                        {"memory_bytes", p.memory_bytes},
+                        {"compute", p.compute},
+                        {"max_compute", OrNull(p.max_compute)}});
+    pool.push_back({{"profile", name}, {"gpus", 0}, {"total", 0}, {"reserved", 0}, {"allocated", 0}, {"available", 0}});
+  }
+  for (int g = 0; g < s.ledger.gpu_count(); ++g) {
+    const InstanceGpu gpu{s.ledger.capacity(g), s.clients.PromisedOutsideInstances(g, s.ledger)};
+    json per_profile = json::array();
+    size_t i = 0;
+    for (const auto& [name, p] : config.profiles) {
+      const ProfileCount c = CountInstances(name, p, gpu, g, granted, config.reserved);
+      json holders = json::array();
+      for (const auto& [id, client] : s.clients)
+        // Another tenant's holder is not named to this viewer (visibility.h); the counts stay whole.
+        if (client.instance && client.instance->gpu == g && client.instance->profile == name &&
+            (!s.may_see || s.may_see(client.tenant)))
+          holders.push_back({{"client", id}, {"pid", client.peer.pid}, {"tenant", client.tenant}});
+      per_profile.push_back({{"name", name},
+                             {"total", c.total},
+                             {"reserved", c.reserved},
+                             {"allocated", c.allocated},
+                             {"available", c.available},
+                             {"holders", holders}});
+      json& line = pool[i++];
+      if (c.total > 0) line["gpus"] = line["gpus"].get<int>() + 1;
+      for (const char* key : {"total", "reserved", "allocated", "available"})
+        line[key] = line[key].get<int>() + per_profile.back()[key].get<int>();
+    }
+    gpus.push_back({{"index", g}, {"profiles", per_profile}});
+  }
+  return {{"reserved_instances", config.reserved.instances},
+          {"reserved_fraction", config.reserved.fraction},
+          {"profiles", profiles},
+          {"gpus", gpus},
+          {"pool", pool}};
+}
+
+}  // namespace
 
 std::string StatusJson(const StatusSources& s) {
   using nlohmann::json;
@@ -34,8 +99,8 @@ std::string StatusJson(const StatusSources& s) {
       json d = {{"virtual", v},
                 {"physical", g},
                 {"memory_used", s.ledger.Held(id, g)},
-                {"memory_cap", c.cap_bytes.value_or(s.ledger.capacity(g))},
-                {"capped", c.cap_bytes.has_value()},
+                {"memory_cap", ClientCap(c).value_or(s.ledger.capacity(g))},
+                {"capped", ClientCap(c).has_value()},
                 {"tenant_memory_used", s.ledger.TenantHeld(c.tenant, g)}};
       // Spatial sharing: the CUs its new streams run on ("" and the GPU's count: all of them).
       if (const SpatialAssignment* m = s.spatial.Find(id, static_cast<int>(v)); m != nullptr && m->mask) {
@@ -53,6 +118,7 @@ std::string StatusJson(const StatusSources& s) {
         d["holding"] = f->holding;
         d["waiting"] = f->waiting;
         d["unresponsive"] = f->unresponsive;
+        d["throttled"] = f->throttled;  // waiting for budget under its ceiling
       } else {
         d["share"] = weight_on[g] > 0 ? c.weight / weight_on[g] : 0.0;
       }
@@ -65,6 +131,11 @@ std::string StatusJson(const StatusSources& s) {
       for (const auto& [stream, cl] : work->streams)
         streams.push_back({{"stream", stream}, {"class", WorkClassName(cl.current())}, {"why", cl.reason()}});
     const RingCounts counts = s.channels != nullptr ? s.channels->Counts(id) : RingCounts{};
+    json instance = nullptr;
+    if (c.instance)
+      instance = {{"profile", c.instance->profile},           {"gpu", c.instance->gpu},
+                  {"compute", c.instance->compute},           {"max_compute", OrNull(c.instance->max_compute)},
+                  {"memory_bytes", c.instance->memory_bytes}, {"granted_unix_ms", UnixMs(c.instance->granted_ns, now)}};
     clients.push_back({{"id", id},
                        {"pid", c.peer.pid},
                        {"uid", c.peer.uid},
@@ -85,6 +156,8 @@ std::string StatusJson(const StatusSources& s) {
                        {"records_dropped", counts.dropped_records + counts.lost},
                        {"streams", streams},
                        {"placement", c.placement},
+                       {"instance", instance},
+                       {"max_compute", OrNull(c.max_compute)},
                        {"devices", devices}});
   }
   json comms = json::array();
@@ -106,9 +179,9 @@ std::string StatusJson(const StatusSources& s) {
               {"clients", clients},
               {"hidden_clients", hidden},
               {"communicators", comms},
-              {"topology", s.topology.Describe()}}
-      .dump(
-      -1, ' ', false, json::error_handler_t::replace);
+              {"topology", s.topology.Describe()},
+              {"vgpu", Inventory(s)}}
+      .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace gpushare::broker

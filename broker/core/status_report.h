@@ -14,6 +14,7 @@
 #include "broker/core/communicators.h"
 #include "broker/core/spatial_planner.h"
 #include "broker/core/weights.h"
+#include "broker/policy/config.h"
 #include "broker/policy/gpu_info.h"
 #include "broker/policy/ledger.h"
 #include "broker/policy/scheduler.h"
@@ -34,6 +35,7 @@ struct StatusSources {
   const Topology& topology;
   ChannelHost* channels;
   uint64_t now;
+  const BrokerConfig* config = nullptr;  // its profiles and reservation: the "vgpu" inventory
   // Whether the viewer may see a tenant's clients and communicators (visibility.h);
   // null: everything. GPUs' totals are shown to all.
   std::function<bool(const std::string& tenant)> may_see;

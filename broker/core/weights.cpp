@@ -26,7 +26,13 @@ double Weights::Base(const ClientRecord& c) const {
   return c.weight;
 }
 
-double Weights::Effective(ClientId id) const { return Base(clients_->at(id)) * ClassWeight(work_->Current(id)); }
+double Weights::Effective(ClientId id) const {
+  const ClientRecord& c = clients_->at(id);
+  // An instance's weight is its guaranteed compute fraction, whatever its class: the
+  // fractions on a GPU sum to at most 1, so each gets at least its own under contention.
+  if (c.instance) return Base(c);
+  return Base(c) * ClassWeight(work_->Current(id));
+}
 
 void Weights::Update(ClientId id) {
   const ClientRecord& c = clients_->at(id);

@@ -24,7 +24,7 @@ class Weights {
   uint32_t admin_uid() const { return admin_uid_; }
 
   double Base(const ClientRecord& c) const;  // run-time override, else the tenant's terms
-  double Effective(ClientId id) const;       // tenant (or overridden) weight x class weight
+  double Effective(ClientId id) const;       // tenant (or overridden) weight x class weight; an instance's compute
   // Gives the scheduler a scheduled client's effective weight on each of its GPUs.
   void Update(ClientId id);
   // The set-weight command: "ok: ..." or "refused: why".

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <cmath>
 #include <filesystem>
 #include <sstream>
 
@@ -72,11 +73,12 @@ std::vector<T> IntList(const toml::node& n, const std::string& field, int64_t mi
 
 BrokerConfig Parse(const toml::table& root) {
   BrokerConfig c;
-  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier", "limits"});
+  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles", "metering", "billing",
+                       "limits"});
   if (const toml::node* node = root.get("node")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "node: expected a table");
-    CheckKeys(*t, "node", {"admission", "placement"});
+    CheckKeys(*t, "node", {"admission", "placement", "reserved_instances", "reserved_fraction"});
     if (const toml::node* a = t->get("admission")) {
       auto s = a->value<std::string>();
       if (s == "refuse")
@@ -139,7 +141,8 @@ BrokerConfig Parse(const toml::table& root) {
       const std::string field = "tenants." + std::string(name.str());
       const toml::table* t = tnode.as_table();
       if (t == nullptr) Fail(tnode, field + ": expected a table");
-      CheckKeys(*t, field, {"weight", "max_weight", "memory", "max_memory", "gpus", "uids", "gids"});
+      CheckKeys(*t, field,
+                {"weight", "max_weight", "memory", "max_memory", "gpus", "uids", "gids", "profile", "max_compute"});
       TenantPolicy p;
       if (const toml::node* n = t->get("weight")) p.weight = PositiveNumber(*n, field + ".weight");
       if (const toml::node* n = t->get("max_weight")) p.max_weight = PositiveNumber(*n, field + ".max_weight");
@@ -152,6 +155,76 @@ BrokerConfig Parse(const toml::table& root) {
     }
   }
   return c;
+}
+
+// A fraction of one GPU: (0, 1].
+double GpuFraction(const toml::node& n, const std::string& field) {
+  std::optional<double> v = n.value<double>();
+  if (!v || !(*v > 0) || *v > 1) Fail(n, field + ": expected a fraction of a GPU in (0, 1]");
+  return *v;
+}
+
+// [profiles.NAME], [node] reserved_instances / reserved_fraction, and the profile and
+// max_compute of [tenants.NAME] (the tenants' other keys are Parse's).
+void ParseProfiles(const toml::table& root, const std::string& source, BrokerConfig* c) {
+  if (const toml::node* node = root.get("profiles")) {
+    const toml::table* profiles = node->as_table();
+    if (profiles == nullptr) Fail(*node, "profiles: expected a table of profiles");
+    for (const auto& [name, pnode] : *profiles) {
+      const std::string field = "profiles." + std::string(name.str());
+      const toml::table* t = pnode.as_table();
+      if (t == nullptr) Fail(pnode, field + ": expected a table");
+      CheckKeys(*t, field, {"memory", "compute", "max_compute"});
+      Profile p;
+      p.where = source + ":" + std::to_string(pnode.source().begin.line);
+      const toml::node* memory = t->get("memory");
+      const toml::node* compute = t->get("compute");
+      if (memory == nullptr || compute == nullptr) Fail(pnode, field + ": expected a memory and a compute fraction");
+      p.memory_bytes = Bytes(*memory, field + ".memory");
+      if (p.memory_bytes == 0) Fail(*memory, field + ".memory: expected more than 0 bytes");
+      p.compute = GpuFraction(*compute, field + ".compute");
+      if (const toml::node* n = t->get("max_compute")) {
+        p.max_compute = GpuFraction(*n, field + ".max_compute");
+        if (*p.max_compute < p.compute)
+          Fail(*n, field + ".max_compute: below its compute (" + std::to_string(p.compute) +
+                       "): a ceiling under the guaranteed share");
+      }
+      c->profiles[std::string(name.str())] = p;
+    }
+  }
+  if (const toml::node* node = root.get("node"); node != nullptr && node->as_table() != nullptr) {
+    const toml::table& t = *node->as_table();
+    const toml::node* instances = t.get("reserved_instances");
+    const toml::node* fraction = t.get("reserved_fraction");
+    if (instances != nullptr && fraction != nullptr)
+      Fail(*fraction, "node.reserved_fraction: give reserved_instances or reserved_fraction, not both");
+    if (instances != nullptr) {
+      auto v = instances->value<int64_t>();
+      if (!instances->is_integer() || !v || *v < 0 || *v > 1024)
+        Fail(*instances, "node.reserved_instances: expected an integer from 0 to 1024");
+      c->reserved.instances = static_cast<int>(*v);
+    }
+    if (fraction != nullptr) {
+      auto v = fraction->value<double>();
+      if (!v || !(*v >= 0) || !(*v < 1)) Fail(*fraction, "node.reserved_fraction: expected a fraction in [0, 1)");
+      c->reserved.fraction = *v;
+    }
+  }
+  if (const toml::node* node = root.get("tenants"); node != nullptr && node->as_table() != nullptr) {
+    for (const auto& [name, tnode] : *node->as_table()) {
+      const std::string field = "tenants." + std::string(name.str());
+      const toml::table* t = tnode.as_table();
+      if (t == nullptr) continue;  // Parse has refused it
+      TenantPolicy& p = c->tenants[std::string(name.str())];
+      if (const toml::node* n = t->get("profile")) {
+        std::optional<std::string> s = n->value<std::string>();
+        if (!s || s->empty()) Fail(*n, field + ".profile: expected the name of a [profiles.NAME] table");
+        if (c->profiles.count(*s) == 0) Fail(*n, field + ".profile: no profile \"" + *s + "\" in [profiles]");
+        p.profile = *s;
+      }
+      if (const toml::node* n = t->get("max_compute")) p.max_compute = GpuFraction(*n, field + ".max_compute");
+    }
+  }
 }
 
 // [limits] (LimitsConfig): integers within sane bounds.
@@ -236,6 +309,84 @@ void ParseClassifier(const toml::table& root, const std::string& source, Classif
   }
 }
 
+const toml::table& Table(const toml::node& n, const std::string& field) {
+  const toml::table* t = n.as_table();
+  if (t == nullptr) Fail(n, field + ": expected a table");
+  return *t;
+}
+
+int64_t Rate(const toml::node& n, const std::string& field) {
+  std::optional<double> v = n.value<double>();
+  std::optional<int64_t> micro = v ? RateMicro(*v) : std::nullopt;
+  if (!micro || !(n.is_number())) Fail(n, field + ": expected a rate, a number from 0 (e.g. 2.5)");
+  return *micro;
+}
+
+// [metering] and [billing] (docs/metering.md).
+void ParseMeteringAndBilling(const toml::table& root, MeteringConfig* metering, BillingConfig* billing) {
+  if (const toml::node* node = root.get("metering")) {
+    const toml::table& t = Table(*node, "metering");
+    CheckKeys(t, "metering", {"enabled", "database", "interval", "retention_days"});
+    if (const toml::node* n = t.get("enabled")) {
+      auto b = n->value<bool>();
+      if (!b || !n->is_boolean()) Fail(*n, "metering.enabled: expected true or false");
+      metering->enabled = *b;
+    }
+    if (const toml::node* n = t.get("database")) {
+      std::optional<std::string> p = n->value<std::string>();
+      if (!p || p->empty() || !n->is_string()) Fail(*n, "metering.database: expected a file path");
+      metering->database = *p;
+    }
+    if (const toml::node* n = t.get("interval")) {
+      std::optional<double> s = n->value<double>();
+      if (!s || !n->is_number() || !(*s >= 0.1) || *s > 3600)
+        Fail(*n, "metering.interval: expected seconds, from 0.1 to 3600");
+      metering->interval_ns = static_cast<uint64_t>(std::llround(*s * 1e9));
+    }
+    if (const toml::node* n = t.get("retention_days")) {
+      auto v = n->value<int64_t>();
+      if (!n->is_integer() || !v || *v < 0 || *v > 100000)
+        Fail(*n, "metering.retention_days: expected days, from 0 (keep forever) to 100000");
+      metering->retention_days = static_cast<uint32_t>(*v);
+    }
+  }
+  if (const toml::node* node = root.get("billing")) {
+    const toml::table& t = Table(*node, "billing");
+    CheckKeys(t, "billing", {"base_rate", "currency", "per", "minor_digits", "tenant_rates", "profile_rates"});
+    if (const toml::node* n = t.get("base_rate")) billing->base_rate_micro = Rate(*n, "billing.base_rate");
+    if (const toml::node* n = t.get("currency")) {
+      std::optional<std::string> c = n->value<std::string>();
+      if (!c || c->empty() || c->size() > 16 || !n->is_string())
+        Fail(*n, "billing.currency: expected a name such as \"USD\"");
+      billing->currency = *c;
+    }
+    if (const toml::node* n = t.get("per")) {
+      std::optional<std::string> per = n->value<std::string>();
+      const std::map<std::string, uint64_t> units{{"second", 1'000'000'000ull},
+                                                  {"minute", 60'000'000'000ull},
+                                                  {"hour", 3'600'000'000'000ull},
+                                                  {"day", 86'400'000'000'000ull}};
+      auto u = per ? units.find(*per) : units.end();
+      if (u == units.end()) Fail(*n, "billing.per: expected \"second\", \"minute\", \"hour\" or \"day\"");
+      billing->per = u->first;
+      billing->per_ns = u->second;
+    }
+    if (const toml::node* n = t.get("minor_digits")) {
+      auto v = n->value<int64_t>();
+      if (!n->is_integer() || !v || *v < 0 || *v > 4) Fail(*n, "billing.minor_digits: expected 0 to 4");
+      billing->minor_digits = static_cast<int>(*v);
+    }
+    for (const char* which : {"tenant_rates", "profile_rates"}) {
+      const toml::node* n = t.get(which);
+      if (n == nullptr) continue;
+      const std::string field = std::string("billing.") + which;
+      auto& into = std::string(which) == "tenant_rates" ? billing->tenant_rate_micro : billing->profile_rate_micro;
+      for (const auto& [name, rate] : Table(*n, field))
+        into[std::string(name.str())] = Rate(rate, field + "." + std::string(name.str()));
+    }
+  }
+}
+
 }  // namespace
 
 std::optional<std::map<std::string, WorkClass>> ParseClassifierProfile(const std::string& text,
@@ -270,7 +421,9 @@ std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std
   try {
     toml::table root = toml::parse(text, source);
     BrokerConfig config = Parse(root);
+    ParseProfiles(root, source, &config);
     ParseClassifier(root, source, &config.classifier);
+    ParseMeteringAndBilling(root, &config.metering, &config.billing);
     ParseLimits(root, &config.limits);
     return config;
   } catch (const toml::parse_error& e) {
@@ -334,6 +487,23 @@ std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::strin
     return std::nullopt;
   }
   return ParseBrokerConfig(*text, path, error);
+}
+
+std::string ProfilesUnfit(const BrokerConfig& config, const std::vector<uint64_t>& gpu_memory_bytes) {
+  if (gpu_memory_bytes.empty()) return "";
+  std::vector<InstanceGpu> gpus;
+  std::vector<int> all;
+  for (uint64_t m : gpu_memory_bytes) {
+    all.push_back(static_cast<int>(gpus.size()));
+    gpus.push_back(InstanceGpu{m, 0});
+  }
+  for (const auto& [name, p] : config.profiles) {
+    const InstanceFit fit = FitInstance(name, p, gpus, {}, config.reserved, all);
+    if (fit.gpus.empty())
+      return p.where + ": profiles." + name + ": not one instance fits an empty GPU of this node beside what [node] " +
+             "reserves (" + fit.refusal + ")";
+  }
+  return "";
 }
 
 TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant, uint32_t uid, double asked_weight,

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "billing.h"
 #include "classifier.h"
+#include "profiles.h"
 #include "spatial.h"
 
 namespace gpushare::broker {
@@ -23,7 +25,10 @@ struct TenantPolicy {
   std::optional<uint64_t> max_memory;         // bound on the cap the client asks
   std::optional<std::vector<int>> gpus;       // allowed physical GPUs
   std::optional<std::vector<uint32_t>> uids;  // who may use this tenant (with gids: either matches)
-  std::optional<std::vector<uint32_t>> gids = std::nullopt;  // …by primary group
+  // Initialized, so that positional initializers written before these keys stay valid.
+  std::optional<std::string> profile = std::nullopt;  // its clients' vGPU profile unless they ask one
+  std::optional<double> max_compute = std::nullopt;   // ceiling on each client's GPU time, (0, 1]
+  std::optional<std::vector<uint32_t>> gids = std::nullopt;  // who may use it by primary group
 };
 
 // [limits]: what one local user can make the broker hold (issue 22). Connections
@@ -32,6 +37,14 @@ struct LimitsConfig {
   uint32_t max_connections = 4096;          // in all; also bounded by the fd limit
   uint32_t max_connections_per_uid = 256;   // open at once by one uid, registered or not
   uint32_t handshake_timeout_ms = 3000;     // a connection that has not sent Hello by then is dropped
+};
+
+// [metering] (meter.h, broker/io/meter_store.h).
+struct MeteringConfig {
+  bool enabled = true;
+  std::string database;                      // "" : metering.db in the broker's state directory
+  uint64_t interval_ns = 10'000'000'000ull;  // rows are written at least this often
+  uint32_t retention_days = 400;             // day rows older than this are deleted (0: kept forever)
 };
 
 struct BrokerConfig {
@@ -51,8 +64,13 @@ struct BrokerConfig {
   SpatialMode spatial = SpatialMode::kOff;
   uint32_t memory_cu_percent = 25;
   std::map<std::string, TenantPolicy> tenants;
+  // [profiles.NAME] (profiles.h) and what [node] holds back from instances on each GPU.
+  std::map<std::string, Profile> profiles;
+  Reservation reserved;
   // [classifier]: kernel-name rules (the config's, then the defaults) and a profile.
   ClassifierConfig classifier;
+  MeteringConfig metering;
+  BillingConfig billing;
   LimitsConfig limits;
 };
 
@@ -75,6 +93,11 @@ std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::strin
 // skipped. On error returns nullopt and sets `error` to "SOURCE:LINE: what".
 std::optional<std::map<std::string, WorkClass>> ParseClassifierProfile(const std::string& text,
                                                                        const std::string& source, std::string* error);
+
+// "" if every profile fits an empty GPU of the node beside its reservation, else
+// "FILE:LINE: why" for the first that does not (checked when the broker starts and on
+// reload, once the GPUs are known).
+std::string ProfilesUnfit(const BrokerConfig& config, const std::vector<uint64_t>& gpu_memory_bytes);
 
 // What a client gets as a member of its tenant, from the policy and what it asked.
 struct TenantTerms {

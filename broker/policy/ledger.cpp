@@ -26,8 +26,12 @@ std::optional<uint64_t> NodeLedger::TenantCap(const std::string& tenant) const {
 bool NodeLedger::AddClient(ClientId id, const std::string& tenant) {
   if (clients_.count(id)) return false;
   TenantOf(tenant);
-  clients_[id] = Client{tenant, std::vector<uint64_t>(capacity_.size(), 0)};
+  clients_[id] = Client{tenant, std::vector<uint64_t>(capacity_.size(), 0), std::nullopt};
   return true;
+}
+
+void NodeLedger::SetClientCap(ClientId id, std::optional<uint64_t> cap_per_gpu) {
+  if (auto it = clients_.find(id); it != clients_.end()) it->second.cap = cap_per_gpu;
 }
 
 NodeLedger::Grant NodeLedger::Take(ClientId id, int gpu, uint64_t bytes) {
@@ -35,6 +39,8 @@ NodeLedger::Grant NodeLedger::Take(ClientId id, int gpu, uint64_t bytes) {
   if (it == clients_.end() || gpu < 0 || gpu >= gpu_count()) return Grant::kBadRequest;
   Tenant& t = TenantOf(it->second.tenant);
   if (t.cap && (bytes > *t.cap || t.held[gpu] > *t.cap - bytes)) return Grant::kTenantCap;
+  const std::optional<uint64_t>& own = it->second.cap;
+  if (own && (bytes > *own || it->second.held[gpu] > *own - bytes)) return Grant::kClientCap;
   if (bytes > capacity_[gpu] || gpu_held_[gpu] > capacity_[gpu] - bytes) return Grant::kDeviceFull;
   it->second.held[gpu] += bytes;
   t.held[gpu] += bytes;
@@ -61,6 +67,8 @@ uint64_t NodeLedger::Room(ClientId id, int gpu) const {
     const uint64_t held = t->second.held[gpu];
     room = std::min(room, *t->second.cap - std::min(*t->second.cap, held));
   }
+  if (const std::optional<uint64_t>& own = it->second.cap)
+    room = std::min(room, *own - std::min(*own, it->second.held[gpu]));
   return room;
 }
 

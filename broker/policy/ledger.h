@@ -21,6 +21,7 @@ class NodeLedger {
 
   int gpu_count() const { return static_cast<int>(capacity_.size()); }
   uint64_t capacity(int gpu) const { return capacity_[gpu]; }
+  const std::vector<uint64_t>& capacities() const { return capacity_; }
 
   // A tenant's cap per GPU; the first setting holds until SetTenantCap changes it.
   void SetTenantCap(const std::string& tenant, std::optional<uint64_t> cap_per_gpu);
@@ -29,15 +30,18 @@ class NodeLedger {
   bool AddClient(ClientId id, const std::string& tenant);  // false if the id is taken
   bool HasClient(ClientId id) const { return clients_.count(id) > 0; }
 
-  enum class Grant { kGranted, kTenantCap, kDeviceFull, kBadRequest };
+  // A client's own cap per GPU (a vGPU instance's memory), checked besides its tenant's.
+  void SetClientCap(ClientId id, std::optional<uint64_t> cap_per_gpu);
+
+  enum class Grant { kGranted, kTenantCap, kClientCap, kDeviceFull, kBadRequest };
   Grant Take(ClientId id, int gpu, uint64_t bytes);
-  // What the client could still take on `gpu`: the smaller of its tenant's room under
-  // the cap and the GPU's free capacity. 0 for an unknown client or GPU.
+  // What the client could still take on `gpu`: the smallest of its tenant's room under
+  // the cap, its own room under its cap (an instance's memory) and the GPU's free capacity. 0 for an unknown client or GPU.
   uint64_t Room(ClientId id, int gpu) const;
   // Records memory the client says it already holds (a context's, a forced Take; what
   // a re-registering client held before a broker restart): as much of `bytes` as Room
   // allows, never more, so a client cannot book past its tenant's cap or the device
-  // by calling memory "already held". Returns what it recorded.
+  // by calling memory "already held" (nor past its own cap). Returns what it recorded.
   uint64_t Record(ClientId id, int gpu, uint64_t bytes);
   // Gives back up to `bytes` of what the client holds on `gpu`; returns what it gave.
   uint64_t Give(ClientId id, int gpu, uint64_t bytes);
@@ -52,6 +56,7 @@ class NodeLedger {
   struct Client {
     std::string tenant;
     std::vector<uint64_t> held;
+    std::optional<uint64_t> cap;
   };
   struct Tenant {
     std::optional<uint64_t> cap;

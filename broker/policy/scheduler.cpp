@@ -33,6 +33,56 @@ void Scheduler::SetWeight(ClientId client, int device, double weight) {
   if (it != flows_.end() && weight > 0) it->second.weight = weight;
 }
 
+void Scheduler::SetCeiling(ClientId client, int device, std::optional<double> ceiling, uint64_t now_ns) {
+  auto it = flows_.find({client, device});
+  if (it == flows_.end()) return;
+  if (ceiling && !(*ceiling > 0)) return;
+  if (ceiling && *ceiling >= 1) ceiling.reset();
+  Flow& f = it->second;
+  if (f.ceiling == ceiling) return;
+  Gpu& g = gpus_[f.gpu];
+  if (auto h = g.holds.find(it->first); h != g.holds.end() && !h->second.revoking)
+    ChargeHoldUntil(g, it->first, h->second, now_ns);
+  // A throttled flow fell behind in virtual time by its own ceiling: it is owed nothing.
+  if (f.ceiling && !ceiling) f.vtime = std::max(f.vtime, g.vclock);
+  f.ceiling = ceiling;
+  f.budget_ns = static_cast<double>(params_.quantum_ns);
+  f.budget_at = now_ns;
+}
+
+double Scheduler::BudgetAt(const Flow& f, uint64_t now_ns) const {
+  if (!f.ceiling) return 0;
+  return std::min(static_cast<double>(BurstNs()),
+                  f.budget_ns + *f.ceiling * static_cast<double>(now_ns - std::min(now_ns, f.budget_at)));
+}
+
+bool Scheduler::MayBeGranted(const Flow& f, uint64_t now_ns) const {
+  return !f.ceiling || BudgetAt(f, now_ns) >= static_cast<double>(params_.quantum_ns);
+}
+
+uint64_t Scheduler::GrantableAt(const Flow& f) const {
+  const double short_ns = static_cast<double>(params_.quantum_ns) - f.budget_ns;
+  if (!f.ceiling || short_ns <= 0) return f.budget_at;
+  return f.budget_at + static_cast<uint64_t>(std::ceil(short_ns / *f.ceiling));
+}
+
+uint64_t Scheduler::BudgetEndsAt(const Flow& f, const Hold& h) const {
+  // The budget as of the hold's uncharged period, then spent at (fraction - ceiling) per ns.
+  const double at_start =
+      f.budget_ns + *f.ceiling * (static_cast<double>(h.period_start) - static_cast<double>(f.budget_at));
+  const double rate = f.fraction - *f.ceiling;
+  if (at_start <= 0) return h.period_start;
+  if (rate <= 0) return UINT64_MAX;
+  return h.period_start + static_cast<uint64_t>(std::ceil(at_start / rate));
+}
+
+void Scheduler::Settle(Flow& f, uint64_t now_ns, double spent_ns) {
+  if (!f.ceiling) return;
+  const double accrued = *f.ceiling * (static_cast<double>(now_ns) - static_cast<double>(f.budget_at));
+  f.budget_ns = std::min(static_cast<double>(BurstNs()), f.budget_ns + accrued - spent_ns);
+  f.budget_at = now_ns;
+}
+
 void Scheduler::SetMask(ClientId client, int device, std::optional<CuMask> mask, double fraction, uint64_t now_ns) {
   auto it = flows_.find({client, device});
   if (it == flows_.end() || !(fraction > 0) || fraction > 1) return;
@@ -56,6 +106,7 @@ void Scheduler::Charge(Flow& f, Gpu& g, uint64_t held_ns, uint64_t now_ns) {
       f.fraction >= 1 ? held_ns : static_cast<uint64_t>(std::llround(static_cast<double>(held_ns) * f.fraction));
   f.used_ns += used_ns;
   f.vtime += static_cast<double>(used_ns) / f.weight;
+  Settle(f, now_ns, static_cast<double>(used_ns));
   f.recent_ns = Decayed(f.recent_ns, f.recent_at, now_ns) + static_cast<double>(used_ns);
   f.recent_at = now_ns;
   g.recent_ns = Decayed(g.recent_ns, g.recent_at, now_ns) + static_cast<double>(used_ns);
@@ -105,11 +156,11 @@ void Scheduler::Launched(ClientId client, int device, uint64_t now_ns) {
   if (it != flows_.end()) it->second.launched_at = now_ns;
 }
 
-bool Scheduler::ConflictWaiting(int gpu, const Key& holder) const {
+bool Scheduler::ConflictWaiting(int gpu, const Key& holder, uint64_t now_ns) const {
   const Flow& h = flows_.at(holder);
   return std::any_of(flows_.begin(), flows_.end(), [&](const auto& kv) {
     return kv.second.gpu == gpu && kv.second.waiting && kv.first != holder &&
-           !SpatialPolicy::MayCoHold(h.mask, kv.second.mask);
+           !SpatialPolicy::MayCoHold(h.mask, kv.second.mask) && MayBeGranted(kv.second, now_ns);
   });
 }
 
@@ -140,6 +191,7 @@ void Scheduler::Released(ClientId client, int device, uint64_t slice, uint64_t d
 
 void Scheduler::Grant(int gpu, Gpu& g, const Key& key, uint64_t now_ns, std::vector<SchedAction>* actions) {
   Flow& f = flows_.at(key);
+  Settle(f, now_ns, 0);  // from here the budget is spent by what the hold is charged
   f.waiting = false;
   f.unresponsive = false;
   f.active_at = now_ns;
@@ -167,16 +219,22 @@ std::vector<SchedAction> Scheduler::Tick(uint64_t now_ns) {
         it = g.holds.erase(it);
         continue;
       }
-      if (!h.revoking && ConflictWaiting(gpu, key) && f.launched_at < h.grant_at &&
+      if (!h.revoking && ConflictWaiting(gpu, key, now_ns) && f.launched_at < h.grant_at &&
           now_ns >= h.grant_at + params_.idle_grace_ns) {
         h.revoking = true;  // granted, launched nothing: it was not backlogged after all
         h.idle_revoke = true;
         h.revoke_deadline = now_ns + params_.revoke_timeout_ns;
         actions.push_back({SchedAction::Kind::kRevoke, key.first, key.second, h.slice});
       }
+      if (!h.revoking && f.ceiling && now_ns >= BudgetEndsAt(f, h)) {
+        h.revoking = true;  // its ceiling: it gives the GPU back even alone, backlogged if it launched
+        h.idle_revoke = f.launched_at < h.grant_at;
+        h.revoke_deadline = now_ns + params_.revoke_timeout_ns;
+        actions.push_back({SchedAction::Kind::kRevoke, key.first, key.second, h.slice});
+      }
       if (!h.revoking && now_ns >= h.quantum_end) {
         // A mask changed under a holder can make it overlap another: it gives way too.
-        if (ConflictWaiting(gpu, key) || OverlapsOtherHolder(g, key)) {
+        if (ConflictWaiting(gpu, key, now_ns) || OverlapsOtherHolder(g, key)) {
           h.revoking = true;
           h.idle_revoke = false;
           h.revoke_deadline = now_ns + params_.revoke_timeout_ns;
@@ -191,8 +249,12 @@ std::vector<SchedAction> Scheduler::Tick(uint64_t now_ns) {
     // Waiting flows in virtual-time order; each is granted if its part of the GPU is
     // free and not reserved by a flow ahead of it that is blocked.
     std::vector<const Key*> waiting;
-    for (const auto& [key, f] : flows_)
-      if (f.gpu == gpu && f.waiting) waiting.push_back(&key);
+    for (auto& [key, f] : flows_) {
+      if (f.gpu != gpu || !f.waiting) continue;
+      waiting.push_back(&key);
+      // Grantable by its budget again: settled, so that NextDeadline no longer waits for its refill.
+      if (f.ceiling && g.holds.count(key) == 0 && MayBeGranted(f, now_ns)) Settle(f, now_ns, 0);
+    }
     std::stable_sort(waiting.begin(), waiting.end(), [&](const Key* a, const Key* b) {
       const Flow& fa = flows_.at(*a);
       const Flow& fb = flows_.at(*b);
@@ -203,6 +265,7 @@ std::vector<SchedAction> Scheduler::Tick(uint64_t now_ns) {
     for (const Key* key : waiting) {
       if (reserved_all) break;
       const Flow& f = flows_.at(*key);
+      if (!MayBeGranted(f, now_ns)) continue;  // out of budget: neither granted nor in the way
       bool free = !f.mask || !f.mask->Overlaps(reserved);
       for (const auto& [holder, h] : g.holds) free = free && SpatialPolicy::MayCoHold(flows_.at(holder).mask, f.mask);
       if (free) {
@@ -234,12 +297,21 @@ std::optional<uint64_t> Scheduler::NextDeadline() const {
   std::optional<uint64_t> next;
   for (const auto& [gpu, g] : gpus_) {
     for (const auto& [key, h] : g.holds) {
+      const Flow& f = flows_.at(key);
       uint64_t at = h.revoking ? h.revoke_deadline : h.quantum_end;
-      if (!h.revoking && flows_.at(key).launched_at < h.grant_at && ConflictWaiting(gpu, key))
+      // ConflictWaiting as of the grant: a waiter that becomes grantable later has its own deadline below.
+      if (!h.revoking && f.launched_at < h.grant_at && ConflictWaiting(gpu, key, UINT64_MAX))
         at = std::min(at, h.grant_at + params_.idle_grace_ns);
+      if (!h.revoking && f.ceiling) at = std::min(at, BudgetEndsAt(f, h));
       if (!next || at < *next) next = at;
     }
   }
+  // A waiting flow short of budget is granted (or makes the holder give way) once it has it.
+  for (const auto& [key, f] : flows_)
+    if (f.waiting && f.ceiling && f.budget_ns < static_cast<double>(params_.quantum_ns)) {
+      const uint64_t at = GrantableAt(f);
+      if (!next || at < *next) next = at;
+    }
   return next;
 }
 
@@ -253,6 +325,8 @@ std::optional<Scheduler::FlowStatus> Scheduler::Status(ClientId client, int devi
   s.waiting = f.waiting;
   s.used_ns = f.used_ns;
   s.unresponsive = f.unresponsive;
+  s.ceiling = f.ceiling;
+  s.throttled = f.waiting && !MayBeGranted(f, now_ns);
   auto g = gpus_.find(f.gpu);
   if (g != gpus_.end()) {
     s.holding = g->second.holds.count(it->first) > 0;

@@ -16,6 +16,16 @@
 // cannot bank service while idle. One that gave back a slice and wants the GPU again
 // soon after is still backlogged and keeps its place.
 //
+// Ceilings (a vGPU profile's or a tenant's max_compute): a flow with ceiling c gets at
+// most c of its GPU's wall time, even alone: not work-conserving, on purpose. A token
+// bucket per flow: its budget of GPU time accrues at c per wall ns (up to two quanta),
+// and time held (as charged) spends it. A waiting flow is granted only with a quantum of
+// budget; a holder is revoked when its budget runs out, whether or not others wait, and
+// waits (still backlogged) until the budget is back. Only flows that may be granted
+// count as waiting for the GPU, so a throttled flow does not make the holder hand off.
+// Below their ceilings, flows share by weight as above; what a ceiling leaves goes to
+// the others (never past their own ceilings).
+//
 // Spatial sharing (spatial.h): a flow may be given a part of its GPU (a CU mask). Flows
 // on disjoint masks hold the GPU at the same time, each charged its held time times its
 // fraction of the GPU; a flow without a mask needs the whole GPU. A waiting flow that
@@ -61,6 +71,9 @@ class Scheduler {
   void AddFlow(ClientId client, int device, int gpu, double weight);
   void RemoveClient(ClientId client);
   void SetWeight(ClientId client, int device, double weight);
+  // The most of its GPU's time a flow may have, in (0, 1) (nullopt, or 1 and more: no
+  // ceiling). Its budget starts at a quantum: its first launches pass at once.
+  void SetCeiling(ClientId client, int device, std::optional<double> ceiling, uint64_t now_ns);
   // The part of its GPU a flow runs on (nullopt: all of it) and the fraction of the
   // GPU that is (0, 1]: what it is charged per unit of time held from `now_ns` on.
   void SetMask(ClientId client, int device, std::optional<CuMask> mask, double fraction, uint64_t now_ns);
@@ -89,6 +102,8 @@ class Scheduler {
     double share = 0;           // of its GPU's charged time, recent (smoothed)
     double busy = 0;            // its GPU time per wall-clock time, recent (smoothed): its demand, 0..1
     bool unresponsive = false;  // ignored a revoke past the timeout
+    std::optional<double> ceiling;
+    bool throttled = false;  // waiting, but out of budget under its ceiling
   };
   std::optional<FlowStatus> Status(ClientId client, int device, uint64_t now_ns) const;
   // Who holds `gpu` (client, device), if anyone (with masks: the first of its holders).
@@ -112,6 +127,9 @@ class Scheduler {
     double recent_ns = 0;  // decayed
     uint64_t recent_at = 0;
     bool unresponsive = false;
+    std::optional<double> ceiling;  // of its GPU's wall time, (0, 1)
+    double budget_ns = 0;           // GPU time it may still hold, as of budget_at
+    uint64_t budget_at = 0;
   };
   // One flow's hold of a GPU.
   struct Hold {
@@ -134,7 +152,15 @@ class Scheduler {
   void ChargeHoldUntil(Gpu& g, const Key& key, Hold& h, uint64_t now_ns);
   void UpdateVclock(Gpu& g);
   // Whether another flow waits for CUs `holder` holds (any flow, when either has no mask).
-  bool ConflictWaiting(int gpu, const Key& holder) const;
+  bool ConflictWaiting(int gpu, const Key& holder, uint64_t now_ns) const;
+  // Ceilings: the budget a flow not holding has at `now_ns`; whether it may be granted;
+  // when it may (a waiting flow short of budget); when a holder's budget runs out.
+  double BudgetAt(const Flow& f, uint64_t now_ns) const;
+  bool MayBeGranted(const Flow& f, uint64_t now_ns) const;
+  uint64_t GrantableAt(const Flow& f) const;
+  uint64_t BudgetEndsAt(const Flow& f, const Hold& h) const;
+  void Settle(Flow& f, uint64_t now_ns, double spent_ns);
+  uint64_t BurstNs() const { return 2 * params_.quantum_ns; }
   bool OverlapsOtherHolder(const Gpu& g, const Key& holder) const;
   uint64_t QuantumFor(const Key& key, int gpu) const;
   double Decayed(double value, uint64_t since, uint64_t now) const;

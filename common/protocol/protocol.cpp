@@ -16,14 +16,26 @@ constexpr size_t PayloadBytes() {
     return sizeof(T);
 }
 
+// The size of a payload's oldest form (MessageInfo::oldest_payload_bytes).
+template <typename T>
+constexpr size_t OldestPayloadBytes() {
+  if constexpr (std::is_same_v<T, Hello>)
+    return kHelloWithoutProfileBytes;
+  else
+    return PayloadBytes<T>();
+}
+
 // Each declared type's payload and route, from messages.def.
 constexpr struct {
   uint16_t type;
   MessageInfo info;
 } kMessages[] = {
-#define GS_REQUEST(name, number, payload, route, reply) {number, {#name, PayloadBytes<payload>(), Route::route}},
-#define GS_NOTICE(name, number, payload, route) {number, {#name, PayloadBytes<payload>(), Route::route}},
-#define GS_REPLY(name, number, payload) {number, {#name, PayloadBytes<payload>(), Route::kReply}},
+#define GS_REQUEST(name, number, payload, route, reply) \
+  {number, {#name, PayloadBytes<payload>(), Route::route, OldestPayloadBytes<payload>()}},
+#define GS_NOTICE(name, number, payload, route) \
+  {number, {#name, PayloadBytes<payload>(), Route::route, OldestPayloadBytes<payload>()}},
+#define GS_REPLY(name, number, payload) \
+  {number, {#name, PayloadBytes<payload>(), Route::kReply, OldestPayloadBytes<payload>()}},
 #include "messages.def"
 #undef GS_REQUEST
 #undef GS_NOTICE
@@ -51,6 +63,15 @@ std::vector<uint8_t> EncodeText(Type type, const std::string& text) {
   return out;
 }
 
+std::vector<uint8_t> EncodeHello(const Hello& hello) {
+  std::vector<uint8_t> out = Encode(Type::kHello, hello);
+  if (hello.profile[0] != '\0') return out;
+  out.resize(sizeof(Header) + kHelloWithoutProfileBytes);
+  const uint32_t length = static_cast<uint32_t>(kHelloWithoutProfileBytes);
+  std::memcpy(out.data() + offsetof(Header, length), &length, sizeof length);
+  return out;
+}
+
 std::optional<Message> Split(std::vector<uint8_t>* buffer, std::string* error) {
   error->clear();
   if (buffer->size() < sizeof(Header)) return std::nullopt;
@@ -69,7 +90,8 @@ std::optional<Message> Split(std::vector<uint8_t>* buffer, std::string* error) {
     *error = "unknown message type " + std::to_string(h.type);
     return std::nullopt;
   }
-  if (h.length > kMaxPayload || (info->payload_bytes != 0 && h.length != info->payload_bytes)) {
+  if (h.length > kMaxPayload ||
+      (info->payload_bytes != 0 && h.length != info->payload_bytes && h.length != info->oldest_payload_bytes)) {
     *error = "message type " + std::to_string(h.type) + " with a payload of " + std::to_string(h.length) + " bytes";
     return std::nullopt;
   }
@@ -83,6 +105,7 @@ std::optional<Message> Split(std::vector<uint8_t>* buffer, std::string* error) {
 Hello Sanitized(Hello h) {
   Terminate(h.tenant);
   Terminate(h.job);
+  Terminate(h.profile);
   h.device_count = std::min<uint32_t>(h.device_count, kMaxDevices);
   h.reattach = h.reattach != 0;
   h.job_size = std::min<uint32_t>(h.job_size, kMaxDevices);

@@ -4,6 +4,7 @@
 // decoder the broker runs on client input is in protocol.cpp and fuzzed.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -47,6 +48,9 @@ struct MessageInfo {
   const char* name;      // "Hello"
   size_t payload_bytes;  // the payload struct's size; 0: text of any length up to kMaxPayload
   Route route;
+  // A payload that grew at its end: older peers send only its first `oldest_payload_bytes`
+  // (the rest reads as zeros). Equal to payload_bytes for a payload that never grew.
+  size_t oldest_payload_bytes;
 };
 // nullptr for a number messages.def does not declare.
 const MessageInfo* Describe(uint16_t type);
@@ -69,7 +73,12 @@ struct Hello {
   uint64_t held_bytes[kMaxDevices];  // held already (re-registering after a broker restart)
   uint32_t reattach;                 // 1: re-registering; `visible` is the map in use and must stay
   uint32_t job_size;                 // ranks of `job` on this node (torchrun's LOCAL_WORLD_SIZE); 0: unknown
+  // Added after the first version-3 clients, who send the Hello without it (read as "").
+  char profile[32];  // the vGPU profile asked for (GPUSHARE_PROFILE); "": none, or the tenant's
 };
+// What a version-3 client without profiles sends: the Hello up to `profile`.
+inline constexpr size_t kHelloWithoutProfileBytes = offsetof(Hello, profile);
+static_assert(kHelloWithoutProfileBytes == 544, "the older Hello's size is the wire's: never change it");
 
 struct Welcome {
   int32_t accepted;  // 1 yes, 0 refused
@@ -154,6 +163,10 @@ std::vector<uint8_t> Encode(Type type, const T& payload) {
   return out;
 }
 std::vector<uint8_t> EncodeText(Type type, const std::string& text);
+// A Hello as the oldest broker that can take it reads it: without a profile, in its
+// older, shorter form, so that a client without a profile still registers with a
+// broker that predates profiles.
+std::vector<uint8_t> EncodeHello(const Hello& hello);
 inline std::vector<uint8_t> Encode(Type type, const Text& payload) { return EncodeText(type, payload); }
 
 // Splits one message off the front of `buffer` (bytes received so far). Returns the
@@ -166,8 +179,8 @@ std::optional<Message> Split(std::vector<uint8_t>* buffer, std::string* error);
 // clamped, so nothing a peer sends can be read past its bounds.
 template <typename T>
 T As(const Message& m) {
-  T out;
-  std::memcpy(&out, m.payload.data(), sizeof(T));
+  T out{};  // what an older peer's shorter payload lacks reads as zeros
+  std::memcpy(&out, m.payload.data(), std::min(sizeof(T), m.payload.size()));
   return out;
 }
 Hello Sanitized(Hello h);

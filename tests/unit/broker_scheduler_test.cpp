@@ -368,3 +368,152 @@ TEST(Scheduler, AMaskTakenAwayEndsCoHoldingAtTheQuantum) {
 
 }  // namespace
 }  // namespace gpushare::broker
+
+namespace gpushare::broker {
+namespace {
+
+// Ceilings: a flow gets at most its ceiling of the GPU's wall time, even alone.
+
+TEST(SchedulerCeiling, ALoneHolderIsRevokedWhenItsBudgetRunsOutAndRegrantedWhenItRefills) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.SetCeiling(1, 0, 0.25, 0);
+  s.Want(1, 0, 0);
+  auto a = s.Tick(0);  // a quantum of budget to start with: granted at once
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kGrant);
+  s.Launched(1, 0, 1 * kMs);
+  EXPECT_EQ(s.NextDeadline(), 20 * kMs);                         // its quantum ends before its budget (20 / 0.75 ms)
+  EXPECT_TRUE(s.Tick(20 * kMs).empty());                         // alone: it keeps the GPU; 5 ms of budget left
+  const uint64_t budget_end = 20 * kMs + (5 * kMs * 4 + 2) / 3;  // 5 ms spent at 1 - 0.25 per ns
+  EXPECT_EQ(s.NextDeadline(), budget_end);
+  EXPECT_TRUE(s.Tick(budget_end - 1).empty());
+  a = s.Tick(budget_end);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);  // alone, revoked all the same
+  s.Released(1, 0, a[0].slice, 27 * kMs, 27 * kMs);
+  EXPECT_TRUE(s.Status(1, 0, 27 * kMs)->waiting);  // still backlogged
+  EXPECT_TRUE(s.Status(1, 0, 27 * kMs)->throttled);
+  EXPECT_TRUE(s.Tick(27 * kMs).empty());
+  // Budget -0.25 ms at 27 ms: a quantum again after (20 + 0.25) / 0.25 = 81 ms.
+  EXPECT_EQ(s.NextDeadline(), 108 * kMs);
+  EXPECT_TRUE(s.Tick(108 * kMs - 1000).empty());
+  a = s.Tick(108 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kGrant);
+}
+
+TEST(SchedulerCeiling, ALoneSaturatingFlowGetsItsCeilingOfWallTime) {
+  for (double ceiling : {0.1, 0.25, 0.5, 0.9}) {
+    Sim sim(Quantum(20));
+    sim.drain_ns = 2 * kMs;  // what is queued when revoked runs on, and is charged
+    sim.s.AddFlow(1, 0, 0, 1.0);
+    sim.s.SetCeiling(1, 0, ceiling, 0);
+    sim.s.Want(1, 0, 0);
+    sim.RunUntil(2000 * kMs);
+    const uint64_t before = sim.Used(1);
+    sim.RunUntil(12000 * kMs);
+    EXPECT_NEAR(static_cast<double>(sim.Used(1) - before) / (10000.0 * kMs), ceiling, 0.005) << ceiling;
+  }
+}
+
+TEST(SchedulerCeiling, TwoFlowsWithCeilings066And033GetThoseSharesWhateverTheirWeights) {
+  for (double weight_a : {1.0, 2.0, 0.5}) {
+    Sim sim(Quantum(20));
+    sim.drain_ns = 2 * kMs;
+    sim.s.AddFlow(1, 0, 0, weight_a);
+    sim.s.AddFlow(2, 0, 0, 1.0);
+    sim.s.SetCeiling(1, 0, 0.66, 0);
+    sim.s.SetCeiling(2, 0, 0.33, 0);
+    sim.s.Want(1, 0, 0);
+    sim.s.Want(2, 0, 0);
+    sim.RunUntil(2000 * kMs);
+    const uint64_t a0 = sim.Used(1), b0 = sim.Used(2);
+    sim.RunUntil(12000 * kMs);
+    EXPECT_NEAR(static_cast<double>(sim.Used(1) - a0) / (10000.0 * kMs), 0.66, 0.01) << weight_a;
+    EXPECT_NEAR(static_cast<double>(sim.Used(2) - b0) / (10000.0 * kMs), 0.33, 0.01) << weight_a;
+  }
+}
+
+TEST(SchedulerCeiling, BelowItsCeilingAFlowSharesByWeightAndWhatACeilingLeavesGoesToTheOthers) {
+  struct Case {
+    double weight_a, ceiling_a, weight_b, share_a, share_b;
+  };
+  // Weights 3:1 would give 0.75 / 0.25: a 0.5 ceiling on A leaves B the other half.
+  // Weights 1:3 give 0.25 / 0.75: A's 0.5 ceiling does not bind.
+  for (const Case& c : {Case{3, 0.5, 1, 0.5, 0.5}, Case{1, 0.5, 3, 0.25, 0.75}}) {
+    Sim sim(Quantum(20));
+    sim.drain_ns = 1 * kMs;
+    sim.s.AddFlow(1, 0, 0, c.weight_a);
+    sim.s.AddFlow(2, 0, 0, c.weight_b);
+    sim.s.SetCeiling(1, 0, c.ceiling_a, 0);
+    sim.s.Want(1, 0, 0);
+    sim.s.Want(2, 0, 0);
+    sim.RunUntil(2000 * kMs);
+    const uint64_t a0 = sim.Used(1), b0 = sim.Used(2);
+    sim.RunUntil(12000 * kMs);
+    EXPECT_NEAR(static_cast<double>(sim.Used(1) - a0) / (10000.0 * kMs), c.share_a, 0.02) << c.weight_a;
+    EXPECT_NEAR(static_cast<double>(sim.Used(2) - b0) / (10000.0 * kMs), c.share_b, 0.02) << c.weight_a;
+  }
+}
+
+TEST(SchedulerCeiling, AThrottledFlowDoesNotMakeTheHolderHandOff) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.AddFlow(2, 0, 0, 1.0);
+  s.SetCeiling(1, 0, 0.1, 0);
+  s.Want(2, 0, 0);
+  ASSERT_EQ(s.Tick(0).size(), 1u);  // 2 holds
+  s.Launched(2, 0, 0);
+  s.Want(1, 0, 1 * kMs);
+  // 1 has a quantum of budget: it is a waiter, so 2 gives way at its quantum's end.
+  auto a = s.Tick(20 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);
+  s.Released(2, 0, a[0].slice, 21 * kMs, 21 * kMs);
+  a = s.Tick(21 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].client, 1u);
+  s.Launched(1, 0, 21 * kMs);
+  // 1 holds until its quantum ends (2 waits), then waits ~200 ms for budget: meanwhile
+  // 2 holds past its quanta without being asked to give way.
+  a = s.Tick(41 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);
+  s.Released(1, 0, a[0].slice, 41 * kMs, 41 * kMs);
+  a = s.Tick(41 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].client, 2u);
+  s.Launched(2, 0, 41 * kMs);
+  EXPECT_TRUE(s.Status(1, 0, 61 * kMs)->throttled);
+  EXPECT_TRUE(s.Tick(61 * kMs).empty());
+  EXPECT_TRUE(s.Tick(81 * kMs).empty());
+  EXPECT_TRUE(s.Tick(101 * kMs).empty());
+  // Budget 0 at 41 ms (20 + 0.1 x 20 - 20 = 2 ms): back to a quantum after 180 ms.
+  const auto deadline = s.NextDeadline();
+  ASSERT_TRUE(deadline);
+  EXPECT_LE(*deadline, 221 * kMs);
+  a = s.Tick(221 * kMs);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);
+  EXPECT_EQ(a[0].client, 2u);
+}
+
+TEST(SchedulerCeiling, ACeilingOfOneOrNoneIsNoCeiling) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.SetCeiling(1, 0, 1.0, 0);
+  EXPECT_FALSE(s.Status(1, 0, 0)->ceiling);
+  s.SetCeiling(1, 0, 0.5, 0);
+  EXPECT_EQ(s.Status(1, 0, 0)->ceiling, 0.5);
+  s.SetCeiling(1, 0, std::nullopt, 0);
+  s.Want(1, 0, 0);
+  ASSERT_EQ(s.Tick(0).size(), 1u);
+  s.Launched(1, 0, 0);
+  EXPECT_EQ(s.NextDeadline(), 20 * kMs);
+  EXPECT_TRUE(s.Tick(20 * kMs).empty());
+  EXPECT_TRUE(s.Tick(40 * kMs).empty());
+}
+
+}  // namespace
+}  // namespace gpushare::broker

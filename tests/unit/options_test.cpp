@@ -151,6 +151,15 @@ TEST(ClientOptions, WeightLogAndBacktrace) {
   EXPECT_EQ(o.errors.size(), 3u);
 }
 
+TEST(ClientOptions, AProfileIsAskedByNameAndATooLongOneAsksForNoneTheBrokerHas) {
+  EXPECT_EQ(Parse({}).profile, "");
+  EXPECT_EQ(Parse({{"GPUSHARE_PROFILE", " q8g "}}).profile, "q8g");
+  ClientOptions o = Parse({{"GPUSHARE_PROFILE", std::string(32, 'p')}});
+  EXPECT_EQ(o.profile, "(invalid)");  // never no profile: that would lift the instance's cap
+  ASSERT_EQ(o.errors.size(), 1u);
+  EXPECT_EQ(o.errors[0].rfind("GPUSHARE_PROFILE=", 0), 0u) << o.errors[0];
+}
+
 TEST(ClientOptions, RecordsTheRuntimesOwnVisibleDevicesVariables) {
   auto o = Parse({{"HIP_VISIBLE_DEVICES", "2,3"}, {"ROCR_VISIBLE_DEVICES", "1,2,3"}});
   EXPECT_EQ(o.runtime_visible_devices,

@@ -17,7 +17,8 @@ TEST(Protocol, EveryDeclaredTypeIsDescribedWithItsRoute) {
   EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kGive))->payload_bytes, sizeof(proto::Give));
   EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kToolReply))->payload_bytes, 0u);
   EXPECT_EQ(proto::Describe(0), nullptr);
-  EXPECT_EQ(proto::Describe(13), nullptr);
+  EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kUsage))->route, proto::Route::kAnyone);
+  EXPECT_EQ(proto::Describe(15), nullptr);
 }
 
 TEST(Protocol, SplitTakesAFixedPayloadOnlyAtItsSize) {
@@ -33,6 +34,34 @@ TEST(Protocol, SplitTakesAFixedPayloadOnlyAtItsSize) {
   bytes.assign(reinterpret_cast<uint8_t*>(&h), reinterpret_cast<uint8_t*>(&h) + sizeof h);
   EXPECT_FALSE(proto::Split(&bytes, &error));
   EXPECT_NE(error.find("with a payload of"), std::string::npos);
+}
+
+TEST(Protocol, AHelloArrivesWholeOrInItsOlderFormWithoutAProfile) {
+  proto::Hello h{};
+  proto::SetString(h.tenant, "t");
+  proto::SetString(h.profile, "q8g");
+  std::string error;
+  std::vector<uint8_t> whole = proto::EncodeHello(h);
+  EXPECT_EQ(whole.size(), sizeof(proto::Header) + sizeof(proto::Hello));
+  auto m = proto::Split(&whole, &error);
+  ASSERT_TRUE(m) << error;
+  EXPECT_STREQ(proto::Decode<proto::Hello>(*m).profile, "q8g");
+  // Without a profile the client sends what a broker before profiles takes: 544 bytes.
+  proto::SetString(h.profile, "");
+  std::vector<uint8_t> older = proto::EncodeHello(h);
+  EXPECT_EQ(older.size(), sizeof(proto::Header) + 544);
+  m = proto::Split(&older, &error);
+  ASSERT_TRUE(m) << error;
+  proto::Hello read = proto::Decode<proto::Hello>(*m);
+  EXPECT_STREQ(read.tenant, "t");
+  EXPECT_STREQ(read.profile, "");
+  // Any other size is still refused.
+  std::vector<uint8_t> cut = proto::Encode(proto::Type::kHello, h);
+  cut.resize(cut.size() - 8);
+  const uint32_t length = 568;
+  std::memcpy(cut.data() + 8, &length, sizeof length);
+  EXPECT_FALSE(proto::Split(&cut, &error));
+  EXPECT_NE(error, "");
 }
 
 TEST(Protocol, SplitTakesATextPayloadOfAnySize) {

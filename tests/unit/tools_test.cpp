@@ -75,6 +75,12 @@ TEST(ParseRunArgs, RefusesNamesTheBrokerWouldCut) {
   EXPECT_EQ(ParseRunArgs({"--job", std::string(128, 'j'), "--", "x"}).error.rfind("--job: ", 0), 0u);
 }
 
+TEST(ParseRunArgs, ProfileSetsGpushareProfileWithinTheHellosField) {
+  EXPECT_EQ(ParseRunArgs({"--profile", "q8g", "--", "x"}).env.at("GPUSHARE_PROFILE"), "q8g");
+  EXPECT_EQ(ParseRunArgs({"--profile", std::string(32, 'p'), "--", "x"}).error.rfind("--profile: ", 0), 0u);
+  EXPECT_EQ(ParseRunArgs({"--profile=", "--", "x"}).error, "--profile: is empty");
+}
+
 TEST(ParseRunArgs, RequiresTheSeparatorAndACommand) {
   EXPECT_NE(ParseRunArgs({}).error, "");
   EXPECT_NE(ParseRunArgs({"--tenant", "t"}).error, "");
