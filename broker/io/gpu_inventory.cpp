@@ -3,8 +3,10 @@
 #include "gpu_inventory.h"
 
 #include <dlfcn.h>
+#include <signal.h>
 
 #include <algorithm>
+#include <cerrno>
 
 #include "common/vendor/hip_api.h"
 #include "common/vendor/nvml_api.h"
@@ -142,6 +144,9 @@ std::optional<uint64_t> ProcessMemoryReader::Held(int32_t pid, int gpu) const {
     if (rc != NVML_SUCCESS) return std::nullopt;
     uint64_t held = 0;
     for (unsigned i = 0; i < n && i < infos.size(); ++i) {
+      // NVML's pids are the host's. One this broker cannot see means it runs in another
+      // pid namespace (or the process just exited): NVML cannot speak for our pids.
+      if (kill(static_cast<pid_t>(infos[i].pid), 0) != 0 && errno == ESRCH) return std::nullopt;
       if (static_cast<int32_t>(infos[i].pid) != pid) continue;
       if (infos[i].usedGpuMemory == ~0ull) return std::nullopt;  // NVML_VALUE_NOT_AVAILABLE
       held += infos[i].usedGpuMemory;

@@ -40,9 +40,9 @@ class UtilizationSampler {
 
 // What NVML says a process holds on a GPU (nvmlDeviceGetComputeRunningProcesses): the
 // broker's check on the holdings a re-registering client claims. nullopt where NVML,
-// the query or the GPU is not available (then the claim is bounded by the ledger
-// only); 0 for a process NVML does not list on that GPU. NVML's pids are the host's:
-// a broker in its own pid namespace must not be given this reader.
+// the query or the GPU is not available, or where NVML lists a pid this broker cannot
+// see (NVML's pids are the host's: a broker in its own pid namespace) — then the claim
+// is bounded by the ledger only; 0 for a process NVML does not list on that GPU.
 class ProcessMemoryReader {
  public:
   ProcessMemoryReader();
