@@ -80,8 +80,8 @@ proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, c
   // A tenant's configured profile is its clients' (what it is billed for), as a fixed weight is.
   if (auto policy = config_.tenants.find(tenant);
       policy != config_.tenants.end() && policy->second.profile && *policy->second.profile != profile_name)
-    return Refusal("tenant \"" + tenant + "\" has profile \"" + *policy->second.profile + "\"; this process asked for \"" +
-                   profile_name + "\"");
+    return Refusal("tenant \"" + tenant + "\" has profile \"" + *policy->second.profile +
+                   "\"; this process asked for \"" + profile_name + "\"");
   if (!profile_name.empty()) {
     auto it = config_.profiles.find(profile_name);
     if (it == config_.profiles.end()) {
@@ -299,7 +299,7 @@ void BrokerCore::Reload(BrokerConfig config) {
   std::map<std::string, bool> touched;
   for (auto& [id, c] : clients_) {
     TenantTerms terms = ResolveTenant(config_, c.tenant, c.peer.uid, c.weight, c.cap_bytes);
-    if (!terms.refusal.empty()) continue;  // keeps running on its terms; new clients are refused
+    if (!terms.refusal.empty()) continue;      // keeps running on its terms; new clients are refused
     if (!c.instance) c.weight = terms.weight;  // an instance's weight is its compute fraction
     c.max_compute = CeilingOf(c);
     for (size_t v = 0; c.scheduled && v < c.physical.size(); ++v)

@@ -50,6 +50,17 @@ void Scheduler::SetCeiling(ClientId client, int device, std::optional<double> ce
   f.budget_at = now_ns;
 }
 
+std::optional<uint64_t> Scheduler::ConflictGrantableAt(int gpu, const Key& holder) const {
+  const Flow& h = flows_.at(holder);
+  std::optional<uint64_t> first;
+  for (const auto& [key, f] : flows_) {
+    if (f.gpu != gpu || !f.waiting || key == holder || SpatialPolicy::MayCoHold(h.mask, f.mask)) continue;
+    const uint64_t at = f.ceiling ? GrantableAt(f) : 0;
+    if (!first || at < *first) first = at;
+  }
+  return first;
+}
+
 double Scheduler::BudgetAt(const Flow& f, uint64_t now_ns) const {
   if (!f.ceiling) return 0;
   return std::min(static_cast<double>(BurstNs()),
@@ -299,16 +310,19 @@ std::optional<uint64_t> Scheduler::NextDeadline() const {
     for (const auto& [key, h] : g.holds) {
       const Flow& f = flows_.at(key);
       uint64_t at = h.revoking ? h.revoke_deadline : h.quantum_end;
-      // ConflictWaiting as of the grant: a waiter that becomes grantable later has its own deadline below.
-      if (!h.revoking && f.launched_at < h.grant_at && ConflictWaiting(gpu, key, UINT64_MAX))
-        at = std::min(at, h.grant_at + params_.idle_grace_ns);
+      // Launched nothing since its grant: it gives way at the idle grace to a waiter that
+      // may be granted by then (a waiter short of budget: once it has it).
+      if (!h.revoking && f.launched_at < h.grant_at)
+        if (auto waiter = ConflictGrantableAt(gpu, key))
+          at = std::min(at, std::max(h.grant_at + params_.idle_grace_ns, *waiter));
       if (!h.revoking && f.ceiling) at = std::min(at, BudgetEndsAt(f, h));
       if (!next || at < *next) next = at;
     }
   }
   // A waiting flow short of budget is granted (or makes the holder give way) once it has it.
   for (const auto& [key, f] : flows_)
-    if (f.waiting && f.ceiling && f.budget_ns < static_cast<double>(params_.quantum_ns)) {
+    if (f.waiting && f.ceiling && f.budget_ns < static_cast<double>(params_.quantum_ns) &&
+        gpus_.at(f.gpu).holds.count(key) == 0) {  // a holder still giving back is not grantable yet
       const uint64_t at = GrantableAt(f);
       if (!next || at < *next) next = at;
     }
