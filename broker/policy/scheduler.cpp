@@ -71,10 +71,20 @@ bool Scheduler::MayBeGranted(const Flow& f, uint64_t now_ns) const {
   return !f.ceiling || BudgetAt(f, now_ns) >= static_cast<double>(params_.quantum_ns);
 }
 
+namespace {
+
+// `base` plus `ns` (> 0) rounded up, saturating: a tiny ceiling must not overflow a time.
+uint64_t NsAfter(uint64_t base, double ns) {
+  const double limit = static_cast<double>(UINT64_MAX - base) / 2;
+  return ns >= limit ? base + static_cast<uint64_t>(limit) : base + static_cast<uint64_t>(std::ceil(ns));
+}
+
+}  // namespace
+
 uint64_t Scheduler::GrantableAt(const Flow& f) const {
   const double short_ns = static_cast<double>(params_.quantum_ns) - f.budget_ns;
   if (!f.ceiling || short_ns <= 0) return f.budget_at;
-  return f.budget_at + static_cast<uint64_t>(std::ceil(short_ns / *f.ceiling));
+  return NsAfter(f.budget_at, short_ns / *f.ceiling);
 }
 
 uint64_t Scheduler::BudgetEndsAt(const Flow& f, const Hold& h) const {
@@ -84,7 +94,7 @@ uint64_t Scheduler::BudgetEndsAt(const Flow& f, const Hold& h) const {
   const double rate = f.fraction - *f.ceiling;
   if (at_start <= 0) return h.period_start;
   if (rate <= 0) return UINT64_MAX;
-  return h.period_start + static_cast<uint64_t>(std::ceil(at_start / rate));
+  return NsAfter(h.period_start, at_start / rate);
 }
 
 void Scheduler::Settle(Flow& f, uint64_t now_ns, double spent_ns) {

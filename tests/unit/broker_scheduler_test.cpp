@@ -536,6 +536,24 @@ TEST(SchedulerCeiling, AThrottledWaiterNeverPutsTheNextDeadlineInThePast) {
   EXPECT_LE(*revoked_at, out_at + 201 * kMs);
 }
 
+TEST(SchedulerCeiling, ATinyCeilingWaitsFarAheadWithoutOverflowingTime) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.SetCeiling(1, 0, 1e-15, 0);
+  s.Want(1, 0, 0);
+  auto a = s.Tick(0);
+  ASSERT_EQ(a.size(), 1u);  // its first quantum of budget
+  s.Launched(1, 0, 0);
+  a.clear();
+  for (int i = 0; i < 3 && a.empty(); ++i) a = s.Tick(*s.NextDeadline());
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);  // its budget spent, about 20 ms on
+  s.Released(1, 0, a[0].slice, 21 * kMs, 21 * kMs);
+  EXPECT_TRUE(s.Tick(21 * kMs).empty());
+  ASSERT_TRUE(s.NextDeadline());
+  EXPECT_GT(*s.NextDeadline(), uint64_t{1} << 62);  // saturated, not wrapped
+}
+
 TEST(SchedulerCeiling, ACeilingOfOneOrNoneIsNoCeiling) {
   Scheduler s(Quantum(20));
   s.AddFlow(1, 0, 0, 1.0);
