@@ -88,6 +88,7 @@ void Client::InitDevices(int physical_count, const std::optional<std::vector<int
       std::vector<int> physical = terms->physical;
       const bool renumbered = node_index && ToRuntimeIndices(*node_index, &physical, &errors);
       devices_ = DeviceMap::Build(physical_count, physical, &errors);
+      CheckCapIndices(&errors);
       ApplyBrokerCaps(terms->cap_bytes);
       Log(LogLevel::kInfo, "broker: %d virtual GPU(s) of %d physical, weight %g", devices_.count(), physical_count,
           terms->weight);
@@ -103,6 +104,7 @@ void Client::InitDevices(int physical_count, const std::optional<std::vector<int
       }
     } else {
       devices_ = DeviceMap::Build(physical_count, options_.visible_devices, &errors);
+      CheckCapIndices(&errors);
       for (int v = 0; v < devices_.count() && v < MemoryLedger::kMaxDevices; ++v) ledger_.SetCap(v, asked_caps_[v]);
       std::vector<int> map;
       for (int v = 0; v < devices_.count(); ++v) map.push_back(devices_.Physical(v));
@@ -112,6 +114,13 @@ void Client::InitDevices(int physical_count, const std::optional<std::vector<int
     for (const std::string& e : errors) Log(LogLevel::kError, "%s", e.c_str());
     devices_ready_.store(true, std::memory_order_release);
   });
+}
+
+void Client::CheckCapIndices(std::vector<std::string>* errors) {
+  if (auto error = options_.memory.FailClosedOnIndicesPast(devices_.count())) {
+    errors->push_back(*error);
+    for (int v = 0; v < MemoryLedger::kMaxDevices; ++v) asked_caps_[v] = 0;
+  }
 }
 
 void Client::ApplyBrokerCaps(const std::vector<uint64_t>& caps) {

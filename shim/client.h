@@ -66,6 +66,8 @@ class Client {
  private:
   Client();
   std::vector<uint64_t> HeldPerDevice() const;
+  // GPUSHARE_MEMORY_LIMIT naming a virtual GPU past the map: every cap becomes 0.
+  void CheckCapIndices(std::vector<std::string>* errors);
   void ApplyBrokerCaps(const std::vector<uint64_t>& caps);
 
   ClientOptions options_;

@@ -10,6 +10,7 @@
 
 #include "common/base/socket_path.h"
 #include "common/base/text.h"
+#include "common/protocol/protocol.h"
 
 namespace gpushare {
 namespace {
@@ -44,6 +45,16 @@ std::optional<uint64_t> MemoryLimits::CapFor(int v) const {
   return all;
 }
 
+std::optional<std::string> MemoryLimits::FailClosedOnIndicesPast(int virtual_count) {
+  if (per_device.empty() || per_device.rbegin()->first < virtual_count) return std::nullopt;
+  const int index = per_device.rbegin()->first;
+  per_device.clear();
+  all = 0;
+  return "GPUSHARE_MEMORY_LIMIT names virtual GPU " + std::to_string(index) + " but this process has " +
+         std::to_string(virtual_count) + " (indices 0 to " + std::to_string(virtual_count - 1) +
+         "); capping every GPU at 0 bytes";
+}
+
 ClientOptions ParseClientOptions(const EnvLookup& env) {
   ClientOptions o;
   auto get = [&](const char* name) -> std::optional<std::string> {
@@ -69,9 +80,12 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
         size_t eq = item.find('=');
         auto index = eq == std::string::npos ? std::nullopt : ParseIndex(Trim(item.substr(0, eq)));
         auto bytes = eq == std::string::npos ? std::nullopt : ParseBytes(item.substr(eq + 1));
-        if (!index || !bytes) {
+        const bool twice = index && o.memory.per_device.count(*index) > 0;
+        if (!index || !bytes || twice) {
           error("GPUSHARE_MEMORY_LIMIT", *v,
-                "entry \"" + item + "\" is not DEVICE=SIZE (example: 0=4GiB,1=2GiB); capping every GPU at 0 bytes");
+                twice ? "GPU " + std::to_string(*index) + " is given two caps; capping every GPU at 0 bytes"
+                      : "entry \"" + item +
+                            "\" is not DEVICE=SIZE (example: 0=4GiB,1=2GiB); capping every GPU at 0 bytes");
           o.memory.per_device.clear();
           o.memory.all = 0;
           break;
@@ -120,10 +134,15 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
     }
   }
   if (auto v = get("GPUSHARE_WEIGHT"); v && !v->empty()) {
-    if (auto w = ParsePositive(*v); w && *w <= 1000)
+    auto w = ParsePositive(*v);
+    if (w && *w >= protocol::kMinWeight && *w <= protocol::kMaxWeight) {
       o.weight = *w;
-    else
-      error("GPUSHARE_WEIGHT", *v, "expected a number in (0, 1000]; using 1");
+    } else if (w && *w < protocol::kMinWeight) {
+      o.weight = protocol::kMinWeight;  // what was asked is a weight, only too small to be served
+      error("GPUSHARE_WEIGHT", *v, "below the floor of 0.001; using 0.001");
+    } else {
+      error("GPUSHARE_WEIGHT", *v, "expected a number from 0.001 to 1000; using 1");
+    }
   }
 
   // A distributed job: GPUSHARE_JOB/RANK, else what torchrun exports.

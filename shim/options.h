@@ -22,6 +22,10 @@ struct MemoryLimits {
   std::map<int, uint64_t> per_device;  // "0=4GiB,1=2GiB": virtual index -> cap
   // The cap of virtual GPU `v`, or nullopt when none was asked for.
   std::optional<uint64_t> CapFor(int v) const;
+  // Once the number of virtual GPUs is known: a per-device cap for an index past them
+  // is a mistake (a cap meant for a GPU would silently go nowhere), so every GPU is
+  // capped at 0 and the error is returned; nullopt when all indices are in range.
+  std::optional<std::string> FailClosedOnIndicesPast(int virtual_count);
 };
 
 struct ClientOptions {

@@ -1,6 +1,7 @@
 // gpushare-smi: the node as the broker sees it (GPUs, clients, their shares and caps),
-// as a table for people or as JSON for scripts. It asks the broker once over its
-// socket (protocol::Type::kStatus) and prints the reply; it keeps no state.
+// as a table for people or as JSON for scripts; and what was used and what it costs
+// (`usage`, `bill`: the broker's meter, docs/metering.md). It asks the broker once over
+// its socket (protocol::Type::kStatus, kUsage) and prints the reply; it keeps no state.
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,9 +33,15 @@ const char kUsage[] =
     "       gpushare-smi [--socket PATH] --explain PID\n"
     "       gpushare-smi [--socket PATH] set-weight (--pid PID | --tenant TENANT) WEIGHT\n"
     "       gpushare-smi [--socket PATH] vgpu [-i GPU] [--json]\n"
+    "       gpushare-smi [--socket PATH] usage [--tenant T] [--since DATE] [--until DATE]\n"
+    "                                          [--by session|tenant|day] [--json|--csv]\n"
+    "       gpushare-smi [--socket PATH] bill --period YYYY-MM [--tenant T] [--json|--csv]\n"
     "Shows the GPUs and the clients of the gpushare broker on this node, or changes a\n"
     "client's (or every client of a tenant's) scheduling weight until the broker's config\n"
-    "is reloaded (root or the broker's own user only).\n"
+    "is reloaded (root or the broker's own user only); or what was used (usage, dates\n"
+    "YYYY-MM-DD in UTC, both days included) and its bill for a month, by the formula\n"
+    "rate x fraction x duration and by measured GPU time (root and the broker's user see\n"
+    "every tenant, a tenant's listed uids that tenant).\n"
     "  --socket PATH  the broker's socket (default: $GPUSHARE_SOCKET, else\n"
     "                 $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock)\n"
     "  --json         print the broker's status as JSON\n"
@@ -343,13 +350,149 @@ int SetWeight(const std::vector<std::string>& args, const std::string& socket_pa
   return text.rfind("ok", 0) == 0 ? 0 : 1;
 }
 
+std::string Fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+std::string Count(const json& j, const char* key) { return std::to_string(Bytes(j, key)); }
+
+// A table for people, or CSV (a header line, then one line per row; cells with a comma
+// or a quote quoted).
+void PrintRows(const std::vector<std::vector<std::string>>& rows, bool csv) {
+  if (!csv) {
+    PrintTable(rows);
+    return;
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      std::string cell = row[c];
+      if (cell.find_first_of(",\"\n") != std::string::npos) {
+        std::string quoted = "\"";
+        for (char ch : cell) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+        cell = quoted + "\"";
+      }
+      line += (c == 0 ? "" : ",") + cell;
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+void PrintUsage(const json& r, bool csv) {
+  const std::string by = Str(r, "by", "session");
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> head;
+  if (by == "session") head = {"SESSION", "TENANT", "PID", "JOB", "PROFILE", "GPUS", "START", "END"};
+  if (by == "tenant") head = {"TENANT", "SESSIONS"};
+  if (by == "day") head = {"DAY", "TENANT", "SESSIONS"};
+  for (const char* h : {"DURATION_S", "FRACTION", "GPU_TIME_S", "MEMORY_GIB_H", "LAUNCHES", "COPIES", "COPIED_BYTES"})
+    head.push_back(h);
+  rows.push_back(head);
+  for (const json& l : Array(r, "lines")) {
+    if (!l.is_object()) continue;
+    std::vector<std::string> row;
+    if (by == "session")
+      row = {Str(l, "key"),         Str(l, "tenant"),          Count(l, "pid"),
+             OrDash(Str(l, "job")), OrDash(Str(l, "profile")), OrDash(Str(l, "gpus")),
+             Str(l, "start"),       Str(l, "end", "open")};
+    if (by == "tenant") row = {Str(l, "key"), Count(l, "sessions")};
+    if (by == "day") row = {Str(l, "key"), Str(l, "tenant"), Count(l, "sessions")};
+    for (const std::string& cell :
+         {Fixed(Num(l, "wall_s", 0), 3), Fixed(Num(l, "fraction", 0), 4), Fixed(Num(l, "gpu_s", 0), 3),
+          Fixed(Num(l, "memory_gib_h", 0), 6), Count(l, "launches"), Count(l, "copies"), Count(l, "copy_bytes")})
+      row.push_back(cell);
+    rows.push_back(row);
+  }
+  if (!csv)
+    std::printf("Usage %s to %s (UTC), by %s\n\n", Str(r, "since").c_str(), Str(r, "until").c_str(), by.c_str());
+  if (!csv && rows.size() == 1) {
+    std::printf("No usage.\n");
+    return;
+  }
+  PrintRows(rows, csv);
+}
+
+void PrintBill(const json& r, bool csv) {
+  const std::string currency = Str(r, "currency");
+  std::vector<std::vector<std::string>> rows = {{"TENANT", "PROFILE", "RATE", "SESSIONS", "DURATION_H", "FRACTION",
+                                                 "ALLOTTED_GPU_H", "BY_FORMULA", "GPU_TIME_H", "BY_GPU_TIME"}};
+  for (const json& l : Array(r, "lines")) {
+    if (!l.is_object()) continue;
+    rows.push_back({Str(l, "tenant"), OrDash(Str(l, "profile")), Str(l, "rate"), Count(l, "sessions"),
+                    Fixed(Num(l, "duration_h", 0), 4), Fixed(Num(l, "fraction", 0), 4),
+                    Fixed(Num(l, "allotted_gpu_h", 0), 4), Str(l, "formula"), Fixed(Num(l, "gpu_h", 0), 4),
+                    Str(l, "measured")});
+  }
+  const json total = r.contains("total") && r["total"].is_object() ? r["total"] : json::object();
+  rows.push_back({"TOTAL", "", "", "", "", "", "", Str(total, "formula", "0"), "", Str(total, "measured", "0")});
+  if (!csv)
+    std::printf(
+        "Bill for %s in %s: rate per GPU per %s; by formula = rate x fraction x duration,\n"
+        "by GPU time = rate x measured GPU time\n\n",
+        Str(r, "period").c_str(), currency.c_str(), Str(r, "per", "hour").c_str());
+  PrintRows(rows, csv);
+}
+
+// usage [...] / bill [...]: 0 printed, 1 refused or no broker, 2 usage error.
+int UsageOrBill(const std::string& what, const std::vector<std::string>& args, const std::string& socket_path) {
+  json request = {{"what", what}};
+  bool as_json = false, csv = false;
+  const std::vector<std::string> keys = what == "usage" ? std::vector<std::string>{"tenant", "since", "until", "by"}
+                                                        : std::vector<std::string>{"tenant", "period"};
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--json") {
+      as_json = true;
+    } else if (a == "--csv") {
+      csv = true;
+    } else if (a.rfind("--", 0) == 0 && std::find(keys.begin(), keys.end(), a.substr(2)) != keys.end() &&
+               i + 1 < args.size()) {
+      request[a.substr(2)] = args[++i];
+    } else {
+      std::fprintf(stderr, "gpushare-smi: %s: unexpected argument %s\n%s", what.c_str(), a.c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (what == "bill" && !request.contains("period")) {
+    std::fprintf(stderr, "gpushare-smi: bill needs --period YYYY-MM\n%s", kUsage);
+    return 2;
+  }
+  std::string error;
+  bool reached = false;
+  auto reply = Ask(socket_path, proto::EncodeText(proto::Type::kUsage, request.dump()), &error, &reached);
+  if (!reply || reply->type != proto::Type::kUsageReply) {
+    std::fprintf(stderr, "gpushare-smi: %s the broker at %s: %s\n", reached ? "no answer from" : "cannot reach",
+                 socket_path.c_str(), reply ? "unexpected reply" : error.c_str());
+    return 1;
+  }
+  const json r = json::parse(reply->payload.begin(), reply->payload.end(), nullptr, false);
+  if (r.is_discarded() || !r.is_object()) {
+    std::fprintf(stderr, "gpushare-smi: the broker at %s sent a reply that is not a JSON object\n",
+                 socket_path.c_str());
+    return 1;
+  }
+  if (r.contains("error")) {
+    std::fprintf(stderr, "gpushare-smi: %s: %s\n", what.c_str(), Str(r, "error").c_str());
+    return 1;
+  }
+  if (as_json)
+    std::printf("%s\n", r.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+  else if (what == "usage")
+    PrintUsage(r, csv);
+  else
+    PrintBill(r, csv);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string socket_path;
   bool as_json = false;
   std::optional<long> explain;
-  std::optional<std::vector<std::string>> set_weight;
+  std::optional<std::vector<std::string>> sub_args;
+  std::string command;  // set-weight, usage or bill, with sub_args its arguments
   bool vgpu = false;
   std::optional<int> vgpu_gpu;
   for (int i = 1; i < argc; ++i) {
@@ -363,15 +506,16 @@ int main(int argc, char** argv) {
       }
       vgpu_gpu = static_cast<int>(g);
       ++i;
-    } else if (!set_weight && !vgpu && arg == "vgpu") {
+    } else if (!sub_args && !vgpu && arg == "vgpu") {
       vgpu = true;
-    } else if (set_weight) {
+    } else if (sub_args) {
       if (arg == "--socket" && i + 1 < argc)
         socket_path = argv[++i];
       else
-        set_weight->push_back(arg);
-    } else if (arg == "set-weight") {
-      set_weight.emplace();
+        sub_args->push_back(arg);
+    } else if (!vgpu && (arg == "set-weight" || arg == "usage" || arg == "bill")) {
+      command = arg;
+      sub_args.emplace();
     } else if (arg == "-h" || arg == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
@@ -399,7 +543,8 @@ int main(int argc, char** argv) {
     }
   }
   if (socket_path.empty()) socket_path = gpushare::DefaultSocketPath();
-  if (set_weight) return SetWeight(*set_weight, socket_path);
+  if (command == "set-weight") return SetWeight(*sub_args, socket_path);
+  if (!command.empty()) return UsageOrBill(command, *sub_args, socket_path);
 
   std::string error;
   bool reached = false;

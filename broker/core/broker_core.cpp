@@ -48,6 +48,7 @@ BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHo
       placement_(gpus_, &config_, &clients_, &ledger_, &scheduler_, &work_, &clock_),
       comms_(&placement_.topology()),
       spatial_(&config_, &gpus_, &clients_, &work_, &scheduler_, channels_),
+      metering_(&config_, &clients_, &ledger_, &scheduler_, &work_, &clock_),
       sessions_(this) {}
 
 // The profile a registering client gets: the one it asks for, else its tenant's.
@@ -192,14 +193,7 @@ proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, c
   c.placement = std::move(explanation);
   c.cap_bytes = cap;
   c.max_compute = CeilingOf(c);
-  if (hello.reattach) {
-    // Rebuild the ledger from what the client says it holds, bounded by what it could hold.
-    for (size_t v = 0; v < physical.size(); ++v) {
-      const int g = physical[v];
-      uint64_t bound = ledger_.capacity(g) - std::min(ledger_.capacity(g), ledger_.GpuHeld(g));
-      ledger_.Restore(conn, g, std::min(hello.held_bytes[v], bound));
-    }
-  }
+  if (hello.reattach) RestoreHoldings(conn, peer.pid, physical, hello.held_bytes, &warning);
   if (channels_ != nullptr) c.channel = channels_->Create(conn, peer);
   work_.Add(conn);
   c.scheduled = config_.scheduling && !c.channel.empty();
@@ -224,6 +218,8 @@ proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, c
   proto::SetString(w.channel, c.channel);
   w.scheduled = c.scheduled ? 1 : 0;
   PublishTenant(tenant);
+  metering_.Joined(conn, hello.reattach != 0);
+  Reterm();
   return w;
 }
 
@@ -236,38 +232,73 @@ proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const
   }
   const int g = c.physical[take.device];
   if (take.force) {
-    const uint64_t room = ledger_.capacity(g) - std::min(ledger_.capacity(g), ledger_.GpuHeld(g));
-    ledger_.Restore(conn, g, std::min(take.bytes, room));
-    r.granted = 1;
-  } else {
-    switch (ledger_.Take(conn, g, take.bytes)) {
-      case NodeLedger::Grant::kGranted: r.granted = 1; break;
-      case NodeLedger::Grant::kTenantCap:
-        proto::SetString(r.reason, "tenant \"" + c.tenant + "\" holds " + FormatBytes(ledger_.TenantHeld(c.tenant, g)) +
-                                       " of its " + FormatBytes(c.cap_bytes.value_or(0)) + " cap on GPU " +
-                                       std::to_string(g) + " across its processes");
-        break;
-      case NodeLedger::Grant::kClientCap:
-        proto::SetString(r.reason, "its \"" + (c.instance ? c.instance->profile : std::string()) +
-                                       "\" instance holds " + FormatBytes(ledger_.Held(conn, g)) + " of its " +
-                                       FormatBytes(c.instance ? c.instance->memory_bytes : 0) + " on GPU " +
-                                       std::to_string(g));
-        break;
-      case NodeLedger::Grant::kDeviceFull:
-        proto::SetString(r.reason, "GPU " + std::to_string(g) + " has " + FormatBytes(ledger_.GpuHeld(g)) + " of " +
-                                       FormatBytes(ledger_.capacity(g)) + " held by its clients");
-        break;
-      case NodeLedger::Grant::kBadRequest: proto::SetString(r.reason, "bad request"); break;
+    // Memory the driver already holds for the client (its context): recorded up to the
+    // tenant's cap, its instance's memory and the device, never past them, whatever the client says.
+    const uint64_t recorded = ledger_.Record(conn, g, take.bytes);
+    r.granted = recorded == take.bytes ? 1 : 0;
+    if (!r.granted)
+      proto::SetString(r.reason, "recorded " + FormatBytes(recorded) + " of " + FormatBytes(take.bytes) +
+                                     " already held: the rest is past the tenant's cap, the instance's memory or GPU " +
+                                     std::to_string(g));
+    if (recorded > 0) PublishTenant(c.tenant);
+    return r;
+  }
+  switch (ledger_.Take(conn, g, take.bytes)) {
+    case NodeLedger::Grant::kGranted: r.granted = 1; break;
+    case NodeLedger::Grant::kTenantCap:
+      proto::SetString(r.reason, "tenant \"" + c.tenant + "\" holds " + FormatBytes(ledger_.TenantHeld(c.tenant, g)) +
+                                     " of its " + FormatBytes(c.cap_bytes.value_or(0)) + " cap on GPU " +
+                                     std::to_string(g) + " across its processes");
+      break;
+    case NodeLedger::Grant::kClientCap:
+      proto::SetString(r.reason, "its \"" + (c.instance ? c.instance->profile : std::string()) + "\" instance holds " +
+                                     FormatBytes(ledger_.Held(conn, g)) + " of its " +
+                                     FormatBytes(c.instance ? c.instance->memory_bytes : 0) + " on GPU " +
+                                     std::to_string(g));
+      break;
+    case NodeLedger::Grant::kDeviceFull:
+      proto::SetString(r.reason, "GPU " + std::to_string(g) + " has " + FormatBytes(ledger_.GpuHeld(g)) + " of " +
+                                     FormatBytes(ledger_.capacity(g)) + " held by its clients");
+      break;
+    case NodeLedger::Grant::kBadRequest: proto::SetString(r.reason, "bad request"); break;
+  }
+  if (r.granted) {
+    PublishTenant(c.tenant);
+    metering_.Held(conn);
+  }
+  return r;
+}
+
+void BrokerCore::RestoreHoldings(ClientId conn, int32_t pid, const std::vector<int>& physical,
+                                 const uint64_t (&claimed)[proto::kMaxDevices], std::string* warning) {
+  // A restarted broker rebuilds its ledger from what clients say they hold. A claim is
+  // believed only up to what the driver shows the process holding (where it can say)
+  // and, through the ledger, up to the tenant's cap and the GPU's free capacity: a
+  // lying client can book nothing its tenant could not have taken anyway.
+  for (size_t v = 0; v < physical.size() && v < static_cast<size_t>(proto::kMaxDevices); ++v) {
+    const int g = physical[v];
+    uint64_t believed = claimed[v];
+    std::optional<uint64_t> driver;
+    if (process_memory_) driver = process_memory_(pid, g);
+    if (driver) believed = std::min(believed, *driver);
+    const uint64_t recorded = ledger_.Record(conn, g, believed);
+    if (recorded < claimed[v]) {
+      std::string note = "re-registration claimed " + FormatBytes(claimed[v]) + " on GPU " + std::to_string(g) +
+                         "; recorded " + FormatBytes(recorded) +
+                         (driver ? " (the driver shows the process holding " + FormatBytes(*driver) + ")"
+                                 : " (the tenant's cap or the GPU's free memory)");
+      *warning += (warning->empty() ? "" : "; ") + note;
     }
   }
-  if (r.granted) PublishTenant(c.tenant);
-  return r;
 }
 
 void BrokerCore::OnGive(ClientId conn, const PeerCredentials&, const proto::Give& give) {
   const ClientRecord& c = clients_.at(conn);
   if (give.device >= c.physical.size()) return;
-  if (ledger_.Give(conn, c.physical[give.device], give.bytes) > 0) PublishTenant(c.tenant);
+  if (ledger_.Give(conn, c.physical[give.device], give.bytes) > 0) {
+    PublishTenant(c.tenant);
+    metering_.Held(conn);
+  }
 }
 
 uint64_t BrokerCore::Close(ClientId conn) {
@@ -276,6 +307,7 @@ uint64_t BrokerCore::Close(ClientId conn) {
   if (c == nullptr) return 0;
   const std::string tenant = c->tenant;
   const std::string job = c->job;
+  metering_.Left(conn);  // while its GPU time and launches can still be read
   clients_.Remove(conn);
   // Its places in communicators; a job's plan once its last rank is gone.
   comms_.RemoveClient(conn);
@@ -286,6 +318,7 @@ uint64_t BrokerCore::Close(ClientId conn) {
   if (channels_ != nullptr) channels_->Destroy(conn);
   PublishTenant(tenant);
   Schedule(clock_());
+  Reterm();
   return freed;
 }
 
@@ -314,6 +347,11 @@ void BrokerCore::Reload(BrokerConfig config) {
   }
   for (const auto& [tenant, _] : touched) PublishTenant(tenant);
   for (const auto& [id, c] : clients_) weights_.Update(id);
+  Reterm();
+}
+
+void BrokerCore::Reterm() {
+  metering_.Reterm([&](const ClientRecord& c) { return weights_.Base(c); });
 }
 
 void BrokerCore::OnSched(ClientId conn, const PeerCredentials&, const proto::Sched& s) {

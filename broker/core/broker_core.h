@@ -18,6 +18,7 @@
 #include "broker/core/client_registry.h"
 #include "broker/core/client_work.h"
 #include "broker/core/communicators.h"
+#include "broker/core/metering.h"
 #include "broker/core/placement_service.h"
 #include "broker/core/session.h"
 #include "broker/core/spatial_planner.h"
@@ -45,6 +46,11 @@ class BrokerCore : private MessageHandlers {
   // (false) unless it describes as many GPUs as the broker has.
   bool SetTopology(Topology topology) { return placement_.SetTopology(std::move(topology)); }
   const Topology& topology() const { return placement_.topology(); }
+  // What the driver says a process holds on a physical GPU (NVML's per-process
+  // memory, ProcessMemoryReader); nullopt where it cannot say. Bounds the holdings a
+  // re-registering client claims. Unset: claims are bounded by the ledger only.
+  using ProcessMemory = std::function<std::optional<uint64_t>(int32_t pid, int gpu)>;
+  void SetProcessMemory(ProcessMemory reader) { process_memory_ = std::move(reader); }
   // Who may change weights at run time besides root (the broker's own uid by default).
   void SetAdminUid(uint32_t uid) { weights_.SetAdminUid(uid); }
 
@@ -71,6 +77,18 @@ class BrokerCore : private MessageHandlers {
   // Measured utilization of a process on a physical GPU (NVML), for the classifier.
   void Utilization(int32_t pid, unsigned sm_percent, unsigned mem_percent);
 
+  // Metering (metering.h): rows go to `sink` from now on; `open` are the sessions the
+  // store has open, `wall_clock` gives unix ns. Flush writes every live session's usage
+  // (the daemon calls it each [metering] interval); false with the reason if refused.
+  void AttachMeter(MeterSink* sink, uint64_t first_session_id, std::vector<MeterSnapshot> open,
+                   std::function<uint64_t()> wall_clock) {
+    metering_.Attach(sink, first_session_id, std::move(open), std::move(wall_clock));
+  }
+  bool FlushMeter(std::string* error) { return metering_.Flush(error); }
+  // Sessions left open by a stopped broker whose clients have not re-registered within
+  // `grace_ns` end at their last record.
+  void CloseMeterOrphans(uint64_t grace_ns) { metering_.CloseOrphans(grace_ns); }
+
   std::string StatusJson() const;
   const ClientRecord* Client(ClientId conn) const { return clients_.Find(conn); }
   size_t client_count() const { return clients_.size(); }
@@ -85,11 +103,19 @@ class BrokerCore : private MessageHandlers {
   std::string OnStatus(ClientId, const PeerCredentials&, const protocol::Text&) override { return StatusJson(); }
   void OnSched(ClientId conn, const PeerCredentials& peer, const protocol::Sched& s) override;
   std::string OnSetWeight(ClientId, const PeerCredentials& peer, const protocol::SetWeight& s) override {
-    return weights_.Set(peer, s);
+    std::string reply = weights_.Set(peer, s);
+    Reterm();
+    return reply;
+  }
+  std::string OnUsage(ClientId, const PeerCredentials& peer, const protocol::Text& request) override {
+    return metering_.Request(peer, weights_.admin_uid(), request);
   }
   std::string OnComm(ClientId conn, const PeerCredentials&, const protocol::Comm& m) override {
     return comms_.Report(conn, clients_.at(conn), m);  // a warning for the client, or ""
   }
+
+  void RestoreHoldings(ClientId conn, int32_t pid, const std::vector<int>& physical,
+                       const uint64_t (&claimed)[protocol::kMaxDevices], std::string* warning);
 
   // vGPU instances (profiles.h): the profile a client asks for or its tenant gives it,
   // where one fits, and the ceiling its flows run under.
@@ -100,12 +126,14 @@ class BrokerCore : private MessageHandlers {
   void PublishTenant(const std::string& tenant);
   Grants GrantsOf(const ClientRecord& c) const;
   void Schedule(uint64_t now);  // Tick and carry out
+  void Reterm();                // every session's metered fraction, after clients or weights changed
 
   // Declared in the order they are built: the parts hold pointers to what precedes them.
   BrokerConfig config_;
   std::vector<GpuInfo> gpus_;
   ChannelHost* channels_;
   std::function<uint64_t()> clock_;
+  ProcessMemory process_memory_;
   NodeLedger ledger_;
   Scheduler scheduler_;
   ClientRegistry clients_;
@@ -114,6 +142,7 @@ class BrokerCore : private MessageHandlers {
   PlacementService placement_;
   Communicators comms_;
   SpatialPlanner spatial_;
+  Metering metering_;
   Sessions sessions_;
   bool rings_busy_ = false;
 };

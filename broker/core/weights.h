@@ -21,6 +21,7 @@ class Weights {
 
   // Who may change weights at run time besides root (the broker's own uid by default).
   void SetAdminUid(uint32_t uid) { admin_uid_ = uid; }
+  uint32_t admin_uid() const { return admin_uid_; }
 
   double Base(const ClientRecord& c) const;  // run-time override, else the tenant's terms
   double Effective(ClientId id) const;       // tenant (or overridden) weight x class weight; an instance's compute

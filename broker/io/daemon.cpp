@@ -11,14 +11,18 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <map>
+#include <memory>
+#include <random>
 
 #include "broker/core/broker_core.h"
 #include "broker_log.h"
 #include "common/base/futex.h"
 #include "common/protocol/socket_io.h"
 #include "gpu_inventory.h"
+#include "meter_store.h"
 #include "shm_channels.h"
 #include "topology_discovery.h"
 
@@ -29,6 +33,31 @@ constexpr size_t kMaxPendingOutput = 8 << 20;          // a peer that reads noth
 constexpr uint64_t kRingDrainNs = 20'000'000;          // how often clients' rings are read
 constexpr uint64_t kBusyRingDrainNs = 2'000'000;       // …while a client fills its ring fast
 constexpr uint64_t kUtilizationEveryNs = 200'000'000;  // NVML per-process utilization
+// A session left open by a stopped broker ends if its client has not re-registered by
+// then (a client re-registers at its next allocation or launch after the broker is back).
+constexpr uint64_t kOrphanGraceNs = 300'000'000'000;
+constexpr uint64_t kPruneEveryNs = 3600'000'000'000;  // retention
+
+uint64_t RealtimeNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Session ids start at random (below 2^62) so that two brokers on one database do not collide.
+uint64_t FirstSessionId() {
+  std::random_device rd;
+  const uint64_t r = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return (r & ((1ull << 62) - 1)) | (1ull << 40);
+}
+
+// Deletes usage older than the retention; false (logged) if the store refused.
+void Prune(MeterStore& store, uint32_t retention_days) {
+  if (retention_days == 0) return;
+  std::string error;
+  if (!store.Prune(DayOf(RealtimeNs()) - static_cast<int64_t>(retention_days), &error))
+    Log(LogLevel::kWarn, "metering: retention: %s", error.c_str());
+}
 
 struct Connection {
   int fd = -1;
@@ -76,12 +105,23 @@ int Listen(const std::string& path, std::string* error) {
 
 class Daemon {
  public:
-  Daemon(const DaemonOptions& options, BrokerConfig config, std::vector<GpuInfo> gpus, std::optional<Topology> topology)
+  Daemon(const DaemonOptions& options, BrokerConfig config, std::vector<GpuInfo> gpus, std::optional<Topology> topology,
+         std::unique_ptr<MeterStore> store, std::vector<MeterSnapshot> open_sessions)
       : options_(options),
+        metering_(config.metering),
+        store_(std::move(store)),
         channels_("gpushare." + std::to_string(getpid())),
         core_(std::move(config), std::move(gpus), &channels_) {
+    core_.SetProcessMemory([this](int32_t pid, int gpu) { return process_memory_.Held(pid, gpu); });
     if (topology && !core_.SetTopology(std::move(*topology)))
       Log(LogLevel::kWarn, "topology: describes another number of GPUs than the inventory; treated as no P2P");
+    if (store_) {
+      if (!open_sessions.empty())
+        Log(LogLevel::kInfo, "metering: %zu session(s) left open by the last broker; their clients may re-register",
+            open_sessions.size());
+      core_.AttachMeter(store_.get(), FirstSessionId(), std::move(open_sessions), RealtimeNs);
+      last_flush_ns_ = last_prune_ns_ = MonotonicNs();
+    }
   }
 
   int Run(int listen_fd, int signal_fd) {
@@ -119,10 +159,18 @@ class Daemon {
   // Until the next quantum or revoke deadline, or the next ring drain while clients
   // are connected; forever when there are none.
   int PollTimeoutMs() const {
-    if (core_.client_count() == 0) return -1;
     const uint64_t now = MonotonicNs();
+    if (core_.client_count() == 0) {
+      if (!store_) return -1;
+      // Idle but metering: wake for the next flush (orphans to end, retention).
+      const uint64_t due = last_flush_ns_ + metering_.interval_ns;
+      return static_cast<int>(((due > now ? due - now : 0) + 999'999) / 1'000'000);
+    }
     uint64_t wait = core_.rings_busy() ? kBusyRingDrainNs : kRingDrainNs;
     if (auto d = core_.NextDeadline()) wait = std::min(wait, *d > now ? *d - now : 0);
+    if (store_)
+      wait = std::min(wait,
+                      last_flush_ns_ + metering_.interval_ns > now ? last_flush_ns_ + metering_.interval_ns - now : 0);
     return static_cast<int>((wait + 999'999) / 1'000'000);
   }
 
@@ -133,9 +181,27 @@ class Daemon {
       for (const ProcessUtilization& u : sampler_.Sample()) core_.Utilization(u.pid, u.sm_percent, u.mem_percent);
     }
     core_.Poll();
+    if (store_ && now - last_flush_ns_ >= metering_.interval_ns) FlushMeter(now);
+  }
+
+  // Off the clients' hot path: one transaction in the loop, every interval.
+  void FlushMeter(uint64_t now) {
+    last_flush_ns_ = now;
+    core_.CloseMeterOrphans(kOrphanGraceNs);
+    std::string error;
+    const bool ok = core_.FlushMeter(&error);
+    if (!ok && flush_ok_) Log(LogLevel::kError, "metering: %s (kept in memory, retried each interval)", error.c_str());
+    if (ok && !flush_ok_) Log(LogLevel::kInfo, "metering: %s writable again", store_->path().c_str());
+    flush_ok_ = ok;
+    if (now - last_prune_ns_ >= kPruneEveryNs) {
+      last_prune_ns_ = now;
+      Prune(*store_, metering_.retention_days);
+    }
   }
 
   ~Daemon() {
+    // What live sessions used so far; they stay open for the next broker to continue.
+    if (store_) FlushMeter(MonotonicNs());
     for (auto& [id, c] : connections_) close(c.fd);
   }
 
@@ -208,8 +274,15 @@ class Daemon {
       Log(LogLevel::kInfo, "SIGHUP: no config file to reload");
       return;
     }
+    // Nothing a reload reads may take the broker down: whatever goes wrong while the
+    // new config is read and checked, the running one stays.
     std::string error;
-    auto config = LoadBrokerConfig(options_.config_path, &error);
+    std::optional<BrokerConfig> config;
+    try {
+      config = LoadBrokerConfig(options_.config_path, &error);
+    } catch (const std::exception& e) {
+      error = options_.config_path + ": " + e.what();
+    }
     if (!config) {
       Log(LogLevel::kError, "reload refused, the running config stays: %s", error.c_str());
       return;
@@ -218,12 +291,26 @@ class Daemon {
       Log(LogLevel::kError, "reload refused, the running config stays: %s", unfit.c_str());
       return;
     }
+    // The running meter stays: its database only changes at a restart.
+    const std::string database = config->metering.database.empty() ? DefaultMeterDatabase() : config->metering.database;
+    if (store_ && (!config->metering.enabled || database != store_->path()))
+      Log(LogLevel::kWarn, "reload: [metering] enabled/database take effect at a restart; still writing %s",
+          store_->path().c_str());
+    if (!store_ && config->metering.enabled) Log(LogLevel::kWarn, "reload: metering starts at a restart");
+    metering_.interval_ns = config->metering.interval_ns;
+    metering_.retention_days = config->metering.retention_days;
     core_.Reload(std::move(*config));
     Log(LogLevel::kInfo, "reloaded %s", options_.config_path.c_str());
   }
 
   DaemonOptions options_;
+  MeteringConfig metering_;
+  std::unique_ptr<MeterStore> store_;  // null: metering off
+  uint64_t last_flush_ns_ = 0;
+  uint64_t last_prune_ns_ = 0;
+  bool flush_ok_ = true;
   UtilizationSampler sampler_;
+  ProcessMemoryReader process_memory_;
   uint64_t last_utilization_ns_ = 0;
   ShmChannels channels_;
   BrokerCore core_;
@@ -245,6 +332,23 @@ int RunDaemon(const DaemonOptions& options) {
     config = std::move(*loaded);
   }
   std::string error;
+  // The meter's database: one that cannot be opened is an error at start, named.
+  std::unique_ptr<MeterStore> store;
+  std::vector<MeterSnapshot> open_sessions;
+  if (config.metering.enabled) {
+    const std::string path = config.metering.database.empty() ? DefaultMeterDatabase() : config.metering.database;
+    store = MeterStore::Open(path, &error);
+    std::optional<std::vector<MeterSnapshot>> open;
+    if (store) open = store->OpenSessions(&error);
+    if (!store || !open) {
+      Log(LogLevel::kError, "metering: %s", error.c_str());
+      return 2;
+    }
+    open_sessions = std::move(*open);
+    Prune(*store, config.metering.retention_days);
+    Log(LogLevel::kInfo, "metering: writing %s every %.1f s", path.c_str(),
+        static_cast<double>(config.metering.interval_ns) / 1e9);
+  }
   std::vector<GpuInfo> gpus = DiscoverGpus(&error);
   if (gpus.empty()) {
     Log(LogLevel::kError, "no GPU to share: %s", error.empty() ? "NVML reports none" : error.c_str());
@@ -287,7 +391,8 @@ int RunDaemon(const DaemonOptions& options) {
   Log(LogLevel::kInfo, "listening on %s", options.socket_path.c_str());
   int status;
   {
-    Daemon daemon(options, std::move(config), std::move(gpus), std::move(topology));
+    Daemon daemon(options, std::move(config), std::move(gpus), std::move(topology), std::move(store),
+                  std::move(open_sessions));
     status = daemon.Run(listen_fd, signal_fd);
   }
   close(listen_fd);

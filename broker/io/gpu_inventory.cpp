@@ -110,4 +110,45 @@ std::vector<ProcessUtilization> UtilizationSampler::Sample() {
   return out;
 }
 
+ProcessMemoryReader::ProcessMemoryReader() {
+  void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);  // loaded already: DiscoverGpus
+  if (lib == nullptr) return;
+  auto count = reinterpret_cast<decltype(&nvmlDeviceGetCount_v2)>(dlsym(lib, "nvmlDeviceGetCount_v2"));
+  auto handle = reinterpret_cast<decltype(&nvmlDeviceGetHandleByIndex_v2)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
+  get_ = dlsym(lib, "nvmlDeviceGetComputeRunningProcesses_v3");
+  unsigned n = 0;
+  if (!count || !handle || !get_ || count(&n) != NVML_SUCCESS) {
+    get_ = nullptr;
+    return;
+  }
+  for (unsigned i = 0; i < n; ++i) {
+    nvmlDevice_t d;
+    devices_.push_back(handle(i, &d) == NVML_SUCCESS ? d : nullptr);
+  }
+}
+
+std::optional<uint64_t> ProcessMemoryReader::Held(int32_t pid, int gpu) const {
+  if (get_ == nullptr || gpu < 0 || gpu >= static_cast<int>(devices_.size()) || devices_[gpu] == nullptr)
+    return std::nullopt;
+  auto get = reinterpret_cast<decltype(&nvmlDeviceGetComputeRunningProcesses_v3)>(get_);
+  std::vector<nvmlProcessInfo_t> infos(64);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    unsigned n = static_cast<unsigned>(infos.size());
+    nvmlReturn_t rc = get(static_cast<nvmlDevice_t>(devices_[gpu]), &n, infos.data());
+    if (rc == NVML_ERROR_INSUFFICIENT_SIZE && n > infos.size() && n <= 65536) {
+      infos.resize(n + 16);  // processes come and go between the two calls
+      continue;
+    }
+    if (rc != NVML_SUCCESS) return std::nullopt;
+    uint64_t held = 0;
+    for (unsigned i = 0; i < n && i < infos.size(); ++i) {
+      if (static_cast<int32_t>(infos[i].pid) != pid) continue;
+      if (infos[i].usedGpuMemory == ~0ull) return std::nullopt;  // NVML_VALUE_NOT_AVAILABLE
+      held += infos[i].usedGpuMemory;
+    }
+    return held;
+  }
+  return std::nullopt;
+}
+
 }  // namespace gpushare::broker

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,21 @@ class UtilizationSampler {
   void* get_ = nullptr;  // nvmlDeviceGetProcessUtilization
   std::vector<void*> devices_;
   unsigned long long last_us_ = 0;
+};
+
+// What NVML says a process holds on a GPU (nvmlDeviceGetComputeRunningProcesses): the
+// broker's check on the holdings a re-registering client claims. nullopt where NVML,
+// the query or the GPU is not available (then the claim is bounded by the ledger
+// only); 0 for a process NVML does not list on that GPU. NVML's pids are the host's:
+// a broker in its own pid namespace must not be given this reader.
+class ProcessMemoryReader {
+ public:
+  ProcessMemoryReader();
+  std::optional<uint64_t> Held(int32_t pid, int gpu) const;
+
+ private:
+  void* get_ = nullptr;  // nvmlDeviceGetComputeRunningProcesses_v3
+  std::vector<void*> devices_;
 };
 
 }  // namespace gpushare::broker

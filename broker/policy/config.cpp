@@ -1,10 +1,16 @@
 // Parsing and resolution of the broker's TOML configuration (see config.h).
 #include "config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "common/base/units.h"
@@ -67,7 +73,7 @@ std::vector<T> IntList(const toml::node& n, const std::string& field, int64_t mi
 
 BrokerConfig Parse(const toml::table& root) {
   BrokerConfig c;
-  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles"});
+  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles", "metering", "billing"});
   if (const toml::node* node = root.get("node")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "node: expected a table");
@@ -269,15 +275,91 @@ void ParseClassifier(const toml::table& root, const std::string& source, Classif
     if (!p || p->empty()) Fail(*n, "classifier.profile: expected a file path");
     std::filesystem::path path(*p);
     if (path.is_relative()) path = std::filesystem::path(source).parent_path() / path;
-    std::ifstream in(path);
-    if (!in) Fail(*n, "classifier.profile: cannot read " + path.string());
-    std::stringstream ss;
-    ss << in.rdbuf();
     std::string error;
-    auto profile = ParseClassifierProfile(ss.str(), path.string(), &error);
+    std::optional<std::string> text = ReadRegularFile(path.string(), kMaxProfileBytes, &error);
+    if (!text) Fail(*n, "classifier.profile: cannot read " + path.string() + ": " + error);
+    auto profile = ParseClassifierProfile(*text, path.string(), &error);
     if (!profile) throw IncludedFileError{error};
     out->profile = std::move(*profile);
     out->profile_path = path.string();
+  }
+}
+
+const toml::table& Table(const toml::node& n, const std::string& field) {
+  const toml::table* t = n.as_table();
+  if (t == nullptr) Fail(n, field + ": expected a table");
+  return *t;
+}
+
+int64_t Rate(const toml::node& n, const std::string& field) {
+  std::optional<double> v = n.value<double>();
+  std::optional<int64_t> micro = v ? RateMicro(*v) : std::nullopt;
+  if (!micro || !(n.is_number())) Fail(n, field + ": expected a rate, a number from 0 (e.g. 2.5)");
+  return *micro;
+}
+
+// [metering] and [billing] (docs/metering.md).
+void ParseMeteringAndBilling(const toml::table& root, MeteringConfig* metering, BillingConfig* billing) {
+  if (const toml::node* node = root.get("metering")) {
+    const toml::table& t = Table(*node, "metering");
+    CheckKeys(t, "metering", {"enabled", "database", "interval", "retention_days"});
+    if (const toml::node* n = t.get("enabled")) {
+      auto b = n->value<bool>();
+      if (!b || !n->is_boolean()) Fail(*n, "metering.enabled: expected true or false");
+      metering->enabled = *b;
+    }
+    if (const toml::node* n = t.get("database")) {
+      std::optional<std::string> p = n->value<std::string>();
+      if (!p || p->empty() || !n->is_string()) Fail(*n, "metering.database: expected a file path");
+      metering->database = *p;
+    }
+    if (const toml::node* n = t.get("interval")) {
+      std::optional<double> s = n->value<double>();
+      if (!s || !n->is_number() || !(*s >= 0.1) || *s > 3600)
+        Fail(*n, "metering.interval: expected seconds, from 0.1 to 3600");
+      metering->interval_ns = static_cast<uint64_t>(std::llround(*s * 1e9));
+    }
+    if (const toml::node* n = t.get("retention_days")) {
+      auto v = n->value<int64_t>();
+      if (!n->is_integer() || !v || *v < 0 || *v > 100000)
+        Fail(*n, "metering.retention_days: expected days, from 0 (keep forever) to 100000");
+      metering->retention_days = static_cast<uint32_t>(*v);
+    }
+  }
+  if (const toml::node* node = root.get("billing")) {
+    const toml::table& t = Table(*node, "billing");
+    CheckKeys(t, "billing", {"base_rate", "currency", "per", "minor_digits", "tenant_rates", "profile_rates"});
+    if (const toml::node* n = t.get("base_rate")) billing->base_rate_micro = Rate(*n, "billing.base_rate");
+    if (const toml::node* n = t.get("currency")) {
+      std::optional<std::string> c = n->value<std::string>();
+      if (!c || c->empty() || c->size() > 16 || !n->is_string())
+        Fail(*n, "billing.currency: expected a name such as \"USD\"");
+      billing->currency = *c;
+    }
+    if (const toml::node* n = t.get("per")) {
+      std::optional<std::string> per = n->value<std::string>();
+      const std::map<std::string, uint64_t> units{{"second", 1'000'000'000ull},
+                                                  {"minute", 60'000'000'000ull},
+                                                  {"hour", 3'600'000'000'000ull},
+                                                  {"day", 86'400'000'000'000ull}};
+      auto u = per ? units.find(*per) : units.end();
+      if (u == units.end()) Fail(*n, "billing.per: expected \"second\", \"minute\", \"hour\" or \"day\"");
+      billing->per = u->first;
+      billing->per_ns = u->second;
+    }
+    if (const toml::node* n = t.get("minor_digits")) {
+      auto v = n->value<int64_t>();
+      if (!n->is_integer() || !v || *v < 0 || *v > 4) Fail(*n, "billing.minor_digits: expected 0 to 4");
+      billing->minor_digits = static_cast<int>(*v);
+    }
+    for (const char* which : {"tenant_rates", "profile_rates"}) {
+      const toml::node* n = t.get(which);
+      if (n == nullptr) continue;
+      const std::string field = std::string("billing.") + which;
+      auto& into = std::string(which) == "tenant_rates" ? billing->tenant_rate_micro : billing->profile_rate_micro;
+      for (const auto& [name, rate] : Table(*n, field))
+        into[std::string(name.str())] = Rate(rate, field + "." + std::string(name.str()));
+    }
   }
 }
 
@@ -317,6 +399,7 @@ std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std
     BrokerConfig config = Parse(root);
     ParseProfiles(root, source, &config);
     ParseClassifier(root, source, &config.classifier);
+    ParseMeteringAndBilling(root, &config.metering, &config.billing);
     return config;
   } catch (const toml::parse_error& e) {
     *error = source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
@@ -324,19 +407,61 @@ std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std
     *error = source + ":" + std::to_string(e.line) + ": " + e.message;
   } catch (const IncludedFileError& e) {
     *error = e.message;
+  } catch (const std::exception& e) {
+    // Out of memory, a library's own exception: the config is refused, never the broker.
+    *error = source + ": cannot be parsed: " + e.what();
   }
   return std::nullopt;
 }
 
-std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::string* error) {
-  std::ifstream in(path);
-  if (!in) {
-    *error = path + ": cannot read the config file";
+std::optional<std::string> ReadRegularFile(const std::string& path, size_t max_bytes, std::string* error) {
+  // O_NONBLOCK: opening a FIFO nobody writes to must not hang the broker; fstat then
+  // refuses it, a device (/dev/zero) or a directory before anything is read.
+  const int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    *error = std::string("cannot open: ") + std::strerror(errno);
     return std::nullopt;
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParseBrokerConfig(ss.str(), path, error);
+  std::string text;
+  std::string why;
+  struct stat st{};
+  if (fstat(fd, &st) != 0) {
+    why = std::string("cannot stat: ") + std::strerror(errno);
+  } else if (!S_ISREG(st.st_mode)) {
+    why = "not a regular file";
+  } else if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    why = "larger than the limit of " + std::to_string(max_bytes) + " bytes";
+  } else {
+    // Read at most one byte past the limit: a file that grew meanwhile is refused too.
+    char chunk[65536];
+    for (;;) {
+      const ssize_t n = read(fd, chunk, std::min(sizeof chunk, max_bytes + 1 - text.size()));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) why = std::string("cannot read: ") + std::strerror(errno);
+      if (n <= 0) break;
+      text.append(chunk, static_cast<size_t>(n));
+      if (text.size() > max_bytes) {
+        why = "larger than the limit of " + std::to_string(max_bytes) + " bytes";
+        break;
+      }
+    }
+  }
+  close(fd);
+  if (!why.empty()) {
+    *error = why;
+    return std::nullopt;
+  }
+  return text;
+}
+
+std::optional<BrokerConfig> LoadBrokerConfig(const std::string& path, std::string* error) {
+  std::string why;
+  std::optional<std::string> text = ReadRegularFile(path, kMaxConfigBytes, &why);
+  if (!text) {
+    *error = path + ": cannot read the config file: " + why;
+    return std::nullopt;
+  }
+  return ParseBrokerConfig(*text, path, error);
 }
 
 std::string ProfilesUnfit(const BrokerConfig& config, const std::vector<uint64_t>& gpu_memory_bytes) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "billing.h"
 #include "classifier.h"
 #include "profiles.h"
 #include "spatial.h"
@@ -27,6 +28,14 @@ struct TenantPolicy {
   // Initialized, so that positional initializers written before these keys stay valid.
   std::optional<std::string> profile = std::nullopt;  // its clients' vGPU profile unless they ask one
   std::optional<double> max_compute = std::nullopt;   // ceiling on each client's GPU time, (0, 1]
+};
+
+// [metering] (meter.h, broker/io/meter_store.h).
+struct MeteringConfig {
+  bool enabled = true;
+  std::string database;                      // "" : metering.db in the broker's state directory
+  uint64_t interval_ns = 10'000'000'000ull;  // rows are written at least this often
+  uint32_t retention_days = 400;             // day rows older than this are deleted (0: kept forever)
 };
 
 struct BrokerConfig {
@@ -51,7 +60,18 @@ struct BrokerConfig {
   Reservation reserved;
   // [classifier]: kernel-name rules (the config's, then the defaults) and a profile.
   ClassifierConfig classifier;
+  MeteringConfig metering;
+  BillingConfig billing;
 };
+
+// What the broker reads is only a regular file under a size limit (not a FIFO, a
+// device such as /dev/zero, or a directory): a bad path is a refused config, never a
+// hung or exhausted broker.
+inline constexpr size_t kMaxConfigBytes = 1 << 20;
+inline constexpr size_t kMaxProfileBytes = 16 << 20;  // a classifier profile
+// The file's text; nullopt with the reason in `error` if it is not a regular file of
+// at most `max_bytes` or cannot be read. Opened non-blocking: a FIFO cannot hang it.
+std::optional<std::string> ReadRegularFile(const std::string& path, size_t max_bytes, std::string* error);
 
 // Parses TOML text. On error returns nullopt and sets `error` to "SOURCE:LINE: what".
 std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source, std::string* error);

@@ -58,12 +58,28 @@ uint64_t NodeLedger::Give(ClientId id, int gpu, uint64_t bytes) {
   return given;
 }
 
-void NodeLedger::Restore(ClientId id, int gpu, uint64_t bytes) {
+uint64_t NodeLedger::Room(ClientId id, int gpu) const {
   auto it = clients_.find(id);
-  if (it == clients_.end() || gpu < 0 || gpu >= gpu_count()) return;
-  it->second.held[gpu] += bytes;
-  TenantOf(it->second.tenant).held[gpu] += bytes;
-  gpu_held_[gpu] += bytes;
+  if (it == clients_.end() || gpu < 0 || gpu >= gpu_count()) return 0;
+  uint64_t room = capacity_[gpu] - std::min(capacity_[gpu], gpu_held_[gpu]);
+  auto t = tenants_.find(it->second.tenant);
+  if (t != tenants_.end() && t->second.cap) {
+    const uint64_t held = t->second.held[gpu];
+    room = std::min(room, *t->second.cap - std::min(*t->second.cap, held));
+  }
+  if (const std::optional<uint64_t>& own = it->second.cap)
+    room = std::min(room, *own - std::min(*own, it->second.held[gpu]));
+  return room;
+}
+
+uint64_t NodeLedger::Record(ClientId id, int gpu, uint64_t bytes) {
+  const uint64_t recorded = std::min(bytes, Room(id, gpu));
+  if (recorded == 0) return 0;
+  Client& c = clients_.at(id);
+  c.held[gpu] += recorded;
+  TenantOf(c.tenant).held[gpu] += recorded;
+  gpu_held_[gpu] += recorded;
+  return recorded;
 }
 
 uint64_t NodeLedger::RemoveClient(ClientId id) {

@@ -35,11 +35,16 @@ class NodeLedger {
 
   enum class Grant { kGranted, kTenantCap, kClientCap, kDeviceFull, kBadRequest };
   Grant Take(ClientId id, int gpu, uint64_t bytes);
+  // What the client could still take on `gpu`: the smallest of its tenant's room under
+  // the cap, its own room under its cap (an instance's memory) and the GPU's free capacity. 0 for an unknown client or GPU.
+  uint64_t Room(ClientId id, int gpu) const;
+  // Records memory the client says it already holds (a context's, a forced Take; what
+  // a re-registering client held before a broker restart): as much of `bytes` as Room
+  // allows, never more, so a client cannot book past its tenant's cap or the device
+  // by calling memory "already held" (nor past its own cap). Returns what it recorded.
+  uint64_t Record(ClientId id, int gpu, uint64_t bytes);
   // Gives back up to `bytes` of what the client holds on `gpu`; returns what it gave.
   uint64_t Give(ClientId id, int gpu, uint64_t bytes);
-  // Records holdings a client reports when it re-registers (a restarted broker
-  // rebuilds the ledger from them): no cap check, the memory is already in use.
-  void Restore(ClientId id, int gpu, uint64_t bytes);
   // The client is gone: everything it held returns. Returns the bytes freed.
   uint64_t RemoveClient(ClientId id);
 

@@ -109,7 +109,8 @@ Hello Sanitized(Hello h) {
   h.device_count = std::min<uint32_t>(h.device_count, kMaxDevices);
   h.reattach = h.reattach != 0;
   h.job_size = std::min<uint32_t>(h.job_size, kMaxDevices);
-  if (!(h.weight > 0 && h.weight <= 1000)) h.weight = 1;  // NaN and nonsense read as the default
+  if (!(h.weight > 0 && h.weight <= kMaxWeight)) h.weight = 1;  // NaN and nonsense read as the default
+  h.weight = std::max(h.weight, kMinWeight);
   for (int32_t& v : h.visible) v = std::clamp(v, -1, 1023);
   return h;
 }
@@ -140,7 +141,7 @@ Sched Sanitized(Sched s) {
 
 SetWeight Sanitized(SetWeight s) {
   Terminate(s.tenant);
-  if (!(s.weight > 0 && s.weight <= 1000)) s.weight = 0;  // refused
+  if (!(s.weight >= kMinWeight && s.weight <= kMaxWeight)) s.weight = 0;  // refused
   return s;
 }
 

@@ -18,6 +18,11 @@ inline constexpr uint32_t kMagic = 0x52485347;  // "GSHR"
 inline constexpr uint16_t kVersion = 3;
 inline constexpr int kMaxDevices = 16;
 inline constexpr size_t kMaxPayload = 1 << 20;
+// A scheduling weight's range. The floor keeps a client from asking itself into
+// starvation by accident (GPUSHARE_WEIGHT=5e-324 read as a weight); the ceiling keeps
+// one client from drowning the rest.
+inline constexpr double kMinWeight = 0.001;
+inline constexpr double kMaxWeight = 1000;
 
 // The message types, from messages.def (where each is described).
 enum class Type : uint16_t {
@@ -89,7 +94,7 @@ struct Welcome {
 
 struct Take {
   uint32_t device;  // virtual
-  uint32_t force;   // 1: memory the driver already holds (a context's): record it, past the cap if need be
+  uint32_t force;   // 1: memory the driver already holds (a context's): recorded up to the tenant's cap and the GPU
   uint64_t bytes;
 };
 

@@ -6,7 +6,8 @@
 //              [--stop-after S3] [--device D] [--start-at NS]
 // --start-at: CLOCK_MONOTONIC ns at which to start (t_ms=0); several workers given the
 // same value have aligned timelines. Output: "t_ms=T done=K" lines; "first_launch t_ms=T",
-// "switch t_ms=T" and "stop t_ms=T" when those happen; "summary launched=L done=K".
+// "switch t_ms=T" and "stop t_ms=T" when those happen; "summary launched=L done=K"; last,
+// "lifetime_ms=W": from main() to its device closed (what a meter of its session should see).
 #include <time.h>
 
 #include <atomic>
@@ -49,6 +50,7 @@ double Number(const std::map<std::string, std::string>& options, const std::stri
 }  // namespace
 
 int main(int argc, char** argv) {
+  const uint64_t main_ns = MonotonicNs();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const auto options = ParseOptions(argc, argv);
   const double seconds = Number(options, "--seconds", 5);
@@ -113,5 +115,6 @@ int main(int argc, char** argv) {
   CHECK(cuStreamDestroy(stream));
   CHECK(cuModuleUnload(module));
   samples::CloseDevice(d);
+  std::printf("lifetime_ms=%.1f\n", MsSince(main_ns));
   return 0;
 }

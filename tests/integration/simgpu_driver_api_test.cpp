@@ -38,6 +38,7 @@ class SimEnvironment : public ::testing::Environment {
       "links": [[0, 1, "nvlink"]]})";
     setenv("SIMGPU_CONFIG", path.c_str(), 1);
     setenv("SIMGPU_NODE", g_node_name.c_str(), 1);
+    shm_unlink(("/" + g_node_name).c_str());  // one left by a killed run whose pid was reused
     ASSERT_CU(cuInit(0));
   }
   void TearDown() override {

@@ -51,6 +51,7 @@ class HipBroker {
     std::ofstream(base_ + ".toml") << config_toml;
     auto env = node_.Env();
     env["LD_LIBRARY_PATH"] = base_ + ".lib";
+    env["STATE_DIRECTORY"] = base_ + ".lib";  // its meter's database, removed with it
     broker_ = std::make_unique<Child>(
         std::vector<std::string>{BROKER_PATH, "--config", base_ + ".toml", "--socket", socket()}, env);
     for (int i = 0; i < 500; ++i) {

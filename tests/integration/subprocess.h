@@ -7,10 +7,14 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -148,11 +152,33 @@ inline uint64_t Field(const std::string& text, const std::string& key) {
 // A private simulated node for one test: its own config file and shared segment.
 class SimNode {
  public:
+  // The name is the test's pid, a count and the clock: a segment left by a killed
+  // test whose pid was later reused is never attached (it would bring its armed
+  // faults, its waiters and its counters). Segments of tests no longer running are
+  // removed on the way.
   explicit SimNode(const std::string& config_json) {
     static int counter = 0;
-    name_ = "simgpu-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+    RemoveStale();
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    name_ = "simgpu-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++) + "-" +
+            std::to_string(static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec));
+    shm_unlink(("/" + name_).c_str());
     config_path_ = "/tmp/" + name_ + ".json";
     std::ofstream(config_path_) << config_json;
+  }
+  // Removes simgpu-test-PID-* segments and configs whose PID no longer runs.
+  static void RemoveStale() {
+    for (const char* dir : {"/dev/shm", "/tmp"}) {
+      std::error_code ec;
+      for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+        const std::string file = entry.path().filename().string();
+        int pid = 0;
+        if (std::sscanf(file.c_str(), "simgpu-test-%d-", &pid) != 1 || pid <= 0) continue;
+        if (kill(pid, 0) == 0 || errno != ESRCH) continue;  // running (or not ours to judge)
+        std::filesystem::remove(entry.path(), ec);
+      }
+    }
   }
   ~SimNode() {
     shm_unlink(("/" + name_).c_str());

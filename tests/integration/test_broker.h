@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -33,6 +34,7 @@ class TestBroker {
     const std::string base = "/tmp/gs-broker-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
     socket_ = base + ".sock";
     config_ = base + ".toml";
+    state_ = base + ".state";  // its meter's database (metering.db), across restarts
     WriteConfig(config_toml);
     Start();
   }
@@ -40,11 +42,15 @@ class TestBroker {
     broker_.reset();
     std::remove(config_.c_str());
     std::remove(socket_.c_str());
+    std::error_code ec;
+    std::filesystem::remove_all(state_, ec);
   }
 
   void Start() {
-    broker_ = std::make_unique<Child>(std::vector<std::string>{BROKER_PATH, "--config", config_, "--socket", socket_},
-                                      node_.Env());
+    auto env = node_.Env();
+    env["STATE_DIRECTORY"] = state_;
+    broker_ =
+        std::make_unique<Child>(std::vector<std::string>{BROKER_PATH, "--config", config_, "--socket", socket_}, env);
     for (int i = 0; i < 500; ++i) {
       std::string error;
       int fd = gpushare::protocol::ConnectUnix(socket_, &error);
@@ -65,6 +71,7 @@ class TestBroker {
   bool Alive() { return kill(broker_->pid(), 0) == 0 && waitpid(broker_->pid(), nullptr, WNOHANG) == 0; }
   Child& process() { return *broker_; }
   const std::string& socket() const { return socket_; }
+  std::string database() const { return state_ + "/metering.db"; }
   const SimNode& node() const { return node_; }
 
   // The environment of a client: simgpu, the shim preloaded, this broker, and `extra`.
@@ -94,6 +101,13 @@ class TestBroker {
     return reply ? nlohmann::json::parse(*reply) : nlohmann::json{{"error", error}};
   }
 
+  // A usage or bill request (docs/metering.md) and the broker's JSON answer.
+  nlohmann::json Usage(const nlohmann::json& request) {
+    std::string error;
+    auto reply = Ask(gpushare::protocol::EncodeText(gpushare::protocol::Type::kUsage, request.dump()), &error);
+    return reply ? nlohmann::json::parse(*reply) : nlohmann::json{{"error", error}};
+  }
+
   // The broker's answer ("ok: ..." or why not) to a run-time weight for process `pid`.
   std::string SetWeight(pid_t pid, double weight) {
     gpushare::protocol::SetWeight request{};
@@ -106,7 +120,7 @@ class TestBroker {
 
  private:
   SimNode node_;
-  std::string socket_, config_;
+  std::string socket_, config_, state_;
   std::unique_ptr<Child> broker_;
 };
 

@@ -467,7 +467,8 @@ TEST(BrokerConfigClassifier, ProfileErrorsNameTheProfileAndItsLine) {
 
   dir.Write("broker.toml", "[classifier]\n\nprofile = \"missing.txt\"\n");
   EXPECT_FALSE(LoadBrokerConfig(config_path, &error));
-  EXPECT_EQ(error, config_path + ":3: classifier.profile: cannot read " + (dir.path / "missing.txt").string());
+  EXPECT_EQ(error, config_path + ":3: classifier.profile: cannot read " + (dir.path / "missing.txt").string() +
+                       ": cannot open: No such file or directory");
 
   EXPECT_FALSE(ParseClassifierProfile("a compute\nlonely\n", "p.txt", &error));
   EXPECT_EQ(error, "p.txt:2: expected \"KERNEL_NAME CLASS\"");

@@ -135,6 +135,78 @@ TEST_F(BrokerCoreTest, ReattachKeepsTheMapAndRestoresHoldingsBoundedByTheGpu) {
   EXPECT_EQ(core_.ledger().GpuHeld(0), 16 * kGiB);
 }
 
+TEST_F(BrokerCoreTest, AForcedTakeCannotPassTheTenantCapNorHurtAnotherTenant) {
+  Hello(1, "a", 2 * kGiB, 1000, {0});
+  Hello(2, "b", 4 * kGiB, 1000, {0});
+  auto r = Send(1, proto::Encode(proto::Type::kTake, proto::Take{0, 1, 15 * kGiB}));
+  ASSERT_TRUE(r && r->size() == 1);
+  proto::TakeReply reply = proto::As<proto::TakeReply>(r->at(0));
+  EXPECT_EQ(reply.granted, 0);
+  EXPECT_NE(std::string(reply.reason).find("recorded 2.00 GiB of 15.00 GiB"), std::string::npos) << reply.reason;
+  EXPECT_EQ(core_.ledger().TenantHeld("a", 0), 2 * kGiB);
+  EXPECT_EQ(core_.ledger().GpuHeld(0), 2 * kGiB);
+  // Forcing again records nothing more.
+  Send(1, proto::Encode(proto::Type::kTake, proto::Take{0, 1, 15 * kGiB}));
+  EXPECT_EQ(core_.ledger().TenantHeld("a", 0), 2 * kGiB);
+  // b's whole cap is still there.
+  EXPECT_TRUE(Take(2, 0, kGiB));
+  EXPECT_TRUE(Take(2, 0, 3 * kGiB));
+  EXPECT_FALSE(Take(2, 0, 1));
+}
+
+TEST_F(BrokerCoreTest, AForcedTakeWithinTheCapIsGranted) {
+  Hello(1, "a", 2 * kGiB, 1000, {0});
+  auto r = Send(1, proto::Encode(proto::Type::kTake, proto::Take{0, 1, 300u << 20}));
+  ASSERT_TRUE(r && r->size() == 1);
+  EXPECT_EQ(proto::As<proto::TakeReply>(r->at(0)).granted, 1);
+  EXPECT_EQ(core_.ledger().TenantHeld("a", 0), 300u << 20);
+}
+
+proto::Hello ReattachHello(const std::string& tenant, uint64_t cap, int gpu, uint64_t held) {
+  proto::Hello h{};
+  proto::SetString(h.tenant, tenant);
+  h.reattach = 1;
+  h.device_count = 1;
+  h.visible[0] = gpu;
+  h.cap_bytes[0] = cap;
+  h.held_bytes[0] = held;
+  return h;
+}
+
+TEST_F(BrokerCoreTest, ReattachClaimsAreBoundedByTheTenantCap) {
+  core_.Open(1, {101, 1000, 1000});
+  auto r = Send(1, proto::Encode(proto::Type::kHello, ReattachHello("a", 2 * kGiB, 0, 15 * kGiB)));
+  ASSERT_TRUE(r && r->size() == 1);
+  proto::Welcome w = proto::As<proto::Welcome>(r->at(0));
+  EXPECT_EQ(w.accepted, 1);
+  EXPECT_NE(std::string(w.reason).find("claimed 15.00 GiB on GPU 0; recorded 2.00 GiB"), std::string::npos)
+      << w.reason;
+  EXPECT_EQ(core_.ledger().TenantHeld("a", 0), 2 * kGiB);
+  // Another tenant is admitted with its whole cap beside it.
+  proto::Welcome b = Hello(2, "b", 4 * kGiB, 1000, {0});
+  EXPECT_EQ(b.accepted, 1) << b.reason;
+  EXPECT_TRUE(Take(2, 0, 4 * kGiB));
+}
+
+TEST_F(BrokerCoreTest, ReattachClaimsAreBoundedByWhatTheDriverShowsTheProcessHolding) {
+  std::vector<std::pair<int32_t, int>> asked;
+  core_.SetProcessMemory([&](int32_t pid, int gpu) -> std::optional<uint64_t> {
+    asked.push_back({pid, gpu});
+    if (gpu == 1) return std::nullopt;  // the driver cannot say: the ledger's bounds only
+    return pid == 101 ? std::optional<uint64_t>(kGiB) : std::optional<uint64_t>(0);
+  });
+  core_.Open(1, {101, 1000, 1000});
+  ASSERT_TRUE(Send(1, proto::Encode(proto::Type::kHello, ReattachHello("a", 0, 0, 3 * kGiB))));
+  EXPECT_EQ(core_.ledger().Held(1, 0), kGiB);
+  core_.Open(2, {102, 1000, 1000});  // NVML does not list it at all
+  ASSERT_TRUE(Send(2, proto::Encode(proto::Type::kHello, ReattachHello("b", 0, 0, 3 * kGiB))));
+  EXPECT_EQ(core_.ledger().Held(2, 0), 0u);
+  core_.Open(3, {103, 1000, 1000});
+  ASSERT_TRUE(Send(3, proto::Encode(proto::Type::kHello, ReattachHello("c", 0, 1, 3 * kGiB))));
+  EXPECT_EQ(core_.ledger().Held(3, 1), 3 * kGiB);
+  EXPECT_EQ(asked, (std::vector<std::pair<int32_t, int>>{{101, 0}, {102, 0}, {103, 1}}));
+}
+
 TEST_F(BrokerCoreTest, ProtocolBreachesDropThePeer) {
   core_.Open(1, {});
   EXPECT_FALSE(Send(1, proto::Encode(proto::Type::kTake, proto::Take{0, 0, kGiB})));  // before Hello

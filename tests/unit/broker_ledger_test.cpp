@@ -62,15 +62,47 @@ TEST(NodeLedger, HangUpReturnsEverythingTheClientHeld) {
   EXPECT_FALSE(l.AddClient(2, "b"));                               // ids are unique
 }
 
-TEST(NodeLedger, RestoreRebuildsWithoutDoubleCounting) {
+TEST(NodeLedger, RecordIsBoundedByTheTenantCap) {
   NodeLedger l({8 * kGiB});
   l.SetTenantCap("a", 2 * kGiB);
   l.AddClient(1, "a");
-  l.Restore(1, 0, 3 * kGiB);  // already in use when the broker restarted: recorded as is
-  EXPECT_EQ(l.TenantHeld("a", 0), 3 * kGiB);
+  // "Already held" (a forced Take, a re-registration) cannot book past the cap.
+  EXPECT_EQ(l.Record(1, 0, 3 * kGiB), 2 * kGiB);
+  EXPECT_EQ(l.TenantHeld("a", 0), 2 * kGiB);
+  EXPECT_EQ(l.Room(1, 0), 0u);
   EXPECT_EQ(l.Take(1, 0, 1), NodeLedger::Grant::kTenantCap);
-  EXPECT_EQ(l.RemoveClient(1), 3 * kGiB);
+  EXPECT_EQ(l.Record(1, 0, 1), 0u);
+  EXPECT_EQ(l.RemoveClient(1), 2 * kGiB);
   EXPECT_EQ(l.GpuHeld(0), 0u);
+}
+
+TEST(NodeLedger, RecordIsBoundedByTheDevice) {
+  NodeLedger l({8 * kGiB});
+  l.AddClient(1, "a");  // uncapped
+  l.AddClient(2, "b");
+  ASSERT_EQ(l.Take(2, 0, 5 * kGiB), NodeLedger::Grant::kGranted);
+  EXPECT_EQ(l.Room(1, 0), 3 * kGiB);
+  EXPECT_EQ(l.Record(1, 0, 15 * kGiB), 3 * kGiB);
+  EXPECT_EQ(l.GpuHeld(0), 8 * kGiB);
+  EXPECT_EQ(l.Held(2, 0), 5 * kGiB);  // the other tenant's holding is untouched
+}
+
+TEST(NodeLedger, RoomIsTheSmallerOfTheTenantsAndTheDevicesAcrossProcesses) {
+  NodeLedger l({8 * kGiB, 8 * kGiB});
+  l.SetTenantCap("a", 4 * kGiB);
+  l.AddClient(1, "a");
+  l.AddClient(2, "a");
+  l.AddClient(3, "b");
+  ASSERT_EQ(l.Take(1, 0, 1 * kGiB), NodeLedger::Grant::kGranted);
+  EXPECT_EQ(l.Room(2, 0), 3 * kGiB);  // the cap is the tenant's, across its processes
+  ASSERT_EQ(l.Take(3, 0, 6 * kGiB), NodeLedger::Grant::kGranted);
+  EXPECT_EQ(l.Room(2, 0), 1 * kGiB);  // now the device is the tighter bound
+  EXPECT_EQ(l.Room(2, 1), 4 * kGiB);
+  EXPECT_EQ(l.Room(9, 0), 0u);   // unknown client
+  EXPECT_EQ(l.Room(1, 2), 0u);   // unknown GPU
+  EXPECT_EQ(l.Room(1, -1), 0u);
+  EXPECT_EQ(l.Record(9, 0, kGiB), 0u);
+  EXPECT_EQ(l.Record(1, 5, kGiB), 0u);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "device_map.h"
+#include "common/protocol/protocol.h"
 #include "options.h"
 
 namespace gpushare {
@@ -60,6 +61,43 @@ TEST(ClientOptions, MalformedMemoryLimitCapsAtZeroAndSaysSo) {
     ASSERT_EQ(o.errors.size(), 1u) << bad;
     EXPECT_EQ(o.errors[0].rfind("GPUSHARE_MEMORY_LIMIT=\"" + std::string(bad) + "\": ", 0), 0u) << o.errors[0];
   }
+}
+
+TEST(ClientOptions, AGpuGivenTwoCapsCapsEveryGpuAtZero) {
+  ClientOptions o = Parse({{"GPUSHARE_MEMORY_LIMIT", "0=4GiB,0=1GiB"}});
+  EXPECT_EQ(o.memory.CapFor(0), 0u);
+  EXPECT_EQ(o.memory.CapFor(1), 0u);
+  ASSERT_EQ(o.errors.size(), 1u);
+  EXPECT_EQ(o.errors[0], "GPUSHARE_MEMORY_LIMIT=\"0=4GiB,0=1GiB\": GPU 0 is given two caps; capping every GPU at 0 bytes");
+}
+
+TEST(ClientOptions, ACapForAGpuPastTheMapCapsEveryGpuAtZero) {
+  ClientOptions o = Parse({{"GPUSHARE_MEMORY_LIMIT", "0=1GiB,5=2GiB"}});
+  ASSERT_TRUE(o.errors.empty());  // the number of GPUs is not known while parsing
+  EXPECT_FALSE(o.memory.FailClosedOnIndicesPast(6));
+  EXPECT_EQ(o.memory.CapFor(0), 1ull << 30);
+  auto error = o.memory.FailClosedOnIndicesPast(2);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(*error,
+            "GPUSHARE_MEMORY_LIMIT names virtual GPU 5 but this process has 2 (indices 0 to 1); capping every GPU at 0 "
+            "bytes");
+  EXPECT_EQ(o.memory.CapFor(0), 0u);
+  EXPECT_EQ(o.memory.CapFor(1), 0u);
+  // One cap for all names no index.
+  ClientOptions all = Parse({{"GPUSHARE_MEMORY_LIMIT", "4GiB"}});
+  EXPECT_FALSE(all.memory.FailClosedOnIndicesPast(1));
+  EXPECT_EQ(all.memory.CapFor(0), 4ull << 30);
+}
+
+TEST(ClientOptions, AWeightBelowTheFloorIsRaisedToIt) {
+  ClientOptions o = Parse({{"GPUSHARE_WEIGHT", "5e-324"}});
+  EXPECT_EQ(o.weight, protocol::kMinWeight);
+  ASSERT_EQ(o.errors.size(), 1u);
+  EXPECT_EQ(o.errors[0], "GPUSHARE_WEIGHT=\"5e-324\": below the floor of 0.001; using 0.001");
+  EXPECT_EQ(Parse({{"GPUSHARE_WEIGHT", "0.001"}}).weight, 0.001);
+  EXPECT_TRUE(Parse({{"GPUSHARE_WEIGHT", "0.001"}}).errors.empty());
+  EXPECT_EQ(Parse({{"GPUSHARE_WEIGHT", "1000.5"}}).weight, 1.0);
+  EXPECT_EQ(Parse({{"GPUSHARE_WEIGHT", "nan"}}).weight, 1.0);
 }
 
 TEST(ClientOptions, VisibleDevicesOrderAndErrors) {

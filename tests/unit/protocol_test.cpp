@@ -17,7 +17,8 @@ TEST(Protocol, EveryDeclaredTypeIsDescribedWithItsRoute) {
   EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kGive))->payload_bytes, sizeof(proto::Give));
   EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kToolReply))->payload_bytes, 0u);
   EXPECT_EQ(proto::Describe(0), nullptr);
-  EXPECT_EQ(proto::Describe(13), nullptr);
+  EXPECT_EQ(proto::Describe(static_cast<uint16_t>(proto::Type::kUsage))->route, proto::Route::kAnyone);
+  EXPECT_EQ(proto::Describe(15), nullptr);
 }
 
 TEST(Protocol, SplitTakesAFixedPayloadOnlyAtItsSize) {
@@ -69,6 +70,23 @@ TEST(Protocol, SplitTakesATextPayloadOfAnySize) {
   auto m = proto::Split(&bytes, &error);
   ASSERT_TRUE(m);
   EXPECT_EQ(proto::Decode<proto::Text>(*m), "ok: weight 2 for 1 client(s)");
+}
+
+TEST(Protocol, WeightsOutsideTheRangeAreFlooredDefaultedOrRefused) {
+  proto::Hello h{};
+  h.weight = 5e-324;
+  EXPECT_EQ(proto::Sanitized(h).weight, proto::kMinWeight);
+  h.weight = -1;
+  EXPECT_EQ(proto::Sanitized(h).weight, 1.0);
+  h.weight = proto::kMaxWeight * 2;
+  EXPECT_EQ(proto::Sanitized(h).weight, 1.0);
+  h.weight = 0.5;
+  EXPECT_EQ(proto::Sanitized(h).weight, 0.5);
+  proto::SetWeight s{};
+  s.weight = 0.0005;
+  EXPECT_EQ(proto::Sanitized(s).weight, 0.0);  // refused
+  s.weight = proto::kMinWeight;
+  EXPECT_EQ(proto::Sanitized(s).weight, proto::kMinWeight);
 }
 
 }  // namespace

@@ -1,10 +1,14 @@
 // simgpu's shared node state and cost model: the capacity ledger, dead-process
 // reclaim, engine hand-off between processes, the fault table, and kernel costs.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <future>
 #include <thread>
 
 #include "node.h"
@@ -18,6 +22,7 @@ class SimgpuNode : public ::testing::Test {
   void SetUp() override {
     name_ = "simgpu-unit-" + std::to_string(getpid()) + "-" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    shm_unlink(("/" + name_).c_str());  // one left by a killed run whose pid was reused
     std::string error;
     auto cfg =
         ParseConfig(R"({"gpus": [{"name": "a", "memory": 1000000}, {"name": "b", "memory": 500}]})", "t", &error);
@@ -62,6 +67,100 @@ TEST_F(SimgpuNode, DeadProcessShareIsReclaimed) {
   waitpid(child, &status, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   EXPECT_TRUE(a->TryCharge(0, 1000000));  // the dead child's 900000 came back
+}
+
+// Issue 22, item 7: a liveness check that cannot be made (here /proc/PID/stat cannot be
+// opened: the process is out of descriptors) is "unknown", never "dead": a live
+// process's memory stays charged.
+TEST_F(SimgpuNode, ALivenessCheckThatFailsIsNotDeath) {
+  auto a = Attach(), b = Attach();
+  ASSERT_TRUE(a->TryCharge(0, 600000));
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  // No descriptor left: the lowest free one is the limit.
+  const int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(probe, 0);
+  close(probe);
+  rlimit none = saved;
+  none.rlim_cur = static_cast<rlim_t>(probe);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &none), 0);
+  const int refused = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const int refused_errno = errno;
+  b->ReclaimDead();  // a's slot is another slot of this live process
+  const uint64_t used = b->Used(0);
+  setrlimit(RLIMIT_NOFILE, &saved);
+  ASSERT_EQ(refused, -1);
+  ASSERT_EQ(refused_errno, EMFILE);
+  EXPECT_EQ(used, 600000u);
+  EXPECT_FALSE(b->TryCharge(0, 500000));
+}
+
+// Item 7: giving back more than is held leaves the counters at zero, never wrapped.
+TEST_F(SimgpuNode, CountersSaturateInsteadOfWrapping) {
+  auto a = Attach(), b = Attach();
+  ASSERT_TRUE(a->TryCharge(0, 100));
+  ASSERT_TRUE(b->TryCharge(0, 50));
+  a->Uncharge(0, 300);  // more than a holds: only a's 100 return
+  EXPECT_EQ(b->Used(0), 50u);
+  a->Uncharge(0, 1);
+  EXPECT_EQ(b->Used(0), 50u);
+  EXPECT_TRUE(a->TryCharge(0, 1000000 - 50));  // the device's room is exact
+}
+
+// Item 8: a stopped process that owns the engine loses it at its slice's end like
+// anyone (a real GPU time-slices between contexts whatever their processes do).
+TEST_F(SimgpuNode, AStoppedEngineOwnerIsPreemptedAtItsSlicesEnd) {
+  auto b = Attach();
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    std::string error;
+    auto n = Node::Attach(config_, name_, true, &error);
+    if (!n) _exit(1);
+    n->AcquireEngine(0);
+    char c = 'x';
+    if (write(ready[1], &c, 1) != 1) _exit(2);
+    raise(SIGSTOP);  // stopped while owning the engine
+    _exit(0);
+  }
+  close(ready[1]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, WUNTRACED), child);
+  ASSERT_TRUE(WIFSTOPPED(status));
+  // b gets the engine while the owner stays stopped. The slice is 2 ms; the bound is
+  // generous for a loaded machine, and before the fix b waited forever.
+  auto acquired = std::async(std::launch::async, [&] { b->AcquireEngine(0); });
+  const bool got = acquired.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  kill(child, SIGKILL);  // also unblocks b if it failed (a dead owner is reclaimed)
+  waitpid(child, &status, 0);
+  acquired.wait();
+  EXPECT_TRUE(got) << "the engine stayed with the stopped process";
+  b->ReleaseEngine(0);
+}
+
+// A late owner that was preempted learns so at its slice boundary and acquires again.
+TEST_F(SimgpuNode, APreemptedOwnerMustAcquireAgain) {
+  auto a = Attach(), b = Attach();
+  a->AcquireEngine(0);
+  std::thread waiter([&] { b->AcquireEngine(0); });  // a stays late: b preempts it
+  waiter.join();
+  uint64_t end = 0;
+  EXPECT_FALSE(a->ContinueOrYield(0, &end));
+  a->ReleaseEngine(0);  // not the owner: changes nothing
+  std::atomic<bool> a_running{false};
+  std::thread again([&] {
+    a->AcquireEngine(0);
+    a_running = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  b->ReleaseEngine(0);
+  again.join();
+  EXPECT_TRUE(a_running);
+  a->ReleaseEngine(0);
 }
 
 TEST_F(SimgpuNode, EngineIsHandedToTheWaiterAtSliceEnd) {

@@ -2,6 +2,7 @@
 // capacity ledger, engine time-slicing (futex hand-off) and utilization history.
 #include "node.h"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -17,6 +18,7 @@
 #include <fstream>
 #include <functional>
 #include <new>
+#include <optional>
 #include <thread>
 
 namespace simgpu {
@@ -33,25 +35,48 @@ uint64_t ClockNs(clockid_t id) {
 uint64_t RealtimeNs() { return ClockNs(CLOCK_REALTIME); }
 
 // Start time of a process in clock ticks since boot (/proc/PID/stat field 22), used
-// with the pid to tell a live process from a later one that reused its pid.
-uint64_t ProcessStartTicks(int pid) {
+// with the pid to tell a live process from a later one that reused its pid. 0: the
+// process is gone (or a zombie); nullopt: cannot tell (the file cannot be opened for
+// another reason, such as EMFILE in a process out of descriptors), which callers must
+// read as "alive": taking a live process for dead frees memory it still holds.
+std::optional<uint64_t> ProcessStartTicks(int pid) {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  std::ifstream in(path);
-  std::string stat;
-  if (!std::getline(in, stat)) return 0;
-  size_t close = stat.rfind(')');  // the command name may contain spaces
-  if (close == std::string::npos) return 0;
-  const char* p = stat.c_str() + close + 2;
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ESRCH) return 0;
+    return std::nullopt;
+  }
+  char buf[1024];
+  ssize_t n;
+  do {
+    n = read(fd, buf, sizeof buf - 1);
+  } while (n < 0 && errno == EINTR);
+  const int read_errno = errno;
+  close(fd);
+  if (n < 0) return read_errno == ESRCH ? std::optional<uint64_t>(0) : std::nullopt;  // ESRCH: exited meanwhile
+  buf[n] = '\0';
+  const char* close_paren = std::strrchr(buf, ')');  // the command name may contain spaces
+  if (close_paren == nullptr || close_paren[1] == '\0') return std::nullopt;
+  const char* p = close_paren + 2;
   // A zombie has exited: a real driver has freed what it held when its files closed,
   // before the parent reaps it. 0 here makes it dead to SlotAlive.
   if (*p == 'Z' || *p == 'X') return 0;
   for (int field = 3; field < 22 && *p; ++field) {
     p = std::strchr(p, ' ');
-    if (p == nullptr) return 0;
+    if (p == nullptr) return std::nullopt;
     ++p;
   }
   return std::strtoull(p, nullptr, 10);
+}
+
+// Subtracts at most what the counter holds: a counter that would go below zero stays
+// at zero instead of wrapping to 16 EiB (a device that looks full forever).
+uint64_t SaturatingSub(std::atomic<uint64_t>& counter, uint64_t bytes) {
+  uint64_t cur = counter.load();
+  while (!counter.compare_exchange_weak(cur, cur - std::min(cur, bytes))) {
+  }
+  return std::min(cur, bytes);
 }
 
 void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, uint64_t timeout_ns) {
@@ -149,7 +174,9 @@ bool Node::SlotAlive(int slot) const {
   if (pid <= 0) return pid < 0;  // a claim in progress counts as alive
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
   uint64_t ticks = s.start_ticks.load();
-  return ticks == 0 || ProcessStartTicks(pid) == ticks;
+  if (ticks == 0) return true;
+  std::optional<uint64_t> now = ProcessStartTicks(pid);
+  return !now || *now == ticks;  // a check that cannot be made is "alive", never "dead"
 }
 
 bool Node::ClaimSlot(std::string* error) {
@@ -159,7 +186,7 @@ bool Node::ClaimSlot(std::string* error) {
     Slot& s = seg_->slots[i];
     int32_t expected = 0;
     if (!s.pid.compare_exchange_strong(expected, -1)) continue;
-    s.start_ticks.store(ProcessStartTicks(pid));
+    s.start_ticks.store(ProcessStartTicks(pid).value_or(0));  // 0: not known, the pid alone is checked
     for (auto& g : s.gpu) {
       g.used_bytes.store(0);
       g.sm_busy_ns.store(0);
@@ -181,7 +208,7 @@ void Node::ReleaseSlot(int slot) {
   Slot& s = seg_->slots[slot];
   for (int g = 0; g < gpu_count(); ++g) {
     uint64_t held = s.gpu[g].used_bytes.exchange(0);
-    if (held) seg_->gpus[g].used_bytes.fetch_sub(held);
+    if (held) SaturatingSub(seg_->gpus[g].used_bytes, held);
     Engine& e = seg_->gpus[g].engine;
     e.waiting[slot / 64].fetch_and(~(1ull << (slot % 64)));
     uint32_t owner = static_cast<uint32_t>(slot + 1);
@@ -222,8 +249,13 @@ bool Node::TryCharge(int gpu, uint64_t bytes) {
 }
 
 void Node::Uncharge(int gpu, uint64_t bytes) {
-  seg_->gpus[gpu].used_bytes.fetch_sub(bytes);
-  if (slot_ >= 0) seg_->slots[slot_].gpu[gpu].used_bytes.fetch_sub(bytes);
+  // What the slot holds bounds what returns to the GPU: if the slot was reclaimed
+  // (its holdings already returned), freeing later returns nothing twice.
+  if (slot_ >= 0) {
+    if (seg_->slots[slot_].pid.load() != getpid()) return;  // reclaimed, maybe reused by another process
+    bytes = SaturatingSub(seg_->slots[slot_].gpu[gpu].used_bytes, bytes);
+  }
+  SaturatingSub(seg_->gpus[gpu].used_bytes, bytes);
 }
 
 uint64_t Node::Used(int gpu) {
@@ -372,9 +404,11 @@ uint64_t Node::AcquireEngine(int gpu) {
       continue;
     }
     uint64_t end = e.slice_end_ns.load();
-    // An owner far past its slice may be dead (killed while running).
-    if (now > end + 20 * slice_ns && !SlotAlive(static_cast<int>(owner) - 1)) {
-      if (e.owner.compare_exchange_strong(owner, 0)) Wake(e);
+    // A real GPU time-slices between contexts whatever their processes do: an owner a
+    // slice past its slice's end (stopped, descheduled, killed) loses the engine to
+    // the next waiter, as its own ContinueOrYield would have handed it on.
+    if (now > end + slice_ns) {
+      Preempt(gpu, owner, end, now);
       continue;
     }
     uint64_t wait_ns = end > now ? end - now + 200000 : slice_ns;
@@ -386,41 +420,51 @@ uint64_t Node::AcquireEngine(int gpu) {
   return e.slice_end_ns.load();
 }
 
-bool Node::ContinueOrYield(int gpu, uint64_t* slice_end_ns) {
+bool Node::HandOn(int gpu, uint32_t from, uint64_t now) {
   Engine& e = seg_->gpus[gpu].engine;
-  const uint64_t now = MonotonicNs();
   const uint64_t slice_ns = uint64_t{seg_->timeslice_us} * 1000;
-  e.slice_end_ns.store(now + slice_ns);
+  uint32_t expected = from;
   if (AnyMasked(gpu, MaskedQueue::kWaiting, -1, nullptr)) {  // masked queues' turn
     e.masked_turn_end_ns.store(now + slice_ns);
-    e.owner.store(kMaskedOwner);
+    const bool moved = e.owner.compare_exchange_strong(expected, kMaskedOwner);
     Wake(e);
+    return moved;
+  }
+  const int next = NextWaiter(gpu, static_cast<int>(from) - 1);
+  // The slice end first: the next owner must not find its predecessor's, long past.
+  if (next >= 0) e.slice_end_ns.store(now + slice_ns);
+  const bool moved = e.owner.compare_exchange_strong(expected, next >= 0 ? static_cast<uint32_t>(next + 1) : 0);
+  Wake(e);
+  return moved;
+}
+
+void Node::Preempt(int gpu, uint32_t owner, uint64_t slice_end, uint64_t now) {
+  Engine& e = seg_->gpus[gpu].engine;
+  // Only if nothing moved meanwhile: the owner may have yielded or renewed its slice.
+  if (e.owner.load() != owner || e.slice_end_ns.load() != slice_end) return;
+  HandOn(gpu, owner, now);
+}
+
+bool Node::ContinueOrYield(int gpu, uint64_t* slice_end_ns) {
+  Engine& e = seg_->gpus[gpu].engine;
+  const uint32_t me = static_cast<uint32_t>(slot_ + 1);
+  const uint64_t now = MonotonicNs();
+  const uint64_t slice_ns = uint64_t{seg_->timeslice_us} * 1000;
+  if (e.owner.load() != me) return false;  // preempted while it was late: acquire again
+  if (AnyMasked(gpu, MaskedQueue::kWaiting, -1, nullptr) || NextWaiter(gpu, slot_) >= 0) {
+    HandOn(gpu, me, now);  // direct hand-off, round robin
     return false;
   }
-  int next = NextWaiter(gpu, slot_);
-  if (next < 0) {
-    *slice_end_ns = now + slice_ns;
-    return true;
-  }
-  e.owner.store(static_cast<uint32_t>(next + 1));  // direct hand-off, round robin
-  Wake(e);
-  return false;
+  e.slice_end_ns.store(now + slice_ns);
+  *slice_end_ns = now + slice_ns;
+  return e.owner.load() == me;  // a waiter may have preempted it in between
 }
 
 void Node::ReleaseEngine(int gpu) {
   Engine& e = seg_->gpus[gpu].engine;
   uint32_t me = static_cast<uint32_t>(slot_ + 1);
   if (e.owner.load() != me) return;
-  if (AnyMasked(gpu, MaskedQueue::kWaiting, -1, nullptr)) {
-    e.masked_turn_end_ns.store(MonotonicNs() + uint64_t{seg_->timeslice_us} * 1000);
-    e.owner.store(kMaskedOwner);
-    Wake(e);
-    return;
-  }
-  int next = NextWaiter(gpu, slot_);
-  if (next >= 0) e.slice_end_ns.store(MonotonicNs() + uint64_t{seg_->timeslice_us} * 1000);
-  e.owner.store(next >= 0 ? static_cast<uint32_t>(next + 1) : 0);
-  Wake(e);
+  HandOn(gpu, me, MonotonicNs());
 }
 
 // ---- CU-masked queues ----

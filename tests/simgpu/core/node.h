@@ -154,7 +154,9 @@ class Node {
   uint64_t AcquireEngine(int gpu);
   // Called at a slice boundary while owning: hands the engine to a waiting process if
   // there is one (returns false: re-acquire before running more), else extends the
-  // slice (returns true, new slice end in *slice_end_ns).
+  // slice (returns true, new slice end in *slice_end_ns). An owner that stays a slice
+  // past its slice's end (stopped, descheduled, killed) is preempted by a waiter, so
+  // false also when the engine was taken from it meanwhile.
   bool ContinueOrYield(int gpu, uint64_t* slice_end_ns);
   void ReleaseEngine(int gpu);  // this process has no more work for `gpu`
 
@@ -191,6 +193,13 @@ class Node {
   int NextWaiter(int gpu, int after) const;
   void Wake(Engine& e);
   bool AnyMasked(int gpu, uint32_t state, int except, const uint64_t* overlapping) const;
+  // Passes the engine from owner `from` to the masked queues if they wait, else to the
+  // next exclusive waiter in round robin, else leaves it idle; false if `from` no
+  // longer owned it (another hand-off won).
+  bool HandOn(int gpu, uint32_t from, uint64_t now);
+  // A waiter's view: `owner` is a slice past its slice's end `slice_end` and has not
+  // moved; the engine goes on without it, as on a real GPU's time slicing.
+  void Preempt(int gpu, uint32_t owner, uint64_t slice_end, uint64_t now);
   void LeaveMaskedMode(int gpu);  // the last running masked queue stopped: pass the engine on
 
   std::string name_;
