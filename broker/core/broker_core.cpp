@@ -79,6 +79,11 @@ proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, c
   proto::Hello hello = asked;  // a profile client's request is narrowed to its instance
   const std::string profile_name = ProfileOf(tenant, hello);
   const Profile* profile = nullptr;
+  // A tenant's configured profile is its clients' (what it is billed for), as a fixed weight is.
+  if (auto policy = config_.tenants.find(tenant);
+      policy != config_.tenants.end() && policy->second.profile && *policy->second.profile != profile_name)
+    return Refusal("tenant \"" + tenant + "\" has profile \"" + *policy->second.profile +
+                   "\"; this process asked for \"" + profile_name + "\"");
   if (!profile_name.empty()) {
     auto it = config_.profiles.find(profile_name);
     if (it == config_.profiles.end()) {

@@ -50,6 +50,17 @@ void Scheduler::SetCeiling(ClientId client, int device, std::optional<double> ce
   f.budget_at = now_ns;
 }
 
+std::optional<uint64_t> Scheduler::ConflictGrantableAt(int gpu, const Key& holder) const {
+  const Flow& h = flows_.at(holder);
+  std::optional<uint64_t> first;
+  for (const auto& [key, f] : flows_) {
+    if (f.gpu != gpu || !f.waiting || key == holder || SpatialPolicy::MayCoHold(h.mask, f.mask)) continue;
+    const uint64_t at = f.ceiling ? GrantableAt(f) : 0;
+    if (!first || at < *first) first = at;
+  }
+  return first;
+}
+
 double Scheduler::BudgetAt(const Flow& f, uint64_t now_ns) const {
   if (!f.ceiling) return 0;
   return std::min(static_cast<double>(BurstNs()),
@@ -60,10 +71,20 @@ bool Scheduler::MayBeGranted(const Flow& f, uint64_t now_ns) const {
   return !f.ceiling || BudgetAt(f, now_ns) >= static_cast<double>(params_.quantum_ns);
 }
 
+namespace {
+
+// `base` plus `ns` (> 0) rounded up, saturating: a tiny ceiling must not overflow a time.
+uint64_t NsAfter(uint64_t base, double ns) {
+  const double limit = static_cast<double>(UINT64_MAX - base) / 2;
+  return ns >= limit ? base + static_cast<uint64_t>(limit) : base + static_cast<uint64_t>(std::ceil(ns));
+}
+
+}  // namespace
+
 uint64_t Scheduler::GrantableAt(const Flow& f) const {
   const double short_ns = static_cast<double>(params_.quantum_ns) - f.budget_ns;
   if (!f.ceiling || short_ns <= 0) return f.budget_at;
-  return f.budget_at + static_cast<uint64_t>(std::ceil(short_ns / *f.ceiling));
+  return NsAfter(f.budget_at, short_ns / *f.ceiling);
 }
 
 uint64_t Scheduler::BudgetEndsAt(const Flow& f, const Hold& h) const {
@@ -73,7 +94,7 @@ uint64_t Scheduler::BudgetEndsAt(const Flow& f, const Hold& h) const {
   const double rate = f.fraction - *f.ceiling;
   if (at_start <= 0) return h.period_start;
   if (rate <= 0) return UINT64_MAX;
-  return h.period_start + static_cast<uint64_t>(std::ceil(at_start / rate));
+  return NsAfter(h.period_start, at_start / rate);
 }
 
 void Scheduler::Settle(Flow& f, uint64_t now_ns, double spent_ns) {
@@ -299,16 +320,19 @@ std::optional<uint64_t> Scheduler::NextDeadline() const {
     for (const auto& [key, h] : g.holds) {
       const Flow& f = flows_.at(key);
       uint64_t at = h.revoking ? h.revoke_deadline : h.quantum_end;
-      // ConflictWaiting as of the grant: a waiter that becomes grantable later has its own deadline below.
-      if (!h.revoking && f.launched_at < h.grant_at && ConflictWaiting(gpu, key, UINT64_MAX))
-        at = std::min(at, h.grant_at + params_.idle_grace_ns);
+      // Launched nothing since its grant: it gives way at the idle grace to a waiter that
+      // may be granted by then (a waiter short of budget: once it has it).
+      if (!h.revoking && f.launched_at < h.grant_at)
+        if (auto waiter = ConflictGrantableAt(gpu, key))
+          at = std::min(at, std::max(h.grant_at + params_.idle_grace_ns, *waiter));
       if (!h.revoking && f.ceiling) at = std::min(at, BudgetEndsAt(f, h));
       if (!next || at < *next) next = at;
     }
   }
   // A waiting flow short of budget is granted (or makes the holder give way) once it has it.
   for (const auto& [key, f] : flows_)
-    if (f.waiting && f.ceiling && f.budget_ns < static_cast<double>(params_.quantum_ns)) {
+    if (f.waiting && f.ceiling && f.budget_ns < static_cast<double>(params_.quantum_ns) &&
+        gpus_.at(f.gpu).holds.count(key) == 0) {  // a holder still giving back is not grantable yet
       const uint64_t at = GrantableAt(f);
       if (!next || at < *next) next = at;
     }

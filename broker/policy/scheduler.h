@@ -153,6 +153,8 @@ class Scheduler {
   void UpdateVclock(Gpu& g);
   // Whether another flow waits for CUs `holder` holds (any flow, when either has no mask).
   bool ConflictWaiting(int gpu, const Key& holder, uint64_t now_ns) const;
+  // When the first flow waiting for CUs `holder` holds may be granted (0: now); nullopt: none waits.
+  std::optional<uint64_t> ConflictGrantableAt(int gpu, const Key& holder) const;
   // Ceilings: the budget a flow not holding has at `now_ns`; whether it may be granted;
   // when it may (a waiting flow short of budget); when a holder's budget runs out.
   double BudgetAt(const Flow& f, uint64_t now_ns) const;

@@ -87,6 +87,7 @@ constexpr size_t kWeightRaw = std::size(kWeights);
 
 // Tenant names with a policy in some config variant; any other selector is raw bytes.
 const char* const kTenants[] = {"", "a", "b", "c", "default"};
+const char* const kProfiles[] = {"", "q8g", "half", "none"};
 
 // Decodes the program; past the end every read is zero.
 class Reader : public FuzzInput {
@@ -187,6 +188,10 @@ BrokerConfig ConfigVariant(uint8_t n) {
   switch (n % 3) {
     case 0: break;  // empty: every tenant on the client's terms
     case 1:
+      c.profiles["q8g"] = {8 * kGiB, 0.25, 0.5, ""};
+      c.profiles["half"] = {kGpuBytes / 2, 0.5, std::nullopt, ""};
+      c.reserved.instances = 1;
+      c.tenants["c"].profile = "q8g";
       c.tenants["a"].memory = 4 * kGiB;
       c.tenants["a"].gpus = std::vector<int>{1};
       c.tenants["b"].uids = std::vector<uint32_t>{1000};
@@ -195,6 +200,8 @@ BrokerConfig ConfigVariant(uint8_t n) {
       c.tenants["c"].weight = 5;
       break;
     case 2:
+      c.profiles["q8g"] = {8 * kGiB, 0.25, std::nullopt, ""};
+      c.tenants["b"].max_compute = 0.3;
       c.admission = Admission::kOversubscribe;
       c.tenants["a"].memory = 12 * kGiB;
       c.tenants["c"].max_memory = 10 * kGiB;
@@ -343,6 +350,13 @@ class Harness {
     if (h.reattach)
       for (uint32_t v = 0; v < std::min<uint32_t>(h.device_count, proto::kMaxDevices); ++v)
         h.held_bytes[v] = r.Quantity();
+    if (flags & 4) {  // a vGPU profile: one the config may have, or any bytes
+      const uint8_t profile = r.Byte();
+      if (profile < std::size(kProfiles))
+        proto::SetString(h.profile, kProfiles[profile]);
+      else
+        r.Text(h.profile, profile % 33);  // may be unterminated
+    }
     return h;
   }
 

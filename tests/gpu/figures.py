@@ -10,6 +10,8 @@ STATUS<TAB>DETAIL, where STATUS is PASS or FAIL against the bound it is given.
   figures.py window FILE_A FILE_B WANT_A TOL    steps (one time stamp per line, after
                                                 'step_times=') counted over the window both
                                                 trainers ran in; A's share within TOL of WANT_A
+  figures.py fractions SOLO TOL RATE:WANT...     each client's rate as a fraction of the
+                                                solo rate within TOL of its WANT (ceilings)
 Rates are what the clients counted themselves (launches per second).
 """
 import sys
@@ -42,6 +44,13 @@ def classes(c, m, solo_c, solo_m, want_c, want_m, tol):
                 f"of their solo rates ({c:.0f}/{solo_c:.0f} and {m:.0f}/{solo_m:.0f} /s); sum {fc + fm:.2f}")
 
 
+def fractions(solo, tol, *pairs):
+    solo, tol = float(solo), float(tol)
+    got = [(float(r) / solo, float(w)) for r, w in (p.split(":") for p in pairs)]
+    ok = bool(got) and all(abs(f - w) <= tol for f, w in got)
+    verdict(ok, ", ".join(f"{f:.3f} (want {w} +- {tol})" for f, w in got) + f" of one alone ({solo:.0f} /s)")
+
+
 def stamps(path):
     for line in open(path):
         if line.startswith("step_times="):
@@ -67,7 +76,7 @@ def window(file_a, file_b, want_a, tol):
 
 
 if __name__ == "__main__":
-    commands = {"pair": pair, "weights": weights, "classes": classes, "window": window}
+    commands = {"pair": pair, "weights": weights, "classes": classes, "window": window, "fractions": fractions}
     try:
         commands[sys.argv[1]](*sys.argv[2:])
     except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError, OSError) as e:

@@ -82,6 +82,29 @@ if broker_up reclaim ""; then
 else record "$row" FAIL "the broker did not start: logs/reclaim_broker.log"; fi
 broker_down
 
+# Ceilings (docs/profiles.md): a client held to max_compute gets that fraction of its solo
+# rate even alone (not work-conserving); two held to 0.66 and 0.33 get those, though
+# their guarantees (0.5, 0.33) alone would give them 0.6 / 0.4.
+row="ceilings: a lone compute loop held to max_compute 0.25"
+if broker_up ceiling_lone "$(printf '[tenants.capped]\nmax_compute = 0.25\ngpus = [0]\n')"; then
+  run ceiling_lone $T_LOOP "${GR[@]}" --tenant capped -- "$S/compute_loop" --seconds "$LOOP_S"
+  if [ "$RC" = 0 ] && [ -n "$solo_c" ]; then
+    V=$("${FIG[@]}" fractions "$solo_c" $TOL "$(rate ceiling_lone):0.25"); verdict "$row"
+  else record "$row" FAIL "the client failed: ${WHY:-} solo: ${why_c:-ok}"; fi
+else record "$row" FAIL "the broker did not start: logs/ceiling_lone_broker.log"; fi
+broker_down
+
+row="ceilings: two compute loops held to 0.66 and 0.33"
+profiles='[profiles.big]\nmemory = "1GiB"\ncompute = 0.5\nmax_compute = 0.66\n\n[profiles.small]\nmemory = "1GiB"\ncompute = 0.33\nmax_compute = 0.33\n\n'
+if broker_up ceiling_pair "$(printf "$profiles"'[tenants.big]\nprofile = "big"\ngpus = [0]\n\n[tenants.small]\nprofile = "small"\ngpus = [0]\n')"; then
+  start ceiling_big $T_LOOP "${GR[@]}" --tenant big -- "$S/compute_loop" --seconds "$LOOP_S"; pa=$PID
+  start ceiling_small $T_LOOP "${GR[@]}" --tenant small -- "$S/compute_loop" --seconds "$LOOP_S"; pb=$PID
+  if wait_all $pa $pb && [ -n "$solo_c" ]; then
+    V=$("${FIG[@]}" fractions "$solo_c" $TOL "$(rate ceiling_big):0.66" "$(rate ceiling_small):0.33"); verdict "$row"
+  else record "$row" FAIL "a client failed: logs/ceiling_*.log, solo: ${why_c:-ok}"; fi
+else record "$row" FAIL "the broker did not start: logs/ceiling_pair_broker.log"; fi
+broker_down
+
 # torch_ready ROW: true where the row can run; otherwise records why it is skipped.
 torch_ready() {
   if [ "$MODE" = sim ]; then skip_sim "$1" "simulated node: PyTorch needs a real GPU"; return 1; fi

@@ -155,6 +155,13 @@ TEST_F(InstancesTest, AnUnknownProfileOrAFullAskedGpuIsRefused) {
   EXPECT_EQ(std::string(w.reason).find("GPU 0"), std::string::npos) << w.reason;
 }
 
+TEST_F(InstancesTest, ATenantsConfiguredProfileIsItsClientsAndNoOther) {
+  proto::Welcome w = Hello(1, "render", "half");
+  EXPECT_EQ(w.accepted, 0);
+  EXPECT_STREQ(w.reason, "tenant \"render\" has profile \"q8g\"; this process asked for \"half\"");
+  EXPECT_EQ(Hello(2, "render", "q8g").accepted, 1);  // asking for its own is fine
+}
+
 TEST_F(InstancesTest, AnOldClientsHelloWithoutTheProfileFieldRegisters) {
   core_.Open(1, {101, 1000, 1000});
   proto::Hello h{};

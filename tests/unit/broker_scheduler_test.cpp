@@ -499,6 +499,61 @@ TEST(SchedulerCeiling, AThrottledFlowDoesNotMakeTheHolderHandOff) {
   EXPECT_EQ(a[0].client, 2u);
 }
 
+TEST(SchedulerCeiling, AThrottledWaiterNeverPutsTheNextDeadlineInThePast) {
+  // An idle holder (launches nothing) beside a waiter short of budget: the holder gives
+  // way only once the waiter has its budget, and the broker is not woken before then.
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.AddFlow(2, 0, 0, 1.0);
+  s.SetCeiling(1, 0, 0.1, 0);
+  s.Want(1, 0, 0);
+  auto a = s.Tick(0);
+  ASSERT_EQ(a.size(), 1u);
+  s.Launched(1, 0, 0);
+  a = s.Tick(22 * kMs);  // 1's budget (20 ms + 0.1 x 22) runs out at 22.2 ms: not yet
+  EXPECT_TRUE(a.empty());
+  const uint64_t out_at = *s.NextDeadline();
+  a = s.Tick(out_at);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);
+  s.Released(1, 0, a[0].slice, out_at, out_at);
+  s.Want(2, 0, out_at);
+  a = s.Tick(out_at);  // 2 is granted; 1 waits, short of budget; 2 launches nothing
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].client, 2u);
+  // 1's budget: 20 + 0.1 x 22.2 - 22.2 = 0 ms at its release; a quantum again 200 ms later.
+  std::optional<uint64_t> revoked_at;
+  for (uint64_t t = out_at + kMs; t < out_at + 250 * kMs && !revoked_at; t += kMs / 2) {
+    for (const SchedAction& x : s.Tick(t))
+      if (x.kind == Kind::kRevoke && x.client == 2) revoked_at = t;
+    if (!revoked_at) {
+      ASSERT_TRUE(s.NextDeadline());
+      EXPECT_GT(*s.NextDeadline(), t) << "the broker would spin at " << t;
+    }
+  }
+  ASSERT_TRUE(revoked_at);  // the idle holder gave way once 1 had its budget, not before
+  EXPECT_GE(*revoked_at, out_at + 200 * kMs);
+  EXPECT_LE(*revoked_at, out_at + 201 * kMs);
+}
+
+TEST(SchedulerCeiling, ATinyCeilingWaitsFarAheadWithoutOverflowingTime) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.SetCeiling(1, 0, 1e-15, 0);
+  s.Want(1, 0, 0);
+  auto a = s.Tick(0);
+  ASSERT_EQ(a.size(), 1u);  // its first quantum of budget
+  s.Launched(1, 0, 0);
+  a.clear();
+  for (int i = 0; i < 3 && a.empty(); ++i) a = s.Tick(*s.NextDeadline());
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].kind, Kind::kRevoke);  // its budget spent, about 20 ms on
+  s.Released(1, 0, a[0].slice, 21 * kMs, 21 * kMs);
+  EXPECT_TRUE(s.Tick(21 * kMs).empty());
+  ASSERT_TRUE(s.NextDeadline());
+  EXPECT_GT(*s.NextDeadline(), uint64_t{1} << 62);  // saturated, not wrapped
+}
+
 TEST(SchedulerCeiling, ACeilingOfOneOrNoneIsNoCeiling) {
   Scheduler s(Quantum(20));
   s.AddFlow(1, 0, 0, 1.0);
