@@ -54,9 +54,13 @@ gpus = [0]
 [tenants.team-b]      # everyone else: weight 1, at most 4 GiB per GPU
 weight = 1
 max_memory = "4GiB"
+
+[billing]             # what the meter's usage costs (docs/metering.md)
+base_rate = 2.0       # USD per GPU-hour
 TOML
 sed 's/^/   /' "$tmp/broker.toml"
 export GPUSHARE_SOCKET="$tmp/broker.sock"
+export STATE_DIRECTORY="$tmp"  # the broker's meter writes $tmp/metering.db
 "$B/gpushare-broker" --config "$tmp/broker.toml" --socket "$GPUSHARE_SOCKET" 2> "$tmp/broker.log" & broker=$!
 for _ in $(seq 100); do [ -S "$GPUSHARE_SOCKET" ] && break; sleep 0.05; done
 # How many GPUs the broker found: everything below places by it.
@@ -113,9 +117,13 @@ if [ -x "$S/nccl_allreduce" ]; then
   fi
 fi
 
+echo; echo "== 1c. what the broker metered: usage by tenant, and the month's bill by formula and by GPU time"
+"$B/gpushare-smi" usage --by tenant | sed 's/^/   /'
+"$B/gpushare-smi" bill --period "$(date -u +%Y-%m)" | sed 's/^/   /'
+
 kill "$broker"; wait "$broker" 2>/dev/null || true
 broker=""
-unset GPUSHARE_SOCKET
+unset GPUSHARE_SOCKET STATE_DIRECTORY
 
 echo; echo "== 2. the node and the shim alone (no broker)"
 echo; echo "== 2a. allocate until out of memory: what one process can hold on GPU 0"

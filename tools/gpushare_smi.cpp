@@ -407,8 +407,12 @@ void PrintUsage(const json& r, bool csv) {
       row.push_back(cell);
     rows.push_back(row);
   }
-  if (!csv)
-    std::printf("Usage %s to %s (UTC), by %s\n\n", Str(r, "since").c_str(), Str(r, "until").c_str(), by.c_str());
+  if (!csv) {
+    const std::string since = Str(r, "since");
+    const bool from_start = since == "1970-01-01";  // no --since
+    std::printf("Usage from %s to %s (UTC), by %s\n\n", from_start ? "the first record" : since.c_str(),
+                Str(r, "until").c_str(), by.c_str());
+  }
   if (!csv && rows.size() == 1) {
     std::printf("No usage.\n");
     return;

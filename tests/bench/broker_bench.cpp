@@ -219,6 +219,7 @@ class BrokerProcess {
       setenv("LD_LIBRARY_PATH", simgpu_dir.c_str(), 1);
       setenv("SIMGPU_NODE", node_.c_str(), 1);
       setenv("SIMGPU_CONFIG", node_config.c_str(), 1);
+      setenv("STATE_DIRECTORY", dir_.c_str(), 1);  // its meter's database, beside its socket
       FILE* log = std::fopen(log_.c_str(), "w");
       if (log != nullptr) {
         dup2(fileno(log), 1);

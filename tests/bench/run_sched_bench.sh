@@ -26,7 +26,7 @@ echo "$(nproc) cores ($model), $(busy) % busy in the second before the run"
 
 args=(--benchmark_repetitions="$REPS" --benchmark_format=json)
 "$BENCH" "${args[@]}" --benchmark_filter='^BM_(CrossCoreRoundTrip|LaunchPath|LaunchPart)' > "$out/launch.json"
-"${PIN[@]}" "$BENCH" "${args[@]}" --benchmark_filter='^BM_(BrokerConsume|DrainRingOnly)$' > "$out/consume.json"
+"${PIN[@]}" "$BENCH" "${args[@]}" --benchmark_filter='^BM_(BrokerConsume|BrokerConsume_Metered|DrainRingOnly)$' > "$out/consume.json"
 "$BENCH" "${args[@]}" --benchmark_filter='^BM_BrokerConsume_RemoteFill$' > "$out/remote.json"  # pins itself
 "$BENCH" "${args[@]}" --benchmark_filter='^BM_GrantWakeLatency' > "$out/wake.json"
 
@@ -73,6 +73,7 @@ for name, what in rows:
 r = runs("consume", "remote")
 rows = [
     ("BM_BrokerConsume", f"`BrokerCore::Poll` on a full ring (4096 records, 8 names, 2 streams) in this core's cache"),
+    ("BM_BrokerConsume_Metered", "the same, the meter attached to a database"),
     ("BM_DrainRingOnly", "`DrainRing` alone (empty callback), same ring"),
     ("BM_BrokerConsume_RemoteFill", "`BrokerCore::Poll`, the ring filled through `LaunchGate` by a thread on the other core"),
 ]

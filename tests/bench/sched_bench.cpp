@@ -16,6 +16,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <memory>
 #include <new>
 #include <optional>
 #include <string>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "broker/core/broker_core.h"
+#include "broker/io/meter_store.h"
 #include "broker/io/shm_channels.h"
 #include "common/base/futex.h"
 #include "common/protocol/channel.h"
@@ -346,12 +349,25 @@ void FillRing(proto::Channel* c, uint32_t records) {
   c->ring_head.store(head + records, std::memory_order_release);
 }
 
-// A BrokerCore with one registered, scheduled client on one GPU whose channel is `c`.
+// A BrokerCore with one registered, scheduled client on one GPU whose channel is `c`;
+// `metered`: its meter writes to a database in a temporary directory.
 struct BrokerSetup {
   proto::Channel* channel = NewChannel();
   BenchChannels host{channel};
   broker::BrokerCore core{broker::BrokerConfig{}, {{0, "g0", 16ull << 30}}, &host};
-  BrokerSetup() {
+  std::filesystem::path meter_dir;
+  std::unique_ptr<broker::MeterStore> store;
+  explicit BrokerSetup(bool metered = false) {
+    if (metered) {
+      meter_dir = std::filesystem::temp_directory_path() / ("gs-sched-bench-" + std::to_string(getpid()));
+      std::string error;
+      store = broker::MeterStore::Open((meter_dir / "metering.db").string(), &error);
+      if (!store) {
+        std::fprintf(stderr, "sched_bench: %s\n", error.c_str());
+        std::exit(1);
+      }
+      core.AttachMeter(store.get(), 1, {}, [] { return static_cast<uint64_t>(time(nullptr)) * 1'000'000'000u; });
+    }
     NameKernels(channel);
     core.Open(1, {static_cast<int32_t>(getpid()), getuid(), getgid()});
     proto::Hello hello{};
@@ -365,6 +381,9 @@ struct BrokerSetup {
       std::exit(1);
     }
   }
+  ~BrokerSetup() {
+    if (!meter_dir.empty()) std::filesystem::remove_all(meter_dir);
+  }
 };
 
 void ReportConsumed(benchmark::State& state, uint64_t consumed, uint64_t expected, uint64_t lost) {
@@ -374,8 +393,8 @@ void ReportConsumed(benchmark::State& state, uint64_t consumed, uint64_t expecte
 
 // BrokerCore::Poll draining a full ring (4096 records) through the classifier; the ring
 // is refilled with the timer paused, so it is in this core's cache (the best case).
-void BM_BrokerConsume(benchmark::State& state) {
-  BrokerSetup s;
+void BrokerConsume(benchmark::State& state, bool metered) {
+  BrokerSetup s(metered);
   s.core.Poll();
   const uint64_t before = s.host.drained;
   for (auto _ : state) {
@@ -386,7 +405,12 @@ void BM_BrokerConsume(benchmark::State& state) {
   }
   ReportConsumed(state, s.host.drained - before, state.iterations() * proto::kRingRecords, s.host.lost());
 }
+void BM_BrokerConsume(benchmark::State& state) { BrokerConsume(state, false); }
 BENCHMARK(BM_BrokerConsume);
+// The same with the meter attached to a database (it reads no record: the scheduler's and
+// the work tracker's counters are read at each flush).
+void BM_BrokerConsume_Metered(benchmark::State& state) { BrokerConsume(state, true); }
+BENCHMARK(BM_BrokerConsume_Metered);
 
 // DrainRing alone with an empty callback: reading and checking the ring, no classifier.
 void BM_DrainRingOnly(benchmark::State& state) {

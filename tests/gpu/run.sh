@@ -132,7 +132,8 @@ broker_up() {
   printf '%s\n' "$2" > "$OUT/$1.toml"
   SOCK="$OUT/$1.sock"
   rm -f "$SOCK"
-  start "$1_broker" 150 "$B/gpushare-broker" --config "$OUT/$1.toml" --socket "$SOCK"
+  # Its meter's database (docs/metering.md) beside its config, not in the user's state directory.
+  STATE_DIRECTORY="$OUT/$1.state" start "$1_broker" 150 "$B/gpushare-broker" --config "$OUT/$1.toml" --socket "$SOCK"
   BPID=$PID
   GR=("$B/gpushare-run" --socket "$SOCK")
   for _ in $(seq 200); do [ -S "$SOCK" ] && return 0; sleep 0.05; done

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -149,6 +150,24 @@ TEST(Metering, ABrokerKilledMidRunLosesAtMostOneIntervalAndCountsNothingTwice) {
   EXPECT_LE(gpu_s, busy_s * 1.01) << s.dump();
   EXPECT_GE(gpu_s, busy_s - unmetered_s - kIntervalS - 0.05) << s.dump() << " unmetered " << unmetered_s;
   EXPECT_FALSE(s["end"].is_null());
+}
+
+TEST(Metering, AReloadNamingAnotherDatabaseKeepsTheRunningMeter) {
+  testing_support::TestBroker broker(kOneGpu, Config());
+  const std::string other = broker.database() + ".other";
+  broker.WriteConfig("[metering]\ninterval = 0.5\ndatabase = \"" + other + "\"\n[billing]\nbase_rate = 3.0\n");
+  ASSERT_EQ(kill(broker.pid(), SIGHUP), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto a = StartWorker(broker, "a", MonotonicNs() + 200'000'000, 1);
+  Finish(*a);
+  const auto sessions = SessionsByPid(broker);
+  EXPECT_EQ(sessions.count(a->pid()), 1u);  // metered into the database it started with
+  EXPECT_FALSE(std::filesystem::exists(other));
+  // The new rates apply at once.
+  json bill =
+      broker.Usage({{"what", "bill"}, {"period", sessions.begin()->second["start"].get<std::string>().substr(0, 7)}});
+  ASSERT_EQ(bill["lines"].size(), 1u) << bill.dump();
+  EXPECT_EQ(bill["lines"][0]["rate"], "3");
 }
 
 TEST(Metering, ACorruptDatabaseStopsTheBrokerWithStatus2NamingTheFile) {

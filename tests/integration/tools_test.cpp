@@ -125,6 +125,10 @@ class FakeBroker {
       auto m = proto::Receive(fd, &buffer, 10000, &error);
       if (m && m->type == proto::Type::kStatus)
         proto::SendAll(fd, proto::EncodeText(proto::Type::kStatusReply, status_json));
+      if (m && m->type == proto::Type::kUsage) {
+        usage_request_ = nlohmann::json::parse(std::string(m->payload.begin(), m->payload.end()));
+        proto::SendAll(fd, proto::EncodeText(proto::Type::kUsageReply, status_json));  // the JSON to answer
+      }
       if (m && m->type == proto::Type::kSetWeight) {
         set_weight_ = proto::Sanitized(proto::As<proto::SetWeight>(*m));
         proto::SendAll(fd, proto::EncodeText(proto::Type::kToolReply, status_json));  // the text to answer
@@ -145,8 +149,11 @@ class FakeBroker {
   const std::string& path() const { return path_; }
   // The set-weight request it received (after the tool exited).
   const std::optional<proto::SetWeight>& set_weight() const { return set_weight_; }
+  // The usage or bill request it received.
+  const nlohmann::json& usage_request() const { return usage_request_; }
 
  private:
+  nlohmann::json usage_request_;
   std::optional<proto::SetWeight> set_weight_;
   static inline int counter_ = 0;
   std::string path_;
@@ -161,6 +168,58 @@ const char* kStatus =
   "gpu_share":0.5,"devices":[{"virtual":0,"physical":1,"memory_used":536870912,"memory_cap":4294967296,
   "capped":true,"tenant_memory_used":0,"share":0.5},{"virtual":1,"physical":0,"memory_used":0,
   "memory_cap":17179869184,"capped":false,"share":0.5}]}],"future_key":{"x":1}})";
+
+const char* kUsageByDay =
+    R"({"by":"day","since":"2026-12-01","until":"2026-12-31","lines":[{"key":"2026-12-01","tenant":"a","sessions":2,
+  "wall_ns":7200000000000,"wall_s":7200.0,"allotted_ns":3600000000000,"fraction":0.5,"gpu_ns":1800000000000,
+  "gpu_s":1800.0,"memory_gib_h":4.0,"launches":12,"copies":3,"copy_bytes":4096}]})";
+const char* kBill =
+    R"({"period":"2026-12","currency":"USD","per":"hour","minor_digits":2,"lines":[{"tenant":"a","profile":"",
+  "rate":"2","rate_micro":2000000,"sessions":2,"wall_ns":7200000000000,"duration_h":2.0,"fraction":0.5,
+  "allotted_ns":3600000000000,"allotted_gpu_h":1.0,"formula":"2.00","formula_minor":200,"gpu_ns":1800000000000,
+  "gpu_h":0.5,"measured":"1.00","measured_minor":100}],"tenants":[],"total":{"formula":"2.00","formula_minor":200,
+  "measured":"1.00","measured_minor":100}})";
+
+TEST(GpushareSmi, UsageSendsItsFiltersAndPrintsCsv) {
+  FakeBroker broker(kUsageByDay);
+  auto r = RunToEnd({GPUSHARE_SMI, "--socket", broker.path(), "usage", "--tenant", "a", "--since", "2026-12-01",
+                     "--until", "2026-12-31", "--by", "day", "--csv"},
+                    {});
+  broker.Join();
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(broker.usage_request(),
+            nlohmann::json(
+                {{"what", "usage"}, {"tenant", "a"}, {"since", "2026-12-01"}, {"until", "2026-12-31"}, {"by", "day"}}));
+  EXPECT_EQ(r.out,
+            "DAY,TENANT,SESSIONS,DURATION_S,FRACTION,GPU_TIME_S,MEMORY_GIB_H,LAUNCHES,COPIES,COPIED_BYTES\n"
+            "2026-12-01,a,2,7200.000,0.5000,1800.000,4.000000,12,3,4096\n");
+}
+
+TEST(GpushareSmi, BillPrintsBothPricesAndNeedsAPeriod) {
+  {
+    FakeBroker broker(kBill);
+    auto r = RunToEnd({GPUSHARE_SMI, "--socket", broker.path(), "bill", "--period", "2026-12"}, {});
+    broker.Join();
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_EQ(broker.usage_request(), nlohmann::json({{"what", "bill"}, {"period", "2026-12"}}));
+    EXPECT_NE(
+        r.out.find(
+            "a       -        2     2         2.0000      0.5000    1.0000          2.00        0.5000      1.00"),
+        std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("TOTAL"), std::string::npos) << r.out;
+  }
+  auto r = RunToEnd({GPUSHARE_SMI, "--socket", "/tmp/none.sock", "bill"}, {});
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+}
+
+TEST(GpushareSmi, UsageReportsTheBrokersRefusal) {
+  FakeBroker broker(R"({"error":"uid 1002 may not read tenant \"a\"'s usage"})");
+  auto r = RunToEnd({GPUSHARE_SMI, "--socket", broker.path(), "usage", "--tenant", "a"}, {});
+  broker.Join();
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("may not read tenant"), std::string::npos) << r.out;
+}
 
 TEST(GpushareSmi, SetWeightSendsTheTargetAndPrintsTheBrokersAnswer) {
   {

@@ -38,6 +38,22 @@ TEST(Billing, TheFormulaIsRateTimesFractionTimesDuration) {
   EXPECT_EQ(b.total_formula_minor, 150);
 }
 
+TEST(Billing, TheWorkedExampleOfDocsMetering) {
+  // a: 3 h, alone 2 of them, 1 h at 2/3; b: 1 h at 1/3. 2.00 USD per GPU-hour.
+  BillingConfig c;
+  c.base_rate_micro = *RateMicro(2.0);
+  Bill b = MakeBill({Row(1, "a", "", 20788, 3 * kHour, (1 + 2.0 / 3 + 1) * kHour, kHour * 5 / 2),
+                     Row(2, "b", "", 20788, kHour, kHour / 3.0, kHour * 3 / 10)},
+                    c);
+  ASSERT_EQ(b.lines.size(), 2u);
+  EXPECT_NEAR(b.lines[0].fraction(), 0.8889, 5e-5);
+  EXPECT_EQ(FormatMinor(b.lines[0].formula_minor, 2), "5.33");
+  EXPECT_EQ(FormatMinor(b.lines[0].measured_minor, 2), "5.00");
+  EXPECT_EQ(FormatMinor(b.lines[1].formula_minor, 2), "0.67");
+  EXPECT_EQ(FormatMinor(b.lines[1].measured_minor, 2), "0.60");
+  EXPECT_EQ(b.total_formula_minor, 600);
+}
+
 TEST(Billing, MoneyIsRoundedHalfUpOncePerLine) {
   BillingConfig c;
   c.base_rate_micro = *RateMicro(1.0);  // 1.00 per hour: 1 cent per 36 s
