@@ -324,8 +324,8 @@ int SetWeight(const std::vector<std::string>& args, const std::string& socket_pa
       target = true;
     } else if (!weight) {
       const double w = std::strtod(args[i].c_str(), &end);
-      if (*end != '\0' || !(w > 0 && w <= 1000)) {
-        std::fprintf(stderr, "gpushare-smi: set-weight: a weight is a number in (0, 1000], not \"%s\"\n",
+      if (*end != '\0' || !(w >= proto::kMinWeight && w <= proto::kMaxWeight)) {
+        std::fprintf(stderr, "gpushare-smi: set-weight: a weight is a number from 0.001 to 1000, not \"%s\"\n",
                      args[i].c_str());
         return 2;
       }

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "common/base/units.h"
+#include "common/protocol/protocol.h"
 
 namespace gpushare::tools {
 namespace {
@@ -52,13 +53,14 @@ std::string CheckMemory(const std::string& value) {
   return "";
 }
 
-// The shim takes weights in (0, 1000].
+// The shim takes weights from kMinWeight to kMaxWeight (common/protocol/protocol.h).
 std::string CheckWeight(const std::string& value) {
   errno = 0;
   char* end = nullptr;
   const double w = std::strtod(value.c_str(), &end);
-  if (value.empty() || *end != '\0' || errno != 0 || !std::isfinite(w) || w <= 0 || w > 1000)
-    return "\"" + value + "\" is not a number in (0, 1000]";
+  if (value.empty() || *end != '\0' || errno != 0 || !std::isfinite(w) || w < gpushare::protocol::kMinWeight ||
+      w > gpushare::protocol::kMaxWeight)
+    return "\"" + value + "\" is not a number from 0.001 to 1000";
   return "";
 }
 
@@ -159,7 +161,7 @@ std::string RunUsage() {
          "  --tenant T       GPUSHARE_TENANT: the tenant the broker bills\n"
          "  --memory SIZE    GPUSHARE_MEMORY_LIMIT: cap per virtual GPU (4GiB, 512MiB, 1.5GB,\n"
          "                   bytes), or per GPU 0=4GiB,1=2GiB\n"
-         "  --weight W       GPUSHARE_WEIGHT: share of GPU time, a number in (0, 1000]\n"
+         "  --weight W       GPUSHARE_WEIGHT: share of GPU time, a number from 0.001 to 1000\n"
          "  --profile NAME   GPUSHARE_PROFILE: a vGPU instance of the broker's profile NAME\n"
          "  --job J          GPUSHARE_JOB: distributed job name\n"
          "  --devices LIST   GPUSHARE_VISIBLE_DEVICES: physical GPUs that become virtual 0, 1, ...\n"
