@@ -5,6 +5,8 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "visibility.h"
+
 namespace gpushare::broker {
 namespace {
 
@@ -50,12 +52,16 @@ SessionTerms SessionTermsOf(const ClientRecord& c, double weight, const std::map
   return t;
 }
 
-bool MaySeeUsage(const BrokerConfig& config, uint32_t viewer_uid, uint32_t admin_uid, const std::string& tenant) {
-  if (viewer_uid == 0 || viewer_uid == admin_uid) return true;
-  auto policy = config.tenants.find(tenant);
-  if (policy == config.tenants.end() || !policy->second.uids) return false;
-  const auto& uids = *policy->second.uids;
-  return std::find(uids.begin(), uids.end(), viewer_uid) != uids.end();
+bool MaySeeUsage(const BrokerConfig& config, const PeerCredentials& viewer, uint32_t admin_uid,
+                 const std::string& tenant) {
+  TenantMembers members;
+  if (auto policy = config.tenants.find(tenant); policy != config.tenants.end()) {
+    if (policy->second.uids) members.uids = &*policy->second.uids;
+    if (policy->second.gids) members.gids = &*policy->second.gids;
+  }
+  // No running_uids: usage is history, and running in a tenant now (an open tenant
+  // admits anyone) is no claim on what its members used before.
+  return MaySee(Viewer{viewer.uid, viewer.gid}, admin_uid, members);
 }
 
 Metering::Metering(const BrokerConfig* config, const ClientRegistry* clients, const NodeLedger* ledger,
@@ -167,7 +173,7 @@ std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, c
   };
   const std::string what = text("what");
   const std::string tenant = text("tenant");
-  if (!tenant.empty() && !MaySeeUsage(*config_, peer.uid, admin_uid, tenant))
+  if (!tenant.empty() && !MaySeeUsage(*config_, peer, admin_uid, tenant))
     return Error("uid " + std::to_string(peer.uid) + " may not read tenant \"" + tenant + "\"'s usage").dump();
 
   int64_t since = 0, until = DayOf(wall_clock_()) + 1;  // [since, until)
@@ -198,7 +204,7 @@ std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, c
   if (!rows) return Error(error).dump();
   rows->erase(
       std::remove_if(rows->begin(), rows->end(),
-                     [&](const UsageRow& r) { return !MaySeeUsage(*config_, peer.uid, admin_uid, r.session.tenant); }),
+                     [&](const UsageRow& r) { return !MaySeeUsage(*config_, peer, admin_uid, r.session.tenant); }),
       rows->end());
 
   json out;

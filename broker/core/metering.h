@@ -35,10 +35,12 @@ struct SessionTerms {
 // is billed by its instance: the profile's name and compute fraction, whoever else runs.
 SessionTerms SessionTermsOf(const ClientRecord& c, double weight, const std::map<int, double>& weight_on_gpu);
 
-// Who may read a tenant's usage and bill: root and the broker's admin uid all of them; a
-// uid the config lists in the tenant's `uids` that tenant's. Nobody else, so a tenant
-// named only on first use is the operator's to read.
-bool MaySeeUsage(const BrokerConfig& config, uint32_t viewer_uid, uint32_t admin_uid, const std::string& tenant);
+// Who may read a tenant's usage and bill: the status's rule (visibility.h, MaySee) over
+// the config's members only: root and the broker's admin uid all of them; a uid or
+// primary gid the config lists in the tenant's `uids`/`gids` that tenant's. Nobody else,
+// so a tenant named only on first use is the operator's to read.
+bool MaySeeUsage(const BrokerConfig& config, const PeerCredentials& viewer, uint32_t admin_uid,
+                 const std::string& tenant);
 
 // Where meter rows go and come from: the SQLite store, in the daemon.
 class MeterSink {

@@ -209,13 +209,17 @@ TEST(SessionTerms, AnInstanceIsBilledByItsProfilesComputeFractionWhoeverElseRuns
   EXPECT_DOUBLE_EQ(t.fraction, 0.25);
 }
 
-TEST(MaySeeUsage, RootAndTheAdminSeeAllATenantsListedUidsTheirTenant) {
+TEST(MaySeeUsage, RootAndTheAdminSeeAllATenantsListedUidsOrGidsTheirTenant) {
   BrokerConfig c = Config();
-  EXPECT_TRUE(MaySeeUsage(c, 0, kAdmin, "a"));
-  EXPECT_TRUE(MaySeeUsage(c, kAdmin, kAdmin, "anything"));
-  EXPECT_TRUE(MaySeeUsage(c, 1001, kAdmin, "a"));
-  EXPECT_FALSE(MaySeeUsage(c, 1002, kAdmin, "a"));
-  EXPECT_FALSE(MaySeeUsage(c, 1001, kAdmin, "unlisted"));
+  const auto as = [](uint32_t uid, uint32_t gid = 5000) { return PeerCredentials{1, uid, gid}; };
+  EXPECT_TRUE(MaySeeUsage(c, as(0), kAdmin, "a"));
+  EXPECT_TRUE(MaySeeUsage(c, as(kAdmin), kAdmin, "anything"));
+  EXPECT_TRUE(MaySeeUsage(c, as(1001), kAdmin, "a"));
+  EXPECT_FALSE(MaySeeUsage(c, as(1002), kAdmin, "a"));
+  EXPECT_FALSE(MaySeeUsage(c, as(1001), kAdmin, "unlisted"));
+  c.tenants["a"].gids = std::vector<uint32_t>{777};
+  EXPECT_TRUE(MaySeeUsage(c, as(1002, 777), kAdmin, "a"));
+  EXPECT_FALSE(MaySeeUsage(c, as(1002, 778), kAdmin, "a"));
 }
 
 }  // namespace
