@@ -333,7 +333,7 @@ void BrokerCore::Reload(BrokerConfig config) {
   std::map<std::string, bool> touched;
   for (auto& [id, c] : clients_) {
     TenantTerms terms = ResolveTenant(config_, c.tenant, c.peer.uid, c.weight, c.cap_bytes, c.peer.gid);
-    if (!terms.refusal.empty()) continue;  // keeps running on its terms; new clients are refused
+    if (!terms.refusal.empty()) continue;      // keeps running on its terms; new clients are refused
     if (!c.instance) c.weight = terms.weight;  // an instance's weight is its compute fraction
     c.max_compute = CeilingOf(c);
     for (size_t v = 0; c.scheduled && v < c.physical.size(); ++v)

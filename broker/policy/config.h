@@ -26,8 +26,8 @@ struct TenantPolicy {
   std::optional<std::vector<int>> gpus;       // allowed physical GPUs
   std::optional<std::vector<uint32_t>> uids;  // who may use this tenant (with gids: either matches)
   // Initialized, so that positional initializers written before these keys stay valid.
-  std::optional<std::string> profile = std::nullopt;  // its clients' vGPU profile unless they ask one
-  std::optional<double> max_compute = std::nullopt;   // ceiling on each client's GPU time, (0, 1]
+  std::optional<std::string> profile = std::nullopt;         // every client's vGPU profile (asking another: refused)
+  std::optional<double> max_compute = std::nullopt;          // ceiling on each client's GPU time, (0, 1]
   std::optional<std::vector<uint32_t>> gids = std::nullopt;  // who may use it by primary group
 };
 

@@ -57,9 +57,13 @@ class InstancesTest : public ::testing::Test {
     return replies;
   }
   proto::Welcome Hello(ClientId id, const std::string& tenant, const std::string& profile,
-                       std::vector<int> visible = {}) {
+                       std::vector<int> visible = {}, const std::string& job = "", int rank = -1,
+                       uint32_t job_size = 0) {
     core_.Open(id, {static_cast<int32_t>(100 + id), 1000, 1000});
     proto::Hello h{};
+    proto::SetString(h.job, job);
+    h.rank = rank;
+    h.job_size = job_size;
     proto::SetString(h.tenant, tenant);
     proto::SetString(h.profile, profile);
     h.weight = 1;
@@ -99,6 +103,39 @@ TEST_F(InstancesTest, TwoGpusHoldEightQuartersAndTheNinthIsRefusedNamingTheProfi
   EXPECT_NE(reason.find("GPU 1: compute 1.00 of 1.00 granted"), std::string::npos) << reason;
   // A client without a profile still joins beside the instances.
   EXPECT_EQ(Hello(10, "b", "").accepted, 1);
+}
+
+TEST_F(InstancesTest, TheRanksOfAJobGetTheirInstancesOnDistinctGpus) {
+  proto::Welcome r0 = Hello(1, "a", "q8g", {}, "train", 0, 2);
+  proto::Welcome r1 = Hello(2, "a", "q8g", {}, "train", 1, 2);
+  ASSERT_EQ(r0.accepted, 1) << r0.reason;
+  ASSERT_EQ(r1.accepted, 1) << r1.reason;
+  // Each rank sees the job's two GPUs in rank order; its instance is on its own.
+  ASSERT_EQ(r0.device_count, 2u);
+  EXPECT_EQ(r0.physical[0], r1.physical[0]);
+  EXPECT_EQ(r0.physical[1], r1.physical[1]);
+  nlohmann::json s = Status();
+  EXPECT_EQ(s["clients"][0]["instance"]["gpu"], r0.physical[0]);
+  EXPECT_EQ(s["clients"][1]["instance"]["gpu"], r0.physical[1]);
+  EXPECT_NE(s["clients"][0]["instance"]["gpu"], s["clients"][1]["instance"]["gpu"]);
+}
+
+TEST_F(InstancesTest, MemoryHeldByAClientWithoutAProfileLeavesRoomForFewerInstances) {
+  // 20 GiB held on GPU 0 by an uncapped client: 12 GiB left there, one 8 GiB instance.
+  ASSERT_EQ(Hello(1, "big", "", {0}).accepted, 1);
+  ASSERT_TRUE(Take(1, 0, 20 * kGiB));
+  std::map<int, int> per_gpu;
+  for (ClientId id = 2; id <= 6; ++id) {
+    proto::Welcome w = Hello(id, "a", "q8g");
+    ASSERT_EQ(w.accepted, 1) << id << ": " << w.reason;
+    ++per_gpu[w.physical[0]];
+  }
+  EXPECT_EQ(per_gpu, (std::map<int, int>{{0, 1}, {1, 4}}));
+  proto::Welcome w = Hello(7, "a", "q8g");
+  EXPECT_EQ(w.accepted, 0);
+  EXPECT_NE(std::string(w.reason).find("GPU 0: memory 8.00 GiB granted to instances and 20.00 GiB promised to others"),
+            std::string::npos)
+      << w.reason;
 }
 
 TEST_F(InstancesTest, HangingUpFreesTheInstance) {
