@@ -172,9 +172,12 @@ TEST_F(SimgpuNode, EngineIsHandedToTheWaiterAtSliceEnd) {
     b->AcquireEngine(0);
     b_running = true;
   });
-  while (true) {  // wait until b has registered as waiting
+  // a keeps its slice while nobody waits; once b waits, a's next check at its slice's end
+  // yields. On a loaded machine this thread may oversleep a slice past its end: then b
+  // preempts it (a late owner loses the engine, as on a real GPU) and is running already.
+  while (!b_running) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    if (!b_running && a->ContinueOrYield(0, &slice_end) == false) break;
+    if (!b_running && !a->ContinueOrYield(0, &slice_end)) break;
   }
   waiter.join();
   EXPECT_TRUE(b_running);
