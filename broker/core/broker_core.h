@@ -80,7 +80,7 @@ class BrokerCore : private MessageHandlers {
   }
   bool FlushMeter(std::string* error) { return metering_.Flush(error); }
   // Sessions left open by a stopped broker whose clients have not re-registered within
-  // `grace_ns` end at their last record.
+  // `grace_ns` of AttachMeter end at their last record.
   void CloseMeterOrphans(uint64_t grace_ns) { metering_.CloseOrphans(grace_ns); }
 
   std::string StatusJson() const;

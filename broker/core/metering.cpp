@@ -63,6 +63,7 @@ void Metering::Attach(MeterSink* sink, uint64_t first_id, std::vector<MeterSnaps
   wall_clock_ = std::move(wall_clock);
   meter_ = Meter(first_id);
   meter_.Adopt(std::move(open));
+  attached_at_ns_ = wall_clock_();
 }
 
 void Metering::Joined(ClientId id, bool reattach) {
@@ -147,8 +148,9 @@ bool Metering::Flush(std::string* error) {
 
 void Metering::CloseOrphans(uint64_t grace_ns) {
   if (!active() || meter_.orphan_count() == 0) return;
-  const uint64_t now = wall_clock_();
-  meter_.CloseOrphans(now > grace_ns ? now - grace_ns : 0);
+  // The grace runs from this broker's start: a client re-registers at its next
+  // allocation or launch once a broker answers, however long none did.
+  if (wall_clock_() >= attached_at_ns_ + grace_ns) meter_.CloseOrphans(UINT64_MAX);
 }
 
 std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, const std::string& request) {
@@ -163,6 +165,12 @@ std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, c
   const std::string tenant = text("tenant");
   if (!tenant.empty() && !MaySeeUsage(*config_, peer.uid, admin_uid, tenant))
     return Error("uid " + std::to_string(peer.uid) + " may not read tenant \"" + tenant + "\"'s usage").dump();
+  // One who may read no tenant costs the broker no read of the database.
+  const bool reads_some = peer.uid == 0 || peer.uid == admin_uid ||
+                          std::any_of(config_->tenants.begin(), config_->tenants.end(), [&](const auto& t) {
+                            return MaySeeUsage(*config_, peer.uid, admin_uid, t.first);
+                          });
+  if (!reads_some) return Error("uid " + std::to_string(peer.uid) + " may read no tenant's usage").dump();
 
   int64_t since = 0, until = DayOf(wall_clock_()) + 1;  // [since, until)
   std::string period;

@@ -72,7 +72,8 @@ class Metering {
   // Writes every session's usage up to now (the daemon calls it each interval); false
   // with the reason when the store refused (the rows are kept for the next try).
   bool Flush(std::string* error);
-  // Orphans older than `grace_ns` whose clients did not re-register end.
+  // Sessions the store had open whose clients have not re-registered within `grace_ns`
+  // of Attach end at their last record.
   void CloseOrphans(uint64_t grace_ns);
 
   // A usage or bill request (JSON, docs/metering.md) from `peer`; the reply as JSON.
@@ -92,7 +93,8 @@ class Metering {
   MeterSink* sink_ = nullptr;
   std::function<uint64_t()> wall_clock_;
   Meter meter_{1};
-  std::optional<MeterFlush> unwritten_;  // what the store refused, written first next time
+  std::optional<MeterFlush> unwritten_;
+  uint64_t attached_at_ns_ = 0;  // what the store refused, written first next time
 };
 
 }  // namespace gpushare::broker
