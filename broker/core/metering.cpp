@@ -97,7 +97,11 @@ void Metering::Reterm(const std::function<double(const ClientRecord&)>& weight) 
   for (const auto& [id, c] : *clients_)
     for (int g : c.physical) on_gpu[g] += weight(c);
   const uint64_t now = wall_clock_();
-  for (const auto& [id, c] : *clients_) meter_.SetFraction(id, SessionTermsOf(c, weight(c), on_gpu).fraction, now);
+  for (const auto& [id, c] : *clients_) {
+    const SessionTerms terms = SessionTermsOf(c, weight(c), on_gpu);
+    meter_.SetProfile(id, terms.profile);
+    meter_.SetFraction(id, terms.fraction, now);
+  }
 }
 
 void Metering::Counters(uint64_t wall_now, std::optional<ClientId> only) {
