@@ -110,7 +110,7 @@ TEST(Metering, TwoTenantsDurationsMatchTheirWallTimesAndGpuTimeSplitsByWeight) {
               gb / 1e9, 100 * ga / (ga + gb), 100 * want_a / (want_a + want_b), fa, fb);
   EXPECT_NEAR(ga / (ga + gb), want_a / (want_a + want_b), 0.03) << sa.dump() << "\n" << sb.dump();
   // Allotted fractions: 1 while alone, 2/3 and 1/3 together.
-  EXPECT_GE(sa["fraction"].get<double>(), 2.0 / 3 - 1e-9);
+  EXPECT_GE(sa["fraction"].get<double>(), 2.0 / 3 - 1e-4);  // (allotted ns are whole per row)
   EXPECT_LE(sb["fraction"].get<double>(), 1.0);
   // The bill prices each tenant by the formula and by measured GPU time.
   json bill = broker.Usage({{"what", "bill"}, {"period", sa["start"].get<std::string>().substr(0, 7)}});
