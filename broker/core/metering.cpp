@@ -125,8 +125,13 @@ void Metering::Left(ClientId id) {
   const uint64_t now = wall_clock_();
   Counters(now, id);
   meter_.End(id, now);
-  std::string error;
-  Write(meter_.TakeEnded(), &error);  // kept for the next flush if refused
+  ended_unwritten_ = true;
+}
+
+bool Metering::FlushEnded(std::string* error) {
+  if (!active() || !ended_unwritten_) return true;
+  ended_unwritten_ = false;
+  return Write(meter_.TakeEnded(), error);
 }
 
 bool Metering::Write(MeterFlush flush, std::string* error) {

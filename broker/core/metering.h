@@ -67,8 +67,12 @@ class Metering {
   // Weights or the clients on some GPU changed: every session's fraction is re-evaluated.
   // `weight` gives a client's weight (Weights::Base).
   void Reterm(const std::function<double(const ClientRecord&)>& weight);
-  // A client hangs up (call before its parts forget it): its session ends and is written.
+  // A client hangs up (call before its parts forget it): its session ends, to be written
+  // by FlushEnded (or the next Flush).
   void Left(ClientId id);
+  // Writes the sessions ended since the last write: the daemon calls it after each loop
+  // pass, so hang-ups arriving together cost one transaction.
+  bool FlushEnded(std::string* error);
   // Writes every session's usage up to now (the daemon calls it each interval); false
   // with the reason when the store refused (the rows are kept for the next try).
   bool Flush(std::string* error);
@@ -94,7 +98,8 @@ class Metering {
   std::function<uint64_t()> wall_clock_;
   Meter meter_{1};
   std::optional<MeterFlush> unwritten_;
-  uint64_t attached_at_ns_ = 0;  // what the store refused, written first next time
+  uint64_t attached_at_ns_ = 0;
+  bool ended_unwritten_ = false;  // what the store refused, written first next time
 };
 
 }  // namespace gpushare::broker

@@ -152,6 +152,11 @@ class Daemon {
       if (fds[1].revents & POLLIN) Accept(listen_fd);
       for (size_t i = 0; i < ids.size(); ++i)
         if (fds[i + 2].revents != 0) Serve(ids[i], fds[i + 2].revents);
+      // Sessions that ended in this pass: written now, in one transaction.
+      if (store_) {
+        std::string error;
+        if (!core_.FlushEndedMeter(&error)) NoteWrite(false, error);  // recovery: the interval's flush says
+      }
     }
   }
 
@@ -188,14 +193,18 @@ class Daemon {
     last_flush_ns_ = now;
     core_.CloseMeterOrphans(kOrphanGraceNs);
     std::string error;
-    const bool ok = core_.FlushMeter(&error);
-    if (!ok && flush_ok_) Log(LogLevel::kError, "metering: %s (kept in memory, retried each interval)", error.c_str());
-    if (ok && !flush_ok_) Log(LogLevel::kInfo, "metering: %s writable again", store_->path().c_str());
-    flush_ok_ = ok;
+    NoteWrite(core_.FlushMeter(&error), error);
     if (now - last_prune_ns_ >= kPruneEveryNs) {
       last_prune_ns_ = now;
       Prune(*store_, metering_.retention_days);
     }
+  }
+
+  // A failed write is logged once, and its recovery.
+  void NoteWrite(bool ok, const std::string& error) {
+    if (!ok && flush_ok_) Log(LogLevel::kError, "metering: %s (kept in memory, retried each interval)", error.c_str());
+    if (ok && !flush_ok_) Log(LogLevel::kInfo, "metering: %s writable again", store_->path().c_str());
+    flush_ok_ = ok;
   }
 
   ~Daemon() {

@@ -160,6 +160,21 @@ TEST(Metering, ABrokerKilledMidRunLosesAtMostOneIntervalAndCountsNothingTwice) {
   EXPECT_FALSE(s["end"].is_null());
 }
 
+TEST(Metering, ASessionIsWrittenWhenItEndsNotOnlyEachInterval) {
+  // An interval longer than the test: only the write at the session's end can keep it.
+  testing_support::TestBroker broker(kOneGpu, "[metering]\ninterval = 3600\n");
+  auto a = StartWorker(broker, "a", MonotonicNs() + 200'000'000, 1);
+  const WorkerRun r = Finish(*a);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the broker sees the hang-up
+  broker.Kill();
+  broker.Start();
+  const auto sessions = SessionsByPid(broker);
+  ASSERT_EQ(sessions.count(a->pid()), 1u);
+  const json& s = sessions.at(a->pid());
+  EXPECT_FALSE(s["end"].is_null()) << s.dump();
+  EXPECT_NEAR(s["wall_ns"].get<double>() / 1e6, r.lifetime_ms, 0.01 * r.lifetime_ms) << s.dump();
+}
+
 TEST(Metering, AReloadNamingAnotherDatabaseKeepsTheRunningMeter) {
   testing_support::TestBroker broker(kOneGpu, Config());
   const std::string other = broker.database() + ".other";
