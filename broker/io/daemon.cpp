@@ -317,6 +317,11 @@ class Daemon {
 }  // namespace
 
 int RunDaemon(const DaemonOptions& options) {
+  // Blocked first, for every thread made after (the meter store's): signalfd reads them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&signals, s);
+  sigprocmask(SIG_BLOCK, &signals, nullptr);
   BrokerConfig config;
   if (!options.config_path.empty()) {
     std::string error;
@@ -350,10 +355,6 @@ int RunDaemon(const DaemonOptions& options) {
     Log(LogLevel::kError, "no GPU to share: %s", error.empty() ? "NVML reports none" : error.c_str());
     return 1;
   }
-  sigset_t signals;
-  sigemptyset(&signals);
-  for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&signals, s);
-  sigprocmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
   int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
   int listen_fd = Listen(options.socket_path, &error);

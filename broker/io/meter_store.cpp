@@ -1,6 +1,8 @@
 // The meter's SQLite database (see meter_store.h).
 #include "meter_store.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -189,6 +191,10 @@ std::unique_ptr<MeterStore> MeterStore::Open(const std::string& path, std::strin
 }
 
 void MeterStore::CheckpointLoop(sqlite3* db) {
+  // Signals are the daemon's loop's (signalfd), never this thread's.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
