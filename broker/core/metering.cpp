@@ -66,17 +66,27 @@ void Metering::Attach(MeterSink* sink, uint64_t first_id, std::vector<MeterSnaps
   attached_at_ns_ = wall_clock_();
 }
 
-void Metering::Joined(ClientId id, bool reattach) {
+std::map<int, double> Metering::WeightOnGpus(const std::function<double(const ClientRecord&)>& weight) const {
+  std::map<int, double> on_gpu;
+  for (const auto& [id, c] : *clients_)
+    for (int g : c.physical) on_gpu[g] += weight(c);
+  return on_gpu;
+}
+
+void Metering::Joined(ClientId id, bool reattach, const std::function<double(const ClientRecord&)>& weight) {
   if (!active()) return;
   const ClientRecord& c = clients_->at(id);
   const uint64_t now = wall_clock_();
   if (!reattach || !meter_.Continue(id, c.peer.pid, c.tenant, now)) {
+    const SessionTerms terms = SessionTermsOf(c, weight(c), WeightOnGpus(weight));
     MeterSession s;
     s.pid = c.peer.pid;
     s.uid = c.peer.uid;
     s.tenant = c.tenant;
     s.job = c.job;
+    s.profile = terms.profile;
     s.gpus = GpuList(c.physical);
+    s.fraction = terms.fraction;
     meter_.Begin(id, std::move(s), now);
   }
   Held(id);
@@ -93,9 +103,7 @@ void Metering::Held(ClientId id) {
 
 void Metering::Reterm(const std::function<double(const ClientRecord&)>& weight) {
   if (!active()) return;
-  std::map<int, double> on_gpu;
-  for (const auto& [id, c] : *clients_)
-    for (int g : c.physical) on_gpu[g] += weight(c);
+  const std::map<int, double> on_gpu = WeightOnGpus(weight);
   const uint64_t now = wall_clock_();
   for (const auto& [id, c] : *clients_) {
     const SessionTerms terms = SessionTermsOf(c, weight(c), on_gpu);

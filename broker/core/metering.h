@@ -60,8 +60,10 @@ class Metering {
               std::function<uint64_t()> wall_clock);
   bool active() const { return sink_ != nullptr; }
 
-  // A client registered (after a broker restart: `reattach`, its session may continue).
-  void Joined(ClientId id, bool reattach);
+  // A client registered (after a broker restart: `reattach`, its session may continue);
+  // its session starts at its terms (`weight` as for Reterm). Call Reterm after: the
+  // others' fractions changed.
+  void Joined(ClientId id, bool reattach, const std::function<double(const ClientRecord&)>& weight);
   // What a client holds changed in the ledger.
   void Held(ClientId id);
   // Weights or the clients on some GPU changed: every session's fraction is re-evaluated.
@@ -86,6 +88,7 @@ class Metering {
  private:
   // Reads the scheduler's and the work tracker's totals into the meter (of one client, or all).
   void Counters(uint64_t wall_now, std::optional<ClientId> only);
+  std::map<int, double> WeightOnGpus(const std::function<double(const ClientRecord&)>& weight) const;
   bool Write(MeterFlush flush, std::string* error);
 
   const BrokerConfig* config_;
