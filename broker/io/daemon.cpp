@@ -51,7 +51,7 @@ uint64_t FirstSessionId() {
   return (r & ((1ull << 62) - 1)) | (1ull << 40);
 }
 
-// Deletes usage older than the retention; false (logged) if the store refused.
+// Deletes usage older than the retention (a refusal is logged; the next prune tries again).
 void Prune(MeterStore& store, uint32_t retention_days) {
   if (retention_days == 0) return;
   std::string error;
