@@ -219,7 +219,7 @@ proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, c
   proto::SetString(w.channel, c.channel);
   w.scheduled = c.scheduled ? 1 : 0;
   PublishTenant(tenant);
-  metering_.Joined(conn, hello.reattach != 0);
+  metering_.Joined(conn, hello.reattach != 0, [&](const ClientRecord& r) { return weights_.Base(r); });
   Reterm();
   return w;
 }

@@ -85,8 +85,10 @@ class BrokerCore : private MessageHandlers {
     metering_.Attach(sink, first_session_id, std::move(open), std::move(wall_clock));
   }
   bool FlushMeter(std::string* error) { return metering_.Flush(error); }
+  // Writes the sessions that ended since the last write (the daemon: after each loop pass).
+  bool FlushEndedMeter(std::string* error) { return metering_.FlushEnded(error); }
   // Sessions left open by a stopped broker whose clients have not re-registered within
-  // `grace_ns` end at their last record.
+  // `grace_ns` of AttachMeter end at their last record.
   void CloseMeterOrphans(uint64_t grace_ns) { metering_.CloseOrphans(grace_ns); }
 
   // The whole node (tests, the broker's own use).

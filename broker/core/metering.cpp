@@ -74,20 +74,30 @@ void Metering::Attach(MeterSink* sink, uint64_t first_id, std::vector<MeterSnaps
   wall_clock_ = std::move(wall_clock);
   meter_ = Meter(first_id);
   meter_.Adopt(std::move(open));
+  attached_at_ns_ = wall_clock_();
 }
 
-void Metering::Joined(ClientId id, bool reattach) {
+std::map<int, double> Metering::WeightOnGpus(const std::function<double(const ClientRecord&)>& weight) const {
+  std::map<int, double> on_gpu;
+  for (const auto& [id, c] : *clients_)
+    for (int g : c.physical) on_gpu[g] += weight(c);
+  return on_gpu;
+}
+
+void Metering::Joined(ClientId id, bool reattach, const std::function<double(const ClientRecord&)>& weight) {
   if (!active()) return;
   const ClientRecord& c = clients_->at(id);
   const uint64_t now = wall_clock_();
   if (!reattach || !meter_.Continue(id, c.peer.pid, c.tenant, now)) {
+    const SessionTerms terms = SessionTermsOf(c, weight(c), WeightOnGpus(weight));
     MeterSession s;
     s.pid = c.peer.pid;
     s.uid = c.peer.uid;
     s.tenant = c.tenant;
     s.job = c.job;
-    s.profile = SessionTermsOf(c, 0, {}).profile;
+    s.profile = terms.profile;
     s.gpus = GpuList(c.physical);
+    s.fraction = terms.fraction;
     meter_.Begin(id, std::move(s), now);
   }
   Held(id);
@@ -104,11 +114,13 @@ void Metering::Held(ClientId id) {
 
 void Metering::Reterm(const std::function<double(const ClientRecord&)>& weight) {
   if (!active()) return;
-  std::map<int, double> on_gpu;
-  for (const auto& [id, c] : *clients_)
-    for (int g : c.physical) on_gpu[g] += weight(c);
+  const std::map<int, double> on_gpu = WeightOnGpus(weight);
   const uint64_t now = wall_clock_();
-  for (const auto& [id, c] : *clients_) meter_.SetFraction(id, SessionTermsOf(c, weight(c), on_gpu).fraction, now);
+  for (const auto& [id, c] : *clients_) {
+    const SessionTerms terms = SessionTermsOf(c, weight(c), on_gpu);
+    meter_.SetProfile(id, terms.profile);
+    meter_.SetFraction(id, terms.fraction, now);
+  }
 }
 
 void Metering::Counters(uint64_t wall_now, std::optional<ClientId> only) {
@@ -132,8 +144,13 @@ void Metering::Left(ClientId id) {
   const uint64_t now = wall_clock_();
   Counters(now, id);
   meter_.End(id, now);
-  std::string error;
-  Write(meter_.TakeEnded(), &error);  // kept for the next flush if refused
+  ended_unwritten_ = true;
+}
+
+bool Metering::FlushEnded(std::string* error) {
+  if (!active() || !ended_unwritten_) return true;
+  ended_unwritten_ = false;
+  return Write(meter_.TakeEnded(), error);
 }
 
 bool Metering::Write(MeterFlush flush, std::string* error) {
@@ -159,8 +176,9 @@ bool Metering::Flush(std::string* error) {
 
 void Metering::CloseOrphans(uint64_t grace_ns) {
   if (!active() || meter_.orphan_count() == 0) return;
-  const uint64_t now = wall_clock_();
-  meter_.CloseOrphans(now > grace_ns ? now - grace_ns : 0);
+  // The grace runs from this broker's start: a client re-registers at its next
+  // allocation or launch once a broker answers, however long none did.
+  if (wall_clock_() >= attached_at_ns_ + grace_ns) meter_.CloseOrphans(UINT64_MAX);
 }
 
 std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, const std::string& request) {
@@ -175,6 +193,12 @@ std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, c
   const std::string tenant = text("tenant");
   if (!tenant.empty() && !MaySeeUsage(*config_, peer, admin_uid, tenant))
     return Error("uid " + std::to_string(peer.uid) + " may not read tenant \"" + tenant + "\"'s usage").dump();
+  // One who may read no tenant costs the broker no read of the database.
+  const bool reads_some = peer.uid == 0 || peer.uid == admin_uid ||
+                          std::any_of(config_->tenants.begin(), config_->tenants.end(), [&](const auto& t) {
+                            return MaySeeUsage(*config_, peer.uid, admin_uid, t.first);
+                          });
+  if (!reads_some) return Error("uid " + std::to_string(peer.uid) + " may read no tenant's usage").dump();
 
   int64_t since = 0, until = DayOf(wall_clock_()) + 1;  // [since, until)
   std::string period;

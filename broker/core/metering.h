@@ -62,19 +62,26 @@ class Metering {
               std::function<uint64_t()> wall_clock);
   bool active() const { return sink_ != nullptr; }
 
-  // A client registered (after a broker restart: `reattach`, its session may continue).
-  void Joined(ClientId id, bool reattach);
+  // A client registered (after a broker restart: `reattach`, its session may continue);
+  // its session starts at its terms (`weight` as for Reterm). Call Reterm after: the
+  // others' fractions changed.
+  void Joined(ClientId id, bool reattach, const std::function<double(const ClientRecord&)>& weight);
   // What a client holds changed in the ledger.
   void Held(ClientId id);
   // Weights or the clients on some GPU changed: every session's fraction is re-evaluated.
   // `weight` gives a client's weight (Weights::Base).
   void Reterm(const std::function<double(const ClientRecord&)>& weight);
-  // A client hangs up (call before its parts forget it): its session ends and is written.
+  // A client hangs up (call before its parts forget it): its session ends, to be written
+  // by FlushEnded (or the next Flush).
   void Left(ClientId id);
+  // Writes the sessions ended since the last write: the daemon calls it after each loop
+  // pass, so hang-ups arriving together cost one transaction.
+  bool FlushEnded(std::string* error);
   // Writes every session's usage up to now (the daemon calls it each interval); false
   // with the reason when the store refused (the rows are kept for the next try).
   bool Flush(std::string* error);
-  // Orphans older than `grace_ns` whose clients did not re-register end.
+  // Sessions the store had open whose clients have not re-registered within `grace_ns`
+  // of Attach end at their last record.
   void CloseOrphans(uint64_t grace_ns);
 
   // A usage or bill request (JSON, docs/metering.md) from `peer`; the reply as JSON.
@@ -83,6 +90,7 @@ class Metering {
  private:
   // Reads the scheduler's and the work tracker's totals into the meter (of one client, or all).
   void Counters(uint64_t wall_now, std::optional<ClientId> only);
+  std::map<int, double> WeightOnGpus(const std::function<double(const ClientRecord&)>& weight) const;
   bool Write(MeterFlush flush, std::string* error);
 
   const BrokerConfig* config_;
@@ -94,7 +102,9 @@ class Metering {
   MeterSink* sink_ = nullptr;
   std::function<uint64_t()> wall_clock_;
   Meter meter_{1};
-  std::optional<MeterFlush> unwritten_;  // what the store refused, written first next time
+  std::optional<MeterFlush> unwritten_;
+  uint64_t attached_at_ns_ = 0;
+  bool ended_unwritten_ = false;  // what the store refused, written first next time
 };
 
 }  // namespace gpushare::broker

@@ -56,7 +56,7 @@ uint64_t FirstSessionId() {
   return (r & ((1ull << 62) - 1)) | (1ull << 40);
 }
 
-// Deletes usage older than the retention; false (logged) if the store refused.
+// Deletes usage older than the retention (a refusal is logged; the next prune tries again).
 void Prune(MeterStore& store, uint32_t retention_days) {
   if (retention_days == 0) return;
   std::string error;
@@ -209,6 +209,11 @@ class Daemon {
       if (fds[1].revents & POLLIN) Accept(listen_fd);
       for (size_t i = 0; i < ids.size(); ++i)  // Periodic may have dropped some (DropSilent)
         if (fds[i + 2].revents != 0 && connections_.count(ids[i]) > 0) Serve(ids[i], fds[i + 2].revents);
+      // Sessions that ended in this pass: written now, in one transaction.
+      if (store_) {
+        std::string error;
+        if (!core_.FlushEndedMeter(&error)) NoteWrite(false, error);  // recovery: the interval's flush says
+      }
     }
   }
 
@@ -250,14 +255,18 @@ class Daemon {
     last_flush_ns_ = now;
     core_.CloseMeterOrphans(kOrphanGraceNs);
     std::string error;
-    const bool ok = core_.FlushMeter(&error);
-    if (!ok && flush_ok_) Log(LogLevel::kError, "metering: %s (kept in memory, retried each interval)", error.c_str());
-    if (ok && !flush_ok_) Log(LogLevel::kInfo, "metering: %s writable again", store_->path().c_str());
-    flush_ok_ = ok;
+    NoteWrite(core_.FlushMeter(&error), error);
     if (now - last_prune_ns_ >= kPruneEveryNs) {
       last_prune_ns_ = now;
       Prune(*store_, metering_.retention_days);
     }
+  }
+
+  // A failed write is logged once, and its recovery.
+  void NoteWrite(bool ok, const std::string& error) {
+    if (!ok && flush_ok_) Log(LogLevel::kError, "metering: %s (kept in memory, retried each interval)", error.c_str());
+    if (ok && !flush_ok_) Log(LogLevel::kInfo, "metering: %s writable again", store_->path().c_str());
+    flush_ok_ = ok;
   }
 
   ~Daemon() {
@@ -429,6 +438,11 @@ class Daemon {
 
 int RunDaemon(const DaemonOptions& options) {
   RaiseFdLimit();
+  // Blocked first, for every thread made after (the meter store's): signalfd reads them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&signals, s);
+  sigprocmask(SIG_BLOCK, &signals, nullptr);
   BrokerConfig config;
   if (!options.config_path.empty()) {
     std::string error;
@@ -468,10 +482,6 @@ int RunDaemon(const DaemonOptions& options) {
     Log(LogLevel::kError, "%s", unfit.c_str());
     return 2;
   }
-  sigset_t signals;
-  sigemptyset(&signals);
-  for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&signals, s);
-  sigprocmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
   int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
   int listen_fd = Listen(options.socket_path, &error);

@@ -1,10 +1,13 @@
 // The meter's SQLite database (see meter_store.h).
 #include "meter_store.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -170,10 +173,50 @@ std::unique_ptr<MeterStore> MeterStore::Open(const std::string& path, std::strin
     *error = store->Why("cannot prepare its statements");
     return nullptr;
   }
+  // Checkpoints (and their fsyncs) are the checkpoint thread's, not the writer's.
+  if (!store->Exec("PRAGMA wal_autocheckpoint=0", error)) return nullptr;
+  sqlite3* checkpoint_db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &checkpoint_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
+    *error = path + ": cannot open a second connection: " + sqlite3_errmsg(checkpoint_db);
+    sqlite3_close(checkpoint_db);
+    return nullptr;
+  }
+  sqlite3_busy_timeout(checkpoint_db, 2000);
+  // A connection learns the file is in WAL mode when it first reads it; until then a
+  // checkpoint on it does nothing.
+  sqlite3_exec(checkpoint_db, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr);
+  store->checkpointer_ = std::thread([s = store.get(), checkpoint_db] { s->CheckpointLoop(checkpoint_db); });
   return store;
 }
 
+void MeterStore::CheckpointLoop(sqlite3* db) {
+  // Signals are the daemon's loop's (signalfd), never this thread's.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
+    const bool last = stop_;
+    lock.unlock();
+    // PASSIVE: copies what no reader needs, never waits for the writer.
+    sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    lock.lock();
+    if (last) break;
+  }
+  sqlite3_close(db);
+}
+
 MeterStore::~MeterStore() {
+  if (checkpointer_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    checkpointer_.join();
+  }
   sqlite3_finalize(upsert_session_);
   sqlite3_finalize(upsert_day_);
   sqlite3_close(db_);

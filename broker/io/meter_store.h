@@ -2,12 +2,18 @@
 // migrated on open. The broker writes what Meter::Take returns in one transaction with
 // prepared statements (rows replaced by key, so a row written twice counts once) and
 // reads rows back for usage reports and bills (docs/metering.md has the schema).
+// Commits do not wait for the disk (WAL, synchronous = NORMAL): a thread of the store's
+// own checkpoints the WAL into the database every second on its own connection, so the
+// fsyncs a checkpoint makes never stall the daemon's loop.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "broker/core/metering.h"
@@ -49,6 +55,7 @@ class MeterStore : public MeterSink {
 
  private:
   MeterStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  void CheckpointLoop(sqlite3* db);
   bool Exec(const char* sql, std::string* error);
   bool Prepare();
   std::string Why(const char* what) const;
@@ -57,6 +64,10 @@ class MeterStore : public MeterSink {
   std::string path_;
   sqlite3_stmt* upsert_session_ = nullptr;
   sqlite3_stmt* upsert_day_ = nullptr;
+  std::mutex mu_;  // stop_, for the checkpoint thread
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::thread checkpointer_;
 };
 
 }  // namespace gpushare::broker

@@ -98,6 +98,11 @@ void Meter::SetFraction(ClientId client, double fraction, uint64_t now) {
   it->second.session.fraction = fraction;
 }
 
+void Meter::SetProfile(ClientId client, const std::string& profile) {
+  auto it = live_.find(client);
+  if (it != live_.end() && !it->second.ended) it->second.session.profile = profile;
+}
+
 void Meter::SetCounters(ClientId client, const MeterCounters& totals, uint64_t now) {
   auto it = live_.find(client);
   if (it == live_.end() || it->second.ended) return;

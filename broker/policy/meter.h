@@ -97,6 +97,8 @@ class Meter {
 
   void SetHeld(ClientId client, uint64_t held_bytes, uint64_t now);
   void SetFraction(ClientId client, double fraction, uint64_t now);
+  // The profile a session is billed by (one per session: the last one set).
+  void SetProfile(ClientId client, const std::string& profile);
   // The client's totals since it registered; the increase is booked on now's day.
   void SetCounters(ClientId client, const MeterCounters& totals, uint64_t now);
   void End(ClientId client, uint64_t now);

@@ -210,7 +210,8 @@ class BrokerProcess {
   }
 
   // Starts the broker and waits until it accepts connections.
-  void Start(const std::string& broker_path, const std::string& simgpu_dir) {
+  // `config`: the broker's --config, or "" for none (the empty config).
+  void Start(const std::string& broker_path, const std::string& simgpu_dir, const std::string& config = "") {
     const std::string node_config = dir_ + "/node.json";
     std::ofstream(node_config) << kNodeJson;
     pid_ = fork();
@@ -225,7 +226,11 @@ class BrokerProcess {
         dup2(fileno(log), 1);
         dup2(fileno(log), 2);
       }
-      execl(broker_path.c_str(), broker_path.c_str(), "--socket", socket_.c_str(), static_cast<char*>(nullptr));
+      if (config.empty())
+        execl(broker_path.c_str(), broker_path.c_str(), "--socket", socket_.c_str(), static_cast<char*>(nullptr));
+      else
+        execl(broker_path.c_str(), broker_path.c_str(), "--socket", socket_.c_str(), "--config", config.c_str(),
+              static_cast<char*>(nullptr));
       _exit(127);
     }
     for (int i = 0; i < 1000; ++i) {
@@ -555,15 +560,17 @@ std::vector<Row> RunAll(BrokerProcess* broker) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string broker_path = BROKER_PATH, simgpu_dir = SIMGPU_DIR;
+  std::string broker_path = BROKER_PATH, simgpu_dir = SIMGPU_DIR, broker_config;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--broker" && i + 1 < argc) {
       broker_path = argv[++i];
     } else if (arg == "--simgpu" && i + 1 < argc) {
       simgpu_dir = argv[++i];
+    } else if (arg == "--broker-config" && i + 1 < argc) {
+      broker_config = argv[++i];  // e.g. one with [metering] enabled = false, to compare
     } else {
-      std::fprintf(stderr, "usage: broker_bench [--broker PATH] [--simgpu DIR]\n");
+      std::fprintf(stderr, "usage: broker_bench [--broker PATH] [--simgpu DIR] [--broker-config FILE]\n");
       return 2;
     }
   }
@@ -573,7 +580,7 @@ int main(int argc, char** argv) {
   const double busy_before = BusyBeforeStart();
   try {
     BrokerProcess broker;
-    broker.Start(broker_path, simgpu_dir);
+    broker.Start(broker_path, simgpu_dir, broker_config);
     rows = RunAll(&broker);
     const std::string stopped = broker.Stop();
     log = broker.Log();

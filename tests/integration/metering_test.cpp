@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -78,7 +79,7 @@ std::map<int, json> SessionsByPid(testing_support::TestBroker& broker) {
 
 TEST(Metering, TwoTenantsDurationsMatchTheirWallTimesAndGpuTimeSplitsByWeight) {
   testing_support::TestBroker broker(kOneGpu, Config());
-  const uint64_t start = MonotonicNs() + 500'000'000;  // both launching from the same instant
+  const uint64_t start = MonotonicNs() + 1'000'000'000;  // both launching from the same instant
   auto a = StartWorker(broker, "a", start, kRunSeconds);
   auto b = StartWorker(broker, "b", start, kRunSeconds);
   const WorkerRun ra = Finish(*a), rb = Finish(*b);
@@ -96,16 +97,21 @@ TEST(Metering, TwoTenantsDurationsMatchTheirWallTimesAndGpuTimeSplitsByWeight) {
     EXPECT_NEAR(billed_ms, r.lifetime_ms, 0.01 * r.lifetime_ms) << s.dump() << "\n" << r.output;
     EXPECT_FALSE(s["end"].is_null()) << s.dump();
   }
-  // Measured GPU time splits as WFQ's 2:1 weights give it, within 3 points.
+  // Measured GPU time splits as WFQ's 2:1 weights give it while both are busy, within 3
+  // points. Both stop at --start-at + 5 s; a worker that started late (a loaded machine)
+  // left the other the whole GPU until its first launch, which the expected split counts.
+  const double fa = ra.first_launch_ms / 1e3, fb = rb.first_launch_ms / 1e3;
+  const double together = kRunSeconds - std::max(fa, fb);
+  const double want_a = std::max(0.0, fb - fa) + together * 2 / 3, want_b = std::max(0.0, fa - fb) + together / 3;
   const double ga = sa["gpu_ns"].get<double>(), gb = sb["gpu_ns"].get<double>();
   ASSERT_GT(ga + gb, 0);
-  std::printf("GPU time: a %.3f s, b %.3f s: a's share %.1f %% (want 66.7)\n", ga / 1e9, gb / 1e9,
-              100 * ga / (ga + gb));
-  EXPECT_NEAR(ga / (ga + gb), 2.0 / 3, 0.03) << sa.dump() << "\n" << sb.dump();
-  // Allotted fractions: 1 while alone, 2/3 and 1/3 together: within [1/3, 1] each.
-  EXPECT_GE(sa["fraction"].get<double>(), 2.0 / 3 - 1e-9);
+  ASSERT_GT(together, 1) << "the workers hardly ran together: " << fa << " s, " << fb << " s late";
+  std::printf("GPU time: a %.3f s, b %.3f s: a's share %.1f %% (want %.1f; first launches %.3f s, %.3f s)\n", ga / 1e9,
+              gb / 1e9, 100 * ga / (ga + gb), 100 * want_a / (want_a + want_b), fa, fb);
+  EXPECT_NEAR(ga / (ga + gb), want_a / (want_a + want_b), 0.03) << sa.dump() << "\n" << sb.dump();
+  // Allotted fractions: 1 while alone, 2/3 and 1/3 together.
+  EXPECT_GE(sa["fraction"].get<double>(), 2.0 / 3 - 1e-4);  // (allotted ns are whole per row)
   EXPECT_LE(sb["fraction"].get<double>(), 1.0);
-  EXPECT_GT(sa["launches"].get<uint64_t>(), sb["launches"].get<uint64_t>());
   // The bill prices each tenant by the formula and by measured GPU time.
   json bill = broker.Usage({{"what", "bill"}, {"period", sa["start"].get<std::string>().substr(0, 7)}});
   ASSERT_FALSE(bill.contains("error")) << bill.dump();
@@ -140,7 +146,9 @@ TEST(Metering, ABrokerKilledMidRunLosesAtMostOneIntervalAndCountsNothingTwice) {
   EXPECT_NEAR(s["wall_ns"].get<double>() / 1e6, r.lifetime_ms, 0.01 * r.lifetime_ms) << s.dump();
   // Alone, it held the GPU from its first launch to the end (6 s after --start-at):
   // measured GPU time is that, less the time no broker measured (kill to re-registration)
-  // and at most one interval of what the killed broker had not yet written; never more
+  // and at most one interval of what the killed broker had not yet written (0.1 s beside
+  // it: the loop flushes on its next wake after the interval, and the first grant after
+  // re-registration comes at the client's next launch); never more
   // than it was busy (counted twice, the 2.5 s before the kill would be over).
   const double busy_s = 6.0 - r.first_launch_ms / 1e3;
   const double unmetered_s = static_cast<double>(back - killed) / 1e9;
@@ -148,8 +156,23 @@ TEST(Metering, ABrokerKilledMidRunLosesAtMostOneIntervalAndCountsNothingTwice) {
   std::printf("billed %.1f ms, lifetime %.1f ms; GPU time %.3f s, busy %.3f s, unmetered %.3f s\n",
               s["wall_ns"].get<double>() / 1e6, r.lifetime_ms, gpu_s, busy_s, unmetered_s);
   EXPECT_LE(gpu_s, busy_s * 1.01) << s.dump();
-  EXPECT_GE(gpu_s, busy_s - unmetered_s - kIntervalS - 0.05) << s.dump() << " unmetered " << unmetered_s;
+  EXPECT_GE(gpu_s, busy_s - unmetered_s - kIntervalS - 0.1) << s.dump() << " unmetered " << unmetered_s;
   EXPECT_FALSE(s["end"].is_null());
+}
+
+TEST(Metering, ASessionIsWrittenWhenItEndsNotOnlyEachInterval) {
+  // An interval longer than the test: only the write at the session's end can keep it.
+  testing_support::TestBroker broker(kOneGpu, "[metering]\ninterval = 3600\n");
+  auto a = StartWorker(broker, "a", MonotonicNs() + 200'000'000, 1);
+  const WorkerRun r = Finish(*a);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the broker sees the hang-up
+  broker.Kill();
+  broker.Start();
+  const auto sessions = SessionsByPid(broker);
+  ASSERT_EQ(sessions.count(a->pid()), 1u);
+  const json& s = sessions.at(a->pid());
+  EXPECT_FALSE(s["end"].is_null()) << s.dump();
+  EXPECT_NEAR(s["wall_ns"].get<double>() / 1e6, r.lifetime_ms, 0.01 * r.lifetime_ms) << s.dump();
 }
 
 TEST(Metering, AReloadNamingAnotherDatabaseKeepsTheRunningMeter) {

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -141,6 +142,23 @@ TEST_F(MeterStoreTest, AFlushOfAThousandSessionsIsOneTransaction) {
   ASSERT_TRUE(store->Write(m.Take(kDec1 + kS), &error)) << error;
   EXPECT_EQ(Query("SELECT count(*) FROM sessions"), "1000");
   EXPECT_EQ(Query("SELECT sum(wall_ns) FROM usage"), std::to_string(1000 * kS));
+}
+
+TEST_F(MeterStoreTest, TheStoresThreadCheckpointsTheWalIntoTheDatabase) {
+  // The writer never checkpoints (no fsync in the daemon's loop): the store's own thread
+  // does, every second, so the rows reach the database file itself.
+  auto store = Open();
+  const uintmax_t empty = std::filesystem::file_size(path_);
+  Meter m(1);
+  for (ClientId c = 0; c < 1000; ++c) m.Begin(c, Identity(static_cast<int32_t>(c), "t"), kDec1);
+  std::string error;
+  ASSERT_TRUE(store->Write(m.Take(kDec1 + kS), &error)) << error;
+  uintmax_t size = empty;
+  for (int i = 0; i < 100 && size < empty + 100'000; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    size = std::filesystem::file_size(path_);
+  }
+  EXPECT_GE(size, empty + 100'000) << "the database file stayed at " << size << " bytes";
 }
 
 TEST_F(MeterStoreTest, RetentionDeletesOldDaysAndTheirEndedSessions) {

@@ -87,6 +87,15 @@ TEST(Meter, FractionChangesAreIntegratedPiecewise) {
   EXPECT_DOUBLE_EQ(d.allotted_ns, (40 + 0.25 * 60) * kS);
 }
 
+TEST(Meter, ASessionCarriesTheProfileItIsBilledBy) {
+  Meter m(1);
+  m.Begin(1, Identity(100, "a", 0.25), kDec1);
+  m.SetProfile(1, "1g.10gb");
+  MeterFlush f = m.Take(kDec1 + kS);
+  ASSERT_EQ(f.sessions.size(), 1u);
+  EXPECT_EQ(f.sessions[0].profile, "1g.10gb");
+}
+
 TEST(Meter, IntervalsAddUpToOneWholeIntegral) {
   // Flushing every 10 s writes the same totals as one flush at the end.
   Meter every(1), once(1);
