@@ -196,7 +196,7 @@ std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, c
   // One who may read no tenant costs the broker no read of the database.
   const bool reads_some = peer.uid == 0 || peer.uid == admin_uid ||
                           std::any_of(config_->tenants.begin(), config_->tenants.end(), [&](const auto& t) {
-                            return MaySeeUsage(*config_, peer.uid, admin_uid, t.first);
+                            return MaySeeUsage(*config_, peer, admin_uid, t.first);
                           });
   if (!reads_some) return Error("uid " + std::to_string(peer.uid) + " may read no tenant's usage").dump();
 

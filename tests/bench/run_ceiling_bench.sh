@@ -34,7 +34,7 @@ run() {
   local name=$1 config=$2
   shift 2
   printf '%s' "$config" > "$tmp/$name.toml"
-  "$BROKER" --config "$tmp/$name.toml" --socket "$tmp/$name.sock" 2> "$tmp/$name.broker.log" &
+  STATE_DIRECTORY="$tmp" "$BROKER" --config "$tmp/$name.toml" --socket "$tmp/$name.sock" 2> "$tmp/$name.broker.log" &
   local broker=$!
   for _ in $(seq 100); do [ -S "$tmp/$name.sock" ] && break; sleep 0.05; done
   local mono

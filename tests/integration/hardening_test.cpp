@@ -283,7 +283,9 @@ TEST(Hardening, AtTheDescriptorLimitTheBrokerNeitherSpinsNorStaysLocked) {
   SimNode node(kOneGpu);
   const std::string socket = "/tmp/gs-hardening-" + std::to_string(getpid()) + ".sock";
   const std::string config = "/tmp/gs-hardening-" + std::to_string(getpid()) + ".toml";
-  std::ofstream(config) << "[limits]\nmax_connections_per_uid = 100000\nhandshake_timeout_ms = 1500\n";
+  // No meter: this broker is started by hand, without a state directory of its own.
+  std::ofstream(config) << "[limits]\nmax_connections_per_uid = 100000\nhandshake_timeout_ms = 1500\n"
+                           "[metering]\nenabled = false\n";
   Child broker({"/bin/sh", "-c", "ulimit -n 256 && exec " BROKER_PATH " --config " + config + " --socket " + socket},
                node.Env());
   for (int i = 0; i < 500; ++i) {
