@@ -6,8 +6,10 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <future>
 #include <thread>
 
@@ -196,6 +198,85 @@ TEST_F(SimgpuNode, ContinueWithoutWaitersExtendsTheSlice) {
   EXPECT_TRUE(a->ContinueOrYield(0, &end));
   EXPECT_GT(end, MonotonicNs());
   a->ReleaseEngine(0);
+}
+
+// Safety, not timing: however acquire, continue, yield, release and preemption of late
+// owners interleave, no two processes own the engine over overlapping time. An owner
+// uses the engine from the moment it acquires until the slice end it was given (or
+// until it releases earlier, if that comes first); a late owner may still be asleep
+// while its successor runs, but its model time ended at its slice end, so these spans,
+// recorded independently of the engine's state, must not overlap. Six attachments
+// (six slots, as six processes) hammer one GPU with 100 us slices for about a
+// second; a third of the waits oversleep one to three slices so that preemption races
+// with renewals, hand-ons and fresh acquisitions.
+TEST_F(SimgpuNode, EngineOwnershipSpansNeverOverlap) {
+  config_.timeslice_us = 100;
+  constexpr int kThreads = 6;
+  constexpr uint64_t kSliceNs = 100000;
+  std::vector<std::unique_ptr<Node>> nodes;
+  for (int i = 0; i < kThreads; ++i) nodes.push_back(Attach());
+  struct Span {
+    uint64_t begin, end;
+    int who;
+  };
+  std::vector<std::vector<Span>> spans(kThreads);
+  const uint64_t stop_at = MonotonicNs() + 1000000000ull;
+  auto sleep_until = [](uint64_t t) {
+    timespec ts{static_cast<time_t>(t / 1000000000ull), static_cast<long>(t % 1000000000ull)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) != 0) {
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      Node& n = *nodes[i];
+      uint64_t rng = 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(i + 1);
+      auto next = [&] { return rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17; };
+      while (MonotonicNs() < stop_at) {
+        uint64_t end = n.AcquireEngine(0);
+        const uint64_t begin = MonotonicNs();
+        for (;;) {
+          const uint64_t r = next() % 6;
+          if (r == 0) {  // no more work: release before the slice ends
+            const uint64_t now = MonotonicNs();
+            spans[i].push_back({begin, std::min(now, end), i});
+            n.ReleaseEngine(0);
+            break;
+          }
+          // Run to the slice end; sometimes oversleep it (a descheduled owner).
+          sleep_until(r <= 2 ? end + (1 + next() % 3) * kSliceNs : end);
+          uint64_t renewed = 0;
+          if (!n.ContinueOrYield(0, &renewed)) {  // yielded or preempted: it ran until `end`
+            spans[i].push_back({begin, end, i});
+            break;
+          }
+          end = renewed;
+          if (MonotonicNs() >= stop_at) {
+            spans[i].push_back({begin, std::min(MonotonicNs(), end), i});
+            n.ReleaseEngine(0);
+            break;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<Span> all;
+  for (auto& v : spans) all.insert(all.end(), v.begin(), v.end());
+  ASSERT_GT(all.size(), 100u) << "too few hand-offs to prove anything";
+  std::sort(all.begin(), all.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  int overlaps = 0;
+  uint64_t worst_ns = 0;
+  Span latest = all[0];
+  for (size_t k = 1; k < all.size(); ++k) {
+    if (all[k].begin < latest.end) {
+      ++overlaps;
+      worst_ns = std::max(worst_ns, latest.end - all[k].begin);
+    }
+    if (all[k].end > latest.end) latest = all[k];
+  }
+  EXPECT_EQ(overlaps, 0) << "of " << all.size() << " ownership spans, " << overlaps
+                         << " began while another owner's slice was running (worst by " << worst_ns << " ns)";
 }
 
 TEST_F(SimgpuNode, DisjointMaskedQueuesRunTogetherOverlappingOnesWait) {

@@ -211,14 +211,19 @@ void Node::ReleaseSlot(int slot) {
     if (held) SaturatingSub(seg_->gpus[g].used_bytes, held);
     Engine& e = seg_->gpus[g].engine;
     e.waiting[slot / 64].fetch_and(~(1ull << (slot % 64)));
-    uint32_t owner = static_cast<uint32_t>(slot + 1);
-    if (e.owner.compare_exchange_strong(owner, 0)) Wake(e);
+    uint64_t state = e.state.load();
+    while (EngineState::Owner(state) == static_cast<uint32_t>(slot + 1)) {
+      if (e.state.compare_exchange_weak(state, EngineState::Pack(0, MonotonicNs()))) {
+        Wake(e);
+        break;
+      }
+    }
     for (MaskedQueue& q : seg_->gpus[g].masked) {
       if (q.slot.load() != slot + 1) continue;
       q.state.store(MaskedQueue::kIdle);
       q.slot.store(0);
     }
-    if (e.owner.load() == kMaskedOwner) LeaveMaskedMode(g);
+    if (EngineState::Owner(e.state.load()) == kMaskedOwner) LeaveMaskedMode(g);
   }
   s.start_ticks.store(0);
   s.pid.store(0);
@@ -374,22 +379,27 @@ uint64_t Node::AcquireEngine(int gpu) {
   const uint64_t bit = 1ull << (slot_ % 64);
   const uint64_t slice_ns = uint64_t{seg_->timeslice_us} * 1000;
   const uint64_t since = MonotonicNs();
+  uint64_t slice_end = 0;
   e.waiting[slot_ / 64].fetch_or(bit);
   for (;;) {
     uint32_t seq = e.wake_seq.load();
-    uint32_t owner = e.owner.load();
+    uint64_t state = e.state.load();
+    const uint32_t owner = EngineState::Owner(state);
     uint64_t now = MonotonicNs();
     if (owner == me) {  // handed to us; masked queues still running stop at their next slice end
-      if (!AnyMasked(gpu, MaskedQueue::kRunning, -1, nullptr)) break;
-      FutexWait(&e.wake_seq, seq, 200000);
+      if (AnyMasked(gpu, MaskedQueue::kRunning, -1, nullptr)) {
+        FutexWait(&e.wake_seq, seq, 200000);
+        continue;
+      }
+      // Our slice starts now, from the state we were handed: a waiter that judged
+      // that state late and took it first makes this fail, and we wait again.
+      slice_end = now + slice_ns;
+      if (e.state.compare_exchange_strong(state, EngineState::Pack(me, slice_end))) break;
       continue;
     }
     if (owner == 0) {
-      if (e.owner.compare_exchange_strong(owner, me)) {
-        e.slice_end_ns.store(now + slice_ns);
-        continue;  // masked queues that raced in are waited for above
-      }
-      continue;
+      e.state.compare_exchange_strong(state, EngineState::Pack(me, now + slice_ns));
+      continue;  // masked queues that raced in are waited for above
     }
     if (owner == kMaskedOwner) {
       // Masked mode ends when its turn is over (or nobody waits to join it) and no queue
@@ -403,12 +413,12 @@ uint64_t Node::AcquireEngine(int gpu) {
       if (now - since > 20 * slice_ns) ReclaimDead();  // a killed process may still look like it runs
       continue;
     }
-    uint64_t end = e.slice_end_ns.load();
+    const uint64_t end = EngineState::SliceEndNs(state);
     // A real GPU time-slices between contexts whatever their processes do: an owner a
     // slice past its slice's end (stopped, descheduled, killed) loses the engine to
     // the next waiter, as its own ContinueOrYield would have handed it on.
     if (now > end + slice_ns) {
-      Preempt(gpu, owner, end, now);
+      Preempt(gpu, state, now);
       continue;
     }
     uint64_t wait_ns = end > now ? end - now + 200000 : slice_ns;
@@ -416,33 +426,34 @@ uint64_t Node::AcquireEngine(int gpu) {
   }
   e.waiting[slot_ / 64].fetch_and(~bit);
   e.last_exclusive.store(me);
-  e.slice_end_ns.store(MonotonicNs() + slice_ns);
-  return e.slice_end_ns.load();
+  return slice_end;  // not later than the end in the state: others judge lateness by that one
 }
 
-bool Node::HandOn(int gpu, uint32_t from, uint64_t now) {
+bool Node::HandOn(int gpu, uint64_t from, uint64_t now) {
   Engine& e = seg_->gpus[gpu].engine;
   const uint64_t slice_ns = uint64_t{seg_->timeslice_us} * 1000;
-  uint32_t expected = from;
   if (AnyMasked(gpu, MaskedQueue::kWaiting, -1, nullptr)) {  // masked queues' turn
     e.masked_turn_end_ns.store(now + slice_ns);
-    const bool moved = e.owner.compare_exchange_strong(expected, kMaskedOwner);
+    const bool moved = e.state.compare_exchange_strong(from, EngineState::Pack(kMaskedOwner, now));
     Wake(e);
     return moved;
   }
-  const int next = NextWaiter(gpu, static_cast<int>(from) - 1);
-  // The slice end first: the next owner must not find its predecessor's, long past.
-  if (next >= 0) e.slice_end_ns.store(now + slice_ns);
-  const bool moved = e.owner.compare_exchange_strong(expected, next >= 0 ? static_cast<uint32_t>(next + 1) : 0);
+  const int next = NextWaiter(gpu, static_cast<int>(EngineState::Owner(from)) - 1);
+  // The next owner gets a fresh slice end with the engine: it must not find its
+  // predecessor's, long past, and be preempted before it starts.
+  const uint64_t to =
+      next >= 0 ? EngineState::Pack(static_cast<uint32_t>(next + 1), now + slice_ns) : EngineState::Pack(0, now);
+  const bool moved = e.state.compare_exchange_strong(from, to);
   Wake(e);
   return moved;
 }
 
-void Node::Preempt(int gpu, uint32_t owner, uint64_t slice_end, uint64_t now) {
+void Node::Preempt(int gpu, uint64_t state, uint64_t now) {
   Engine& e = seg_->gpus[gpu].engine;
-  // Only if nothing moved meanwhile: the owner may have yielded or renewed its slice.
-  if (e.owner.load() != owner || e.slice_end_ns.load() != slice_end) return;
-  HandOn(gpu, owner, now);
+  // Only if nothing moved meanwhile (HandOn's exchange checks it again, atomically):
+  // the owner may have yielded or renewed its slice.
+  if (e.state.load() != state) return;
+  HandOn(gpu, state, now);
 }
 
 bool Node::ContinueOrYield(int gpu, uint64_t* slice_end_ns) {
@@ -450,21 +461,23 @@ bool Node::ContinueOrYield(int gpu, uint64_t* slice_end_ns) {
   const uint32_t me = static_cast<uint32_t>(slot_ + 1);
   const uint64_t now = MonotonicNs();
   const uint64_t slice_ns = uint64_t{seg_->timeslice_us} * 1000;
-  if (e.owner.load() != me) return false;  // preempted while it was late: acquire again
+  uint64_t state = e.state.load();
+  if (EngineState::Owner(state) != me) return false;  // preempted while it was late: acquire again
   if (AnyMasked(gpu, MaskedQueue::kWaiting, -1, nullptr) || NextWaiter(gpu, slot_) >= 0) {
-    HandOn(gpu, me, now);  // direct hand-off, round robin
+    HandOn(gpu, state, now);  // direct hand-off, round robin
     return false;
   }
-  e.slice_end_ns.store(now + slice_ns);
+  // Renewed only if nobody preempted it since the load above: one exchange decides.
+  if (!e.state.compare_exchange_strong(state, EngineState::Pack(me, now + slice_ns))) return false;
   *slice_end_ns = now + slice_ns;
-  return e.owner.load() == me;  // a waiter may have preempted it in between
+  return true;
 }
 
 void Node::ReleaseEngine(int gpu) {
   Engine& e = seg_->gpus[gpu].engine;
-  uint32_t me = static_cast<uint32_t>(slot_ + 1);
-  if (e.owner.load() != me) return;
-  HandOn(gpu, me, MonotonicNs());
+  const uint64_t state = e.state.load();
+  if (EngineState::Owner(state) != static_cast<uint32_t>(slot_ + 1)) return;
+  HandOn(gpu, state, MonotonicNs());
 }
 
 // ---- CU-masked queues ----
@@ -497,15 +510,18 @@ int Node::ClaimMaskedQueue(int gpu, const uint64_t (&cus)[kCuWords]) {
 void Node::LeaveMaskedMode(int gpu) {
   Engine& e = seg_->gpus[gpu].engine;
   if (AnyMasked(gpu, MaskedQueue::kRunning, -1, nullptr)) return;
-  uint32_t owner = kMaskedOwner;
+  uint64_t state = e.state.load();
   const int after = static_cast<int>(e.last_exclusive.load()) - 1;  // round robin among exclusive waiters
   const int next = NextWaiter(gpu, after);
-  if (next >= 0 || (after >= 0 && (e.waiting[after / 64].load() >> (after % 64) & 1))) {
+  const uint64_t now = MonotonicNs();
+  if (EngineState::Owner(state) != kMaskedOwner) {
+    // Another caller ended masked mode first.
+  } else if (next >= 0 || (after >= 0 && (e.waiting[after / 64].load() >> (after % 64) & 1))) {
     const int to = next >= 0 ? next : after;
-    e.slice_end_ns.store(MonotonicNs() + uint64_t{seg_->timeslice_us} * 1000);
-    e.owner.compare_exchange_strong(owner, static_cast<uint32_t>(to + 1));
+    e.state.compare_exchange_strong(
+        state, EngineState::Pack(static_cast<uint32_t>(to + 1), now + uint64_t{seg_->timeslice_us} * 1000));
   } else if (!AnyMasked(gpu, MaskedQueue::kWaiting, -1, nullptr)) {
-    e.owner.compare_exchange_strong(owner, 0);
+    e.state.compare_exchange_strong(state, EngineState::Pack(0, now));
   }
   Wake(e);
 }
@@ -530,13 +546,14 @@ uint64_t Node::AcquireMasked(int gpu, int index, bool after_yield) {
   }
   for (;;) {
     uint32_t seq = e.wake_seq.load();
-    uint32_t owner = e.owner.load();
+    uint64_t state = e.state.load();
+    const uint32_t owner = EngineState::Owner(state);
     const uint64_t now = MonotonicNs();
     // Exclusive waiters keep new queues out, except during the turn masked mode was given.
     const bool may_join = NextWaiter(gpu, -1) < 0 || now < e.masked_turn_end_ns.load();
     if (owner == 0 && may_join) {
       e.masked_turn_end_ns.store(now + slice_ns);
-      e.owner.compare_exchange_strong(owner, kMaskedOwner);
+      e.state.compare_exchange_strong(state, EngineState::Pack(kMaskedOwner, now));
       continue;
     }
     if (owner == kMaskedOwner && !may_join && !AnyMasked(gpu, MaskedQueue::kRunning, -1, nullptr)) {
@@ -546,7 +563,7 @@ uint64_t Node::AcquireMasked(int gpu, int index, bool after_yield) {
     if (owner == kMaskedOwner && may_join) {
       // Publish, then look: of two queues that overlap and try at once, at least one sees the other.
       q.state.store(MaskedQueue::kRunning);
-      if (e.owner.load() == kMaskedOwner && !AnyMasked(gpu, MaskedQueue::kRunning, index, cus)) {
+      if (EngineState::Owner(e.state.load()) == kMaskedOwner && !AnyMasked(gpu, MaskedQueue::kRunning, index, cus)) {
         Wake(e);  // a queue that yielded to us may stop waiting
         return MonotonicNs() + slice_ns;
       }
@@ -565,13 +582,14 @@ bool Node::ContinueMasked(int gpu, int index, uint64_t* slice_end_ns) {
   uint64_t cus[kCuWords];
   for (int w = 0; w < kCuWords; ++w) cus[w] = q.cus[w].load();
   const bool exclusive_waits = NextWaiter(gpu, -1) >= 0;
-  if (e.owner.load() == kMaskedOwner && !exclusive_waits && !AnyMasked(gpu, MaskedQueue::kWaiting, index, cus)) {
+  if (EngineState::Owner(e.state.load()) == kMaskedOwner && !exclusive_waits &&
+      !AnyMasked(gpu, MaskedQueue::kWaiting, index, cus)) {
     *slice_end_ns = MonotonicNs() + uint64_t{seg_->timeslice_us} * 1000;
     return true;
   }
   // An exclusive process or an overlapping queue waits (or took the engine): stop here.
   q.state.store(MaskedQueue::kWaiting);
-  if (e.owner.load() == kMaskedOwner && exclusive_waits) LeaveMaskedMode(gpu);
+  if (EngineState::Owner(e.state.load()) == kMaskedOwner && exclusive_waits) LeaveMaskedMode(gpu);
   Wake(e);
   return false;
 }
@@ -579,7 +597,7 @@ bool Node::ContinueMasked(int gpu, int index, uint64_t* slice_end_ns) {
 void Node::ReleaseMasked(int gpu, int index) {
   seg_->gpus[gpu].masked[index].state.store(MaskedQueue::kIdle);
   Engine& e = seg_->gpus[gpu].engine;
-  if (e.owner.load() == kMaskedOwner)
+  if (EngineState::Owner(e.state.load()) == kMaskedOwner)
     LeaveMaskedMode(gpu);
   else
     Wake(e);

@@ -17,7 +17,7 @@ namespace simgpu {
 
 inline constexpr int kMaxSlots = 256;
 inline constexpr int kUtilSamples = 64;
-inline constexpr uint32_t kLayoutVersion = 5;
+inline constexpr uint32_t kLayoutVersion = 6;
 inline constexpr int kCuWords = kMaxCus / 64;
 inline constexpr int kMaxMaskedQueues = 64;            // CU-masked queues per GPU, node-wide
 inline constexpr uint32_t kMaskedOwner = 0xffffffffu;  // Engine::owner while masked queues run
@@ -45,10 +45,27 @@ struct Slot {
   SlotGpu gpu[kMaxGpus];
 };
 
+// The owner and the end of its slice change together, in one word (EngineState): a
+// waiter that judges the owner late and preempts it, and the owner renewing its slice,
+// compare-exchange the same word, so exactly one of them wins. With two words, an owner
+// could renew between a waiter's check and its exchange and both would run.
+struct EngineState {
+  static constexpr int kOwnerBits = 10;
+  static constexpr uint64_t kOwnerMask = (1u << kOwnerBits) - 1;  // kMaskedOwner packs as all ones
+  static uint64_t Pack(uint32_t owner, uint64_t slice_end_ns) {   // the end rounded up to a microsecond
+    return ((slice_end_ns + 999) / 1000 << kOwnerBits) | (owner == kMaskedOwner ? kOwnerMask : owner);
+  }
+  static uint32_t Owner(uint64_t word) {
+    const uint32_t o = static_cast<uint32_t>(word & kOwnerMask);
+    return o == kOwnerMask ? kMaskedOwner : o;
+  }
+  static uint64_t SliceEndNs(uint64_t word) { return (word >> kOwnerBits) * 1000; }
+};
+static_assert(kMaxSlots < EngineState::kOwnerMask, "slot + 1 must fit the owner bits");
+
 struct Engine {
-  std::atomic<uint32_t> owner{0};     // slot index + 1, kMaskedOwner, or 0 when idle
+  std::atomic<uint64_t> state{0};     // EngineState: owner (slot + 1, kMaskedOwner, 0 idle) and slice end
   std::atomic<uint32_t> wake_seq{0};  // futex word, bumped on every ownership change
-  std::atomic<uint64_t> slice_end_ns{0};
   std::atomic<uint64_t> waiting[kMaxSlots / 64];
   std::atomic<uint64_t> busy_ns{0};             // cumulative, all processes
   std::atomic<uint32_t> last_exclusive{0};      // slot + 1 of the last exclusive owner, for round robin
@@ -196,10 +213,11 @@ class Node {
   // Passes the engine from owner `from` to the masked queues if they wait, else to the
   // next exclusive waiter in round robin, else leaves it idle; false if `from` no
   // longer owned it (another hand-off won).
-  bool HandOn(int gpu, uint32_t from, uint64_t now);
-  // A waiter's view: `owner` is a slice past its slice's end `slice_end` and has not
-  // moved; the engine goes on without it, as on a real GPU's time slicing.
-  void Preempt(int gpu, uint32_t owner, uint64_t slice_end, uint64_t now);
+  // `from` is the engine state (EngineState) the caller saw.
+  bool HandOn(int gpu, uint64_t from, uint64_t now);
+  // A waiter's view: the owner in `state` is a slice past that state's slice end and
+  // has not moved; the engine goes on without it, as on a real GPU's time slicing.
+  void Preempt(int gpu, uint64_t state, uint64_t now);
   void LeaveMaskedMode(int gpu);  // the last running masked queue stopped: pass the engine on
 
   std::string name_;
