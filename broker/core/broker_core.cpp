@@ -73,7 +73,13 @@ InstanceFit BrokerCore::FitProfile(const std::string& name, const Profile& profi
   return FitInstance(name, profile, gpus, clients_.Instances(), config_.reserved, candidates);
 }
 
-proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, const proto::Hello& asked) {
+proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, const proto::Hello& hello) {
+  proto::Welcome w = Register(conn, peer, hello);
+  ++(w.accepted ? counters_.registrations : counters_.registration_refusals);
+  return w;
+}
+
+proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, const proto::Hello& asked) {
   const std::string tenant = asked.tenant[0] != '\0' ? asked.tenant : "default";
   proto::Hello hello = asked;  // a profile client's request is narrowed to its instance
   const std::string profile_name = ProfileOf(tenant, hello);
@@ -238,7 +244,8 @@ proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const
     if (recorded > 0) PublishTenant(c.tenant);
     return r;
   }
-  switch (ledger_.Take(conn, g, take.bytes)) {
+  const NodeLedger::Grant result = ledger_.Take(conn, g, take.bytes);
+  switch (result) {
     case NodeLedger::Grant::kGranted: r.granted = 1; break;
     case NodeLedger::Grant::kTenantCap:
       proto::SetString(r.reason, "tenant \"" + c.tenant + "\" holds " + FormatBytes(ledger_.TenantHeld(c.tenant, g)) +
@@ -256,6 +263,10 @@ proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const
                                      FormatBytes(ledger_.capacity(g)) + " held by its clients");
       break;
     case NodeLedger::Grant::kBadRequest: proto::SetString(r.reason, "bad request"); break;
+  }
+  if (result != NodeLedger::Grant::kGranted && result != NodeLedger::Grant::kBadRequest) {  // out of memory
+    ++counters_.oom_refusals[conn];
+    ++counters_.tenant_oom_refusals[c.tenant];
   }
   if (r.granted) {
     PublishTenant(c.tenant);
@@ -303,6 +314,8 @@ uint64_t BrokerCore::Close(ClientId conn) {
   const std::string tenant = c->tenant;
   const std::string job = c->job;
   metering_.Left(conn);  // while its GPU time and launches can still be read
+  if (const ClientWork* w = work_.Find(conn)) counters_.departed_records += w->records;
+  counters_.oom_refusals.erase(conn);
   clients_.Remove(conn);
   // Its places in communicators; a job's plan once its last rank is gone.
   comms_.RemoveClient(conn);
@@ -314,6 +327,9 @@ uint64_t BrokerCore::Close(ClientId conn) {
   PublishTenant(tenant);
   Schedule(clock_());
   Reterm();
+  ++counters_.reclaims;
+  counters_.reclaimed_bytes += freed;
+  if (!clients_.TenantLive(tenant)) counters_.tenant_oom_refusals.erase(tenant);  // bounded: live tenants only
   return freed;
 }
 
@@ -404,6 +420,12 @@ void BrokerCore::PublishTenant(const std::string& tenant) {
   if (channels_ == nullptr) return;
   for (const auto& [id, c] : clients_)
     if (c.tenant == tenant) channels_->Publish(id, GrantsOf(c));
+}
+
+void BrokerCore::AppendMetrics(std::vector<prometheus::MetricFamily>* out) const {
+  AppendCoreMetrics({gpus_, ledger_, clients_, work_, weights_, scheduler_, spatial_, comms_, placement_.topology(),
+                     channels_, clock_(), &config_},
+                    counters_, out);
 }
 
 std::string BrokerCore::StatusJson() const {

@@ -30,6 +30,8 @@ struct GpuConfig {
   int cus = 0;                            // compute units (HIP's multiProcessorCount); default sms
   int memory_saturation_cus = 0;          // CUs that saturate memory bandwidth; default cus / 4
   std::string gcn_arch = "gfx90a";        // hipDeviceProp_t::gcnArchName
+  int pcie_generation = 4;                // NVML's current PCIe link
+  int pcie_width = 16;
 };
 
 struct KernelCost {

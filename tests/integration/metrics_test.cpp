@@ -1,0 +1,169 @@
+// The broker's /metrics on simgpu: a real scrape passes Debian's `promtool check
+// metrics`; it shows what the broker knows of its clients (memory held and cap, OOM
+// refusals, GPU time, gate waits, hand-offs), and a departed client's series go away;
+// a port in use stops the broker at start with a clear error.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "metrics_http.h"
+#include "subprocess.h"
+#include "test_broker.h"
+
+namespace {
+
+using testing_support::Child;
+using testing_support::FreePort;
+using testing_support::HttpGet;
+
+const char* kOneGpu = R"({"gpus": [{"name": "sim0", "memory": 17179869184}], "links": []})";
+
+std::string MetricsConfig(int port) {
+  return "[metering]\nenabled = false\n[metrics]\nlisten = \"127.0.0.1:" + std::to_string(port) +
+         "\"\nrefresh = 0.05\n";
+}
+
+// The value of the sample of `name` whose labels include every one of `labels`.
+std::optional<double> Sample(const std::string& text, const std::string& name,
+                             const std::map<std::string, std::string>& labels = {}) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name, 0) != 0) continue;
+    const char next = line.size() > name.size() ? line[name.size()] : '\0';
+    if (next != '{' && next != ' ') continue;
+    bool all = true;
+    for (const auto& [k, v] : labels) all = all && line.find(k + "=\"" + v + "\"") != std::string::npos;
+    if (all) return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return std::nullopt;
+}
+
+std::string Scrape(int port) {
+  std::string error;
+  auto body = HttpGet(port, "/metrics", &error);
+  EXPECT_TRUE(body) << error;
+  return body.value_or("");
+}
+
+std::string AskClient(Child& c, const std::string& command) {
+  c.Send(command + "\n");
+  for (;;) {
+    std::string line = c.ReadLine();
+    if (line.rfind("gpushare", 0) != 0) return line;
+  }
+}
+
+// A scrape taken after the broker's next snapshot (refresh 50 ms).
+std::string FreshScrape(int port) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  return Scrape(port);
+}
+
+TEST(Metrics, AScrapePassesPromtoolAndShowsAClientsMemoryAndRefusalsUntilItLeaves) {
+  if (std::string(PROMTOOL).empty()) GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
+  const int port = FreePort();
+  // Tenant alpha's cap spans its processes: the broker refuses what the shim alone cannot see.
+  testing_support::TestBroker broker(kOneGpu, MetricsConfig(port) + "[tenants.alpha]\nmemory = \"1GiB\"\n");
+  auto first = std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH},
+                                       broker.ClientEnv({{"GPUSHARE_TENANT", "alpha"}}));
+  ASSERT_EQ(AskClient(*first, "init"), "devices=1 init=CUDA_SUCCESS");
+  ASSERT_EQ(AskClient(*first, "alloc 0 805306368"), "alloc=ok");  // 768 MiB
+  auto c = std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH},
+                                   broker.ClientEnv({{"GPUSHARE_TENANT", "alpha"}, {"GPUSHARE_JOB", "j1"}}));
+  ASSERT_EQ(AskClient(*c, "init"), "devices=1 init=CUDA_SUCCESS");
+  ASSERT_EQ(AskClient(*c, "alloc 0 134217728"), "alloc=ok");   // 128 MiB
+  ASSERT_NE(AskClient(*c, "alloc 0 268435456"), "alloc=ok");   // 256 MiB more: past the tenant's 1 GiB
+  const std::string pid = std::to_string(c->pid());
+
+  const std::string text = FreshScrape(port);
+  std::string output;
+  const int status = testing_support::RunWithInput(std::string(PROMTOOL) + " check metrics", text, &output);
+  EXPECT_EQ(status, 0) << output << "\n" << text;
+
+  const std::map<std::string, std::string> who{{"pid", pid}, {"tenant", "alpha"}, {"job", "j1"}};
+  auto where = who;
+  where["gpu"] = "0";
+  EXPECT_EQ(Sample(text, "gpushare_clients"), 2.0);
+  EXPECT_EQ(Sample(text, "gpushare_registrations_total"), 2.0);
+  EXPECT_EQ(Sample(text, "gpushare_client_info", {{"pid", pid}, {"class", "unknown"}, {"profile", ""}}), 1.0);
+  EXPECT_GE(Sample(text, "gpushare_client_memory_held_bytes", where).value_or(0), 134217728.0);
+  EXPECT_EQ(Sample(text, "gpushare_client_memory_cap_bytes", where), 1073741824.0);
+  EXPECT_EQ(Sample(text, "gpushare_client_oom_refusals_total", who), 1.0);
+  EXPECT_EQ(Sample(text, "gpushare_tenant_oom_refusals_total", {{"tenant", "alpha"}}), 1.0);
+  EXPECT_GE(Sample(text, "gpushare_tenant_memory_held_bytes", {{"tenant", "alpha"}, {"gpu", "0"}}).value_or(0),
+            939524096.0);
+  EXPECT_EQ(Sample(text, "gpushare_tenant_memory_cap_bytes", {{"tenant", "alpha"}, {"gpu", "0"}}), 1073741824.0);
+  EXPECT_EQ(Sample(text, "gpushare_gpu_memory_total_bytes", {{"gpu", "0"}}), 17179869184.0);  // NVML
+  EXPECT_TRUE(Sample(text, "gpushare_gpu_info", {{"gpu", "0"}, {"name", "sim0"}}));
+  EXPECT_EQ(Sample(text, "gpushare_gpu_pcie_link_generation", {{"gpu", "0"}}), 4.0);  // simgpu's default
+  EXPECT_EQ(Sample(text, "gpushare_gpu_pcie_link_width", {{"gpu", "0"}}), 16.0);
+
+  c->Kill(SIGKILL);
+  c->Wait();
+  const std::string after = FreshScrape(port);
+  EXPECT_EQ(after.find("pid=\"" + pid + "\""), std::string::npos) << "a departed client's series stay:\n" << after;
+  EXPECT_EQ(Sample(after, "gpushare_clients"), 1.0);
+  EXPECT_EQ(Sample(after, "gpushare_reclaims_total"), 1.0);
+  EXPECT_GE(Sample(after, "gpushare_reclaimed_bytes_total").value_or(0), 134217728.0);
+  AskClient(*first, "quit");
+  first->Wait();
+  const std::string empty = FreshScrape(port);
+  EXPECT_FALSE(Sample(empty, "gpushare_tenant_oom_refusals_total", {{"tenant", "alpha"}})) << "bounded: live tenants";
+  EXPECT_EQ(Sample(empty, "gpushare_clients"), 0.0);
+}
+
+TEST(Metrics, TwoSaturatingClientsShowGpuTimeGateWaitsAndHandOffs) {
+  const int port = FreePort();
+  testing_support::TestBroker broker(kOneGpu, MetricsConfig(port));
+  std::vector<std::unique_ptr<Child>> workers;
+  for (const char* tenant : {"a", "b"}) {
+    workers.push_back(std::make_unique<Child>(
+        std::vector<std::string>{WORKER_PATH, "--kind", "compute", "--us", "500", "--seconds", "1.5"},
+        broker.ClientEnv({{"GPUSHARE_TENANT", tenant}})));
+    workers.back()->CloseStdin();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  const std::string text = Scrape(port);
+  for (auto& w : workers) {
+    const std::string pid = std::to_string(w->pid());
+    // Two saturating clients on one GPU: each has held it and waited for it.
+    EXPECT_GT(Sample(text, "gpushare_client_gpu_seconds_total", {{"pid", pid}}).value_or(0), 0.0) << text;
+    EXPECT_GT(Sample(text, "gpushare_client_gate_wait_seconds_count", {{"pid", pid}}).value_or(0), 0.0) << text;
+    EXPECT_TRUE(Sample(text, "gpushare_client_gate_wait_seconds_bucket", {{"pid", pid}, {"le", "+Inf"}})) << text;
+    EXPECT_GT(Sample(text, "gpushare_client_launches_total", {{"pid", pid}}).value_or(0), 0.0) << text;
+  }
+  EXPECT_GE(Sample(text, "gpushare_gpu_handoffs_total", {{"gpu", "0"}}).value_or(0), 2.0) << text;
+  EXPECT_GT(Sample(text, "gpushare_records_total").value_or(0), 0.0);
+  EXPECT_TRUE(Sample(text, "gpushare_tenant_entitled_share_ratio", {{"tenant", "a"}, {"gpu", "0"}}));
+  for (auto& w : workers) w->Wait();
+}
+
+TEST(Metrics, APortInUseStopsTheBrokerAtStartSayingSo) {
+  const int port = FreePort();
+  testing_support::TestBroker first(kOneGpu, MetricsConfig(port));
+  // A second broker (its own socket) asked for the same port.
+  const std::string config = "/tmp/gs-metrics-port-" + std::to_string(getpid()) + ".toml";
+  std::ofstream(config) << MetricsConfig(port);
+  const std::string socket = "/tmp/gs-metrics-port-" + std::to_string(getpid()) + ".sock";
+  auto env = first.node().Env();
+  env["STATE_DIRECTORY"] = "/tmp";
+  Child second({BROKER_PATH, "--config", config, "--socket", socket}, env);
+  const std::string out = second.ReadAll();
+  const int status = second.Wait();
+  std::remove(config.c_str());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status << "\n" << out;
+  EXPECT_NE(out.find("metrics: cannot listen on 127.0.0.1:" + std::to_string(port) + ": the port is in use"),
+            std::string::npos)
+      << out;
+  EXPECT_TRUE(first.Alive());
+}
+
+}  // namespace
