@@ -144,7 +144,6 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
       records_total += work->records;
       launches.Add(who, static_cast<double>(work->kernels));
       copies.Add(who, static_cast<double>(work->copies));
-      copy_bytes.Add(who, static_cast<double>(work->copy_bytes));
     }
     if (s.channels != nullptr) {
       const RingCounts rc = s.channels->Counts(id);
@@ -154,6 +153,8 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
       const int g = c.physical[v];
       const Labels where = With(who, {{"gpu", std::to_string(g)}});
       mem_held.Add(where, static_cast<double>(s.ledger.Held(id, g)));
+      if (work != nullptr && v < static_cast<size_t>(protocol::kMaxDevices))
+        copy_bytes.Add(where, static_cast<double>(work->device_copy_bytes[v]));
       if (auto cap = ClientCap(c)) mem_cap.Add(where, static_cast<double>(*cap));
       TenantGpu& t = tenants[{c.tenant, g}];
       auto f = s.scheduler.Status(id, static_cast<int>(v), s.now);
@@ -182,8 +183,12 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
     tenant_entitled.Add(where, scheduled_weight[g] > 0 ? t.weight / scheduled_weight[g] : 0.0);
     tenant_waiting.Add(where, t.waiting);
   }
-  for (const auto& [tenant, n] : counters.tenant_oom_refusals)
-    tenant_ooms.Add({{"tenant", tenant}}, static_cast<double>(n));
+  // Every live tenant, 0 before its first refusal (so that increase() sees the first one).
+  std::map<std::string, uint64_t> live_tenants;
+  for (const auto& [id, c] : s.clients) live_tenants[c.tenant] = 0;
+  for (auto& [tenant, n] : live_tenants)
+    if (auto it = counters.tenant_oom_refusals.find(tenant); it != counters.tenant_oom_refusals.end()) n = it->second;
+  for (const auto& [tenant, n] : live_tenants) tenant_ooms.Add({{"tenant", tenant}}, static_cast<double>(n));
 
   for (FamilyBuilder* f : {&clients, &registrations, &refusals, &reclaims, &reclaimed, &records, &held, &capacity,
                            &handoffs, &info, &weight, &effective, &gpu_seconds, &share, &busy, &waiting, &throttled,
