@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <regex>
@@ -164,6 +166,59 @@ TEST(Metrics, APortInUseStopsTheBrokerAtStartSayingSo) {
             std::string::npos)
       << out;
   EXPECT_TRUE(first.Alive());
+}
+
+}  // namespace
+
+namespace {
+
+// A real Prometheus server (Debian's) on 127.0.0.1 scrapes a broker on simgpu every
+// 100 ms; its HTTP API then answers a query with what the broker exports.
+TEST(Metrics, ARealPrometheusScrapesTheBrokerAndAnswersAQuery) {
+  if (std::string(PROMETHEUS).empty()) GTEST_SKIP() << "prometheus not installed (Debian package prometheus)";
+  const int port = FreePort();
+  testing_support::TestBroker broker(kOneGpu, MetricsConfig(port) + "[tenants.alpha]\nmemory = \"2GiB\"\n");
+  auto c = std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH},
+                                   broker.ClientEnv({{"GPUSHARE_TENANT", "alpha"}}));
+  ASSERT_EQ(AskClient(*c, "init"), "devices=1 init=CUDA_SUCCESS");
+  ASSERT_EQ(AskClient(*c, "alloc 0 1073741824"), "alloc=ok");
+
+  const std::string dir = "/tmp/gs-prometheus-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir + "/data");
+  std::ofstream(dir + "/prometheus.yml") << "global:\n  scrape_interval: 100ms\n  evaluation_interval: 1s\n"
+                                         << "rule_files: ['" << PROJECT_DIR << "/deploy/prometheus/gpushare.rules.yml']\n"
+                                         << "scrape_configs:\n  - job_name: gpushare\n    static_configs:\n"
+                                         << "      - targets: ['127.0.0.1:" << port << "']\n";
+  const int web = FreePort();
+  Child prometheus({PROMETHEUS, "--config.file=" + dir + "/prometheus.yml", "--storage.tsdb.path=" + dir + "/data",
+                    "--web.listen-address=127.0.0.1:" + std::to_string(web)},
+                   {});
+  // The tenant's memory as Prometheus stored it: what the ledger holds for alpha.
+  const std::string query = "/api/v1/query?query=gpushare_tenant_memory_held_bytes%7Btenant%3D%22alpha%22%7D";
+  std::string body, error;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);  // a loaded 2-core machine
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (auto b = HttpGet(web, query, &error); b && b->find("\"value\"") != std::string::npos) {
+      body = *b;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  prometheus.Kill(SIGTERM);
+  const std::string log = prometheus.ReadAll();
+  prometheus.Wait();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  ASSERT_FALSE(body.empty()) << "no answer from Prometheus: " << error << "\n" << log;
+  const nlohmann::json answer = nlohmann::json::parse(body);
+  EXPECT_EQ(answer["status"], "success") << body;
+  ASSERT_EQ(answer["data"]["result"].size(), 1u) << body;
+  const nlohmann::json& r = answer["data"]["result"][0];
+  EXPECT_EQ(r["metric"]["job"], "gpushare");
+  EXPECT_EQ(r["metric"]["gpu"], "0");
+  EXPECT_GE(std::stod(r["value"][1].get<std::string>()), 1073741824.0) << body;
+  AskClient(*c, "quit");
+  c->Wait();
 }
 
 }  // namespace
