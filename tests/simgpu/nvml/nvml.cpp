@@ -159,7 +159,7 @@ nvmlReturn_t nvmlSystemGetNVMLVersion(char* version, unsigned int len) {
 nvmlReturn_t nvmlSystemGetCudaDriverVersion(int* version) {
   NVML_READY();
   if (version == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
-  *version = g_config->driver_version;
+  *version = g_config->nvml_driver_version != 0 ? g_config->nvml_driver_version : g_config->driver_version;
   return NVML_SUCCESS;
 }
 
@@ -364,6 +364,13 @@ nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t h, nvmlPcieUtilCounter_t c
   lb = bytes;
   ln = now;
   *value = static_cast<unsigned>(std::min(kb_per_s, 4e9));
+  return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t h, unsigned int* current, unsigned int* pending) {
+  NVML_DEVICE(h);
+  if (current == nullptr || pending == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
+  *current = *pending = g_config->gpus[dev].mig ? 1 : 0;
   return NVML_SUCCESS;
 }
 
