@@ -184,11 +184,17 @@ Check MpsCheck() {
   if (DIR* d = opendir(proc.c_str())) {
     while (dirent* e = readdir(d)) {
       if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      // comm is cut at 15 characters ("nvidia-cuda-mps"); the command line says which.
       std::ifstream comm(proc + "/" + e->d_name + "/comm");
       std::string name;
       std::getline(comm, name);
-      if (name == "nvidia-cuda-mps-control" || name == "nvidia-cuda-mps-server")
-        found += (found.empty() ? "" : ", ") + name + " (pid " + e->d_name + ")";
+      if (name != "nvidia-cuda-mps") continue;
+      std::ifstream cmdline(proc + "/" + e->d_name + "/cmdline");
+      std::string argv0;
+      std::getline(cmdline, argv0, '\0');
+      argv0 = argv0.substr(argv0.rfind('/') + 1);
+      if (argv0 == "nvidia-cuda-mps-control" || argv0 == "nvidia-cuda-mps-server")
+        found += (found.empty() ? "" : ", ") + argv0 + " (pid " + e->d_name + ")";
     }
     closedir(d);
   }
