@@ -389,6 +389,29 @@ Check MemoryCheck(const Nvml& nvml, const std::optional<json>& status) {
   return {"memory", Verdict::kPass, detail.empty() ? "no GPU" : detail, ""};
 }
 
+// NCCL communicators as the NCCL hooks report them: ranks sharing a GPU or pairs without
+// P2P (data through host memory) slow every collective. The share of a step spent in
+// collectives is not measured yet (the hooks report membership, not time): said so.
+Check NcclCheck(const std::optional<json>& status) {
+  if (!status) return {"nccl", Verdict::kSkip, "no broker status", ""};
+  const json& comms = (*status)["communicators"];
+  std::string warnings;
+  for (const json& c : comms) {
+    const std::string w = c.value("warning", "");
+    if (!w.empty()) warnings += (warnings.empty() ? "" : "; ") + c["tenant"].get<std::string>() + " " +
+                                c["id"].get<std::string>() + ": " + w;
+  }
+  const std::string unmeasured = " (the share of time in collectives is not measured yet)";
+  if (!warnings.empty())
+    return {"nccl", Verdict::kWarn, warnings + unmeasured,
+            "Run with NCCL_DEBUG=INFO to see the transport chosen; enable P2P/GPUDirect (nvidia-smi topo -m) or "
+            "place ranks on P2P-connected GPUs."};
+  return {"nccl", Verdict::kPass,
+          std::to_string(comms.size()) + " communicator(s), every pair of ranks on its own P2P-connected GPUs" +
+              unmeasured,
+          ""};
+}
+
 std::string SelfPath() {
   char buf[4096];
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -430,6 +453,7 @@ int main(int argc, char** argv) {
   checks.push_back(PreloadCheck(self, lib));
   for (const std::string& p : programs) checks.push_back(ProgramCheck(p));
   checks.push_back(MemoryCheck(nvml, status));
+  checks.push_back(NcclCheck(status));
 
   bool failed = false;
   for (const Check& c : checks) failed = failed || c.verdict == Verdict::kFail;

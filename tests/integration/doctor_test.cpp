@@ -6,11 +6,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
 #include "subprocess.h"
 #include "test_broker.h"
@@ -86,7 +88,7 @@ TEST(Doctor, AHealthyNodeWithABrokerPassesEveryCheck) {
   Doctor d = RunDoctor(broker.node(), scratch,
                        {"--socket", broker.socket(), "--config", config, "--lib", GPUSHARE_LIB, "--program", CLIENT_PATH});
   for (const char* check : {"driver", "nouveau", "mig", "mps", "broker", "socket", "config", "preload", "program",
-                            "memory"})
+                            "memory", "nccl"})
     EXPECT_EQ(d.Verdict(check), "pass") << check << ": " << d.Detail(check);
   EXPECT_EQ(d.exit_code, 0) << d.out;
   EXPECT_EQ(d.report["ok"], true);
@@ -214,5 +216,36 @@ TEST(Doctor, CapsPromisedPastAGpusMemoryFail) {
   EXPECT_NE(d.Detail("memory").find("promised 20.00 GiB to 2 tenant(s)"), std::string::npos) << d.Detail("memory");
   for (auto& c : clients) c->Send("quit\n");
 }
+
+#ifdef NCCL_SAMPLE
+// A two-rank job on two GPUs without P2P between them: NCCL's data goes through host
+// memory, and the doctor says so with NCCL's own hints.
+TEST(Doctor, AnNcclJobOnGpusWithoutP2pWarns) {
+  Scratch scratch;
+  testing_support::TestBroker broker(
+      R"({"gpus": [{"name": "sim0", "memory": 17179869184}, {"name": "sim1", "memory": 17179869184}], "links": []})",
+      "");
+  const std::string id_file = scratch.path("nccl.id");
+  std::vector<std::unique_ptr<Child>> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.push_back(std::make_unique<Child>(
+        std::vector<std::string>{NCCL_SAMPLE, "--rank", std::to_string(r), "--nranks", "2", "--id-file", id_file,
+                                 "--count", "4096", "--rounds", "3000"},
+        broker.ClientEnv({{"GPUSHARE_JOB", "pair"}, {"LOCAL_RANK", std::to_string(r)}, {"LOCAL_WORLD_SIZE", "2"}})));
+  for (int i = 0; i < 500; ++i) {  // until both ranks joined (a loaded machine: up to 5 s)
+    json status = broker.Status();
+    if (!status["communicators"].empty() && status["communicators"][0]["members"].size() == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  Doctor d = RunDoctor(broker.node(), scratch, {"--socket", broker.socket(), "--lib", GPUSHARE_LIB});
+  for (auto& r : ranks) {
+    r->Kill(SIGKILL);
+    r->Wait();
+  }
+  EXPECT_EQ(d.Verdict("nccl"), "warn") << d.Detail("nccl");
+  EXPECT_NE(d.Detail("nccl").find("NCCL_DEBUG=INFO"), std::string::npos) << d.Detail("nccl");
+  EXPECT_NE(d.Detail("nccl").find("P2P"), std::string::npos) << d.Detail("nccl");
+}
+#endif
 
 }  // namespace
