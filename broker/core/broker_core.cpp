@@ -313,6 +313,7 @@ uint64_t BrokerCore::Close(ClientId conn) {
   if (c == nullptr) return 0;
   const std::string tenant = c->tenant;
   const std::string job = c->job;
+  const size_t devices = c->physical.size();
   metering_.Left(conn);  // while its GPU time and launches can still be read
   if (const ClientWork* w = work_.Find(conn)) counters_.departed_records += w->records;
   counters_.oom_refusals.erase(conn);
@@ -321,6 +322,9 @@ uint64_t BrokerCore::Close(ClientId conn) {
   comms_.RemoveClient(conn);
   placement_.ClientLeft(tenant, job);
   work_.Remove(conn);
+  for (size_t v = 0; v < devices; ++v)  // its gate waits stay in its tenant's histogram
+    if (const auto f = scheduler_.Status(conn, static_cast<int>(v), clock_()))
+      AddWaits(&counters_.departed_waits[{tenant, f->gpu}], f->waits);
   scheduler_.RemoveClient(conn);  // a GPU it held goes to the next waiter
   const uint64_t freed = ledger_.RemoveClient(conn);
   if (channels_ != nullptr) channels_->Destroy(conn);
@@ -329,7 +333,10 @@ uint64_t BrokerCore::Close(ClientId conn) {
   Reterm();
   ++counters_.reclaims;
   counters_.reclaimed_bytes += freed;
-  if (!clients_.TenantLive(tenant)) counters_.tenant_oom_refusals.erase(tenant);  // bounded: live tenants only
+  if (!clients_.TenantLive(tenant)) {  // bounded: live tenants only
+    counters_.tenant_oom_refusals.erase(tenant);
+    std::erase_if(counters_.departed_waits, [&](const auto& kv) { return kv.first.first == tenant; });
+  }
   return freed;
 }
 

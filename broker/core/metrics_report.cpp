@@ -33,6 +33,12 @@ void FamilyBuilder::MoveTo(std::vector<MetricFamily>* out) {
   if (!family_.metric.empty()) out->push_back(std::move(family_));
 }
 
+void AddWaits(WaitHistogram* into, const WaitHistogram& from) {
+  for (size_t b = 0; b < kWaitBuckets; ++b) into->counts[b] += from.counts[b];
+  into->sum_ns += from.sum_ns;
+  into->count += from.count;
+}
+
 namespace {
 
 constexpr double kNs = 1e-9;
@@ -59,6 +65,7 @@ struct TenantGpu {
   double weight = 0;    // its flows' weights on the GPU
   int waiting = 0;      // its flows waiting at their gates
   bool scheduled = false;
+  WaitHistogram waits;  // its clients', live and gone
 };
 
 }  // namespace
@@ -92,7 +99,13 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
   FamilyBuilder waiting("gpushare_client_waiting", "1 while the client waits at its gate for the GPU.", kGauge);
   FamilyBuilder throttled("gpushare_client_throttled", "1 while the client waits for budget under its ceiling.",
                           kGauge);
-  FamilyBuilder gate_wait("gpushare_client_gate_wait_seconds", "Time from wanting the GPU to being granted it.",
+  // Per client a sum and a count (a histogram per client would be most of a scrape);
+  // the histogram is per tenant and GPU.
+  FamilyBuilder wait_seconds("gpushare_client_gate_wait_seconds_total",
+                             "Time spent waiting at the gate: from wanting the GPU to being granted it.", kCounter);
+  FamilyBuilder waits("gpushare_client_gate_waits_total", "Grants after a wait at the gate.", kCounter);
+  FamilyBuilder gate_wait("gpushare_tenant_gate_wait_seconds",
+                          "The tenant's clients' waits at the gate, from wanting the GPU to being granted it.",
                           MetricType::Histogram);
   FamilyBuilder mem_held("gpushare_client_memory_held_bytes", "Device memory the client holds.", kGauge);
   FamilyBuilder mem_cap("gpushare_client_memory_cap_bytes", "The client's memory cap on the GPU (capped clients).",
@@ -164,7 +177,9 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
       busy.Add(where, f->busy);
       waiting.Add(where, f->waiting ? 1 : 0);
       throttled.Add(where, f->throttled ? 1 : 0);
-      FillHistogram(gate_wait.Add(where, 0), f->waits);
+      wait_seconds.Add(where, static_cast<double>(f->waits.sum_ns) * kNs);
+      waits.Add(where, static_cast<double>(f->waits.count));
+      AddWaits(&t.waits, f->waits);
       t.scheduled = true;
       t.share += f->share;
       t.weight += f->weight;
@@ -179,6 +194,9 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
     tenant_held.Add(where, static_cast<double>(s.ledger.TenantHeld(tenant, g)));
     if (auto cap = s.ledger.TenantCap(tenant)) tenant_cap.Add(where, static_cast<double>(*cap));
     if (!t.scheduled) continue;
+    WaitHistogram all = t.waits;
+    if (auto d = counters.departed_waits.find(key); d != counters.departed_waits.end()) AddWaits(&all, d->second);
+    FillHistogram(gate_wait.Add(where, 0), all);
     tenant_share.Add(where, t.share);
     tenant_entitled.Add(where, scheduled_weight[g] > 0 ? t.weight / scheduled_weight[g] : 0.0);
     tenant_waiting.Add(where, t.waiting);
@@ -192,7 +210,7 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
 
   for (FamilyBuilder* f : {&clients, &registrations, &refusals, &reclaims, &reclaimed, &records, &held, &capacity,
                            &handoffs, &info, &weight, &effective, &gpu_seconds, &share, &busy, &waiting, &throttled,
-                           &gate_wait, &mem_held, &mem_cap, &ooms, &launches, &copies, &copy_bytes, &dropped,
+                           &wait_seconds, &waits, &gate_wait, &mem_held, &mem_cap, &ooms, &launches, &copies, &copy_bytes, &dropped,
                            &tenant_held, &tenant_cap, &tenant_share, &tenant_entitled, &tenant_waiting, &tenant_ooms})
     f->MoveTo(out);
 }

@@ -24,7 +24,12 @@ struct CoreCounters {
   uint64_t departed_records = 0;                      // launch records of clients gone
   std::map<ClientId, uint64_t> oom_refusals;          // per live client: allocations refused
   std::map<std::string, uint64_t> tenant_oom_refusals;  // per tenant with a live client
+  // Gate waits of a live tenant's clients gone, per GPU: its histogram stays monotonic.
+  std::map<std::pair<std::string, int>, WaitHistogram> departed_waits;
 };
+
+// Adds `from` into `into` (a tenant's histogram over its clients).
+void AddWaits(WaitHistogram* into, const WaitHistogram& from);
 
 // Appends the broker's families (names in docs/monitoring.md) to `out`.
 void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters,

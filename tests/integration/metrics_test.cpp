@@ -138,13 +138,19 @@ TEST(Metrics, TwoSaturatingClientsShowGpuTimeGateWaitsAndHandOffs) {
     const std::string pid = std::to_string(w->pid());
     // Two saturating clients on one GPU: each has held it and waited for it.
     EXPECT_GT(Sample(text, "gpushare_client_gpu_seconds_total", {{"pid", pid}}).value_or(0), 0.0) << text;
-    EXPECT_GT(Sample(text, "gpushare_client_gate_wait_seconds_count", {{"pid", pid}}).value_or(0), 0.0) << text;
-    EXPECT_TRUE(Sample(text, "gpushare_client_gate_wait_seconds_bucket", {{"pid", pid}, {"le", "+Inf"}})) << text;
+    EXPECT_GT(Sample(text, "gpushare_client_gate_waits_total", {{"pid", pid}}).value_or(0), 0.0) << text;
+    EXPECT_GT(Sample(text, "gpushare_client_gate_wait_seconds_total", {{"pid", pid}}).value_or(0), 0.0) << text;
     EXPECT_GT(Sample(text, "gpushare_client_launches_total", {{"pid", pid}}).value_or(0), 0.0) << text;
   }
   EXPECT_GE(Sample(text, "gpushare_gpu_handoffs_total", {{"gpu", "0"}}).value_or(0), 2.0) << text;
   EXPECT_GT(Sample(text, "gpushare_records_total").value_or(0), 0.0);
   EXPECT_TRUE(Sample(text, "gpushare_tenant_entitled_share_ratio", {{"tenant", "a"}, {"gpu", "0"}}));
+  for (const char* tenant : {"a", "b"}) {
+    // The tenant's histogram: every grant after a wait in some bucket, +Inf holding them all.
+    const double count = Sample(text, "gpushare_tenant_gate_wait_seconds_count", {{"tenant", tenant}}).value_or(0);
+    EXPECT_GT(count, 0.0) << text;
+    EXPECT_EQ(Sample(text, "gpushare_tenant_gate_wait_seconds_bucket", {{"tenant", tenant}, {"le", "+Inf"}}), count);
+  }
   for (auto& w : workers) w->Wait();
 }
 
