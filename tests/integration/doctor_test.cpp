@@ -134,7 +134,12 @@ TEST(Doctor, AnMpsControlDaemonFails) {
   const std::string fake = scratch.path("nvidia-cuda-mps-control");
   std::filesystem::copy_file("/bin/sleep", fake);
   Child mps({fake, "30"}, {});
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (int i = 0; i < 1000; ++i) {  // until it has exec'd (a loaded machine: up to 10 s)
+    std::string comm;
+    std::getline(std::ifstream("/proc/" + std::to_string(mps.pid()) + "/comm"), comm);
+    if (comm == "nvidia-cuda-mps") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   Doctor d = RunDoctor(node, scratch, {"--lib", GPUSHARE_LIB});
   mps.Kill(SIGKILL);
   mps.Wait();

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -48,13 +49,6 @@ std::optional<double> Sample(const std::string& text, const std::string& name,
   return std::nullopt;
 }
 
-std::string Scrape(int port) {
-  std::string error;
-  auto body = HttpGet(port, "/metrics", &error);
-  EXPECT_TRUE(body) << error;
-  return body.value_or("");
-}
-
 std::string AskClient(Child& c, const std::string& command) {
   c.Send(command + "\n");
   for (;;) {
@@ -63,10 +57,18 @@ std::string AskClient(Child& c, const std::string& command) {
   }
 }
 
-// A scrape taken after the broker's next snapshot (refresh 50 ms).
-std::string FreshScrape(int port) {
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  return Scrape(port);
+// Scrapes until `ready` holds for the text (the broker refreshes its snapshot every
+// 50 ms; 15 s is a bound for a loaded machine, not a figure), then returns the last text.
+std::string ScrapeUntil(int port, const std::function<bool(const std::string&)>& ready) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  std::string text;
+  do {
+    std::string error;
+    text = HttpGet(port, "/metrics", &error).value_or("");
+    if (ready(text)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  } while (std::chrono::steady_clock::now() < deadline);
+  return text;
 }
 
 TEST(Metrics, AScrapePassesPromtoolAndShowsAClientsMemoryAndRefusalsUntilItLeaves) {
@@ -85,7 +87,9 @@ TEST(Metrics, AScrapePassesPromtoolAndShowsAClientsMemoryAndRefusalsUntilItLeave
   ASSERT_NE(AskClient(*c, "alloc 0 268435456"), "alloc=ok");   // 256 MiB more: past the tenant's 1 GiB
   const std::string pid = std::to_string(c->pid());
 
-  const std::string text = FreshScrape(port);
+  const std::string text = ScrapeUntil(port, [&](const std::string& t) {
+    return Sample(t, "gpushare_client_oom_refusals_total", {{"pid", pid}}) == 1.0;
+  });
   std::string output;
   const int status = testing_support::RunWithInput(std::string(PROMTOOL) + " check metrics", text, &output);
   EXPECT_EQ(status, 0) << output << "\n" << text;
@@ -110,14 +114,16 @@ TEST(Metrics, AScrapePassesPromtoolAndShowsAClientsMemoryAndRefusalsUntilItLeave
 
   c->Kill(SIGKILL);
   c->Wait();
-  const std::string after = FreshScrape(port);
+  const std::string after =
+      ScrapeUntil(port, [](const std::string& t) { return Sample(t, "gpushare_clients") == 1.0; });
   EXPECT_EQ(after.find("pid=\"" + pid + "\""), std::string::npos) << "a departed client's series stay:\n" << after;
   EXPECT_EQ(Sample(after, "gpushare_clients"), 1.0);
   EXPECT_EQ(Sample(after, "gpushare_reclaims_total"), 1.0);
   EXPECT_GE(Sample(after, "gpushare_reclaimed_bytes_total").value_or(0), 134217728.0);
   AskClient(*first, "quit");
   first->Wait();
-  const std::string empty = FreshScrape(port);
+  const std::string empty =
+      ScrapeUntil(port, [](const std::string& t) { return Sample(t, "gpushare_clients") == 0.0; });
   EXPECT_FALSE(Sample(empty, "gpushare_tenant_oom_refusals_total", {{"tenant", "alpha"}})) << "bounded: live tenants";
   EXPECT_EQ(Sample(empty, "gpushare_clients"), 0.0);
 }
@@ -128,12 +134,16 @@ TEST(Metrics, TwoSaturatingClientsShowGpuTimeGateWaitsAndHandOffs) {
   std::vector<std::unique_ptr<Child>> workers;
   for (const char* tenant : {"a", "b"}) {
     workers.push_back(std::make_unique<Child>(
-        std::vector<std::string>{WORKER_PATH, "--kind", "compute", "--us", "500", "--seconds", "1.5"},
+        std::vector<std::string>{WORKER_PATH, "--kind", "compute", "--us", "500", "--seconds", "30"},
         broker.ClientEnv({{"GPUSHARE_TENANT", tenant}})));
     workers.back()->CloseStdin();
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
-  const std::string text = Scrape(port);
+  // Until both have waited at their gates (each has been granted after a wait).
+  const std::string text = ScrapeUntil(port, [&](const std::string& t) {
+    for (auto& w : workers)
+      if (Sample(t, "gpushare_client_gate_waits_total", {{"pid", std::to_string(w->pid())}}).value_or(0) < 2) return false;
+    return true;
+  });
   for (auto& w : workers) {
     const std::string pid = std::to_string(w->pid());
     // Two saturating clients on one GPU: each has held it and waited for it.
@@ -144,14 +154,17 @@ TEST(Metrics, TwoSaturatingClientsShowGpuTimeGateWaitsAndHandOffs) {
   }
   EXPECT_GE(Sample(text, "gpushare_gpu_handoffs_total", {{"gpu", "0"}}).value_or(0), 2.0) << text;
   EXPECT_GT(Sample(text, "gpushare_records_total").value_or(0), 0.0);
-  EXPECT_TRUE(Sample(text, "gpushare_tenant_entitled_share_ratio", {{"tenant", "a"}, {"gpu", "0"}}));
+  EXPECT_EQ(Sample(text, "gpushare_tenant_entitled_share_ratio", {{"tenant", "a"}, {"gpu", "0"}}), 0.5);  // 1 : 1
   for (const char* tenant : {"a", "b"}) {
     // The tenant's histogram: every grant after a wait in some bucket, +Inf holding them all.
     const double count = Sample(text, "gpushare_tenant_gate_wait_seconds_count", {{"tenant", tenant}}).value_or(0);
     EXPECT_GT(count, 0.0) << text;
     EXPECT_EQ(Sample(text, "gpushare_tenant_gate_wait_seconds_bucket", {{"tenant", tenant}, {"le", "+Inf"}}), count);
   }
-  for (auto& w : workers) w->Wait();
+  for (auto& w : workers) {
+    w->Kill(SIGKILL);
+    w->Wait();
+  }
 }
 
 TEST(Metrics, APortInUseStopsTheBrokerAtStartSayingSo) {
