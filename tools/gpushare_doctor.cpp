@@ -125,7 +125,8 @@ Check DriverCheck(const Nvml& nvml) {
   if (cuda_version != nvml_cuda) {
     c.verdict = Verdict::kFail;
     c.detail += ": two drivers (a user-space library left from another install?)";
-    c.fix = "Remove the stale libcuda/libnvidia-ml (ldconfig -p | grep -E 'libcuda|nvidia-ml') and reinstall one driver.";
+    c.fix =
+        "Remove the stale libcuda/libnvidia-ml (ldconfig -p | grep -E 'libcuda|nvidia-ml') and reinstall one driver.";
   }
   return c;
 }
@@ -235,7 +236,7 @@ Check BrokerCheck(const std::string& socket, std::optional<json>* status) {
 }
 
 Check SocketCheck(const std::string& socket) {
-  struct stat st{};
+  struct stat st {};
   if (stat(socket.c_str(), &st) != 0) return {"socket", Verdict::kSkip, socket + " does not exist", ""};
   char mode[8];
   std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
@@ -246,7 +247,7 @@ Check SocketCheck(const std::string& socket) {
             "chmod 0666 " + socket + " (the broker sets it; who a client is comes from SO_PEERCRED)."};
   // Every directory on the way must be searchable by others.
   for (std::string dir = socket.substr(0, socket.rfind('/')); !dir.empty(); dir = dir.substr(0, dir.rfind('/'))) {
-    struct stat ds{};
+    struct stat ds {};
     if (stat(dir.c_str(), &ds) == 0 && (ds.st_mode & 0001) == 0)
       return {"socket", Verdict::kFail, dir + " is not searchable by others: their clients cannot reach the socket",
               "chmod o+x " + dir + " (or give containers the socket's directory as a mount)."};
@@ -266,7 +267,8 @@ Check ConfigCheck(const std::string& path) {
 // Runs this program as a probe under the shim, standalone, with a cap it must see.
 Check PreloadCheck(const std::string& self, const std::string& lib) {
   if (access(lib.c_str(), R_OK) != 0)
-    return {"preload", Verdict::kFail, lib + " cannot be read", "Pass --lib PATH to libgpushare.so, or install gpushare."};
+    return {"preload", Verdict::kFail, lib + " cannot be read",
+            "Pass --lib PATH to libgpushare.so, or install gpushare."};
   int out[2];
   if (pipe(out) != 0) return {"preload", Verdict::kSkip, "pipe failed", ""};
   const pid_t pid = fork();
@@ -294,10 +296,10 @@ Check PreloadCheck(const std::string& self, const std::string& lib) {
   std::string said = text.substr(0, 300);
   for (char& ch : said)
     if (ch == '\n') ch = ' ';
-  return {"preload", Verdict::kFail,
-          "a probe under " + lib + " did not see its cap (" + (seen ? Gib(seen) : std::string("no answer")) +
-              "): " + said,
-          "Check that LD_PRELOAD can load it (ldd " + lib + ") and that the driver is reachable."};
+  return {
+      "preload", Verdict::kFail,
+      "a probe under " + lib + " did not see its cap (" + (seen ? Gib(seen) : std::string("no answer")) + "): " + said,
+      "Check that LD_PRELOAD can load it (ldd " + lib + ") and that the driver is reachable."};
 }
 
 // What the probe does under the shim: the first GPU's memory as the application sees it.
@@ -327,15 +329,17 @@ int Probe() {
 // (the loader ignores LD_PRELOAD for it).
 Check ProgramCheck(const std::string& path) {
   const std::string name = "program";
-  struct stat st{};
-  if (stat(path.c_str(), &st) != 0) return {name, Verdict::kFail, path + ": does not exist", "Give the program's path."};
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0)
+    return {name, Verdict::kFail, path + ": does not exist", "Give the program's path."};
   if (st.st_mode & (S_ISUID | S_ISGID))
     return {name, Verdict::kFail, path + ": setuid/setgid: the loader ignores LD_PRELOAD for it",
             "Run it without the setuid bit (chmod u-s,g-s) or from a wrapper that is not setuid."};
   std::ifstream f(path, std::ios::binary);
   Elf64_Ehdr eh{};
   if (!f.read(reinterpret_cast<char*>(&eh), sizeof eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
-    return {name, Verdict::kWarn, path + ": not an ELF program (a script?): its interpreter is what gets preloaded", ""};
+    return {name, Verdict::kWarn, path + ": not an ELF program (a script?): its interpreter is what gets preloaded",
+            ""};
   if (eh.e_ident[EI_CLASS] != ELFCLASS64) return {name, Verdict::kWarn, path + ": not a 64-bit ELF program", ""};
   bool interp = false;
   for (unsigned i = 0; i < eh.e_phnum; ++i) {
@@ -371,8 +375,8 @@ Check MemoryCheck(const Nvml& nvml, const std::optional<json>& status) {
       for (const json& d : c["devices"]) {
         if (d["physical"].get<int>() != index) continue;
         uint64_t& p = promised[c["tenant"].get<std::string>()];
-        const uint64_t want = d["capped"].get<bool>() ? d["memory_cap"].get<uint64_t>()
-                                                      : d["tenant_memory_used"].get<uint64_t>();
+        const uint64_t want =
+            d["capped"].get<bool>() ? d["memory_cap"].get<uint64_t>() : d["tenant_memory_used"].get<uint64_t>();
         p = std::max(p, want);
       }
     uint64_t sum = 0;
@@ -398,18 +402,19 @@ Check NcclCheck(const std::optional<json>& status) {
   std::string warnings;
   for (const json& c : comms) {
     const std::string w = c.value("warning", "");
-    if (!w.empty()) warnings += (warnings.empty() ? "" : "; ") + c["tenant"].get<std::string>() + " " +
-                                c["id"].get<std::string>() + ": " + w;
+    if (!w.empty())
+      warnings +=
+          (warnings.empty() ? "" : "; ") + c["tenant"].get<std::string>() + " " + c["id"].get<std::string>() + ": " + w;
   }
   const std::string unmeasured = " (the share of time in collectives is not measured yet)";
   if (!warnings.empty())
     return {"nccl", Verdict::kWarn, warnings + unmeasured,
             "Run with NCCL_DEBUG=INFO to see the transport chosen; enable P2P/GPUDirect (nvidia-smi topo -m) or "
             "place ranks on P2P-connected GPUs."};
-  return {"nccl", Verdict::kPass,
-          std::to_string(comms.size()) + " communicator(s), every pair of ranks on its own P2P-connected GPUs" +
-              unmeasured,
-          ""};
+  return {
+      "nccl", Verdict::kPass,
+      std::to_string(comms.size()) + " communicator(s), every pair of ranks on its own P2P-connected GPUs" + unmeasured,
+      ""};
 }
 
 std::string SelfPath() {
@@ -461,7 +466,8 @@ int main(int argc, char** argv) {
     json out = json::array();
     for (const Check& c : checks)
       out.push_back({{"check", c.name}, {"verdict", VerdictName(c.verdict)}, {"detail", c.detail}, {"fix", c.fix}});
-    std::printf("%s\n", json{{"checks", out}, {"ok", !failed}}.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+    std::printf("%s\n",
+                json{{"checks", out}, {"ok", !failed}}.dump(2, ' ', false, json::error_handler_t::replace).c_str());
   } else {
     for (const Check& c : checks) {
       std::printf("%-5s %-10s %s\n", VerdictName(c.verdict), c.name.c_str(), c.detail.c_str());

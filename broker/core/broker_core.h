@@ -101,7 +101,8 @@ class BrokerCore : private MessageHandlers {
   // The handlers of messages.def's messages (Sessions calls them).
   bool Registered(ClientId conn) const override { return clients_.Has(conn); }
   protocol::Welcome OnHello(ClientId conn, const PeerCredentials& peer, const protocol::Hello& hello) override;
-  protocol::Welcome Register(ClientId conn, const PeerCredentials& peer, const protocol::Hello& hello);  // OnHello, uncounted
+  // OnHello without counting it.
+  protocol::Welcome Register(ClientId conn, const PeerCredentials& peer, const protocol::Hello& hello);
   protocol::TakeReply OnTake(ClientId conn, const PeerCredentials& peer, const protocol::Take& take) override;
   void OnGive(ClientId conn, const PeerCredentials& peer, const protocol::Give& give) override;
   std::string OnStatus(ClientId, const PeerCredentials&, const protocol::Text&) override { return StatusJson(); }

@@ -61,9 +61,9 @@ void FillHistogram(ClientMetric& m, const WaitHistogram& h) {
 
 // Per tenant and GPU: what its scheduled flows have and are entitled to.
 struct TenantGpu {
-  double share = 0;     // measured, of the GPU's charged time (recent)
-  double weight = 0;    // its flows' weights on the GPU
-  int waiting = 0;      // its flows waiting at their gates
+  double share = 0;   // measured, of the GPU's charged time (recent)
+  double weight = 0;  // its flows' weights on the GPU
+  int waiting = 0;    // its flows waiting at their gates
   bool scheduled = false;
   WaitHistogram waits;  // its clients', live and gone
 };
@@ -77,8 +77,7 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
                               kCounter);
   FamilyBuilder refusals("gpushare_registration_refusals_total", "Registrations refused.", kCounter);
   FamilyBuilder reclaims("gpushare_reclaims_total", "Clients gone whose memory returned to the ledger.", kCounter);
-  FamilyBuilder reclaimed("gpushare_reclaimed_bytes_total", "Bytes returned to the ledger by clients gone.",
-                          kCounter);
+  FamilyBuilder reclaimed("gpushare_reclaimed_bytes_total", "Bytes returned to the ledger by clients gone.", kCounter);
   FamilyBuilder records("gpushare_records_total", "Launch and copy records read from clients' rings.", kCounter);
   FamilyBuilder held("gpushare_gpu_memory_held_bytes", "Device memory the ledger has booked to clients.", kGauge);
   FamilyBuilder capacity("gpushare_gpu_memory_capacity_bytes", "Device memory the ledger shares out.", kGauge);
@@ -115,8 +114,7 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
   FamilyBuilder launches("gpushare_client_launches_total", "Kernel launches recorded.", kCounter);
   FamilyBuilder copies("gpushare_client_copies_total", "Asynchronous copies recorded.", kCounter);
   FamilyBuilder copy_bytes("gpushare_client_copy_bytes_total", "Bytes of the copies recorded.", kCounter);
-  FamilyBuilder dropped("gpushare_client_dropped_records_total", "Records lost: the client's ring was full.",
-                        kCounter);
+  FamilyBuilder dropped("gpushare_client_dropped_records_total", "Records lost: the client's ring was full.", kCounter);
 
   FamilyBuilder tenant_held("gpushare_tenant_memory_held_bytes", "Device memory the tenant's clients hold.", kGauge);
   FamilyBuilder tenant_cap("gpushare_tenant_memory_cap_bytes", "The tenant's memory cap per GPU.", kGauge);
@@ -208,10 +206,13 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
     if (auto it = counters.tenant_oom_refusals.find(tenant); it != counters.tenant_oom_refusals.end()) n = it->second;
   for (const auto& [tenant, n] : live_tenants) tenant_ooms.Add({{"tenant", tenant}}, static_cast<double>(n));
 
-  for (FamilyBuilder* f : {&clients, &registrations, &refusals, &reclaims, &reclaimed, &records, &held, &capacity,
-                           &handoffs, &info, &weight, &effective, &gpu_seconds, &share, &busy, &waiting, &throttled,
-                           &wait_seconds, &waits, &gate_wait, &mem_held, &mem_cap, &ooms, &launches, &copies, &copy_bytes, &dropped,
-                           &tenant_held, &tenant_cap, &tenant_share, &tenant_entitled, &tenant_waiting, &tenant_ooms})
+  for (FamilyBuilder* f : {&clients,         &registrations,  &refusals,     &reclaims,   &reclaimed,
+                           &records,         &held,           &capacity,     &handoffs,   &info,
+                           &weight,          &effective,      &gpu_seconds,  &share,      &busy,
+                           &waiting,         &throttled,      &wait_seconds, &waits,      &gate_wait,
+                           &mem_held,        &mem_cap,        &ooms,         &launches,   &copies,
+                           &copy_bytes,      &dropped,        &tenant_held,  &tenant_cap, &tenant_share,
+                           &tenant_entitled, &tenant_waiting, &tenant_ooms})
     f->MoveTo(out);
 }
 

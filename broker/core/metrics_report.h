@@ -17,12 +17,12 @@ namespace gpushare::broker {
 
 // What BrokerCore counts for monitoring only (nothing decides by these).
 struct CoreCounters {
-  uint64_t registrations = 0;         // clients admitted (a re-registration too)
+  uint64_t registrations = 0;          // clients admitted (a re-registration too)
   uint64_t registration_refusals = 0;  // Hellos refused
-  uint64_t reclaims = 0;              // clients gone, what they held returned
+  uint64_t reclaims = 0;               // clients gone, what they held returned
   uint64_t reclaimed_bytes = 0;
-  uint64_t departed_records = 0;                      // launch records of clients gone
-  std::map<ClientId, uint64_t> oom_refusals;          // per live client: allocations refused
+  uint64_t departed_records = 0;                        // launch records of clients gone
+  std::map<ClientId, uint64_t> oom_refusals;            // per live client: allocations refused
   std::map<std::string, uint64_t> tenant_oom_refusals;  // per tenant with a live client
   // Gate waits of a live tenant's clients gone, per GPU: its histogram stays monotonic.
   std::map<std::pair<std::string, int>, WaitHistogram> departed_waits;

@@ -7,9 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <prometheus/exposer.h>
 #include <cerrno>
 #include <cstring>
-#include <prometheus/exposer.h>
 
 #include "broker/core/broker_core.h"
 #include "broker/core/metrics_report.h"
@@ -70,7 +70,8 @@ bool CanBind(const std::string& host, uint16_t port, std::string* error) {
   if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // as civetweb does
   const bool ok = fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0;
   if (!ok)
-    *error = std::string(errno == EADDRINUSE ? "the port is in use (another broker or exporter?)" : std::strerror(errno));
+    *error =
+        std::string(errno == EADDRINUSE ? "the port is in use (another broker or exporter?)" : std::strerror(errno));
   if (fd >= 0) close(fd);
   return ok;
 }
@@ -151,8 +152,8 @@ void GpuSampler::Append(std::vector<MetricFamily>* out) {
       nvlinks.Add(gpu, links);
     }
   }
-  for (FamilyBuilder* f : {&info, &utilization, &memory_util, &used, &total, &rx, &tx, &link_gen, &link_width,
-                           &link_max, &nvlinks})
+  for (FamilyBuilder* f :
+       {&info, &utilization, &memory_util, &used, &total, &rx, &tx, &link_gen, &link_width, &link_max, &nvlinks})
     f->MoveTo(out);
 }
 

@@ -73,8 +73,9 @@ std::vector<T> IntList(const toml::node& n, const std::string& field, int64_t mi
 
 BrokerConfig Parse(const toml::table& root) {
   BrokerConfig c;
-  CheckKeys(root, "",
-            {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles", "metering", "billing", "metrics"});
+  CheckKeys(
+      root, "",
+      {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles", "metering", "billing", "metrics"});
   if (const toml::node* node = root.get("node")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "node: expected a table");
@@ -315,7 +316,8 @@ void ParseMetrics(const toml::table& root, MetricsConfig* metrics) {
   }
   if (const toml::node* n = t.get("refresh")) {
     std::optional<double> s = n->value<double>();
-    if (!s || !n->is_number() || !(*s >= 0.05) || *s > 60) Fail(*n, "metrics.refresh: expected seconds, from 0.05 to 60");
+    if (!s || !n->is_number() || !(*s >= 0.05) || *s > 60)
+      Fail(*n, "metrics.refresh: expected seconds, from 0.05 to 60");
     metrics->refresh_ns = static_cast<uint64_t>(std::llround(*s * 1e9));
   }
 }

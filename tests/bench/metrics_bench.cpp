@@ -120,14 +120,13 @@ int main() {
     copy.push_back(Ms(t1 - t0));
     if (body.size() < 1000) return 1;
   }
-  const Spread b = SpreadOf(build), r = SpreadOf(refresh), s = SpreadOf(scrape), c = SpreadOf(copy),
-               t = SpreadOf(text);
+  const Spread b = SpreadOf(build), r = SpreadOf(refresh), s = SpreadOf(scrape), c = SpreadOf(copy), t = SpreadOf(text);
   std::printf("%d clients on %d GPUs: %zu families, %zu series, %zu bytes of text per scrape\n\n", kClients, kGpus,
               families, series, bytes);
   std::printf("| measurement (%d rounds) | p50 ms | p99 ms | max ms |\n|---|---|---|---|\n", kRounds);
   std::printf("| BrokerCore::AppendMetrics (daemon thread) | %.3f | %.3f | %.3f |\n", b.p50, b.p99, b.max);
-  std::printf("| MetricsExporter::Refresh (daemon thread, with NVML where loaded) | %.3f | %.3f | %.3f |\n", r.p50, r.p99,
-              r.max);
+  std::printf("| MetricsExporter::Refresh (daemon thread, with NVML where loaded) | %.3f | %.3f | %.3f |\n", r.p50,
+              r.p99, r.max);
   std::printf("| of which: the snapshot's copy (scrape thread) | %.3f | %.3f | %.3f |\n", c.p50, c.p99, c.max);
   std::printf("| of which: TextSerializer (scrape thread) | %.3f | %.3f | %.3f |\n", t.p50, t.p99, t.max);
   std::printf("| GET /metrics over HTTP (the scrape: copy, serialize, send) | %.3f | %.3f | %.3f |\n", s.p50, s.p99,

@@ -85,10 +85,11 @@ TEST(Doctor, AHealthyNodeWithABrokerPassesEveryCheck) {
   Scratch scratch;
   testing_support::TestBroker broker(kOneGpu, "[tenants.a]\nmemory = \"4GiB\"\n");
   const std::string config = scratch.Write("broker.toml", "[tenants.a]\nmemory = \"4GiB\"\n");
-  Doctor d = RunDoctor(broker.node(), scratch,
-                       {"--socket", broker.socket(), "--config", config, "--lib", GPUSHARE_LIB, "--program", CLIENT_PATH});
-  for (const char* check : {"driver", "nouveau", "mig", "mps", "broker", "socket", "config", "preload", "program",
-                            "memory", "nccl"})
+  Doctor d =
+      RunDoctor(broker.node(), scratch,
+                {"--socket", broker.socket(), "--config", config, "--lib", GPUSHARE_LIB, "--program", CLIENT_PATH});
+  for (const char* check :
+       {"driver", "nouveau", "mig", "mps", "broker", "socket", "config", "preload", "program", "memory", "nccl"})
     EXPECT_EQ(d.Verdict(check), "pass") << check << ": " << d.Detail(check);
   EXPECT_EQ(d.exit_code, 0) << d.out;
   EXPECT_EQ(d.report["ok"], true);
@@ -205,11 +206,12 @@ TEST(Doctor, CapsPromisedPastAGpusMemoryFail) {
   Scratch scratch;
   // Admission refuses such promises by default; oversubscribed, the broker makes them.
   testing_support::TestBroker broker(
-      kOneGpu, "[node]\nadmission = \"oversubscribe\"\n[tenants.a]\nmemory = \"10GiB\"\n[tenants.b]\nmemory = \"10GiB\"\n");
+      kOneGpu,
+      "[node]\nadmission = \"oversubscribe\"\n[tenants.a]\nmemory = \"10GiB\"\n[tenants.b]\nmemory = \"10GiB\"\n");
   std::vector<std::unique_ptr<Child>> clients;
   for (const char* tenant : {"a", "b"}) {
-    clients.push_back(
-        std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH}, broker.ClientEnv({{"GPUSHARE_TENANT", tenant}})));
+    clients.push_back(std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH},
+                                              broker.ClientEnv({{"GPUSHARE_TENANT", tenant}})));
     clients.back()->Send("init\n");
     std::string line;
     while ((line = clients.back()->ReadLine()).rfind("gpushare", 0) == 0) {

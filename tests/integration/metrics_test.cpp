@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <regex>
@@ -76,15 +76,15 @@ TEST(Metrics, AScrapePassesPromtoolAndShowsAClientsMemoryAndRefusalsUntilItLeave
   const int port = FreePort();
   // Tenant alpha's cap spans its processes: the broker refuses what the shim alone cannot see.
   testing_support::TestBroker broker(kOneGpu, MetricsConfig(port) + "[tenants.alpha]\nmemory = \"1GiB\"\n");
-  auto first = std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH},
-                                       broker.ClientEnv({{"GPUSHARE_TENANT", "alpha"}}));
+  auto first =
+      std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH}, broker.ClientEnv({{"GPUSHARE_TENANT", "alpha"}}));
   ASSERT_EQ(AskClient(*first, "init"), "devices=1 init=CUDA_SUCCESS");
   ASSERT_EQ(AskClient(*first, "alloc 0 805306368"), "alloc=ok");  // 768 MiB
   auto c = std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH},
                                    broker.ClientEnv({{"GPUSHARE_TENANT", "alpha"}, {"GPUSHARE_JOB", "j1"}}));
   ASSERT_EQ(AskClient(*c, "init"), "devices=1 init=CUDA_SUCCESS");
-  ASSERT_EQ(AskClient(*c, "alloc 0 134217728"), "alloc=ok");   // 128 MiB
-  ASSERT_NE(AskClient(*c, "alloc 0 268435456"), "alloc=ok");   // 256 MiB more: past the tenant's 1 GiB
+  ASSERT_EQ(AskClient(*c, "alloc 0 134217728"), "alloc=ok");  // 128 MiB
+  ASSERT_NE(AskClient(*c, "alloc 0 268435456"), "alloc=ok");  // 256 MiB more: past the tenant's 1 GiB
   const std::string pid = std::to_string(c->pid());
 
   const std::string text = ScrapeUntil(port, [&](const std::string& t) {
@@ -141,7 +141,8 @@ TEST(Metrics, TwoSaturatingClientsShowGpuTimeGateWaitsAndHandOffs) {
   // Until both have waited at their gates (each has been granted after a wait).
   const std::string text = ScrapeUntil(port, [&](const std::string& t) {
     for (auto& w : workers)
-      if (Sample(t, "gpushare_client_gate_waits_total", {{"pid", std::to_string(w->pid())}}).value_or(0) < 2) return false;
+      if (Sample(t, "gpushare_client_gate_waits_total", {{"pid", std::to_string(w->pid())}}).value_or(0) < 2)
+        return false;
     return true;
   });
   for (auto& w : workers) {
@@ -197,15 +198,16 @@ TEST(Metrics, ARealPrometheusScrapesTheBrokerAndAnswersAQuery) {
   if (std::string(PROMETHEUS).empty()) GTEST_SKIP() << "prometheus not installed (Debian package prometheus)";
   const int port = FreePort();
   testing_support::TestBroker broker(kOneGpu, MetricsConfig(port) + "[tenants.alpha]\nmemory = \"2GiB\"\n");
-  auto c = std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH},
-                                   broker.ClientEnv({{"GPUSHARE_TENANT", "alpha"}}));
+  auto c =
+      std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH}, broker.ClientEnv({{"GPUSHARE_TENANT", "alpha"}}));
   ASSERT_EQ(AskClient(*c, "init"), "devices=1 init=CUDA_SUCCESS");
   ASSERT_EQ(AskClient(*c, "alloc 0 1073741824"), "alloc=ok");
 
   const std::string dir = "/tmp/gs-prometheus-" + std::to_string(getpid());
   std::filesystem::create_directories(dir + "/data");
   std::ofstream(dir + "/prometheus.yml") << "global:\n  scrape_interval: 100ms\n  evaluation_interval: 1s\n"
-                                         << "rule_files: ['" << PROJECT_DIR << "/deploy/prometheus/gpushare.rules.yml']\n"
+                                         << "rule_files: ['" << PROJECT_DIR
+                                         << "/deploy/prometheus/gpushare.rules.yml']\n"
                                          << "scrape_configs:\n  - job_name: gpushare\n    static_configs:\n"
                                          << "      - targets: ['127.0.0.1:" << port << "']\n";
   const int web = FreePort();

@@ -106,8 +106,7 @@ NodeConfig ParseDocument(const json& doc) {
     if (!g.is_object()) Fail(f, "expected an object");
     CheckKeys(g, f,
               {"name", "memory", "sms", "pci_bus_id", "uuid", "compute_capability", "memory_bandwidth_gbps",
-               "context_memory", "cus", "memory_saturation_cus", "gcn_arch", "pcie_generation",
-               "pcie_width", "mig"});
+               "context_memory", "cus", "memory_saturation_cus", "gcn_arch", "pcie_generation", "pcie_width", "mig"});
     GpuConfig gpu;
     if (!g.contains("name")) Fail(f + ".name", "missing");
     gpu.name = String(g["name"], f + ".name");
@@ -147,7 +146,8 @@ NodeConfig ParseDocument(const json& doc) {
     }
     if (g.contains("pcie_generation"))
       gpu.pcie_generation = static_cast<int>(PositiveInteger(g["pcie_generation"], f + ".pcie_generation"));
-    if (g.contains("pcie_width")) gpu.pcie_width = static_cast<int>(PositiveInteger(g["pcie_width"], f + ".pcie_width"));
+    if (g.contains("pcie_width"))
+      gpu.pcie_width = static_cast<int>(PositiveInteger(g["pcie_width"], f + ".pcie_width"));
     for (const auto& other : cfg.gpus) {
       if (other.uuid == gpu.uuid) Fail(f + ".uuid", "duplicate of another GPU's uuid");
       if (other.pci_bus_id == gpu.pci_bus_id) Fail(f + ".pci_bus_id", "duplicate of another GPU's");

@@ -359,8 +359,9 @@ nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t h, nvmlPcieUtilCounter_t c
   std::lock_guard<std::mutex> lock(mu);
   const bool rx = counter == NVML_PCIE_UTIL_RX_BYTES;
   const uint64_t bytes = g_node->PcieBytes(dev, rx), now = MonotonicNs();
-  uint64_t& lb = last_bytes[dev][rx], &ln = last_ns[dev][rx];
-  const double kb_per_s = ln == 0 || now <= ln ? 0.0 : static_cast<double>(bytes - lb) / 1024.0 * 1e9 / static_cast<double>(now - ln);
+  uint64_t &lb = last_bytes[dev][rx], &ln = last_ns[dev][rx];
+  const double kb_per_s =
+      ln == 0 || now <= ln ? 0.0 : static_cast<double>(bytes - lb) / 1024.0 * 1e9 / static_cast<double>(now - ln);
   lb = bytes;
   ln = now;
   *value = static_cast<unsigned>(std::min(kb_per_s, 4e9));
