@@ -423,7 +423,7 @@ int RunDaemon(const DaemonOptions& options) {
   // /metrics: a port that cannot be had is an error at start, named.
   std::unique_ptr<MetricsExporter> exporter;
   if (!config.metrics.listen.empty()) {
-    exporter = MetricsExporter::Start(config.metrics.listen, &error);
+    exporter = MetricsExporter::Start(config.metrics.listen, config.metrics.refresh_ns, &error);
     if (!exporter) {
       Log(LogLevel::kError, "%s", error.c_str());
       close(listen_fd);

@@ -9,6 +9,7 @@
 
 #include <prometheus/exposer.h>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "broker/core/broker_core.h"
@@ -172,7 +173,8 @@ void MetricsExporter::Published::Set(std::vector<MetricFamily> families) {
   families_.swap(next);  // the old one is freed outside the lock, by `next`
 }
 
-std::unique_ptr<MetricsExporter> MetricsExporter::Start(const std::string& listen, std::string* error) {
+std::unique_ptr<MetricsExporter> MetricsExporter::Start(const std::string& listen, uint64_t nvml_every_ns,
+                                                       std::string* error) {
   std::string host;
   uint16_t port = 0;
   if (!ParseListenAddress(listen, &host, &port)) {
@@ -193,15 +195,39 @@ std::unique_ptr<MetricsExporter> MetricsExporter::Start(const std::string& liste
     return nullptr;
   }
   exporter->exposer_->RegisterCollectable(exporter->snapshot_);
+  exporter->gpu_thread_ = std::thread([e = exporter.get(), nvml_every_ns] { e->SampleGpus(nvml_every_ns); });
   return exporter;
 }
 
-MetricsExporter::~MetricsExporter() = default;
+void MetricsExporter::SampleGpus(uint64_t every_ns) {
+  GpuSampler sampler;
+  std::unique_lock<std::mutex> lock(gpu_mu_);
+  while (!stopping_) {
+    lock.unlock();
+    std::vector<MetricFamily> families;
+    sampler.Append(&families);
+    lock.lock();
+    gpu_families_ = std::move(families);
+    gpu_cv_.wait_for(lock, std::chrono::nanoseconds(every_ns), [this] { return stopping_; });
+  }
+}
+
+MetricsExporter::~MetricsExporter() {
+  {
+    std::lock_guard<std::mutex> lock(gpu_mu_);
+    stopping_ = true;
+  }
+  gpu_cv_.notify_all();
+  if (gpu_thread_.joinable()) gpu_thread_.join();
+}
 
 void MetricsExporter::Refresh(const BrokerCore& core, const DaemonCounters& daemon) {
   std::vector<MetricFamily> families;
   core.AppendMetrics(&families);
-  gpus_.Append(&families);
+  {
+    std::lock_guard<std::mutex> lock(gpu_mu_);  // the NVML thread's latest sample
+    families.insert(families.end(), gpu_families_.begin(), gpu_families_.end());
+  }
   FamilyBuilder reloads("gpushare_config_reloads_total", "Configuration reloads applied (SIGHUP).",
                         MetricType::Counter);
   FamilyBuilder failures("gpushare_config_reload_failures_total",

@@ -1,14 +1,18 @@
 // The broker's Prometheus endpoint ([metrics] listen, docs/monitoring.md). The daemon's
 // thread owns BrokerCore; prometheus-cpp serves scrapes from threads of its own. So a
 // scrape never touches the core: the daemon builds a snapshot of every family (the
-// core's, NVML's per GPU, its own counters) at most every [metrics] refresh, and a
-// scrape copies the latest snapshot under a short lock.
+// core's, the latest NVML sample, its own counters) every [metrics] refresh, and a
+// scrape copies the latest snapshot under a short lock. NVML is sampled on a thread of
+// the exporter's: some of its queries block (PCIe throughput samples for 20 ms), and
+// the daemon's thread runs the scheduler.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <prometheus/collectable.h>
@@ -47,9 +51,10 @@ struct DaemonCounters {
 
 class MetricsExporter {
  public:
-  // Listens on `listen` ("HOST:PORT"); null with the reason in `error` where it cannot
-  // (a malformed address, a port in use).
-  static std::unique_ptr<MetricsExporter> Start(const std::string& listen, std::string* error);
+  // Listens on `listen` ("HOST:PORT") and samples NVML every `nvml_every_ns`; null with
+  // the reason in `error` where it cannot listen (a malformed address, a port in use).
+  static std::unique_ptr<MetricsExporter> Start(const std::string& listen, uint64_t nvml_every_ns,
+                                                std::string* error);
   ~MetricsExporter();
 
   // The daemon's thread: a new snapshot of `core`, NVML and `daemon`.
@@ -69,9 +74,15 @@ class MetricsExporter {
   };
 
   MetricsExporter() = default;
+  void SampleGpus(uint64_t every_ns);  // the NVML thread
+
   std::shared_ptr<Published> snapshot_ = std::make_shared<Published>();
   std::unique_ptr<prometheus::Exposer> exposer_;
-  GpuSampler gpus_;
+  std::mutex gpu_mu_;
+  std::condition_variable gpu_cv_;
+  bool stopping_ = false;
+  std::vector<prometheus::MetricFamily> gpu_families_;  // the latest NVML sample
+  std::thread gpu_thread_;
 };
 
 }  // namespace gpushare::broker
