@@ -74,7 +74,13 @@ InstanceFit BrokerCore::FitProfile(const std::string& name, const Profile& profi
   return FitInstance(name, profile, gpus, clients_.Instances(), config_.reserved, candidates);
 }
 
-proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, const proto::Hello& asked) {
+proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, const proto::Hello& hello) {
+  proto::Welcome w = Register(conn, peer, hello);
+  ++(w.accepted ? counters_.registrations : counters_.registration_refusals);
+  return w;
+}
+
+proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, const proto::Hello& asked) {
   const std::string tenant = asked.tenant[0] != '\0' ? asked.tenant : "default";
   proto::Hello hello = asked;  // a profile client's request is narrowed to its instance
   const std::string profile_name = ProfileOf(tenant, hello);
@@ -244,7 +250,8 @@ proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const
     if (recorded > 0) PublishTenant(c.tenant);
     return r;
   }
-  switch (ledger_.Take(conn, g, take.bytes)) {
+  const NodeLedger::Grant result = ledger_.Take(conn, g, take.bytes);
+  switch (result) {
     case NodeLedger::Grant::kGranted: r.granted = 1; break;
     case NodeLedger::Grant::kTenantCap:
       proto::SetString(r.reason, "tenant \"" + c.tenant + "\" holds " + FormatBytes(ledger_.TenantHeld(c.tenant, g)) +
@@ -262,6 +269,10 @@ proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const
                                      FormatBytes(ledger_.capacity(g)) + " held by its clients");
       break;
     case NodeLedger::Grant::kBadRequest: proto::SetString(r.reason, "bad request"); break;
+  }
+  if (result != NodeLedger::Grant::kGranted && result != NodeLedger::Grant::kBadRequest) {  // out of memory
+    ++counters_.oom_refusals[conn];
+    ++counters_.tenant_oom_refusals[c.tenant];
   }
   if (r.granted) {
     PublishTenant(c.tenant);
@@ -308,18 +319,30 @@ uint64_t BrokerCore::Close(ClientId conn) {
   if (c == nullptr) return 0;
   const std::string tenant = c->tenant;
   const std::string job = c->job;
+  const size_t devices = c->physical.size();
   metering_.Left(conn);  // while its GPU time and launches can still be read
+  if (const ClientWork* w = work_.Find(conn)) counters_.departed_records += w->records;
+  counters_.oom_refusals.erase(conn);
   clients_.Remove(conn);
   // Its places in communicators; a job's plan once its last rank is gone.
   comms_.RemoveClient(conn);
   placement_.ClientLeft(tenant, job);
   work_.Remove(conn);
+  for (size_t v = 0; v < devices; ++v)  // its gate waits stay in its tenant's histogram
+    if (const auto f = scheduler_.Status(conn, static_cast<int>(v), clock_()))
+      AddWaits(&counters_.departed_waits[{tenant, f->gpu}], f->waits);
   scheduler_.RemoveClient(conn);  // a GPU it held goes to the next waiter
   const uint64_t freed = ledger_.RemoveClient(conn);
   if (channels_ != nullptr) channels_->Destroy(conn);
   PublishTenant(tenant);
   Schedule(clock_());
   Reterm();
+  ++counters_.reclaims;
+  counters_.reclaimed_bytes += freed;
+  if (!clients_.TenantLive(tenant)) {  // bounded: live tenants only
+    counters_.tenant_oom_refusals.erase(tenant);
+    std::erase_if(counters_.departed_waits, [&](const auto& kv) { return kv.first.first == tenant; });
+  }
   return freed;
 }
 
@@ -410,6 +433,12 @@ void BrokerCore::PublishTenant(const std::string& tenant) {
   if (channels_ == nullptr) return;
   for (const auto& [id, c] : clients_)
     if (c.tenant == tenant) channels_->Publish(id, GrantsOf(c));
+}
+
+void BrokerCore::AppendMetrics(std::vector<prometheus::MetricFamily>* out) const {
+  AppendCoreMetrics({gpus_, ledger_, clients_, work_, weights_, scheduler_, spatial_, comms_, placement_.topology(),
+                     channels_, clock_(), &config_},
+                    counters_, out);
 }
 
 std::string BrokerCore::StatusJson() const {

@@ -19,6 +19,7 @@
 #include "broker/core/client_work.h"
 #include "broker/core/communicators.h"
 #include "broker/core/metering.h"
+#include "broker/core/metrics_report.h"
 #include "broker/core/placement_service.h"
 #include "broker/core/session.h"
 #include "broker/core/spatial_planner.h"
@@ -96,6 +97,8 @@ class BrokerCore : private MessageHandlers {
   // What `viewer` may see (visibility.h): root and the broker's uid everything; others
   // their own tenants' clients and the node's totals, the rest counted in hidden_clients.
   std::string StatusJson(const PeerCredentials& viewer) const;
+  // The broker's metric families (metrics_report.h), appended to `out`.
+  void AppendMetrics(std::vector<prometheus::MetricFamily>* out) const;
   const ClientRecord* Client(ClientId conn) const { return clients_.Find(conn); }
   size_t client_count() const { return clients_.size(); }
   const NodeLedger& ledger() const { return ledger_; }
@@ -104,6 +107,8 @@ class BrokerCore : private MessageHandlers {
   // The handlers of messages.def's messages (Sessions calls them).
   bool Registered(ClientId conn) const override { return clients_.Has(conn); }
   protocol::Welcome OnHello(ClientId conn, const PeerCredentials& peer, const protocol::Hello& hello) override;
+  // OnHello without counting it.
+  protocol::Welcome Register(ClientId conn, const PeerCredentials& peer, const protocol::Hello& hello);
   protocol::TakeReply OnTake(ClientId conn, const PeerCredentials& peer, const protocol::Take& take) override;
   void OnGive(ClientId conn, const PeerCredentials& peer, const protocol::Give& give) override;
   std::string OnStatus(ClientId, const PeerCredentials& peer, const protocol::Text&) override {
@@ -153,6 +158,7 @@ class BrokerCore : private MessageHandlers {
   Metering metering_;
   Sessions sessions_;
   bool rings_busy_ = false;
+  CoreCounters counters_;  // for monitoring only
 };
 
 }  // namespace gpushare::broker

@@ -38,6 +38,7 @@ void WorkTracker::Observe(ClientId id, ClientWork& w, const proto::RecordData& r
   if (copy) {
     ++w.copies;
     w.copy_bytes += r.bytes;
+    if (r.device < protocol::kMaxDevices) w.device_copy_bytes[r.device] += r.bytes;
   } else {
     ++w.kernels;
     if (r.name != 0) {

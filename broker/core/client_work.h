@@ -27,6 +27,7 @@ struct ClientWork {
   uint64_t kernels = 0;
   uint64_t copies = 0;
   uint64_t copy_bytes = 0;
+  uint64_t device_copy_bytes[protocol::kMaxDevices] = {};  // per virtual GPU (monitoring)
   uint32_t launched_mask = 0;  // virtual GPUs with records in the current drain
 };
 

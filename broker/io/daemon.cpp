@@ -25,6 +25,7 @@
 #include "common/protocol/socket_io.h"
 #include "gpu_inventory.h"
 #include "meter_store.h"
+#include "metrics_exporter.h"
 #include "shm_channels.h"
 #include "topology_discovery.h"
 
@@ -156,12 +157,15 @@ int Listen(const std::string& path, std::string* error) {
 class Daemon {
  public:
   Daemon(const DaemonOptions& options, BrokerConfig config, std::vector<GpuInfo> gpus, std::optional<Topology> topology,
-         std::unique_ptr<MeterStore> store, std::vector<MeterSnapshot> open_sessions)
+         std::unique_ptr<MeterStore> store, std::vector<MeterSnapshot> open_sessions,
+         std::unique_ptr<MetricsExporter> exporter)
       : options_(options),
         gate_(config.limits, geteuid(), FdRoom()),
         handshake_timeout_ns_(uint64_t{config.limits.handshake_timeout_ms} * 1'000'000),
         metering_(config.metering),
         store_(std::move(store)),
+        metrics_(config.metrics),
+        exporter_(std::move(exporter)),
         channels_("gpushare." + std::to_string(getpid())),
         core_(std::move(config), std::move(gpus), &channels_) {
     core_.SetProcessMemory([this](int32_t pid, int gpu) { return process_memory_.Held(pid, gpu); });
@@ -174,6 +178,7 @@ class Daemon {
       core_.AttachMeter(store_.get(), FirstSessionId(), std::move(open_sessions), RealtimeNs);
       last_flush_ns_ = last_prune_ns_ = MonotonicNs();
     }
+    RefreshMetrics(MonotonicNs());
   }
 
   int Run(int listen_fd, int signal_fd) {
@@ -218,8 +223,8 @@ class Daemon {
   }
 
   // Until the next quantum or revoke deadline, or the next ring drain while clients
-  // are connected, the next handshake deadline or the end of an accept back-off;
-  // forever when there is none of these.
+  // are connected, the next handshake deadline, the end of an accept back-off, the
+  // meter's next flush or the next /metrics snapshot; forever when there is none of these.
   int PollTimeoutMs() const {
     const uint64_t now = MonotonicNs();
     std::optional<uint64_t> wait;
@@ -232,6 +237,7 @@ class Daemon {
       if (auto d = core_.NextDeadline()) until(*d);
     }
     if (store_) until(last_flush_ns_ + metering_.interval_ns);  // metering: the next flush, even idle
+    if (exporter_) until(last_metrics_ns_ + metrics_.refresh_ns);  // a /metrics snapshot every refresh
     if (accept_after_ns_ > now) until(accept_after_ns_);
     for (const auto& [id, c] : connections_)
       if (core_.Client(id) == nullptr) until(c.opened_ns + handshake_timeout_ns_);
@@ -248,6 +254,14 @@ class Daemon {
     }
     core_.Poll();
     if (store_ && now - last_flush_ns_ >= metering_.interval_ns) FlushMeter(now);
+    if (exporter_ && now - last_metrics_ns_ >= metrics_.refresh_ns) RefreshMetrics(now);
+  }
+
+  // Off the scrape's thread: the exporter serves this snapshot until the next one.
+  void RefreshMetrics(uint64_t now) {
+    if (!exporter_) return;
+    last_metrics_ns_ = now;
+    exporter_->Refresh(core_, daemon_counters_);
   }
 
   // Off the clients' hot path: one transaction in the loop, every interval.
@@ -395,12 +409,18 @@ class Daemon {
     }
     if (!config) {
       Log(LogLevel::kError, "reload refused, the running config stays: %s", error.c_str());
+      ++daemon_counters_.reload_failures;
       return;
     }
     if (std::string unfit = ProfilesUnfit(*config, core_.ledger().capacities()); !unfit.empty()) {
       Log(LogLevel::kError, "reload refused, the running config stays: %s", unfit.c_str());
+      ++daemon_counters_.reload_failures;
       return;
     }
+    if (config->metrics.listen != metrics_.listen)
+      Log(LogLevel::kWarn, "reload: [metrics] listen takes effect at a restart");
+    metrics_.refresh_ns = config->metrics.refresh_ns;
+    ++daemon_counters_.reloads;
     // The running meter stays: its database only changes at a restart.
     const std::string database = config->metering.database.empty() ? DefaultMeterDatabase() : config->metering.database;
     if (store_ && (!config->metering.enabled || database != store_->path()))
@@ -425,6 +445,10 @@ class Daemon {
   uint64_t last_flush_ns_ = 0;
   uint64_t last_prune_ns_ = 0;
   bool flush_ok_ = true;
+  MetricsConfig metrics_;
+  std::unique_ptr<MetricsExporter> exporter_;  // null: no /metrics
+  DaemonCounters daemon_counters_;
+  uint64_t last_metrics_ns_ = 0;
   UtilizationSampler sampler_;
   ProcessMemoryReader process_memory_;
   uint64_t last_utilization_ns_ = 0;
@@ -506,11 +530,23 @@ int RunDaemon(const DaemonOptions& options) {
       Log(LogLevel::kInfo, "topology: %s", matrix.substr(start, end - start).c_str());
     }
   }
+  // /metrics: a port that cannot be had is an error at start, named.
+  std::unique_ptr<MetricsExporter> exporter;
+  if (!config.metrics.listen.empty()) {
+    exporter = MetricsExporter::Start(config.metrics.listen, config.metrics.refresh_ns, &error);
+    if (!exporter) {
+      Log(LogLevel::kError, "%s", error.c_str());
+      close(listen_fd);
+      unlink(options.socket_path.c_str());
+      return 1;
+    }
+    Log(LogLevel::kInfo, "metrics: serving http://%s/metrics", config.metrics.listen.c_str());
+  }
   Log(LogLevel::kInfo, "listening on %s", options.socket_path.c_str());
   int status;
   {
     Daemon daemon(options, std::move(config), std::move(gpus), std::move(topology), std::move(store),
-                  std::move(open_sessions));
+                  std::move(open_sessions), std::move(exporter));
     status = daemon.Run(listen_fd, signal_fd);
   }
   close(listen_fd);

@@ -74,7 +74,7 @@ std::vector<T> IntList(const toml::node& n, const std::string& field, int64_t mi
 BrokerConfig Parse(const toml::table& root) {
   BrokerConfig c;
   CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles", "metering", "billing",
-                       "limits"});
+                       "limits", "metrics"});
   if (const toml::node* node = root.get("node")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "node: expected a table");
@@ -322,6 +322,28 @@ int64_t Rate(const toml::node& n, const std::string& field) {
   return *micro;
 }
 
+// [metrics] (docs/monitoring.md).
+void ParseMetrics(const toml::table& root, MetricsConfig* metrics) {
+  const toml::node* node = root.get("metrics");
+  if (node == nullptr) return;
+  const toml::table& t = Table(*node, "metrics");
+  CheckKeys(t, "metrics", {"listen", "refresh"});
+  if (const toml::node* n = t.get("listen")) {
+    std::optional<std::string> text = n->value<std::string>();
+    std::string host;
+    uint16_t port = 0;
+    if (!text || !n->is_string() || (!text->empty() && !ParseListenAddress(*text, &host, &port)))
+      Fail(*n, "metrics.listen: expected \"HOST:PORT\" (e.g. \"127.0.0.1:9400\"), or \"\" for no endpoint");
+    metrics->listen = *text;
+  }
+  if (const toml::node* n = t.get("refresh")) {
+    std::optional<double> s = n->value<double>();
+    if (!s || !n->is_number() || !(*s >= 0.05) || *s > 60)
+      Fail(*n, "metrics.refresh: expected seconds, from 0.05 to 60");
+    metrics->refresh_ns = static_cast<uint64_t>(std::llround(*s * 1e9));
+  }
+}
+
 // [metering] and [billing] (docs/metering.md).
 void ParseMeteringAndBilling(const toml::table& root, MeteringConfig* metering, BillingConfig* billing) {
   if (const toml::node* node = root.get("metering")) {
@@ -417,6 +439,35 @@ std::optional<std::map<std::string, WorkClass>> ParseClassifierProfile(const std
   return profile;
 }
 
+bool ParseListenAddress(const std::string& text, std::string* host, uint16_t* port) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  std::string h = text.substr(0, colon);
+  const std::string p = text.substr(colon + 1);
+  if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) return false;
+  const long number = std::stol(p);
+  if (number < 1 || number > 65535) return false;
+  if (h.front() == '[') {  // [IPv6]
+    if (h.size() < 4 || h.back() != ']' || h.find_first_not_of("0123456789abcdefABCDEF:", 1) != h.size() - 1)
+      return false;
+  } else if (h != "localhost") {  // dotted IPv4: four numbers 0..255
+    int parts = 0;
+    for (size_t start = 0;; ++parts) {
+      const size_t dot = h.find('.', start);
+      const std::string part = h.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      if (part.empty() || part.size() > 3 || part.find_first_not_of("0123456789") != std::string::npos ||
+          std::stoi(part) > 255)
+        return false;
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    if (parts != 3) return false;
+  }
+  *host = h;
+  *port = static_cast<uint16_t>(number);
+  return true;
+}
+
 std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std::string& source, std::string* error) {
   try {
     toml::table root = toml::parse(text, source);
@@ -425,6 +476,7 @@ std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std
     ParseClassifier(root, source, &config.classifier);
     ParseMeteringAndBilling(root, &config.metering, &config.billing);
     ParseLimits(root, &config.limits);
+    ParseMetrics(root, &config.metrics);
     return config;
   } catch (const toml::parse_error& e) {
     *error = source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());

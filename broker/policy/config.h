@@ -47,6 +47,15 @@ struct MeteringConfig {
   uint32_t retention_days = 400;             // day rows older than this are deleted (0: kept forever)
 };
 
+// [metrics] (docs/monitoring.md): the Prometheus endpoint. Off unless `listen` is set.
+struct MetricsConfig {
+  std::string listen;                      // "HOST:PORT" ("127.0.0.1:9400"); "" : no endpoint
+  uint64_t refresh_ns = 1'000'000'000ull;  // how stale a scrape's figures may be
+};
+// "HOST:PORT" split, HOST an IPv4 address, "localhost" or "[IPv6]", PORT 1..65535;
+// false if `text` is not one.
+bool ParseListenAddress(const std::string& text, std::string* host, uint16_t* port);
+
 struct BrokerConfig {
   Admission admission = Admission::kRefuse;
   // [node] placement: "topology-aware" (placement_policy.h), or a baseline of the
@@ -72,6 +81,7 @@ struct BrokerConfig {
   MeteringConfig metering;
   BillingConfig billing;
   LimitsConfig limits;
+  MetricsConfig metrics;
 };
 
 // What the broker reads is only a regular file under a size limit (not a FIFO, a

@@ -155,8 +155,7 @@ void Scheduler::Want(ClientId client, int device, uint64_t now_ns) {
   if (auto own = g.holds.find(it->first); own != g.holds.end()) {
     // Its gate was closed by a revoke: it wants the GPU again once it has given it back.
     if (own->second.revoking && !f.waiting) {
-      f.waiting = true;
-      f.wait_order = next_wait_order_++;
+      StartWaiting(f, now_ns);
     }
     return;
   }
@@ -168,8 +167,7 @@ void Scheduler::Want(ClientId client, int device, uint64_t now_ns) {
   for (auto& [key, h] : g.holds)
     if (!h.revoking) ChargeHoldUntil(g, key, h, now_ns);
   if (was_idle) f.vtime = std::max(f.vtime, g.vclock);
-  f.waiting = true;
-  f.wait_order = next_wait_order_++;
+  StartWaiting(f, now_ns);
 }
 
 void Scheduler::Launched(ClientId client, int device, uint64_t now_ns) {
@@ -204,14 +202,35 @@ void Scheduler::Released(ClientId client, int device, uint64_t slice, uint64_t d
   Flow& f = it->second;
   f.active_at = now_ns;
   if (h.revoking && !h.idle_revoke && !f.waiting) {  // its quantum ended mid-work: still backlogged
-    f.waiting = true;
-    f.wait_order = next_wait_order_++;
+    StartWaiting(f, now_ns);
   }
   g.holds.erase(own);
 }
 
+void WaitHistogram::Observe(uint64_t wait_ns) {
+  size_t b = 0;
+  while (b < kWaitBuckets - 1 && wait_ns > kWaitBoundsNs[b]) ++b;
+  ++counts[b];
+  sum_ns += wait_ns;
+  ++count;
+}
+
+void Scheduler::StartWaiting(Flow& f, uint64_t now_ns) {
+  f.waiting = true;
+  f.wait_order = next_wait_order_++;
+  f.wait_since = now_ns;
+}
+
+uint64_t Scheduler::Grants(int gpu) const {
+  auto g = gpus_.find(gpu);
+  return g == gpus_.end() ? 0 : g->second.grants;
+}
+
 void Scheduler::Grant(int gpu, Gpu& g, const Key& key, uint64_t now_ns, std::vector<SchedAction>* actions) {
   Flow& f = flows_.at(key);
+  if (f.waiting) f.waits.Observe(now_ns - std::min(now_ns, f.wait_since));
+  ++f.grants;
+  ++g.grants;
   Settle(f, now_ns, 0);  // from here the budget is spent by what the hold is charged
   f.waiting = false;
   f.unresponsive = false;
@@ -351,6 +370,8 @@ std::optional<Scheduler::FlowStatus> Scheduler::Status(ClientId client, int devi
   s.unresponsive = f.unresponsive;
   s.ceiling = f.ceiling;
   s.throttled = f.waiting && !MayBeGranted(f, now_ns);
+  s.waits = f.waits;
+  s.grants = f.grants;
   auto g = gpus_.find(f.gpu);
   if (g != gpus_.end()) {
     s.holding = g->second.holds.count(it->first) > 0;

@@ -48,6 +48,20 @@
 
 namespace gpushare::broker {
 
+// How long a flow waited at its gate, from wanting its GPU to being granted it (the gate
+// wait the monitoring histogram shows): counts per bucket of kWaitBoundsNs (the last
+// bucket: longer than every bound), their sum and number.
+inline constexpr uint64_t kWaitBoundsNs[] = {100'000,     250'000,     500'000,       1'000'000,     2'500'000,
+                                             5'000'000,   10'000'000,  25'000'000,    50'000'000,    100'000'000,
+                                             250'000'000, 500'000'000, 1'000'000'000, 2'500'000'000, 10'000'000'000};
+inline constexpr size_t kWaitBuckets = sizeof kWaitBoundsNs / sizeof kWaitBoundsNs[0] + 1;
+struct WaitHistogram {
+  uint64_t counts[kWaitBuckets] = {};
+  uint64_t sum_ns = 0;
+  uint64_t count = 0;
+  void Observe(uint64_t wait_ns);
+};
+
 struct SchedAction {
   enum class Kind { kGrant, kRevoke };
   Kind kind;
@@ -104,12 +118,17 @@ class Scheduler {
     bool unresponsive = false;  // ignored a revoke past the timeout
     std::optional<double> ceiling;
     bool throttled = false;  // waiting, but out of budget under its ceiling
+    WaitHistogram waits;     // want -> grant, every grant so far
+    uint64_t grants = 0;
   };
   std::optional<FlowStatus> Status(ClientId client, int device, uint64_t now_ns) const;
   // Who holds `gpu` (client, device), if anyone (with masks: the first of its holders).
   std::optional<std::pair<ClientId, int>> Holder(int gpu) const;
   // Every flow holding `gpu` (more than one only on disjoint masks).
   std::vector<std::pair<ClientId, int>> Holders(int gpu) const;
+  // Grants made on `gpu` so far (hand-offs of the GPU from one flow to the next, or a
+  // flow's return to it after it gave it back).
+  uint64_t Grants(int gpu) const;
 
  private:
   using Key = std::pair<ClientId, int>;
@@ -121,6 +140,9 @@ class Scheduler {
     double fraction = 1;         // of the GPU, charged per unit of time held
     bool waiting = false;
     uint64_t wait_order = 0;  // ties in virtual time go to the flow waiting longest
+    uint64_t wait_since = 0;  // when its current wait began
+    WaitHistogram waits;
+    uint64_t grants = 0;
     uint64_t active_at = 0;   // its last grant, release or want: idle since then
     uint64_t launched_at = 0;
     uint64_t used_ns = 0;
@@ -146,6 +168,7 @@ class Scheduler {
     double vclock = 0;          // the least virtual time of the flows in service
     double recent_ns = 0;       // decayed, all flows
     uint64_t recent_at = 0;
+    uint64_t grants = 0;
   };
   void Charge(Flow& f, Gpu& g, uint64_t held_ns, uint64_t now_ns);
   // Charges the holder `key` of `g` for its time since its period_start; its period restarts now.
@@ -167,6 +190,8 @@ class Scheduler {
   uint64_t QuantumFor(const Key& key, int gpu) const;
   double Decayed(double value, uint64_t since, uint64_t now) const;
   void Grant(int gpu, Gpu& g, const Key& key, uint64_t now_ns, std::vector<SchedAction>* actions);
+  // The flow starts waiting at `now_ns` (its place among the waiting: last).
+  void StartWaiting(Flow& f, uint64_t now_ns);
 
   Params params_;
   uint64_t next_slice_ = 1;

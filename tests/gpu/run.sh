@@ -265,6 +265,35 @@ else
   else record "cap 4GiB: JAX" SKIP "JAX not installed"; fi
 fi
 
+# --- monitoring: gpushare-doctor against a broker, and one /metrics scrape (docs/monitoring.md) ---
+if [ -x "$B/gpushare-doctor" ] && [ -x "$B/gpushare-broker" ]; then
+  MPORT=$(py "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  if broker_up monitoring "$(printf '[metering]\nenabled = false\n[metrics]\nlisten = "127.0.0.1:%s"\nrefresh = 0.2\n' "$MPORT")"; then
+    run doctor 60 "$B/gpushare-doctor" --socket "$SOCK" --lib "$SHIM" --json
+    verdicts=$(py "import json; d = json.load(open('$LOG')); print(' '.join(c['check'] + '=' + c['verdict'] for c in d['checks']))")
+    needed=$(py "import json; d = {c['check']: c['verdict'] for c in json.load(open('$LOG'))['checks']}; print('ok' if all(d.get(k) == 'pass' for k in ('driver', 'broker', 'preload', 'memory')) else 'no')")
+    if [ "$needed" = ok ]; then record "gpushare-doctor: driver, broker, preload, memory" PASS "$verdicts"
+    else record "gpushare-doctor: driver, broker, preload, memory" FAIL "${verdicts:-no JSON} $WHY"; fi
+    sleep 0.5
+    run metrics_scrape 30 python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$MPORT/metrics', timeout=10).read().decode())"
+    util=$(grep -m1 '^gpushare_gpu_utilization_ratio{' "$LOG" | awk '{print $2}')
+    link="gen $(grep -m1 '^gpushare_gpu_pcie_link_generation{' "$LOG" | awk '{print $2}') x$(grep -m1 '^gpushare_gpu_pcie_link_width{' "$LOG" | awk '{print $2}')"
+    checked="promtool not installed"
+    if command -v promtool > /dev/null 2>&1; then
+      if promtool check metrics < "$LOG" > "$LOGS/metrics_promtool.log" 2>&1; then checked="promtool check metrics: ok"; else checked="promtool check metrics: FAILED"; fi
+    fi
+    if [ -n "$util" ] && [ "$checked" != "promtool check metrics: FAILED" ]; then record "/metrics scraped once" PASS "utilization=$util PCIe $link; $checked"
+    else record "/metrics scraped once" FAIL "utilization=${util:-none} $checked $WHY"; fi
+    broker_down
+  else
+    record "gpushare-doctor: driver, broker, preload, memory" FAIL "the broker did not start (logs/monitoring_broker.log)"
+    record "/metrics scraped once" FAIL "the broker did not start (logs/monitoring_broker.log)"
+    broker_down
+  fi
+else
+  record "gpushare-doctor and /metrics" SKIP "gpushare-doctor or gpushare-broker not built"
+fi
+
 # --- sharing through the broker ---
 if [ -x "$B/gpushare-broker" ]; then
   # shellcheck source=tests/gpu/sharing.sh

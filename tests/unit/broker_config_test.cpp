@@ -131,3 +131,36 @@ TEST(ResolveTenant, UidBindingRefusesOthers) {
 
 }  // namespace
 }  // namespace gpushare::broker
+
+namespace gpushare::broker {
+namespace {
+
+TEST(BrokerConfig, MetricsAreOffByDefaultAndABadListenAddressNamesFileAndLine) {
+  std::string error;
+  auto empty = ParseBrokerConfig("", "broker.toml", &error);
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->metrics.listen, "");
+  EXPECT_EQ(empty->metrics.refresh_ns, 1'000'000'000u);
+  auto on = ParseBrokerConfig("[metrics]\nlisten = \"127.0.0.1:9400\"\nrefresh = 0.25\n", "broker.toml", &error);
+  ASSERT_TRUE(on) << error;
+  EXPECT_EQ(on->metrics.listen, "127.0.0.1:9400");
+  EXPECT_EQ(on->metrics.refresh_ns, 250'000'000u);
+  for (const char* bad : {"9400", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:94x0", "256.0.0.1:9400",
+                          "1.2.3:9400", "example.com:9400", "[zz::1]:9400", ":9400"}) {
+    auto c = ParseBrokerConfig(std::string("[metrics]\n\nlisten = \"") + bad + "\"\n", "broker.toml", &error);
+    EXPECT_FALSE(c) << bad;
+    EXPECT_EQ(error.rfind("broker.toml:3: metrics.listen: expected \"HOST:PORT\"", 0), 0u) << bad << ": " << error;
+  }
+  for (const char* good : {"0.0.0.0:9400", "localhost:1", "[::1]:9400", "10.1.2.3:65535"}) {
+    std::string host;
+    uint16_t port = 0;
+    EXPECT_TRUE(ParseListenAddress(good, &host, &port)) << good;
+  }
+  EXPECT_FALSE(ParseBrokerConfig("[metrics]\nrefresh = 0\n", "broker.toml", &error));
+  EXPECT_EQ(error, "broker.toml:2: metrics.refresh: expected seconds, from 0.05 to 60");
+  EXPECT_FALSE(ParseBrokerConfig("[metrics]\nport = 1\n", "broker.toml", &error));
+  EXPECT_EQ(error, "broker.toml:2: metrics.port: unknown key");
+}
+
+}  // namespace
+}  // namespace gpushare::broker

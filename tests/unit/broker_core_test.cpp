@@ -442,3 +442,78 @@ TEST(DrainRing, ReadsAtMostARingAndCountsWhatWasOverrun) {
 
 }  // namespace
 }  // namespace gpushare::broker
+
+namespace gpushare::broker {
+namespace {
+
+// The value of family `name`'s metric whose labels include `labels`, or -1.
+double MetricValue(const std::vector<prometheus::MetricFamily>& families, const std::string& name,
+                   const std::map<std::string, std::string>& labels = {}) {
+  for (const auto& f : families) {
+    if (f.name != name) continue;
+    for (const auto& m : f.metric) {
+      bool all = true;
+      for (const auto& [k, v] : labels)
+        all = all && std::any_of(m.label.begin(), m.label.end(), [&](const auto& l) { return l.name == k && l.value == v; });
+      if (!all) continue;
+      return f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
+    }
+  }
+  return -1;
+}
+
+TEST_F(BrokerCoreTest, MetricsCountRefusalsAndReclaimsAndForgetDepartedClientsAndTenants) {
+  Hello(1, "a", 4 * kGiB, 1000, {0});
+  Hello(2, "a", 4 * kGiB, 1000, {0});
+  Hello(3, "b", 0, 1000, {1});
+  ASSERT_TRUE(Take(1, 0, 3 * kGiB));
+  EXPECT_FALSE(Take(2, 0, 2 * kGiB));  // past tenant a's 4 GiB across its two clients
+  EXPECT_FALSE(Take(2, 0, 2 * kGiB));
+  std::vector<prometheus::MetricFamily> m;
+  core_.AppendMetrics(&m);
+  EXPECT_EQ(MetricValue(m, "gpushare_clients"), 3);
+  EXPECT_EQ(MetricValue(m, "gpushare_registrations_total"), 3);
+  EXPECT_EQ(MetricValue(m, "gpushare_client_oom_refusals_total", {{"pid", "102"}}), 2);
+  EXPECT_EQ(MetricValue(m, "gpushare_client_oom_refusals_total", {{"pid", "101"}}), 0);
+  EXPECT_EQ(MetricValue(m, "gpushare_tenant_oom_refusals_total", {{"tenant", "a"}}), 2);
+  EXPECT_EQ(MetricValue(m, "gpushare_tenant_oom_refusals_total", {{"tenant", "b"}}), 0);  // from 0
+  EXPECT_EQ(MetricValue(m, "gpushare_client_memory_held_bytes", {{"pid", "101"}, {"gpu", "0"}}), 3.0 * kGiB);
+  EXPECT_EQ(MetricValue(m, "gpushare_client_memory_cap_bytes", {{"pid", "101"}, {"gpu", "0"}}), 4.0 * kGiB);
+  EXPECT_EQ(MetricValue(m, "gpushare_client_memory_cap_bytes", {{"pid", "103"}}), -1);  // b is uncapped
+  EXPECT_EQ(MetricValue(m, "gpushare_tenant_memory_held_bytes", {{"tenant", "a"}, {"gpu", "0"}}), 3.0 * kGiB);
+  EXPECT_EQ(MetricValue(m, "gpushare_gpu_memory_held_bytes", {{"gpu", "0"}}), 3.0 * kGiB);
+  // Scheduled (the fake host gives channels): weights 2 and 2 of a on GPU 0, b alone on 1.
+  EXPECT_EQ(MetricValue(m, "gpushare_tenant_entitled_share_ratio", {{"tenant", "a"}, {"gpu", "0"}}), 1.0);
+  EXPECT_EQ(MetricValue(m, "gpushare_tenant_entitled_share_ratio", {{"tenant", "b"}, {"gpu", "1"}}), 1.0);
+  EXPECT_EQ(MetricValue(m, "gpushare_client_info", {{"pid", "103"}, {"tenant", "b"}, {"class", "unknown"}}), 1);
+
+  EXPECT_EQ(core_.Close(1), 3 * kGiB);
+  m.clear();
+  core_.AppendMetrics(&m);
+  EXPECT_EQ(MetricValue(m, "gpushare_client_info", {{"pid", "101"}}), -1);  // its series are gone
+  EXPECT_EQ(MetricValue(m, "gpushare_client_memory_held_bytes", {{"pid", "101"}}), -1);
+  EXPECT_EQ(MetricValue(m, "gpushare_reclaims_total"), 1);
+  EXPECT_EQ(MetricValue(m, "gpushare_reclaimed_bytes_total"), 3.0 * kGiB);
+  EXPECT_EQ(MetricValue(m, "gpushare_tenant_oom_refusals_total", {{"tenant", "a"}}), 2);  // a still has client 2
+  core_.Close(2);
+  m.clear();
+  core_.AppendMetrics(&m);
+  EXPECT_EQ(MetricValue(m, "gpushare_tenant_oom_refusals_total", {{"tenant", "a"}}), -1);  // a is gone
+  EXPECT_EQ(MetricValue(m, "gpushare_clients"), 1);
+}
+
+TEST(WaitHistogram, SumsAddBucketByBucket) {
+  WaitHistogram a, b;
+  a.Observe(50'000);
+  b.Observe(3'000'000);
+  b.Observe(20'000'000'000);
+  AddWaits(&a, b);
+  EXPECT_EQ(a.count, 3u);
+  EXPECT_EQ(a.sum_ns, 20'003'050'000u);
+  EXPECT_EQ(a.counts[0], 1u);
+  EXPECT_EQ(a.counts[5], 1u);  // (2.5 ms, 5 ms]
+  EXPECT_EQ(a.counts[kWaitBuckets - 1], 1u);
+}
+
+}  // namespace
+}  // namespace gpushare::broker

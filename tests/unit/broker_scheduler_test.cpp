@@ -572,3 +572,33 @@ TEST(SchedulerCeiling, ACeilingOfOneOrNoneIsNoCeiling) {
 
 }  // namespace
 }  // namespace gpushare::broker
+
+namespace gpushare::broker {
+namespace {
+
+TEST(Scheduler, GateWaitsAreMeasuredFromWantToGrantInTheirBuckets) {
+  Scheduler s(Quantum(20));
+  s.AddFlow(1, 0, 0, 1.0);
+  s.AddFlow(2, 0, 0, 1.0);
+  s.Want(1, 0, 0);
+  ASSERT_EQ(s.Tick(0).size(), 1u);  // granted at once: a wait of 0
+  s.Want(2, 0, 5 * kMs);
+  ASSERT_EQ(s.Tick(20 * kMs).size(), 1u);  // revoke 1
+  s.Released(1, 0, 1, 23 * kMs, 23 * kMs);
+  ASSERT_EQ(s.Tick(23 * kMs).size(), 1u);  // grant 2: it waited 18 ms
+  const auto one = s.Status(1, 0, 23 * kMs), two = s.Status(2, 0, 23 * kMs);
+  EXPECT_EQ(one->waits.count, 1u);
+  EXPECT_EQ(one->waits.sum_ns, 0u);
+  EXPECT_EQ(one->waits.counts[0], 1u);  // <= 0.1 ms
+  EXPECT_EQ(two->waits.count, 1u);
+  EXPECT_EQ(two->waits.sum_ns, 18 * kMs);
+  EXPECT_EQ(two->waits.counts[7], 1u);  // (10 ms, 25 ms]
+  EXPECT_EQ(s.Grants(0), 2u);
+  EXPECT_EQ(one->grants, 1u);
+  WaitHistogram h;
+  h.Observe(kWaitBoundsNs[kWaitBuckets - 2] + 1);  // past every bound: the last bucket
+  EXPECT_EQ(h.counts[kWaitBuckets - 1], 1u);
+}
+
+}  // namespace
+}  // namespace gpushare::broker

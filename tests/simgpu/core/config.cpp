@@ -93,7 +93,7 @@ NodeConfig ParseDocument(const json& doc) {
   if (!doc.is_object()) Fail("<top>", "expected a JSON object");
   CheckKeys(doc, "",
             {"gpus", "links", "timeslice_us", "default_kernel_us", "pcie_bandwidth_gbps", "nvlink_bandwidth_gbps",
-             "driver_version", "kernels", "nvml_p2p"});
+             "driver_version", "kernels", "nvml_p2p", "nvml_driver_version"});
   NodeConfig cfg;
   if (!doc.contains("gpus")) Fail("gpus", "missing (a list of GPUs is required)");
   const json& gpus = doc["gpus"];
@@ -106,7 +106,7 @@ NodeConfig ParseDocument(const json& doc) {
     if (!g.is_object()) Fail(f, "expected an object");
     CheckKeys(g, f,
               {"name", "memory", "sms", "pci_bus_id", "uuid", "compute_capability", "memory_bandwidth_gbps",
-               "context_memory", "cus", "memory_saturation_cus", "gcn_arch"});
+               "context_memory", "cus", "memory_saturation_cus", "gcn_arch", "pcie_generation", "pcie_width", "mig"});
     GpuConfig gpu;
     if (!g.contains("name")) Fail(f + ".name", "missing");
     gpu.name = String(g["name"], f + ".name");
@@ -140,6 +140,14 @@ NodeConfig ParseDocument(const json& doc) {
     if (gpu.memory_saturation_cus > gpu.cus) Fail(f + ".memory_saturation_cus", "expected at most gpus[].cus");
     if (g.contains("gcn_arch")) gpu.gcn_arch = String(g["gcn_arch"], f + ".gcn_arch");
     if (gpu.gcn_arch.empty() || gpu.gcn_arch.size() > 255) Fail(f + ".gcn_arch", "expected 1 to 255 characters");
+    if (g.contains("mig")) {
+      if (!g["mig"].is_boolean()) Fail(f + ".mig", "expected true or false");
+      gpu.mig = g["mig"].get<bool>();
+    }
+    if (g.contains("pcie_generation"))
+      gpu.pcie_generation = static_cast<int>(PositiveInteger(g["pcie_generation"], f + ".pcie_generation"));
+    if (g.contains("pcie_width"))
+      gpu.pcie_width = static_cast<int>(PositiveInteger(g["pcie_width"], f + ".pcie_width"));
     for (const auto& other : cfg.gpus) {
       if (other.uuid == gpu.uuid) Fail(f + ".uuid", "duplicate of another GPU's uuid");
       if (other.pci_bus_id == gpu.pci_bus_id) Fail(f + ".pci_bus_id", "duplicate of another GPU's");
@@ -182,6 +190,8 @@ NodeConfig ParseDocument(const json& doc) {
     cfg.nvlink_bandwidth_gbps = PositiveNumber(doc["nvlink_bandwidth_gbps"], "nvlink_bandwidth_gbps");
   if (doc.contains("driver_version"))
     cfg.driver_version = static_cast<int>(PositiveInteger(doc["driver_version"], "driver_version"));
+  if (doc.contains("nvml_driver_version"))
+    cfg.nvml_driver_version = static_cast<int>(PositiveInteger(doc["nvml_driver_version"], "nvml_driver_version"));
   if (doc.contains("nvml_p2p")) {
     if (!doc["nvml_p2p"].is_boolean()) Fail("nvml_p2p", "expected true or false");
     cfg.nvml_p2p = doc["nvml_p2p"].get<bool>();

@@ -30,6 +30,9 @@ struct GpuConfig {
   int cus = 0;                            // compute units (HIP's multiProcessorCount); default sms
   int memory_saturation_cus = 0;          // CUs that saturate memory bandwidth; default cus / 4
   std::string gcn_arch = "gfx90a";        // hipDeviceProp_t::gcnArchName
+  bool mig = false;                       // NVML's MIG mode (current), for gpushare-doctor
+  int pcie_generation = 4;                // NVML's current PCIe link
+  int pcie_width = 16;
 };
 
 struct KernelCost {
@@ -46,6 +49,9 @@ struct NodeConfig {
   double pcie_bandwidth_gbps = 25.0;  // host<->device and non-NVLink peer copies
   double nvlink_bandwidth_gbps = 300.0;
   int driver_version = 13000;
+  // What NVML says the driver supports (nvmlSystemGetCudaDriverVersion); 0: driver_version.
+  // A fault for gpushare-doctor: a libcuda and an NVML from different drivers.
+  int nvml_driver_version = 0;
   // false: NVML answers "not supported" to every P2P status query while the driver
   // still allows peer access by `links` (as NVML does on some boards).
   bool nvml_p2p = true;

@@ -17,7 +17,7 @@ namespace simgpu {
 
 inline constexpr int kMaxSlots = 256;
 inline constexpr int kUtilSamples = 64;
-inline constexpr uint32_t kLayoutVersion = 6;
+inline constexpr uint32_t kLayoutVersion = 7;
 inline constexpr int kCuWords = kMaxCus / 64;
 inline constexpr int kMaxMaskedQueues = 64;            // CU-masked queues per GPU, node-wide
 inline constexpr uint32_t kMaskedOwner = 0xffffffffu;  // Engine::owner while masked queues run
@@ -84,6 +84,9 @@ struct MaskedQueue {
 struct GpuShared {
   std::atomic<uint64_t> used_bytes{0};
   uint64_t capacity_bytes = 0;
+  // Bytes copied over the GPU's PCIe link, cumulative: host to device (rx), device to host (tx).
+  std::atomic<uint64_t> pcie_rx_bytes{0};
+  std::atomic<uint64_t> pcie_tx_bytes{0};
   Engine engine;
   MaskedQueue masked[kMaxMaskedQueues];
 };
@@ -137,6 +140,14 @@ class Node {
   int slot() const { return slot_; }
   int gpu_count() const { return static_cast<int>(seg_->gpu_count); }
   uint64_t capacity(int gpu) const { return seg_->gpus[gpu].capacity_bytes; }
+  // PCIe traffic (GpuShared::pcie_rx_bytes/pcie_tx_bytes).
+  void CountPcie(int gpu, uint64_t rx_bytes, uint64_t tx_bytes) {
+    seg_->gpus[gpu].pcie_rx_bytes.fetch_add(rx_bytes, std::memory_order_relaxed);
+    seg_->gpus[gpu].pcie_tx_bytes.fetch_add(tx_bytes, std::memory_order_relaxed);
+  }
+  uint64_t PcieBytes(int gpu, bool rx) const {
+    return (rx ? seg_->gpus[gpu].pcie_rx_bytes : seg_->gpus[gpu].pcie_tx_bytes).load(std::memory_order_relaxed);
+  }
 
   // Capacity ledger. TryCharge fails (false) when the device has no room, after first
   // reclaiming what dead processes held.

@@ -673,6 +673,8 @@ Status Process::Copy2D(Stream* stream, uint64_t dst, uint64_t dst_pitch, uint64_
   if ((!dst_is_dev && Lookup(dst, nullptr, nullptr)) || (!src_is_dev && Lookup(src, nullptr, nullptr)))
     return Status::kInvalidValue;
   const uint64_t bytes = width * height;
+  if (dst_is_dev != src_is_dev)
+    node_->CountPcie(dst_is_dev ? ddev : sdev, dst_is_dev ? bytes : 0, dst_is_dev ? 0 : bytes);
   double gbps = config_.pcie_bandwidth_gbps;
   if (dst_is_dev && src_is_dev) {
     if (ddev == sdev) {

@@ -3,6 +3,7 @@
 // from the config. It attaches to the node read-only: no process slot of its own.
 #include <strings.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -158,7 +159,7 @@ nvmlReturn_t nvmlSystemGetNVMLVersion(char* version, unsigned int len) {
 nvmlReturn_t nvmlSystemGetCudaDriverVersion(int* version) {
   NVML_READY();
   if (version == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
-  *version = g_config->driver_version;
+  *version = g_config->nvml_driver_version != 0 ? g_config->nvml_driver_version : g_config->driver_version;
   return NVML_SUCCESS;
 }
 
@@ -345,6 +346,46 @@ nvmlReturn_t nvmlDeviceGetTopologyCommonAncestor(nvmlDevice_t a, nvmlDevice_t b,
     case LinkKind::kNvlink: *level = NVML_TOPOLOGY_NODE; break;  // NVLink; PCIe path via the host
     case LinkKind::kNone: *level = NVML_TOPOLOGY_SYSTEM; break;
   }
+  return NVML_SUCCESS;
+}
+
+// Bytes over the link since the previous query of the same counter, per second (NVML
+// answers for its last 20 ms; the first query here answers 0).
+nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t h, nvmlPcieUtilCounter_t counter, unsigned int* value) {
+  NVML_DEVICE(h);
+  if (value == nullptr || counter >= NVML_PCIE_UTIL_COUNT) return NVML_ERROR_INVALID_ARGUMENT;
+  static std::mutex mu;
+  static uint64_t last_bytes[kMaxGpus][2], last_ns[kMaxGpus][2];
+  std::lock_guard<std::mutex> lock(mu);
+  const bool rx = counter == NVML_PCIE_UTIL_RX_BYTES;
+  const uint64_t bytes = g_node->PcieBytes(dev, rx), now = MonotonicNs();
+  uint64_t &lb = last_bytes[dev][rx], &ln = last_ns[dev][rx];
+  const double kb_per_s =
+      ln == 0 || now <= ln ? 0.0 : static_cast<double>(bytes - lb) / 1024.0 * 1e9 / static_cast<double>(now - ln);
+  lb = bytes;
+  ln = now;
+  *value = static_cast<unsigned>(std::min(kb_per_s, 4e9));
+  return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t h, unsigned int* current, unsigned int* pending) {
+  NVML_DEVICE(h);
+  if (current == nullptr || pending == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
+  *current = *pending = g_config->gpus[dev].mig ? 1 : 0;
+  return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetCurrPcieLinkGeneration(nvmlDevice_t h, unsigned int* gen) {
+  NVML_DEVICE(h);
+  if (gen == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
+  *gen = static_cast<unsigned>(g_config->gpus[dev].pcie_generation);
+  return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetCurrPcieLinkWidth(nvmlDevice_t h, unsigned int* width) {
+  NVML_DEVICE(h);
+  if (width == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
+  *width = static_cast<unsigned>(g_config->gpus[dev].pcie_width);
   return NVML_SUCCESS;
 }
 
