@@ -436,8 +436,9 @@ void BrokerCore::PublishTenant(const std::string& tenant) {
 }
 
 void BrokerCore::AppendMetrics(std::vector<prometheus::MetricFamily>* out) const {
+  // Every tenant: /metrics is the operator's (bound where [metrics] listen says, by default nowhere).
   AppendCoreMetrics({gpus_, ledger_, clients_, work_, weights_, scheduler_, spatial_, comms_, placement_.topology(),
-                     channels_, clock_(), &config_},
+                     channels_, clock_(), &config_, nullptr},
                     counters_, out);
 }
 
