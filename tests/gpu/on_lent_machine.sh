@@ -4,7 +4,8 @@
 # with their logs packed into one tarball (the device tool brings few files back).
 #   tests/gpu/on_lent_machine.sh BUILD_DIR OUT_DIR
 # BUILD_DIR: a Release build (-DGPUSHARE_BUILD_TESTS=OFF is enough) with the libraries
-# the machine lacks in BUILD_DIR/deps (ldd shows which: libunwind, toml++).
+# the machine lacks in BUILD_DIR/deps (ldd shows which: libunwind, toml++; the broker's
+# SQLite, prometheus-cpp and civetweb where the image lacks them).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$(cd "$1" && pwd)
