@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <utility>
 
 #include "common/vendor/hip_api.h"
 #include "common/vendor/nvml_api.h"
@@ -76,21 +77,25 @@ std::vector<GpuInfo> DiscoverGpusHip(std::string* error) {
   return gpus;
 }
 
-UtilizationSampler::UtilizationSampler() {
+NvmlDevices OpenNvmlDevices() {
   void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);  // loaded already: DiscoverGpus
-  if (lib == nullptr) return;
+  if (lib == nullptr) return {};
   auto count = reinterpret_cast<decltype(&nvmlDeviceGetCount_v2)>(dlsym(lib, "nvmlDeviceGetCount_v2"));
   auto handle = reinterpret_cast<decltype(&nvmlDeviceGetHandleByIndex_v2)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
-  get_ = dlsym(lib, "nvmlDeviceGetProcessUtilization");
   unsigned n = 0;
-  if (!count || !handle || !get_ || count(&n) != NVML_SUCCESS) {
-    get_ = nullptr;
-    return;
-  }
+  if (!count || !handle || count(&n) != NVML_SUCCESS) return {};
+  NvmlDevices nvml{lib, {}};
   for (unsigned i = 0; i < n; ++i) {
     nvmlDevice_t d;
-    devices_.push_back(handle(i, &d) == NVML_SUCCESS ? d : nullptr);
+    nvml.handles.push_back(handle(i, &d) == NVML_SUCCESS ? d : nullptr);
   }
+  return nvml;
+}
+
+UtilizationSampler::UtilizationSampler() {
+  NvmlDevices nvml = OpenNvmlDevices();
+  if (nvml.lib == nullptr || (get_ = dlsym(nvml.lib, "nvmlDeviceGetProcessUtilization")) == nullptr) return;
+  devices_ = std::move(nvml.handles);
 }
 
 std::vector<ProcessUtilization> UtilizationSampler::Sample() {
@@ -113,20 +118,9 @@ std::vector<ProcessUtilization> UtilizationSampler::Sample() {
 }
 
 ProcessMemoryReader::ProcessMemoryReader() {
-  void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);  // loaded already: DiscoverGpus
-  if (lib == nullptr) return;
-  auto count = reinterpret_cast<decltype(&nvmlDeviceGetCount_v2)>(dlsym(lib, "nvmlDeviceGetCount_v2"));
-  auto handle = reinterpret_cast<decltype(&nvmlDeviceGetHandleByIndex_v2)>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
-  get_ = dlsym(lib, "nvmlDeviceGetComputeRunningProcesses_v3");
-  unsigned n = 0;
-  if (!count || !handle || !get_ || count(&n) != NVML_SUCCESS) {
-    get_ = nullptr;
-    return;
-  }
-  for (unsigned i = 0; i < n; ++i) {
-    nvmlDevice_t d;
-    devices_.push_back(handle(i, &d) == NVML_SUCCESS ? d : nullptr);
-  }
+  NvmlDevices nvml = OpenNvmlDevices();
+  if (nvml.lib == nullptr || (get_ = dlsym(nvml.lib, "nvmlDeviceGetComputeRunningProcesses_v3")) == nullptr) return;
+  devices_ = std::move(nvml.handles);
 }
 
 std::optional<uint64_t> ProcessMemoryReader::Held(int32_t pid, int gpu) const {

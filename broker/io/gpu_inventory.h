@@ -18,6 +18,15 @@ std::vector<GpuInfo> DiscoverGpus(std::string* error);
 // The GPUs the HIP runtime (libamdhip64.so.5) reports, with their CU counts.
 std::vector<GpuInfo> DiscoverGpusHip(std::string* error);
 
+// NVML's devices in index order (a null handle where NVML gives none) and the library,
+// for the samplers' own lookups (dlsym). `lib` null and no handles where NVML, its count
+// or its handle lookup is not available.
+struct NvmlDevices {
+  void* lib = nullptr;
+  std::vector<void*> handles;
+};
+NvmlDevices OpenNvmlDevices();
+
 // Per-process utilization of every GPU since the previous call
 // (nvmlDeviceGetProcessUtilization), for the classifier. Quietly empty where NVML or
 // the query is not available.

@@ -14,6 +14,7 @@
 
 #include "broker/core/broker_core.h"
 #include "broker/core/metrics_report.h"
+#include "broker/io/gpu_inventory.h"
 #include "common/vendor/nvml_api.h"
 
 namespace gpushare::broker {
@@ -80,21 +81,18 @@ bool CanBind(const std::string& host, uint16_t port, std::string* error) {
 }  // namespace
 
 GpuSampler::GpuSampler() {
-  lib_ = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);  // loaded already: DiscoverGpus
-  auto count = Symbol<decltype(&nvmlDeviceGetCount_v2)>(lib_, "nvmlDeviceGetCount_v2");
-  auto handle = Symbol<decltype(&nvmlDeviceGetHandleByIndex_v2)>(lib_, "nvmlDeviceGetHandleByIndex_v2");
+  NvmlDevices nvml = OpenNvmlDevices();
+  lib_ = nvml.lib;
   auto uuid = Symbol<decltype(&nvmlDeviceGetUUID)>(lib_, "nvmlDeviceGetUUID");
   auto name = Symbol<decltype(&nvmlDeviceGetName)>(lib_, "nvmlDeviceGetName");
-  unsigned n = 0;
-  if (!count || !handle || count(&n) != NVML_SUCCESS) return;
-  for (unsigned i = 0; i < n; ++i) {
+  for (void* handle : nvml.handles) {
     Device d;
-    nvmlDevice_t h;
-    if (handle(i, &h) == NVML_SUCCESS) d.handle = h;
+    d.handle = handle;
+    const auto h = static_cast<nvmlDevice_t>(handle);
     char buf[NVML_DEVICE_UUID_V2_BUFFER_SIZE] = {};
-    if (d.handle && uuid && uuid(h, buf, sizeof buf) == NVML_SUCCESS) d.uuid = buf;
+    if (h && uuid && uuid(h, buf, sizeof buf) == NVML_SUCCESS) d.uuid = buf;
     char nbuf[NVML_DEVICE_NAME_V2_BUFFER_SIZE] = {};
-    if (d.handle && name && name(h, nbuf, sizeof nbuf) == NVML_SUCCESS) d.name = nbuf;
+    if (h && name && name(h, nbuf, sizeof nbuf) == NVML_SUCCESS) d.name = nbuf;
     devices_.push_back(d);
   }
 }
