@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker/io/shm_channels.h"
+#include "core_exchange.h"
 
 namespace gpushare::broker {
 namespace {
@@ -44,14 +45,7 @@ class BrokerCoreTest : public ::testing::Test {
 
   // Sends `bytes` on connection `id`; returns the replies, or nullopt if it was dropped.
   std::optional<std::vector<proto::Message>> Send(ClientId id, const std::vector<uint8_t>& bytes) {
-    std::vector<uint8_t>& in = inbox_[id];
-    in.insert(in.end(), bytes.begin(), bytes.end());
-    std::vector<uint8_t> out;
-    std::string error;
-    if (!core_.Input(id, &in, &out, &error)) return std::nullopt;
-    std::vector<proto::Message> replies;
-    while (auto m = proto::Split(&out, &error)) replies.push_back(*m);
-    return replies;
+    return core_exchange::Exchange(core_, id, &inbox_[id], bytes);
   }
   proto::Welcome Hello(ClientId id, const std::string& tenant, uint64_t cap, uint32_t uid = 1000,
                        std::vector<int> visible = {}) {

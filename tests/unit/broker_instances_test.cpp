@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker/core/broker_core.h"
+#include "core_exchange.h"
 
 namespace gpushare::broker {
 namespace {
@@ -47,14 +48,7 @@ class InstancesTest : public ::testing::Test {
       : core_(Config(config), {{0, "g0", 32 * kGiB}, {1, "g1", 32 * kGiB}}, &channels_) {}
 
   std::optional<std::vector<proto::Message>> Send(ClientId id, const std::vector<uint8_t>& bytes) {
-    std::vector<uint8_t>& in = inbox_[id];
-    in.insert(in.end(), bytes.begin(), bytes.end());
-    std::vector<uint8_t> out;
-    std::string error;
-    if (!core_.Input(id, &in, &out, &error)) return std::nullopt;
-    std::vector<proto::Message> replies;
-    while (auto m = proto::Split(&out, &error)) replies.push_back(*m);
-    return replies;
+    return core_exchange::Exchange(core_, id, &inbox_[id], bytes);
   }
   proto::Welcome Hello(ClientId id, const std::string& tenant, const std::string& profile,
                        std::vector<int> visible = {}, const std::string& job = "", int rank = -1,

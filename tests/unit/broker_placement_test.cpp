@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "broker/core/broker_core.h"
+#include "core_exchange.h"
 #include "test_topologies.h"
 
 namespace gpushare::broker {
@@ -31,12 +32,8 @@ class PlacementCoreTest : public ::testing::Test {
   explicit PlacementCoreTest(int gpus = 4, BrokerConfig config = {}) : core_(std::move(config), Gpus(gpus), nullptr) {}
 
   std::optional<std::vector<proto::Message>> Send(ClientId id, const std::vector<uint8_t>& bytes) {
-    std::vector<uint8_t> in = bytes, out;
-    std::string error;
-    if (!core_.Input(id, &in, &out, &error)) return std::nullopt;
-    std::vector<proto::Message> replies;
-    while (auto m = proto::Split(&out, &error)) replies.push_back(*m);
-    return replies;
+    std::vector<uint8_t> inbox;  // each call whole messages
+    return core_exchange::Exchange(core_, id, &inbox, bytes);
   }
   // Registers client `id` (pid 100 + id); `job_size` 0: size unknown.
   proto::Welcome Hello(ClientId id, const std::string& job = "", int rank = -1, uint32_t job_size = 0,
