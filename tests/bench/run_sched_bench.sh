@@ -13,16 +13,7 @@ command -v taskset >/dev/null && PIN=(taskset -c 0)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-busy() {  # % of all cores busy over one second
-  read -r _ a1 b1 c1 d1 e1 f1 g1 h1 _ < /proc/stat
-  sleep 1
-  read -r _ a2 b2 c2 d2 e2 f2 g2 h2 _ < /proc/stat
-  local total=$(((a2 + b2 + c2 + d2 + e2 + f2 + g2 + h2) - (a1 + b1 + c1 + d1 + e1 + f1 + g1 + h1)))
-  local idle=$(((d2 + e2) - (d1 + e1)))
-  echo $((100 * (total - idle) / (total > 0 ? total : 1)))
-}
-model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
-echo "$(nproc) cores ($model), $(busy) % busy in the second before the run"
+source "$(dirname "${BASH_SOURCE[0]}")/machine_line.sh"
 
 args=(--benchmark_repetitions="$REPS" --benchmark_format=json)
 "$BENCH" "${args[@]}" --benchmark_filter='^BM_(CrossCoreRoundTrip|LaunchPath|LaunchPart)' > "$out/launch.json"
