@@ -256,14 +256,12 @@ TEST_F(DriverApi, KernelsTakeModeledTimeInStreamOrder) {
   EXPECT_CU(cuEventQuery(end));
   EXPECT_CU(cuStreamQuery(s));
   // Host callbacks run in stream order, after the work before them.
-  std::atomic<int> order{0};
   int seen = -1;
   ASSERT_CU(cuLaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, s, nullptr, nullptr));
   ASSERT_CU(cuLaunchHostFunc(
       s, [](void* p) { *static_cast<int*>(p) = 1; }, &seen));
   ASSERT_CU(cuStreamSynchronize(s));
   EXPECT_EQ(seen, 1);
-  (void)order;
   CUevent untimed;
   ASSERT_CU(cuEventCreate(&untimed, CU_EVENT_DISABLE_TIMING));
   ASSERT_CU(cuEventRecord(untimed, s));
