@@ -74,6 +74,7 @@ class TestBroker {
   bool Alive() { return kill(broker_->pid(), 0) == 0 && waitpid(broker_->pid(), nullptr, WNOHANG) == 0; }
   Child& process() { return *broker_; }
   const std::string& socket() const { return socket_; }
+  const std::string& config_path() const { return config_; }
   std::string database() const { return state_ + "/metering.db"; }
   const SimNode& node() const { return node_; }
 
