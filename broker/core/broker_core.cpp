@@ -52,6 +52,30 @@ BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHo
       metering_(&config_, &clients_, &ledger_, &scheduler_, &work_, &clock_),
       sessions_(this) {}
 
+// Who a registering client is (docs/threat-model.md): through a tenant's or a container's
+// socket, the socket's tenant, and GPUSHARE_TENANT may only repeat it; through the main
+// socket, the tenant it asks for ("default" if none), where a tenant served on its own
+// socket takes only root, the broker's uid and the uids/gids it lists.
+std::string BrokerCore::TenantOf(const PeerCredentials& peer, const proto::Hello& hello, std::string* refusal) const {
+  const std::string asked = hello.tenant;
+  if (peer.via != SocketKind::kMain) {
+    if (peer.socket_tenant.empty())
+      *refusal = "the socket " + peer.socket_name + " is not bound to a tenant yet (its container's tenant is " +
+                 "not known to the broker); try again once it is";
+    else if (!asked.empty() && asked != peer.socket_tenant)
+      *refusal = "GPUSHARE_TENANT=\"" + asked + "\" but this process reached tenant \"" + peer.socket_tenant +
+                 "\"'s socket (" + peer.socket_name + "): the socket decides the tenant";
+    return peer.socket_tenant;
+  }
+  const std::string tenant = asked.empty() ? "default" : asked;
+  auto policy = config_.tenants.find(tenant);
+  if (policy != config_.tenants.end() && policy->second.socket && !policy->second.uids && !policy->second.gids &&
+      !IsAdmin(peer, weights_.admin_uid()))
+    *refusal = "tenant \"" + tenant + "\" is served on its own socket (tenants/" + tenant +
+               ".sock beside the main one); join it there, or list your uid in its uids";
+  return tenant;
+}
+
 // The profile a registering client gets: the one it asks for, else its tenant's.
 std::string BrokerCore::ProfileOf(const std::string& tenant, const proto::Hello& hello) const {
   if (hello.profile[0] != '\0') return hello.profile;
@@ -74,14 +98,28 @@ InstanceFit BrokerCore::FitProfile(const std::string& name, const Profile& profi
   return FitInstance(name, profile, gpus, clients_.Instances(), config_.reserved, candidates);
 }
 
+std::string BrokerCore::OnSocketAdmin(ClientId, const PeerCredentials& peer, const proto::Text& text) {
+  if (!IsAdmin(peer, weights_.admin_uid()))
+    return "refused: only root or the broker's user (uid " + std::to_string(weights_.admin_uid()) +
+           ") on the main socket may manage sockets";
+  if (socket_host_ == nullptr) return "refused: this broker manages no sockets";
+  std::string error;
+  std::optional<SocketAdminRequest> request = ParseSocketAdmin(text, &error);
+  if (!request) return "refused: " + error;
+  return socket_host_->Carry(*request);
+}
+
 proto::Welcome BrokerCore::OnHello(ClientId conn, const PeerCredentials& peer, const proto::Hello& hello) {
   proto::Welcome w = Register(conn, peer, hello);
   ++(w.accepted ? counters_.registrations : counters_.registration_refusals);
+  if (!w.accepted && refusal_log_) refusal_log_(peer, w.reason);
   return w;
 }
 
 proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, const proto::Hello& asked) {
-  const std::string tenant = asked.tenant[0] != '\0' ? asked.tenant : "default";
+  std::string refusal;
+  const std::string tenant = TenantOf(peer, asked, &refusal);
+  if (!refusal.empty()) return Refusal(refusal);
   proto::Hello hello = asked;  // a profile client's request is narrowed to its instance
   const std::string profile_name = ProfileOf(tenant, hello);
   const Profile* profile = nullptr;
@@ -104,7 +142,8 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
   for (uint32_t v = 0; v < proto::kMaxDevices; ++v)
     if (hello.cap_bytes[v] != 0) asked_cap = std::max(asked_cap.value_or(0), hello.cap_bytes[v]);
   if (profile != nullptr) asked_cap.reset();  // the instance's memory is its cap
-  TenantTerms terms = ResolveTenant(config_, tenant, peer.uid, hello.weight, asked_cap, peer.gid);
+  TenantTerms terms =
+      ResolveTenant(config_, tenant, peer.uid, hello.weight, asked_cap, peer.gid, peer.via != SocketKind::kMain);
   if (!terms.refusal.empty()) return Refusal(terms.refusal);
   // A rank of a job whose size is known sees the job's GPUs; its instance is on its own.
   const bool sized_rank = hello.rank >= 0 && hello.job[0] != '\0' && hello.rank < static_cast<int>(hello.job_size);
@@ -355,7 +394,8 @@ void BrokerCore::Reload(BrokerConfig config) {
   // held past a lowered cap stays held, further allocations are refused.
   std::map<std::string, bool> touched;
   for (auto& [id, c] : clients_) {
-    TenantTerms terms = ResolveTenant(config_, c.tenant, c.peer.uid, c.weight, c.cap_bytes, c.peer.gid);
+    TenantTerms terms = ResolveTenant(config_, c.tenant, c.peer.uid, c.weight, c.cap_bytes, c.peer.gid,
+                                      c.peer.via != SocketKind::kMain);
     if (!terms.refusal.empty()) continue;      // keeps running on its terms; new clients are refused
     if (!c.instance) c.weight = terms.weight;  // an instance's weight is its compute fraction
     c.max_compute = CeilingOf(c);
@@ -448,11 +488,12 @@ std::string BrokerCore::StatusJson() const {
 }
 
 std::string BrokerCore::StatusJson(const PeerCredentials& peer) const {
-  const Viewer viewer{peer.uid, peer.gid};
+  const Viewer viewer{peer.uid, peer.gid, peer.via != SocketKind::kMain, peer.socket_tenant};
   if (SeesEverything(viewer, weights_.admin_uid())) return StatusJson();
   std::map<std::string, TenantMembers> tenants;
   for (const auto& [id, c] : clients_) {
     TenantMembers& m = tenants[c.tenant];
+    m.name = c.tenant;
     if (auto p = config_.tenants.find(c.tenant); p != config_.tenants.end()) {
       m.uids = p->second.uids ? &*p->second.uids : nullptr;
       m.gids = p->second.gids ? &*p->second.gids : nullptr;

@@ -22,6 +22,7 @@
 #include "broker/core/metrics_report.h"
 #include "broker/core/placement_service.h"
 #include "broker/core/session.h"
+#include "broker/core/socket_admin.h"
 #include "broker/core/spatial_planner.h"
 #include "broker/core/weights.h"
 #include "broker/policy/config.h"
@@ -54,11 +55,21 @@ class BrokerCore : private MessageHandlers {
   void SetProcessMemory(ProcessMemory reader) { process_memory_ = std::move(reader); }
   // Who may change weights at run time besides root (the broker's own uid by default).
   void SetAdminUid(uint32_t uid) { weights_.SetAdminUid(uid); }
+  // Who carries out SocketAdmin requests (the daemon); unset, they are refused.
+  void SetSocketHost(SocketHost* host) { socket_host_ = host; }
+  // Told of every refused registration, with the reason sent to the client (the daemon logs it).
+  using RefusalLog = std::function<void(const PeerCredentials& peer, const std::string& reason)>;
+  void SetRefusalLog(RefusalLog log) { refusal_log_ = std::move(log); }
 
   // A connection's life. `Input` handles every whole message in `buffer` (consuming
   // it) and appends the replies to `out`; it returns false when the peer is to be
   // dropped (malformed bytes, a protocol breach), with the reason in `error`.
   void Open(ClientId conn, const PeerCredentials& peer) { sessions_.Open(conn, peer); }
+  // What the daemon now knows of an unregistered connection's socket (a container's
+  // socket bound since the peer connected); a registered client keeps its tenant.
+  void Reidentify(ClientId conn, const PeerCredentials& peer) {
+    if (!clients_.Has(conn)) sessions_.Open(conn, peer);
+  }
   bool Input(ClientId conn, std::vector<uint8_t>* buffer, std::vector<uint8_t>* out, std::string* error) {
     return sessions_.Input(conn, buffer, out, error);
   }
@@ -123,6 +134,7 @@ class BrokerCore : private MessageHandlers {
   std::string OnUsage(ClientId, const PeerCredentials& peer, const protocol::Text& request) override {
     return metering_.Request(peer, weights_.admin_uid(), request);
   }
+  std::string OnSocketAdmin(ClientId, const PeerCredentials& peer, const protocol::Text& request) override;
   std::string OnComm(ClientId conn, const PeerCredentials&, const protocol::Comm& m) override {
     return comms_.Report(conn, clients_.at(conn), m);  // a warning for the client, or ""
   }
@@ -130,6 +142,8 @@ class BrokerCore : private MessageHandlers {
   void RestoreHoldings(ClientId conn, int32_t pid, const std::vector<int>& physical,
                        const uint64_t (&claimed)[protocol::kMaxDevices], std::string* warning);
 
+  // The tenant a registering client is; `refusal` set if it may not be that.
+  std::string TenantOf(const PeerCredentials& peer, const protocol::Hello& hello, std::string* refusal) const;
   // vGPU instances (profiles.h): the profile a client asks for or its tenant gives it,
   // where one fits, and the ceiling its flows run under.
   std::string ProfileOf(const std::string& tenant, const protocol::Hello& hello) const;
@@ -157,6 +171,8 @@ class BrokerCore : private MessageHandlers {
   SpatialPlanner spatial_;
   Metering metering_;
   Sessions sessions_;
+  SocketHost* socket_host_ = nullptr;
+  RefusalLog refusal_log_;
   bool rings_busy_ = false;
   CoreCounters counters_;  // for monitoring only
 };

@@ -15,12 +15,30 @@
 
 namespace gpushare::broker {
 
-// Who is at the other end of a connection, as the kernel says (SO_PEERCRED).
+// Which kind of the broker's sockets a peer reached (docs/threat-model.md).
+enum class SocketKind {
+  kMain,       // the main socket: the tenant is asked (GPUSHARE_TENANT), checked against uids/gids
+  kTenant,     // a tenant's socket ([tenants.X] socket): the tenant is the socket's
+  kContainer,  // a socket made by SocketAdmin: the tenant it is bound to, none before
+};
+
+// Who is at the other end of a connection: what the kernel says (SO_PEERCRED) and
+// which socket it reached, both from the trusted side.
 struct PeerCredentials {
   int32_t pid = 0;
   uint32_t uid = 0;
   uint32_t gid = 0;
+  SocketKind via = SocketKind::kMain;
+  std::string socket_tenant{};  // via a tenant or container socket: its tenant ("" : not bound yet)
+  std::string socket_name{};    // via a tenant or container socket: which, for messages ("tenants/x.sock")
 };
+
+// Root or the broker's own uid on the main socket: may administer the broker. A peer
+// that came through a tenant or container socket never may, whatever its uid (root in
+// a container is often uid 0 of the host).
+inline bool IsAdmin(const PeerCredentials& peer, uint32_t broker_uid) {
+  return peer.via == SocketKind::kMain && (peer.uid == 0 || peer.uid == broker_uid);
+}
 
 // What a client is granted, as published into its shared-memory channel.
 struct Grants {

@@ -55,13 +55,15 @@ SessionTerms SessionTermsOf(const ClientRecord& c, double weight, const std::map
 bool MaySeeUsage(const BrokerConfig& config, const PeerCredentials& viewer, uint32_t admin_uid,
                  const std::string& tenant) {
   TenantMembers members;
+  members.name = tenant;
   if (auto policy = config.tenants.find(tenant); policy != config.tenants.end()) {
     if (policy->second.uids) members.uids = &*policy->second.uids;
     if (policy->second.gids) members.gids = &*policy->second.gids;
   }
   // No running_uids: usage is history, and running in a tenant now (an open tenant
   // admits anyone) is no claim on what its members used before.
-  return MaySee(Viewer{viewer.uid, viewer.gid}, admin_uid, members);
+  return MaySee(Viewer{viewer.uid, viewer.gid, viewer.via != SocketKind::kMain, viewer.socket_tenant}, admin_uid,
+                members);
 }
 
 Metering::Metering(const BrokerConfig* config, const ClientRegistry* clients, const NodeLedger* ledger,
@@ -194,10 +196,9 @@ std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, c
   if (!tenant.empty() && !MaySeeUsage(*config_, peer, admin_uid, tenant))
     return Error("uid " + std::to_string(peer.uid) + " may not read tenant \"" + tenant + "\"'s usage").dump();
   // One who may read no tenant costs the broker no read of the database.
-  const bool reads_some = peer.uid == 0 || peer.uid == admin_uid ||
-                          std::any_of(config_->tenants.begin(), config_->tenants.end(), [&](const auto& t) {
-                            return MaySeeUsage(*config_, peer, admin_uid, t.first);
-                          });
+  const bool reads_some = IsAdmin(peer, admin_uid) || (peer.via != SocketKind::kMain && !peer.socket_tenant.empty()) ||
+                          std::any_of(config_->tenants.begin(), config_->tenants.end(),
+                                      [&](const auto& t) { return MaySeeUsage(*config_, peer, admin_uid, t.first); });
   if (!reads_some) return Error("uid " + std::to_string(peer.uid) + " may read no tenant's usage").dump();
 
   int64_t since = 0, until = DayOf(wall_clock_()) + 1;  // [since, until)

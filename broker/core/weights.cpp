@@ -42,8 +42,9 @@ void Weights::Update(ClientId id) {
 }
 
 std::string Weights::Set(const PeerCredentials& peer, const protocol::SetWeight& s) {
-  if (peer.uid != 0 && peer.uid != admin_uid_)
-    return "refused: only root or the broker's user (uid " + std::to_string(admin_uid_) + ") may change weights";
+  if (!IsAdmin(peer, admin_uid_))
+    return "refused: only root or the broker's user (uid " + std::to_string(admin_uid_) +
+           ") on the main socket may change weights";
   if (s.weight <= 0) return "refused: a weight is a number in (0, 1000]";
   std::vector<ClientId> changed;
   if (s.pid > 0) {

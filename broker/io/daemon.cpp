@@ -6,14 +6,11 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <random>
@@ -22,11 +19,11 @@
 #include "broker/policy/connection_gate.h"
 #include "broker_log.h"
 #include "common/base/futex.h"
-#include "common/protocol/socket_io.h"
 #include "gpu_inventory.h"
 #include "meter_store.h"
 #include "metrics_exporter.h"
 #include "shm_channels.h"
+#include "socket_listeners.h"
 #include "topology_discovery.h"
 
 namespace gpushare::broker {
@@ -67,6 +64,7 @@ void Prune(MeterStore& store, uint32_t retention_days) {
 
 struct Connection {
   int fd = -1;
+  std::string via;  // the path of the socket it reached
   PeerCredentials peer;
   uint64_t opened_ns = 0;
   std::vector<uint8_t> in;
@@ -117,49 +115,13 @@ class ThrottledLog {
   uint64_t suppressed_ = 0;
 };
 
-// Binds the listening socket, refusing to steal one a live broker answers on.
-int Listen(const std::string& path, std::string* error) {
-  std::error_code ec;
-  std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty() && !std::filesystem::exists(parent)) {
-    std::filesystem::create_directories(parent, ec);
-    if (ec) {
-      *error = "cannot create " + parent.string() + ": " + ec.message();
-      return -1;
-    }
-    chmod(parent.c_str(), 0755);
-  }
-  std::string probe_error;
-  int probe = protocol::ConnectUnix(path, &probe_error);
-  if (probe >= 0) {
-    close(probe);
-    *error = "a broker is already listening on " + path;
-    return -1;
-  }
-  unlink(path.c_str());
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) {
-    *error = "socket path too long: " + path;
-    return -1;
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, 256) != 0) {
-    *error = "cannot listen on " + path + ": " + std::strerror(errno);
-    if (fd >= 0) close(fd);
-    return -1;
-  }
-  chmod(path.c_str(), 0666);  // any tenant may connect; who it is comes from SO_PEERCRED
-  return fd;
-}
-
 class Daemon {
  public:
   Daemon(const DaemonOptions& options, BrokerConfig config, std::vector<GpuInfo> gpus, std::optional<Topology> topology,
          std::unique_ptr<MeterStore> store, std::vector<MeterSnapshot> open_sessions,
-         std::unique_ptr<MetricsExporter> exporter)
+         std::unique_ptr<MetricsExporter> exporter, SocketListeners* listeners)
       : options_(options),
+        listeners_(listeners),
         gate_(config.limits, geteuid(), FdRoom()),
         handshake_timeout_ns_(uint64_t{config.limits.handshake_timeout_ms} * 1'000'000),
         metering_(config.metering),
@@ -169,6 +131,11 @@ class Daemon {
         channels_("gpushare." + std::to_string(getpid())),
         core_(std::move(config), std::move(gpus), &channels_) {
     core_.SetProcessMemory([this](int32_t pid, int gpu) { return process_memory_.Held(pid, gpu); });
+    core_.SetSocketHost(listeners_);
+    core_.SetRefusalLog([this](const PeerCredentials& peer, const std::string& reason) {
+      refused_hello_log_.Warn(MonotonicNs(), "pid %d (uid %u): registration refused: %s", peer.pid, peer.uid,
+                              reason.c_str());
+    });
     if (topology && !core_.SetTopology(std::move(*topology)))
       Log(LogLevel::kWarn, "topology: describes another number of GPUs than the inventory; treated as no P2P");
     if (store_) {
@@ -181,13 +148,15 @@ class Daemon {
     RefreshMetrics(MonotonicNs());
   }
 
-  int Run(int listen_fd, int signal_fd) {
+  int Run(int signal_fd) {
     for (;;) {
       // At the connection limit, or backing off after EMFILE, the listening socket is
       // not polled (a negative fd is skipped): pending connections wait in its backlog
       // instead of waking the loop over and over.
       const bool listening = gate_.Listening() && MonotonicNs() >= accept_after_ns_;
-      std::vector<pollfd> fds{{signal_fd, POLLIN, 0}, {listening ? listen_fd : -1, POLLIN, 0}};
+      std::vector<pollfd> fds{{signal_fd, POLLIN, 0}};
+      for (const auto& [fd, listener] : listeners_->by_fd()) fds.push_back({listening ? fd : -1, POLLIN, 0});
+      const size_t first_connection = fds.size();
       std::vector<ClientId> ids;
       for (auto& [id, c] : connections_) {
         fds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
@@ -211,9 +180,12 @@ class Daemon {
           }
         }
       }
-      if (fds[1].revents & POLLIN) Accept(listen_fd);
+      // A reload or a SocketAdmin request may have closed a listener since the poll.
+      for (size_t i = 1; i < first_connection; ++i)
+        if ((fds[i].revents & POLLIN) && listeners_->by_fd().count(fds[i].fd) > 0) Accept(fds[i].fd);
       for (size_t i = 0; i < ids.size(); ++i)  // Periodic may have dropped some (DropSilent)
-        if (fds[i + 2].revents != 0 && connections_.count(ids[i]) > 0) Serve(ids[i], fds[i + 2].revents);
+        if (fds[first_connection + i].revents != 0 && connections_.count(ids[i]) > 0)
+          Serve(ids[i], fds[first_connection + i].revents);
       // Sessions that ended in this pass: written now, in one transaction.
       if (store_) {
         std::string error;
@@ -327,7 +299,8 @@ class Daemon {
       const ClientId id = next_id_++;
       Connection& c = connections_[id];
       c.fd = fd;
-      c.peer = {cred.pid, cred.uid, cred.gid};
+      c.via = listeners_->PathOf(listen_fd);
+      c.peer = listeners_->Identify(c.via, PeerCredentials{cred.pid, cred.uid, cred.gid});
       c.opened_ns = now;
       core_.Open(id, c.peer);
     }
@@ -357,13 +330,18 @@ class Daemon {
         c.in.insert(c.in.end(), chunk, chunk + n);
         std::string error;
         const bool was_client = core_.Client(id) != nullptr;
+        if (!was_client) {  // a container's socket may have been bound since it connected
+          c.peer = listeners_->Identify(c.via, c.peer);
+          core_.Reidentify(id, c.peer);
+        }
         if (!core_.Input(id, &c.in, &c.out, &error)) {
           Log(LogLevel::kWarn, "pid %d (uid %u): %s; dropped", c.peer.pid, c.peer.uid, error.c_str());
           gone = true;
         } else if (!was_client) {
           if (const ClientRecord* r = core_.Client(id))
-            Log(LogLevel::kInfo, "pid %d (uid %u) joined as tenant \"%s\" on %zu GPU(s)", c.peer.pid, c.peer.uid,
-                r->tenant.c_str(), r->physical.size());
+            Log(LogLevel::kInfo, "pid %d (uid %u) joined as tenant \"%s\" on %zu GPU(s)%s%s", c.peer.pid, c.peer.uid,
+                r->tenant.c_str(), r->physical.size(), c.peer.via == SocketKind::kMain ? "" : " via ",
+                c.peer.socket_name.c_str());
         }
       } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
         gone = true;
@@ -430,16 +408,18 @@ class Daemon {
     metering_.interval_ns = config->metering.interval_ns;
     metering_.retention_days = config->metering.retention_days;
     gate_.SetLimits(config->limits);
+    listeners_->Configure(*config);
     handshake_timeout_ns_ = uint64_t{config->limits.handshake_timeout_ms} * 1'000'000;
     core_.Reload(std::move(*config));
     Log(LogLevel::kInfo, "reloaded %s", options_.config_path.c_str());
   }
 
   DaemonOptions options_;
+  SocketListeners* listeners_;
   ConnectionGate gate_;
   uint64_t handshake_timeout_ns_;
   uint64_t accept_after_ns_ = 0;  // EMFILE back-off
-  ThrottledLog refused_log_, silent_log_, out_of_fds_log_;
+  ThrottledLog refused_log_, silent_log_, out_of_fds_log_, refused_hello_log_;
   MeteringConfig metering_;
   std::unique_ptr<MeterStore> store_;  // null: metering off
   uint64_t last_flush_ns_ = 0;
@@ -508,11 +488,12 @@ int RunDaemon(const DaemonOptions& options) {
   }
   signal(SIGPIPE, SIG_IGN);
   int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
-  int listen_fd = Listen(options.socket_path, &error);
-  if (listen_fd < 0 || signal_fd < 0) {
-    Log(LogLevel::kError, "%s", listen_fd < 0 ? error.c_str() : "signalfd failed");
+  SocketListeners listeners(options.socket_path);
+  if (signal_fd < 0 || !listeners.OpenMain(config.sockets, &error)) {
+    Log(LogLevel::kError, "%s", signal_fd < 0 ? "signalfd failed" : error.c_str());
     return 1;
   }
+  listeners.Configure(config);
   ShmChannels::RemoveStale();
   for (const GpuInfo& g : gpus)
     Log(LogLevel::kInfo, "GPU %d: %s, %llu bytes", g.index, g.name.c_str(),
@@ -536,8 +517,6 @@ int RunDaemon(const DaemonOptions& options) {
     exporter = MetricsExporter::Start(config.metrics.listen, config.metrics.refresh_ns, &error);
     if (!exporter) {
       Log(LogLevel::kError, "%s", error.c_str());
-      close(listen_fd);
-      unlink(options.socket_path.c_str());
       return 1;
     }
     Log(LogLevel::kInfo, "metrics: serving http://%s/metrics", config.metrics.listen.c_str());
@@ -546,11 +525,9 @@ int RunDaemon(const DaemonOptions& options) {
   int status;
   {
     Daemon daemon(options, std::move(config), std::move(gpus), std::move(topology), std::move(store),
-                  std::move(open_sessions), std::move(exporter));
-    status = daemon.Run(listen_fd, signal_fd);
+                  std::move(open_sessions), std::move(exporter), &listeners);
+    status = daemon.Run(signal_fd);
   }
-  close(listen_fd);
-  unlink(options.socket_path.c_str());
   return status;
 }
 

@@ -2,14 +2,17 @@
 #include "config.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 
@@ -71,10 +74,67 @@ std::vector<T> IntList(const toml::node& n, const std::string& field, int64_t mi
   return out;
 }
 
+// A user or group: its number, or its name looked up on this machine.
+uint32_t Id(const toml::node& n, const std::string& field, bool is_group) {
+  if (auto i = n.value<int64_t>(); i && n.is_integer() && *i >= 0 && *i <= 4294967294) return static_cast<uint32_t>(*i);
+  if (auto name = n.value<std::string>(); name && n.is_string() && !name->empty()) {
+    if (is_group) {
+      if (const struct group* g = getgrnam(name->c_str())) return g->gr_gid;
+    } else if (const passwd* u = getpwnam(name->c_str())) {
+      return u->pw_uid;
+    }
+    Fail(n, field + ": no " + (is_group ? "group" : "user") + " \"" + *name + "\" on this machine");
+  }
+  Fail(n, field + std::string(": expected a ") + (is_group ? "group" : "user") + "'s name or number");
+}
+
+// Permission bits as an octal string ("0660"), at most 0777.
+uint32_t Mode(const toml::node& n, const std::string& field) {
+  std::optional<std::string> text = n.value<std::string>();
+  uint32_t mode = 0;
+  bool ok = text && n.is_string() && !text->empty() && text->size() <= 4;
+  for (char ch : text.value_or("")) {
+    ok = ok && ch >= '0' && ch <= '7';
+    mode = mode * 8 + static_cast<uint32_t>(ch - '0');
+  }
+  if (!ok || mode > 0777) Fail(n, field + ": expected octal permission bits as a string, such as \"0660\"");
+  return mode;
+}
+
+// A tenant's own socket: its name becomes a file name, so it is held to a safe set.
+void ParseTenantSocket(const toml::table& t, const std::string& name, const std::string& field, TenantPolicy* p) {
+  if (const toml::node* n = t.get("socket")) {
+    auto b = n->value<bool>();
+    if (!b || !n->is_boolean()) Fail(*n, field + ".socket: expected true or false");
+    p->socket = *b;
+    bool safe = !name.empty() && name.size() <= 64;
+    for (char ch : name)
+      safe = safe && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '-');
+    if (p->socket && !safe)
+      Fail(*n,
+           field + ".socket: a tenant with a socket needs a name of 1 to 64 of A-Z a-z 0-9 . _ - (it names the file)");
+  }
+  if (const toml::node* n = t.get("socket_owner")) p->socket_owner = Id(*n, field + ".socket_owner", false);
+  if (const toml::node* n = t.get("socket_group")) p->socket_group = Id(*n, field + ".socket_group", true);
+  if (const toml::node* n = t.get("socket_mode")) p->socket_mode = Mode(*n, field + ".socket_mode");
+}
+
+// [sockets]: the main socket's permissions.
+void ParseSockets(const toml::table& root, SocketsConfig* out) {
+  const toml::node* node = root.get("sockets");
+  if (node == nullptr) return;
+  const toml::table* t = node->as_table();
+  if (t == nullptr) Fail(*node, "sockets: expected a table");
+  CheckKeys(*t, "sockets", {"main_mode", "main_group"});
+  if (const toml::node* n = t->get("main_mode")) out->main_mode = Mode(*n, "sockets.main_mode");
+  if (const toml::node* n = t->get("main_group")) out->main_group = Id(*n, "sockets.main_group", true);
+}
+
 BrokerConfig Parse(const toml::table& root) {
   BrokerConfig c;
-  CheckKeys(root, "", {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles", "metering", "billing",
-                       "limits", "metrics"});
+  CheckKeys(root, "",
+            {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles", "metering", "billing", "limits",
+             "metrics", "sockets"});
   if (const toml::node* node = root.get("node")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "node: expected a table");
@@ -142,7 +202,8 @@ BrokerConfig Parse(const toml::table& root) {
       const toml::table* t = tnode.as_table();
       if (t == nullptr) Fail(tnode, field + ": expected a table");
       CheckKeys(*t, field,
-                {"weight", "max_weight", "memory", "max_memory", "gpus", "uids", "gids", "profile", "max_compute"});
+                {"weight", "max_weight", "memory", "max_memory", "gpus", "uids", "gids", "profile", "max_compute",
+                 "socket", "socket_owner", "socket_group", "socket_mode"});
       TenantPolicy p;
       if (const toml::node* n = t->get("weight")) p.weight = PositiveNumber(*n, field + ".weight");
       if (const toml::node* n = t->get("max_weight")) p.max_weight = PositiveNumber(*n, field + ".max_weight");
@@ -151,6 +212,7 @@ BrokerConfig Parse(const toml::table& root) {
       if (const toml::node* n = t->get("gpus")) p.gpus = IntList<int>(*n, field + ".gpus", 0, 1023);
       if (const toml::node* n = t->get("uids")) p.uids = IntList<uint32_t>(*n, field + ".uids", 0, 4294967294);
       if (const toml::node* n = t->get("gids")) p.gids = IntList<uint32_t>(*n, field + ".gids", 0, 4294967294);
+      ParseTenantSocket(*t, std::string(name.str()), field, &p);
       c.tenants[std::string(name.str())] = p;
     }
   }
@@ -477,6 +539,7 @@ std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std
     ParseMeteringAndBilling(root, &config.metering, &config.billing);
     ParseLimits(root, &config.limits);
     ParseMetrics(root, &config.metrics);
+    ParseSockets(root, &config.sockets);
     return config;
   } catch (const toml::parse_error& e) {
     *error = source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
@@ -559,7 +622,7 @@ std::string ProfilesUnfit(const BrokerConfig& config, const std::vector<uint64_t
 }
 
 TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant, uint32_t uid, double asked_weight,
-                          std::optional<uint64_t> asked_cap, std::optional<uint32_t> gid) {
+                          std::optional<uint64_t> asked_cap, std::optional<uint32_t> gid, bool by_socket) {
   TenantTerms terms;
   terms.weight = asked_weight;
   terms.memory_cap = asked_cap;
@@ -568,7 +631,7 @@ TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant,
   const TenantPolicy& p = it->second;
   const bool uid_listed = p.uids && std::find(p.uids->begin(), p.uids->end(), uid) != p.uids->end();
   const bool gid_listed = p.gids && gid && std::find(p.gids->begin(), p.gids->end(), *gid) != p.gids->end();
-  if ((p.uids || p.gids) && !uid_listed && !gid_listed) {
+  if (!by_socket && (p.uids || p.gids) && !uid_listed && !gid_listed) {
     terms.refusal = "uid " + std::to_string(uid) + (gid ? " (gid " + std::to_string(*gid) + ")" : std::string()) +
                     " may not use tenant \"" + tenant + "\"";
     return terms;

@@ -29,6 +29,20 @@ struct TenantPolicy {
   std::optional<std::string> profile = std::nullopt;         // every client's vGPU profile (asking another: refused)
   std::optional<double> max_compute = std::nullopt;          // ceiling on each client's GPU time, (0, 1]
   std::optional<std::vector<uint32_t>> gids = std::nullopt;  // who may use it by primary group
+  // Its own socket, tenants/<name>.sock beside the main one (docs/threat-model.md):
+  // whoever reaches it is this tenant, so its owner, group and mode say who may be.
+  bool socket = false;
+  std::optional<uint32_t> socket_owner = std::nullopt;  // uid; unset: the broker's
+  std::optional<uint32_t> socket_group = std::nullopt;  // gid; unset: the broker's
+  uint32_t socket_mode = 0660;
+};
+
+// [sockets]: the main socket's permissions. Its default (0666, anyone connects, the
+// tenant checked against uids/gids) suits a machine of trusted users; 0600 or 0660
+// with a group makes it admin-only, so that workloads reach only their tenants' sockets.
+struct SocketsConfig {
+  uint32_t main_mode = 0666;
+  std::optional<uint32_t> main_group;  // gid; unset: the broker's
 };
 
 // [limits]: what one local user can make the broker hold (issue 22). Connections
@@ -82,6 +96,7 @@ struct BrokerConfig {
   BillingConfig billing;
   LimitsConfig limits;
   MetricsConfig metrics;
+  SocketsConfig sockets;
 };
 
 // What the broker reads is only a regular file under a size limit (not a FIFO, a
@@ -116,8 +131,11 @@ struct TenantTerms {
   std::optional<std::vector<int>> gpus;
   std::string refusal;  // non-empty: the client may not join
 };
-// `gid`: the client's primary group, matched against the tenant's gids.
+// `gid`: the client's primary group, matched against the tenant's gids. `by_socket`: the
+// client reached the tenant's own socket (or a container's bound to it), which is its
+// credential: uids and gids do not apply.
 TenantTerms ResolveTenant(const BrokerConfig& config, const std::string& tenant, uint32_t uid, double asked_weight,
-                          std::optional<uint64_t> asked_cap, std::optional<uint32_t> gid = std::nullopt);
+                          std::optional<uint64_t> asked_cap, std::optional<uint32_t> gid = std::nullopt,
+                          bool by_socket = false);
 
 }  // namespace gpushare::broker

@@ -29,10 +29,13 @@ namespace testing_support {
 
 class TestBroker {
  public:
-  TestBroker(const std::string& node_json, const std::string& config_toml) : node_(node_json) {
+  // `socket_dir`: a folder of its own for the main socket (broker.sock) and the
+  // tenants' and containers' sockets the broker makes beside it; "" : one in /tmp.
+  TestBroker(const std::string& node_json, const std::string& config_toml, const std::string& socket_dir = "")
+      : node_(node_json) {
     static int counter = 0;
     const std::string base = "/tmp/gs-broker-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-    socket_ = base + ".sock";
+    socket_ = socket_dir.empty() ? base + ".sock" : socket_dir + "/broker.sock";
     config_ = base + ".toml";
     state_ = base + ".state";  // its meter's database (metering.db), across restarts
     WriteConfig(config_toml);
@@ -71,6 +74,7 @@ class TestBroker {
   bool Alive() { return kill(broker_->pid(), 0) == 0 && waitpid(broker_->pid(), nullptr, WNOHANG) == 0; }
   Child& process() { return *broker_; }
   const std::string& socket() const { return socket_; }
+  const std::string& config_path() const { return config_; }
   std::string database() const { return state_ + "/metering.db"; }
   const SimNode& node() const { return node_; }
 
@@ -85,7 +89,12 @@ class TestBroker {
 
   // One request on a fresh connection; the reply's payload, or the error.
   std::optional<std::string> Ask(const std::vector<uint8_t>& request, std::string* error) {
-    int fd = gpushare::protocol::ConnectUnix(socket_, error);
+    return AskAt(socket_, request, error);
+  }
+  // …on the socket at `path` (a tenant's or a container's).
+  static std::optional<std::string> AskAt(const std::string& path, const std::vector<uint8_t>& request,
+                                          std::string* error) {
+    int fd = gpushare::protocol::ConnectUnix(path, error);
     if (fd < 0) return std::nullopt;
     std::vector<uint8_t> buffer;
     gpushare::protocol::SendAll(fd, request);
