@@ -26,6 +26,7 @@
 #include "gpu_inventory.h"
 #include "meter_store.h"
 #include "metrics_exporter.h"
+#include "service_notify.h"
 #include "shm_channels.h"
 #include "topology_discovery.h"
 
@@ -207,6 +208,7 @@ class Daemon {
             Reload();
           } else {
             Log(LogLevel::kInfo, "signal %u: stopping", si.ssi_signo);
+            NotifyStopping();
             return 0;
           }
         }
@@ -394,6 +396,7 @@ class Daemon {
   }
 
   void Reload() {
+    const ReloadNotice notice;
     if (options_.config_path.empty()) {
       Log(LogLevel::kInfo, "SIGHUP: no config file to reload");
       return;
@@ -547,6 +550,7 @@ int RunDaemon(const DaemonOptions& options) {
   {
     Daemon daemon(options, std::move(config), std::move(gpus), std::move(topology), std::move(store),
                   std::move(open_sessions), std::move(exporter));
+    NotifyReady("listening on " + options.socket_path);  // the socket already queues connections
     status = daemon.Run(listen_fd, signal_fd);
   }
   close(listen_fd);
