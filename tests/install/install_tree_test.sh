@@ -53,6 +53,19 @@ grep -qx "ExecStart=$prefix/bin/gpushare-broker --config $prefix/etc/gpushare/br
   fail "the unit's ExecStart does not name this install's broker and config: $(grep ExecStart= "$unit")"
 cmp -s "$source/deploy/config/broker.toml" "$prefix/etc/gpushare/broker.toml" || fail "etc/gpushare/broker.toml is not the example"
 
+# The completions complete: an option, a subcommand, a file after --config, a command after --.
+complete_() {  # complete_ TOOL WORD...: what bash offers for the last word
+  local tool=$1
+  shift
+  bash -c 'source "$0"; COMP_WORDS=("${@:1}"); COMP_CWORD=$(($# - 1)); "_${1//-/_}"; echo "${COMPREPLY[*]}"' \
+    "$prefix/share/bash-completion/completions/$tool" "$tool" "$@"
+}
+[[ $(complete_ gpushare-smi --js) == --json ]] || fail "gpushare-smi --js<TAB> offers '$(complete_ gpushare-smi --js)'"
+[[ $(complete_ gpushare-smi vg) == vgpu ]] || fail "gpushare-smi vg<TAB> offers '$(complete_ gpushare-smi vg)'"
+[[ $(complete_ gpushare-broker --config "$prefix/etc/gpushare/bro") == "$prefix/etc/gpushare/broker.toml" ]] ||
+  fail "gpushare-broker --config <TAB> does not complete the file"
+[[ " $(complete_ gpushare-run --memory 1GiB -- bas) " == *" bash "* ]] || fail "gpushare-run -- <TAB> does not complete commands"
+
 # gpushare-run finds the shim beside its bin/ (../lib), as it does in the build tree.
 out=$(env -u GPUSHARE_LIBRARY "$prefix/bin/gpushare-run" -- sh -c 'echo "$LD_PRELOAD"') || fail "installed gpushare-run failed"
 [[ $out == "$prefix/lib/libgpushare.so"* ]] || fail "installed gpushare-run preloads '$out', not $prefix/lib/libgpushare.so"
