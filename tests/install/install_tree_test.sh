@@ -48,6 +48,9 @@ for t in "${tools[@]}"; do
 done
 
 readelf -h "$prefix/lib/libgpushare.so" | grep -q 'Type: *DYN' || fail "lib/libgpushare.so is no shared library"
+# sd_notify is the broker's alone: the shim, in every client process, does not load libsystemd.
+readelf -d "$prefix/bin/gpushare-broker" | grep -q 'NEEDED.*libsystemd' || fail "the broker does not link libsystemd"
+if readelf -d "$prefix/lib/libgpushare.so" | grep -q 'NEEDED.*libsystemd'; then fail "libgpushare.so links libsystemd"; fi
 unit=$prefix/lib/systemd/system/gpushare-broker.service
 grep -qx "ExecStart=$prefix/bin/gpushare-broker --config $prefix/etc/gpushare/broker.toml --socket /run/gpushare/broker.sock" "$unit" ||
   fail "the unit's ExecStart does not name this install's broker and config: $(grep ExecStart= "$unit")"
