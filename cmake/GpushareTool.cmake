@@ -18,6 +18,7 @@ if(GPUSHARE_MAN_PAGES)
 endif()
 
 set(GPUSHARE_COMPLETION_GENERATOR ${CMAKE_CURRENT_LIST_DIR}/gen_bash_completion.cmake)
+set(GPUSHARE_HELP_FOR_MAN ${CMAKE_CURRENT_LIST_DIR}/help_for_man.sh)
 
 function(gpushare_tool target)
   cmake_parse_arguments(PARSE_ARGV 1 arg "" "SUMMARY;SECTION" "")
@@ -45,9 +46,10 @@ function(gpushare_tool target)
     set(man ${CMAKE_BINARY_DIR}/share/man/man${arg_SECTION}/${target}.${arg_SECTION})
     file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/share/man/man${arg_SECTION})
     add_custom_command(OUTPUT ${man}
-                       COMMAND ${GPUSHARE_HELP2MAN} --no-info --section=${arg_SECTION} --name=${arg_SUMMARY}
-                               --source=gpushare --output=${man} $<TARGET_FILE:${target}>
-                       DEPENDS ${target}
+                       COMMAND ${CMAKE_COMMAND} -E env GPUSHARE_PROGRAM=$<TARGET_FILE:${target}>
+                               ${GPUSHARE_HELP2MAN} --no-info --section=${arg_SECTION} --name=${arg_SUMMARY}
+                               --source=gpushare --output=${man} ${GPUSHARE_HELP_FOR_MAN}
+                       DEPENDS ${target} ${GPUSHARE_HELP_FOR_MAN}
                        COMMENT "man page ${target}(${arg_SECTION}) from its --help" VERBATIM)
     list(APPEND outputs ${man})
     install(FILES ${man} DESTINATION ${CMAKE_INSTALL_MANDIR}/man${arg_SECTION})

@@ -44,6 +44,7 @@ for t in "${tools[@]}"; do
   out=$("$prefix/bin/$t" --version) || fail "$t --version failed"
   [[ $out == "$t (gpushare) $version" ]] || fail "$t --version printed '$out', expected '$t (gpushare) $version'"
   grep -qF -- '\-\-help' "$prefix"/share/man/man*/"$t".* || fail "the man page of $t does not list --help"
+  grep -qx '.SH SYNOPSIS' "$prefix"/share/man/man*/"$t".* || fail "the man page of $t has no SYNOPSIS (a 'usage: $t' line)"
   grep -q "^complete .* $t\$" "$prefix/share/bash-completion/completions/$t" || fail "no completion for $t"
 done
 
