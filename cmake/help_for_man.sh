@@ -8,7 +8,7 @@ out=$("$GPUSHARE_PROGRAM" "$@")
 printf '%s\n' "$out" | awk -v name="$(basename "$GPUSHARE_PROGRAM")" '
   function flush() { if (form != "") print form; form = "" }
   in_usage && $0 ~ "^ +" name " " { flush(); sub(/^ +/, ""); form = "  or: " $0; next }
-  in_usage && /^ +[^ ]/ { sub(/^ +/, " "); form = form $0; next }
+  in_usage && /^    [ ]*[^ -]/ { sub(/^ +/, " "); form = form $0; next }  # a wrapped form, not an option
   { flush(); in_usage = 0 }
   $0 ~ "^usage: " name " " { sub(/^usage:/, "Usage:"); form = $0; in_usage = 1; next }
   { print }
