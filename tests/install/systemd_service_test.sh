@@ -4,7 +4,7 @@
 # installed under /usr/local (DESTDIR staging, copied in). Checks that the hardened
 # unit runs the broker on simgpu: `systemctl start` returns with the broker ready
 # ("listening on ..." as its status), /run/gpushare and /var/lib/gpushare are made,
-# gpushare-smi reaches it, a reload applies, a bad config's reload is refused while
+# gpushare-smi reaches it, a client under the installed shim joins it, a reload applies, a bad config's reload is refused while
 # the service stays active, and a stop is clean.
 # Skips (77) with the reason where podman cannot boot systemd (no podman, not root).
 # Usage: systemd_service_test.sh BUILD_DIR
@@ -50,6 +50,18 @@ status=$(systemctl show -p StatusText --value gpushare-broker)
 [[ -f /var/lib/gpushare/metering.db ]] || fail "metering did not write /var/lib/gpushare/metering.db (StateDirectory)"
 smi=$(GPUSHARE_SOCKET=/run/gpushare/broker.sock /usr/local/bin/gpushare-smi --json) || fail "gpushare-smi: $smi"
 grep -q '"gpus"' <<<"$smi" || fail "gpushare-smi --json: $smi"
+# A client under the installed shim joins the sandboxed broker (socket, /dev/shm channel).
+export GPUSHARE_SOCKET=/run/gpushare/broker.sock
+LD_LIBRARY_PATH=$build/simgpu /usr/local/bin/gpushare-run --tenant svc -- "$build/samples/compute_loop" --seconds 3 \
+  >/tmp/client.log 2>&1 &
+client=$!
+joined=no
+for _ in $(seq 100); do
+  if /usr/local/bin/gpushare-smi --json | grep -qE '"tenant": ?"svc"'; then joined=yes; break; fi
+  sleep 0.1
+done
+wait "$client" || fail "the client failed: $(cat /tmp/client.log)"
+[[ $joined == yes ]] || fail "the client never showed in gpushare-smi as tenant svc: $(cat /tmp/client.log)"
 timeout 60 systemctl reload gpushare-broker || fail "systemctl reload"
 journalctl -u gpushare-broker --no-pager | grep -q 'reloaded /usr/local/etc/gpushare/broker.toml' || fail "no reload in the journal"
 printf '[limits]\nbogus = 1\n' >>/usr/local/etc/gpushare/broker.toml
@@ -59,5 +71,5 @@ systemctl is-active --quiet gpushare-broker || fail "inactive after a refused re
 timeout 60 systemctl stop gpushare-broker || fail "systemctl stop"
 [[ $(systemctl show -p Result --value gpushare-broker) == success ]] || fail "stop result $(systemctl show -p Result --value gpushare-broker)"
 [[ ! -e /run/gpushare ]] || fail "/run/gpushare left after stop (RuntimeDirectory)"
-echo "systemd: started (ready), reloaded, refused a bad reload, stopped"
+echo "systemd: started (ready), served a client, reloaded, refused a bad reload, stopped"
 INSIDE
