@@ -21,9 +21,13 @@ else()
   set(GPUSHARE_SYSCONFDIR "${CMAKE_INSTALL_PREFIX}/etc")
 endif()
 
-configure_file("${SOURCE_DIR}/systemd/gpushare-broker.service.in" "${WORK_DIR}/gpushare-broker.service" @ONLY)
-file(INSTALL "${WORK_DIR}/gpushare-broker.service" DESTINATION "${unitdir}"
+# One folder per destination: installs to two prefixes at once (tests do) do not share a file.
+string(MD5 destination "$ENV{DESTDIR}|${CMAKE_INSTALL_PREFIX}")
+set(unit "${WORK_DIR}/${destination}/gpushare-broker.service")
+configure_file("${SOURCE_DIR}/systemd/gpushare-broker.service.in" "${unit}" @ONLY)
+file(INSTALL "${unit}" DESTINATION "${unitdir}"
      PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+file(REMOVE_RECURSE "${WORK_DIR}/${destination}")
 
 set(config "${SOURCE_DIR}/config/broker.toml")
 set(installed "$ENV{DESTDIR}${GPUSHARE_SYSCONFDIR}/gpushare/broker.toml")

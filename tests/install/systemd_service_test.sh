@@ -35,13 +35,15 @@ for _ in $(seq 100); do
 done
 [[ $state == running || $state == degraded ]] || skip "systemd in the container did not come up (state '$state')"
 
-podman exec -i "$name" bash -s "$build" <<'INSIDE'
+# The sanitizer flavor's options (.ci/run) reach the service and the client too.
+podman exec -i -e ASAN_OPTIONS="${ASAN_OPTIONS:-}" -e UBSAN_OPTIONS="${UBSAN_OPTIONS:-}" "$name" bash -s "$build" <<'INSIDE'
 set -euo pipefail
 build=$1
 fail() { echo "FAIL: $*"; journalctl -u gpushare-broker --no-pager | tail -20; exit 1; }
 cp -a /stage/. /
 mkdir -p /etc/systemd/system/gpushare-broker.service.d
-printf '[Service]\nEnvironment=LD_LIBRARY_PATH=%s/simgpu\n' "$build" >/etc/systemd/system/gpushare-broker.service.d/simgpu.conf
+printf '[Service]\nEnvironment=LD_LIBRARY_PATH=%s/simgpu "ASAN_OPTIONS=%s" "UBSAN_OPTIONS=%s"\n' \
+  "$build" "$ASAN_OPTIONS" "$UBSAN_OPTIONS" >/etc/systemd/system/gpushare-broker.service.d/simgpu.conf
 systemctl daemon-reload
 timeout 60 systemctl start gpushare-broker || fail "systemctl start"
 status=$(systemctl show -p StatusText --value gpushare-broker)
