@@ -23,6 +23,7 @@
 
 #include "broker/policy/config.h"
 #include "common/base/socket_path.h"
+#include "common/base/version.h"
 #include "common/protocol/protocol.h"
 #include "common/protocol/socket_io.h"
 #include "common/vendor/nvml_api.h"
@@ -40,6 +41,8 @@ constexpr const char* kUsage =
     "                  beside this program)\n"
     "  --program PATH  a program to be run under gpushare: can LD_PRELOAD reach it? (repeatable)\n"
     "  --json          the checks as JSON\n"
+    "  -h, --help      this text\n"
+    "  --version       the version\n"
     "exit status: 0 no check failed, 1 one or more failed, 2 usage\n";
 
 constexpr uint64_t kProbeCapBytes = 96ull << 20;  // what the probe is given and must see
@@ -432,6 +435,14 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--probe") return Probe();
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (a == "--version") {
+      gpushare::PrintVersion("gpushare-doctor");
+      return 0;
+    }
     if (a == "--json") {
       as_json = true;
     } else if ((a == "--socket" || a == "--config" || a == "--lib" || a == "--program") && i + 1 < argc) {

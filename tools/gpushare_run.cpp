@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/base/version.h"
 #include "run_args.h"
 
 namespace {
@@ -34,6 +35,10 @@ int main(int argc, char** argv) {
   const RunArgs args = ParseRunArgs(std::vector<std::string>(argv + 1, argv + argc));
   if (args.help) {
     std::fputs(RunUsage().c_str(), stdout);
+    return 0;
+  }
+  if (args.version) {
+    gpushare::PrintVersion("gpushare-run");
     return 0;
   }
   if (!args.error.empty()) {

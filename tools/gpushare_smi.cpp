@@ -17,6 +17,7 @@
 
 #include "common/base/socket_path.h"
 #include "common/base/units.h"
+#include "common/base/version.h"
 #include "common/protocol/protocol.h"
 #include "common/protocol/socket_io.h"
 
@@ -49,7 +50,8 @@ const char kUsage[] =
     "  vgpu           the vGPU inventory: per GPU, each profile's instances allocated /\n"
     "                 total (reserved) and who holds them, and the node's pool; -i GPU: that\n"
     "                 GPU only; --json: the broker's \"vgpu\" object (docs/configuration.md)\n"
-    "  -h, --help     this text\n";
+    "  -h, --help     this text\n"
+    "  --version      the version\n";
 
 // Readers that take whatever a newer or older broker sends: a missing key or one of
 // another type gives the default, never an exception.
@@ -525,6 +527,9 @@ int main(int argc, char** argv) {
       sub_args.emplace();
     } else if (arg == "-h" || arg == "--help") {
       std::fputs(kUsage, stdout);
+      return 0;
+    } else if (arg == "--version") {
+      gpushare::PrintVersion("gpushare-smi");
       return 0;
     } else if (arg == "--json") {
       as_json = true;

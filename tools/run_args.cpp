@@ -118,6 +118,10 @@ RunArgs ParseRunArgs(const std::vector<std::string>& args) {
       out.help = true;
       continue;
     }
+    if (arg == "--version") {
+      out.version = true;
+      continue;
+    }
     // "--name value" or "--name=value".
     const size_t eq = arg.find('=');
     const std::string name = arg.substr(0, eq);
@@ -139,7 +143,7 @@ RunArgs ParseRunArgs(const std::vector<std::string>& args) {
     if (std::string why = option->check(value); !why.empty()) return fail(name + ": " + why);
     out.env[option->variable] = value;
   }
-  if (out.help) return out;
+  if (out.help || out.version) return out;
   return fail("no command (expected -- CMD [ARGS...])");
 }
 
@@ -167,6 +171,7 @@ std::string RunUsage() {
          "  --devices LIST   GPUSHARE_VISIBLE_DEVICES: physical GPUs that become virtual 0, 1, ...\n"
          "  --socket PATH    GPUSHARE_SOCKET: the broker's socket\n"
          "  -h, --help       this text\n"
+         "  --version        the version\n"
          "The shim is <dir of gpushare-run>/../lib/libgpushare.so, or $GPUSHARE_LIBRARY.\n";
 }
 

@@ -13,6 +13,7 @@ struct RunArgs {
   std::map<std::string, std::string> env;  // GPUSHARE_* variable -> value, only those given
   std::vector<std::string> command;        // what follows "--"; never empty when ok
   bool help = false;                       // --help: print the usage, run nothing
+  bool version = false;                    // --version: print the version, run nothing
   std::string error;                       // "" when ok, else which option and why
 };
 

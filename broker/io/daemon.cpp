@@ -22,6 +22,7 @@
 #include "gpu_inventory.h"
 #include "meter_store.h"
 #include "metrics_exporter.h"
+#include "service_notify.h"
 #include "shm_channels.h"
 #include "socket_listeners.h"
 #include "topology_discovery.h"
@@ -176,6 +177,7 @@ class Daemon {
             Reload();
           } else {
             Log(LogLevel::kInfo, "signal %u: stopping", si.ssi_signo);
+            NotifyStopping();
             return 0;
           }
         }
@@ -372,6 +374,7 @@ class Daemon {
   }
 
   void Reload() {
+    const ReloadNotice notice;
     if (options_.config_path.empty()) {
       Log(LogLevel::kInfo, "SIGHUP: no config file to reload");
       return;
@@ -526,6 +529,7 @@ int RunDaemon(const DaemonOptions& options) {
   {
     Daemon daemon(options, std::move(config), std::move(gpus), std::move(topology), std::move(store),
                   std::move(open_sessions), std::move(exporter), &listeners);
+    NotifyReady("listening on " + options.socket_path);  // the sockets already queue connections
     status = daemon.Run(signal_fd);
   }
   return status;

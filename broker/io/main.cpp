@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/base/socket_path.h"
+#include "common/base/version.h"
 #include "common/protocol/socket_io.h"
 #include "daemon.h"
 
@@ -21,9 +22,17 @@ int main(int argc, char** argv) {
     } else if (arg == "-h" || arg == "--help") {
       std::printf(
           "usage: gpushare-broker --config FILE [--socket PATH]\n"
+          "Shares the node's GPUs between the processes that run under libgpushare.so:\n"
+          "places their virtual GPUs, enforces memory caps and schedules GPU time.\n"
           "  --config FILE  tenants, policy (TOML; see docs/configuration.md); SIGHUP reloads it\n"
           "  --socket PATH  where clients connect (default: $GPUSHARE_SOCKET, else\n"
-          "                 $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock)\n");
+          "                 $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock)\n"
+          "  -h, --help     this text\n"
+          "  --version      the version\n"
+          "Under systemd (gpushare-broker.service) it reports readiness with sd_notify.\n");
+      return 0;
+    } else if (arg == "--version") {
+      gpushare::PrintVersion("gpushare-broker");
       return 0;
     } else {
       std::fprintf(stderr, "gpushare-broker: unknown or incomplete argument \"%s\" (see --help)\n", arg.c_str());

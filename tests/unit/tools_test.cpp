@@ -101,6 +101,14 @@ TEST(ParseRunArgs, HelpNeedsNoCommand) {
   EXPECT_EQ(ParseRunArgs({"--help"}).error, "");
 }
 
+TEST(ParseRunArgs, VersionNeedsNoCommandButIsAnArgumentOfTheCommandAfterDashes) {
+  EXPECT_TRUE(ParseRunArgs({"--version"}).version);
+  EXPECT_EQ(ParseRunArgs({"--version"}).error, "");
+  const RunArgs a = ParseRunArgs({"--", "app", "--version"});
+  EXPECT_FALSE(a.version);
+  EXPECT_EQ(a.command, (std::vector<std::string>{"app", "--version"}));
+}
+
 TEST(ComposePreload, PutsTheShimFirstAndKeepsTheRest) {
   EXPECT_EQ(ComposePreload("/p/lib/libgpushare.so", ""), "/p/lib/libgpushare.so");
   EXPECT_EQ(ComposePreload("/p/lib/libgpushare.so", "/a/liba.so"), "/p/lib/libgpushare.so:/a/liba.so");
