@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -393,28 +394,61 @@ Check MemoryCheck(const Nvml& nvml, const std::optional<json>& status) {
   return {"memory", Verdict::kPass, detail.empty() ? "no GPU" : detail, ""};
 }
 
-// NCCL communicators as the NCCL hooks report them: ranks sharing a GPU or pairs without
-// P2P (data through host memory) slow every collective. The share of a step spent in
-// collectives is not measured yet (the hooks report membership, not time): said so.
+// NCCL, from the NCCL hooks: a job whose GPU time is more than 30 % collectives (the
+// article's threshold: communication dominates the step), with how its GPUs reach each
+// other; and communicators with ranks sharing a GPU or pairs without P2P (data through
+// host memory), which slow every collective.
+constexpr double kCollectiveShareLimit = 0.30;
+
+std::string Percent(double ratio) { return std::to_string(static_cast<int>(std::lround(ratio * 100))) + " %"; }
+
 Check NcclCheck(const std::optional<json>& status) {
   if (!status) return {"nccl", Verdict::kSkip, "no broker status", ""};
-  const json& comms = (*status)["communicators"];
+  std::string flagged, measured;
+  for (const json& j : status->value("jobs", json::array())) {
+    const std::string name = "job " + j["job"].get<std::string>() + " (tenant " + j["tenant"].get<std::string>() + ")";
+    if (j["collective_share"].is_null()) {
+      measured += (measured.empty() ? "" : "; ") + name + ": " + std::to_string(j["collectives"].get<uint64_t>()) +
+                  " collective(s), no GPU time measured (scheduling off)";
+      continue;
+    }
+    const double share = j["collective_share"].get<double>();
+    char seconds[96];
+    std::snprintf(seconds, sizeof seconds, "%.2f s of %.2f s GPU time, %llu collective(s)",
+                  j["collective_ms"].get<double>() / 1e3, j["gpu_time_ms"].get<double>() / 1e3,
+                  static_cast<unsigned long long>(j["collectives"].get<uint64_t>()));
+    std::string links;
+    for (const json& l : j["links"])
+      links += (links.empty() ? "" : ", ") + std::string("GPUs ") + std::to_string(l["gpus"][0].get<int>()) + "-" +
+               std::to_string(l["gpus"][1].get<int>()) + " " + l["link"].get<std::string>();
+    const std::string line =
+        name + ": " + Percent(share) + " in collectives (" + seconds + ")" + (links.empty() ? "" : "; " + links);
+    measured += (measured.empty() ? "" : "; ") + line;
+    if (share > kCollectiveShareLimit) flagged += (flagged.empty() ? "" : "; ") + line;
+  }
   std::string warnings;
-  for (const json& c : comms) {
+  for (const json& c : (*status)["communicators"]) {
     const std::string w = c.value("warning", "");
     if (!w.empty())
       warnings +=
           (warnings.empty() ? "" : "; ") + c["tenant"].get<std::string>() + " " + c["id"].get<std::string>() + ": " + w;
   }
-  const std::string unmeasured = " (the share of time in collectives is not measured yet)";
+  if (!flagged.empty())
+    return {"nccl", Verdict::kWarn,
+            flagged + ": above " + Percent(kCollectiveShareLimit) + " of GPU time in NCCL" +
+                (warnings.empty() ? "" : "; " + warnings),
+            "Run with NCCL_DEBUG=INFO to see the transport NCCL chose (P2P/NVLink, SHM or NET); place the ranks on "
+            "P2P/NVLink-connected GPUs and enable GPUDirect P2P (nvidia-smi topo -m); overlap communication with "
+            "compute or exchange larger buckets less often."};
   if (!warnings.empty())
-    return {"nccl", Verdict::kWarn, warnings + unmeasured,
+    return {"nccl", Verdict::kWarn, warnings,
             "Run with NCCL_DEBUG=INFO to see the transport chosen; enable P2P/GPUDirect (nvidia-smi topo -m) or "
             "place ranks on P2P-connected GPUs."};
-  return {
-      "nccl", Verdict::kPass,
-      std::to_string(comms.size()) + " communicator(s), every pair of ranks on its own P2P-connected GPUs" + unmeasured,
-      ""};
+  const size_t comms = (*status)["communicators"].size();
+  return {"nccl", Verdict::kPass,
+          std::to_string(comms) + " communicator(s), every pair of ranks on its own P2P-connected GPUs" +
+              (measured.empty() ? "; no collective timed" : "; " + measured),
+          ""};
 }
 
 std::string SelfPath() {
