@@ -47,6 +47,14 @@ class Scratch {
   std::string dir_;
 };
 
+std::string AskClient(Child& c, const std::string& command) {
+  c.Send(command + "\n");
+  for (;;) {
+    std::string line = c.ReadLine();
+    if (line.rfind("gpushare", 0) != 0) return line;
+  }
+}
+
 struct Doctor {
   int exit_code;
   json report;
@@ -222,6 +230,39 @@ TEST(Doctor, CapsPromisedPastAGpusMemoryFail) {
   EXPECT_EQ(d.Verdict("memory"), "fail") << d.Detail("memory");
   EXPECT_NE(d.Detail("memory").find("promised 20.00 GiB to 2 tenant(s)"), std::string::npos) << d.Detail("memory");
   for (auto& c : clients) c->Send("quit\n");
+}
+
+// A process outside gpushare (the test client without the shim) holds 10 GiB of a
+// 16 GiB GPU on which tenant a was promised 8 GiB: a's clients would get out of memory
+// below their cap, and the doctor names the process. With it gone, the same node passes
+// and says what a new client has room for: the largest vGPU instance that still fits.
+TEST(Doctor, MemoryHeldByAProcessOutsideGpushareFailsNamingIt) {
+  Scratch scratch;
+  testing_support::TestBroker broker(kOneGpu,
+                                     "[tenants.a]\nmemory = \"8GiB\"\n[profiles.q4g]\nmemory = \"4GiB\"\n"
+                                     "compute = 0.25\n[profiles.q2g]\nmemory = \"2GiB\"\ncompute = 0.125\n");
+  Child a({CLIENT_PATH}, broker.ClientEnv({{"GPUSHARE_TENANT", "a"}}));
+  ASSERT_EQ(AskClient(a, "init"), "devices=1 init=CUDA_SUCCESS");
+  ASSERT_EQ(AskClient(a, "alloc 0 1073741824"), "alloc=ok");
+  Doctor fits = RunDoctor(broker.node(), scratch, {"--socket", broker.socket(), "--lib", GPUSHARE_LIB});
+  EXPECT_EQ(fits.Verdict("memory"), "pass") << fits.Detail("memory");
+  for (const char* said : {"promised 8.00 GiB to 1 tenant(s) [a 8.00 GiB (holds 1.00 GiB)]",
+                           "room for a new client: 8.00 GiB", "largest instance that fits: q4g (4.00 GiB)"})
+    EXPECT_NE(fits.Detail("memory").find(said), std::string::npos) << said << " in " << fits.Detail("memory");
+
+  auto env = broker.node().Env();  // no LD_PRELOAD: not under gpushare
+  Child outside({CLIENT_PATH}, env);
+  ASSERT_EQ(AskClient(outside, "init"), "devices=1 init=CUDA_SUCCESS");
+  ASSERT_EQ(AskClient(outside, "alloc 0 10737418240"), "alloc=ok");
+  Doctor d = RunDoctor(broker.node(), scratch, {"--socket", broker.socket(), "--lib", GPUSHARE_LIB});
+  EXPECT_EQ(d.Verdict("memory"), "fail") << d.Detail("memory");
+  for (const std::string& said :
+       {"not under gpushare: pid " + std::to_string(outside.pid()) + " (broker_client) 10.00 GiB",
+        std::string("room for a new client: 0 MiB"), std::string("no instance profile fits"),
+        std::string("Stop the processes not under gpushare")})
+    EXPECT_NE(d.Detail("memory").find(said), std::string::npos) << said << " in " << d.Detail("memory");
+  AskClient(outside, "quit");
+  AskClient(a, "quit");
 }
 
 #ifdef NCCL_SAMPLE
