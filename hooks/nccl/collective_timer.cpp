@@ -73,6 +73,11 @@ CollectiveMark BeginCollective(uintptr_t stream, int device) {
   // Standalone there is no broker to tell: nothing is timed.
   if (!Client::Get().gate().attached() || !cuda::LoadRealDriver()) return {};
   auto s = reinterpret_cast<CUstream>(stream);
+  // A stream being captured into a CUDA graph (PyTorch captures collectives): an event
+  // recorded there would become a node of the application's graph. Not timed.
+  CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
+  if (GS_CUDA_CALL(cuStreamIsCapturing, s, &capture) == CUDA_SUCCESS && capture != CU_STREAM_CAPTURE_STATUS_NONE)
+    return {};
   CUcontext context = nullptr;
   if (GS_CUDA_CALL(cuStreamGetCtx, s, &context) != CUDA_SUCCESS || context == nullptr) return {};
   std::lock_guard<std::mutex> lock(mu);
