@@ -5,6 +5,8 @@
 //                                                  writes the unique id to F, the others read it
 // A rank uses virtual GPU R (--device overrides), as torchrun programs use LOCAL_RANK.
 // Every rank prints the GPU it ran on (PCI bus id) so a run shows where ranks landed.
+// --compute K launches the compute kernel (compute_kernel.h) K times on each rank's
+// stream before each all-reduce: a training step's compute, then its gradient exchange.
 #include <nccl.h>
 #include <unistd.h>
 
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "common.h"
+#include "compute_kernel.h"
 
 namespace {
 
@@ -35,7 +38,31 @@ struct Rank {
   CUstream stream = nullptr;
   CUdeviceptr buffer = 0;
   ncclComm_t comm = nullptr;
+  CUmodule module = nullptr;  // the compute kernel's, with --compute
+  CUfunction compute = nullptr;
+  CUdeviceptr compute_out = 0;
+  unsigned grid = 0;
 };
+
+constexpr unsigned kComputeBlock = 256;
+unsigned compute_iters = 20000;  // ~0.5 ms per launch on an H100, as compute_loop's
+
+void LoadCompute(Rank& r) {
+  CHECK(cuCtxSetCurrent(r.device.ctx));
+  int sms = 0;
+  CHECK(cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, r.device.dev));
+  r.grid = static_cast<unsigned>(sms) * 4;
+  CHECK(cuMemAlloc(&r.compute_out, size_t{r.grid} * kComputeBlock * sizeof(float)));
+  r.module = samples::LoadPtx(samples::kComputePtx);
+  CHECK(cuModuleGetFunction(&r.compute, r.module, samples::kComputeKernel));
+}
+
+void Compute(Rank& r, long long launches) {
+  CHECK(cuCtxSetCurrent(r.device.ctx));
+  void* params[] = {&r.compute_out, &compute_iters};
+  for (long long i = 0; i < launches; ++i)
+    CHECK(cuLaunchKernel(r.compute, r.grid, 1, 1, kComputeBlock, 1, 1, 0, r.stream, params, nullptr));
+}
 
 void Fill(Rank& r, int rank, size_t count) {
   CHECK(cuCtxSetCurrent(r.device.ctx));
@@ -62,6 +89,10 @@ bool Check(Rank& r, int rank, int nranks, size_t count) {
 void Finish(Rank& r) {
   CHECK(cuCtxSetCurrent(r.device.ctx));
   NCCL_CHECK(ncclCommDestroy(r.comm));
+  if (r.module != nullptr) {
+    CHECK(cuModuleUnload(r.module));
+    CHECK(cuMemFree(r.compute_out));
+  }
   CHECK(cuStreamDestroy(r.stream));
   CHECK(cuMemFree(r.buffer));
   samples::CloseDevice(r.device);
@@ -91,13 +122,17 @@ ncclUniqueId ShareId(int rank, const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  samples::Args args(argc, argv, {"--gpus", "--rank", "--nranks", "--id-file", "--device", "--count", "--rounds"},
-                     "[--gpus N] | --rank R --nranks N --id-file FILE [--device D]  [--count FLOATS] [--rounds K]");
+  samples::Args args(argc, argv,
+                     {"--gpus", "--rank", "--nranks", "--id-file", "--device", "--count", "--rounds", "--compute"},
+                     "[--gpus N] | --rank R --nranks N --id-file FILE [--device D]  [--count FLOATS] [--rounds K] "
+                     "[--compute LAUNCHES]");
   const size_t count = static_cast<size_t>(args.Int("--count", 1 << 20));
   // More rounds: keep all-reducing (every rank the same number of times, as collectives
   // must) and print the rate.
   const long long rounds = args.Int("--rounds", 1);
   if (rounds < 1) args.Fail("--rounds: expected a positive number");
+  const long long compute = args.Int("--compute", 0);
+  if (compute < 0) args.Fail("--compute: expected 0 or more launches");
   CHECK(cuInit(0));
   int visible = 0;
   CHECK(cuDeviceGetCount(&visible));
@@ -133,7 +168,11 @@ int main(int argc, char** argv) {
     for (int i = 0; i < nranks; ++i) ranks[i].comm = comms[i];
   }
 
+  if (compute > 0)
+    for (Rank& r : ranks) LoadCompute(r);
   auto all_reduce = [&] {
+    if (compute > 0)
+      for (Rank& r : ranks) Compute(r, compute);
     NCCL_CHECK(ncclGroupStart());
     for (Rank& r : ranks) {
       CHECK(cuCtxSetCurrent(r.device.ctx));

@@ -124,6 +124,13 @@ proto::Gate* LaunchGate::WaitForGrant(proto::Channel* c, int device) {
   return passed;
 }
 
+void LaunchGate::AddCollectiveTime(int device, uint64_t ns) {
+  proto::Channel* c = channel_.load(std::memory_order_acquire);
+  if (c == nullptr || device < 0 || device >= proto::kMaxDevices) return;
+  c->collective_ns[device].fetch_add(ns, std::memory_order_relaxed);
+  c->collectives.fetch_add(1, std::memory_order_relaxed);
+}
+
 void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uint16_t name, uint32_t grid,
                         uint32_t block, uint32_t shared_bytes, uint64_t bytes) {
   proto::Channel* c = channel_.load(std::memory_order_acquire);

@@ -72,6 +72,10 @@ class LaunchGate {
   void Record(int device, protocol::RecordKind kind, uint64_t stream, uint16_t name, uint32_t grid, uint32_t block,
               uint32_t shared_bytes, uint64_t bytes);
 
+  // `ns` of GPU time spent in a collective on `device`, measured (hooks/nccl), for the
+  // broker; nothing while standalone.
+  void AddCollectiveTime(int device, uint64_t ns);
+
   // The name slot (1-based; 0: unknown) of the kernel `function`, asking `get_name`
   // the first time this function is seen. Lock-free after the first sight.
   uint16_t NameSlot(uintptr_t function, std::string (*get_name)(uintptr_t function));

@@ -2,7 +2,8 @@
 // verdict and the fix in one line (docs/monitoring.md): the driver against NVML,
 // nouveau, MIG and MPS, the broker (reachable, its socket's permissions, its config),
 // libgpushare.so preloaded into a probe that must see its cap, programs LD_PRELOAD
-// cannot reach, and memory promised against what the GPUs have free. Reads only.
+// cannot reach, memory promised against what the GPUs have free (and why), and the share
+// of NCCL jobs' GPU time in collectives. Reads only.
 #include <dirent.h>
 #include <dlfcn.h>
 #include <elf.h>
@@ -10,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -357,67 +359,201 @@ Check ProgramCheck(const std::string& path) {
   return {name, Verdict::kPass, path + ": dynamically linked, not setuid: LD_PRELOAD reaches it", ""};
 }
 
-// Memory promised to tenants (their caps, or what uncapped ones hold) plus what is held
-// outside the broker (contexts, processes not under gpushare) against each GPU's memory:
-// past it, a client gets "out of memory" before its cap.
+// NVML's compute processes on `device`: pid -> bytes each holds there (contexts included).
+std::map<int32_t, uint64_t> NvmlProcesses(const Nvml& nvml, nvmlDevice_t device) {
+  std::map<int32_t, uint64_t> out;
+  auto get = nvml.Get<decltype(&nvmlDeviceGetComputeRunningProcesses_v3)>("nvmlDeviceGetComputeRunningProcesses_v3");
+  if (get == nullptr || device == nullptr) return out;
+  std::vector<nvmlProcessInfo_t> infos(64);
+  unsigned n = static_cast<unsigned>(infos.size());
+  nvmlReturn_t r = get(device, &n, infos.data());
+  if (r == NVML_ERROR_INSUFFICIENT_SIZE) {  // processes came between the two calls: once more, with room
+    infos.resize(n + 16);
+    n = static_cast<unsigned>(infos.size());
+    r = get(device, &n, infos.data());
+  }
+  if (r != NVML_SUCCESS) return out;
+  for (unsigned i = 0; i < n && i < infos.size(); ++i)
+    if (infos[i].usedGpuMemory != ~0ull) out[static_cast<int32_t>(infos[i].pid)] += infos[i].usedGpuMemory;
+  return out;
+}
+
+std::string ProcessName(int32_t pid) {
+  std::string name;
+  std::getline(std::ifstream("/proc/" + std::to_string(pid) + "/comm"), name);
+  return name.empty() ? "?" : name;
+}
+
+// One GPU's memory, explained: what tenants were promised (their caps, or what uncapped
+// ones hold) and hold (the broker's ledger), what is held outside the ledger (processes
+// not under gpushare, by NVML's per-process usage; gpushare clients' contexts, NVML's
+// figure for them past the ledger's; the rest NVML does not attribute), and what that
+// leaves a new client: the largest vGPU instance that still fits.
+struct GpuMemory {
+  int index = 0;
+  uint64_t total = 0, ledger = 0, promised = 0, outside = 0;
+  size_t tenants = 0;
+  std::string line;
+  bool over() const { return promised + outside > total; }
+};
+
+GpuMemory ExplainGpu(const Nvml& nvml, const json& gpu, const json& status, nvmlDevice_t device) {
+  GpuMemory m;
+  m.index = gpu["index"].get<int>();
+  m.total = gpu["memory_total"].get<uint64_t>();
+  m.ledger = gpu["memory_used"].get<uint64_t>();
+  std::map<std::string, uint64_t> promised, held;  // per tenant: its cap (shared by its processes), what it holds
+  std::map<int32_t, uint64_t> clients;             // gpushare clients' pids: what the ledger says they hold here
+  for (const json& c : status["clients"])
+    for (const json& d : c["devices"]) {
+      if (d["physical"].get<int>() != m.index) continue;
+      const std::string tenant = c["tenant"].get<std::string>();
+      const uint64_t want =
+          d["capped"].get<bool>() ? d["memory_cap"].get<uint64_t>() : d["tenant_memory_used"].get<uint64_t>();
+      promised[tenant] = std::max(promised[tenant], want);
+      held[tenant] = d["tenant_memory_used"].get<uint64_t>();
+      clients[c["pid"].get<int32_t>()] += d["memory_used"].get<uint64_t>();
+    }
+  m.tenants = promised.size();
+  for (const auto& [tenant, bytes] : promised) m.promised += bytes;
+  std::string tenants;
+  for (const auto& [tenant, bytes] : promised)
+    tenants += (tenants.empty() ? "" : ", ") + tenant + " " + Gib(bytes) + " (holds " + Gib(held[tenant]) + ")";
+  m.line = "GPU " + std::to_string(m.index) + ": " + Gib(m.total) + ", promised " + Gib(m.promised) + " to " +
+           std::to_string(m.tenants) + " tenant(s)" + (tenants.empty() ? "" : " [" + tenants + "]");
+
+  auto memory = nvml.Get<decltype(&nvmlDeviceGetMemoryInfo)>("nvmlDeviceGetMemoryInfo");
+  nvmlMemory_t info{};
+  if (memory == nullptr || device == nullptr || memory(device, &info) != NVML_SUCCESS) {
+    m.line += "; NVML cannot say what is held outside the broker";
+  } else {
+    m.outside = info.used > m.ledger ? info.used - m.ledger : 0;
+    std::string others;
+    uint64_t contexts = 0, attributed = 0;
+    for (const auto& [pid, bytes] : NvmlProcesses(nvml, device)) {
+      attributed += bytes;
+      if (auto c = clients.find(pid); c != clients.end())
+        contexts += bytes > c->second ? bytes - c->second : 0;
+      else
+        others += (others.empty() ? "" : ", ") + std::string("pid ") + std::to_string(pid) + " (" + ProcessName(pid) +
+                  ") " + Gib(bytes);
+    }
+    m.line += "; " + Gib(m.outside) + " held outside the broker (contexts, other processes)";
+    if (!others.empty()) m.line += ": not under gpushare: " + others;
+    if (contexts > 0) m.line += "; gpushare clients' contexts: " + Gib(contexts);
+    if (m.outside > 0 && info.used > attributed)
+      m.line += "; " + Gib(info.used - attributed) + " NVML names no process for (the driver's, or other containers')";
+    m.line += "; " + Gib(info.free) + " free";
+  }
+  const uint64_t room = m.over() ? 0 : m.total - m.promised - m.outside;
+  m.line += "; room for a new client: " + Gib(room);
+  // vGPU profiles: the largest whose instance the broker would grant here now and whose memory fits.
+  const json& vgpu = status.value("vgpu", json::object());
+  std::map<std::string, uint64_t> profile_bytes;
+  for (const json& p : vgpu.value("profiles", json::array()))
+    profile_bytes[p["name"].get<std::string>()] = p["memory_bytes"].get<uint64_t>();
+  if (!profile_bytes.empty()) {
+    std::string best, reserved;
+    uint64_t best_bytes = 0;
+    for (const json& g : vgpu.value("gpus", json::array())) {
+      if (g["index"].get<int>() != m.index) continue;
+      for (const json& p : g["profiles"]) {
+        const std::string name = p["name"].get<std::string>();
+        const uint64_t bytes = profile_bytes[name];
+        if (p["reserved"].get<int>() > 0)
+          reserved += (reserved.empty() ? "" : ", ") + std::to_string(p["reserved"].get<int>()) + " " + name;
+        if (p["available"].get<int>() > 0 && bytes <= room && bytes > best_bytes) {
+          best = name;
+          best_bytes = bytes;
+        }
+      }
+    }
+    if (!reserved.empty()) m.line += "; reserved for the system: " + reserved;
+    m.line += best.empty() ? "; no instance profile fits"
+                           : "; largest instance that fits: " + best + " (" + Gib(best_bytes) + ")";
+  }
+  return m;
+}
+
+// Memory promised to tenants plus what is held outside the broker, against each GPU's
+// memory: past it, a client gets "out of memory" before its cap. Each GPU explained.
 Check MemoryCheck(const Nvml& nvml, const std::optional<json>& status) {
   if (!status) return {"memory", Verdict::kSkip, "no broker status", ""};
-  auto memory = nvml.Get<decltype(&nvmlDeviceGetMemoryInfo)>("nvmlDeviceGetMemoryInfo");
   const auto devices = nvml.Devices();
   std::string detail, over;
+  bool outside_processes = false;
   for (const json& g : (*status)["gpus"]) {
     const int index = g["index"].get<int>();
-    const uint64_t total = g["memory_total"].get<uint64_t>(), ledger = g["memory_used"].get<uint64_t>();
-    uint64_t outside = 0;
-    nvmlMemory_t m{};
-    if (memory != nullptr && index < static_cast<int>(devices.size()) && devices[index] != nullptr &&
-        memory(devices[index], &m) == NVML_SUCCESS && m.used > ledger)
-      outside = m.used - ledger;
-    std::map<std::string, uint64_t> promised;  // per tenant: its cap (shared by its processes), or what it holds
-    for (const json& c : (*status)["clients"])
-      for (const json& d : c["devices"]) {
-        if (d["physical"].get<int>() != index) continue;
-        uint64_t& p = promised[c["tenant"].get<std::string>()];
-        const uint64_t want =
-            d["capped"].get<bool>() ? d["memory_cap"].get<uint64_t>() : d["tenant_memory_used"].get<uint64_t>();
-        p = std::max(p, want);
-      }
-    uint64_t sum = 0;
-    for (const auto& [tenant, bytes] : promised) sum += bytes;
-    const std::string line = "GPU " + std::to_string(index) + ": " + Gib(total) + ", promised " + Gib(sum) + " to " +
-                             std::to_string(promised.size()) + " tenant(s), " + Gib(outside) +
-                             " held outside the broker (contexts, other processes)";
-    detail += (detail.empty() ? "" : "; ") + line;
-    if (sum + outside > total) over += (over.empty() ? "" : "; ") + line;
+    const GpuMemory m =
+        ExplainGpu(nvml, g, *status, index < static_cast<int>(devices.size()) ? devices[index] : nullptr);
+    detail += (detail.empty() ? "" : "; ") + m.line;
+    if (m.over()) {
+      over += (over.empty() ? "" : "; ") + m.line;
+      outside_processes = outside_processes || m.line.find("not under gpushare") != std::string::npos;
+    }
   }
   if (!over.empty())
     return {"memory", Verdict::kFail, over + ": a client may get out of memory below its cap",
-            "Lower tenants' memory caps, move a tenant (tenants.X.gpus), or stop the processes outside gpushare."};
+            std::string(outside_processes ? "Stop the processes not under gpushare (or run them under it), " : "") +
+                "lower tenants' memory caps, or move a tenant (tenants.X.gpus)."};
   return {"memory", Verdict::kPass, detail.empty() ? "no GPU" : detail, ""};
 }
 
-// NCCL communicators as the NCCL hooks report them: ranks sharing a GPU or pairs without
-// P2P (data through host memory) slow every collective. The share of a step spent in
-// collectives is not measured yet (the hooks report membership, not time): said so.
+// NCCL, from the NCCL hooks: a job whose GPU time is more than 30 % collectives (the
+// article's threshold: communication dominates the step), with how its GPUs reach each
+// other; and communicators with ranks sharing a GPU or pairs without P2P (data through
+// host memory), which slow every collective.
+constexpr double kCollectiveShareLimit = 0.30;
+
+std::string Percent(double ratio) { return std::to_string(static_cast<int>(std::lround(ratio * 100))) + " %"; }
+
 Check NcclCheck(const std::optional<json>& status) {
   if (!status) return {"nccl", Verdict::kSkip, "no broker status", ""};
-  const json& comms = (*status)["communicators"];
+  std::string flagged, measured;
+  for (const json& j : status->value("jobs", json::array())) {
+    const std::string name = "job " + j["job"].get<std::string>() + " (tenant " + j["tenant"].get<std::string>() + ")";
+    if (j["collective_share"].is_null()) {
+      measured += (measured.empty() ? "" : "; ") + name + ": " + std::to_string(j["collectives"].get<uint64_t>()) +
+                  " collective(s), no GPU time measured (scheduling off)";
+      continue;
+    }
+    const double share = j["collective_share"].get<double>();
+    char seconds[96];
+    std::snprintf(seconds, sizeof seconds, "%.2f s of %.2f s GPU time, %llu collective(s)",
+                  j["collective_ms"].get<double>() / 1e3, j["gpu_time_ms"].get<double>() / 1e3,
+                  static_cast<unsigned long long>(j["collectives"].get<uint64_t>()));
+    std::string links;
+    for (const json& l : j["links"])
+      links += (links.empty() ? "" : ", ") + std::string("GPUs ") + std::to_string(l["gpus"][0].get<int>()) + "-" +
+               std::to_string(l["gpus"][1].get<int>()) + " " + l["link"].get<std::string>();
+    const std::string line =
+        name + ": " + Percent(share) + " in collectives (" + seconds + ")" + (links.empty() ? "" : "; " + links);
+    measured += (measured.empty() ? "" : "; ") + line;
+    if (share > kCollectiveShareLimit) flagged += (flagged.empty() ? "" : "; ") + line;
+  }
   std::string warnings;
-  for (const json& c : comms) {
+  for (const json& c : (*status)["communicators"]) {
     const std::string w = c.value("warning", "");
     if (!w.empty())
       warnings +=
           (warnings.empty() ? "" : "; ") + c["tenant"].get<std::string>() + " " + c["id"].get<std::string>() + ": " + w;
   }
-  const std::string unmeasured = " (the share of time in collectives is not measured yet)";
+  if (!flagged.empty())
+    return {"nccl", Verdict::kWarn,
+            flagged + ": above " + Percent(kCollectiveShareLimit) + " of GPU time in NCCL" +
+                (warnings.empty() ? "" : "; " + warnings),
+            "Run with NCCL_DEBUG=INFO to see the transport NCCL chose (P2P/NVLink, SHM or NET); place the ranks on "
+            "P2P/NVLink-connected GPUs and enable GPUDirect P2P (nvidia-smi topo -m); overlap communication with "
+            "compute or exchange larger buckets less often."};
   if (!warnings.empty())
-    return {"nccl", Verdict::kWarn, warnings + unmeasured,
+    return {"nccl", Verdict::kWarn, warnings,
             "Run with NCCL_DEBUG=INFO to see the transport chosen; enable P2P/GPUDirect (nvidia-smi topo -m) or "
             "place ranks on P2P-connected GPUs."};
-  return {
-      "nccl", Verdict::kPass,
-      std::to_string(comms.size()) + " communicator(s), every pair of ranks on its own P2P-connected GPUs" + unmeasured,
-      ""};
+  const size_t comms = (*status)["communicators"].size();
+  return {"nccl", Verdict::kPass,
+          std::to_string(comms) + " communicator(s), every pair of ranks on its own P2P-connected GPUs" +
+              (measured.empty() ? "; no collective timed" : "; " + measured),
+          ""};
 }
 
 std::string SelfPath() {

@@ -56,6 +56,13 @@ struct RingCounts {
   uint64_t dropped_bytes = 0;
 };
 
+// What a client says its collectives (NCCL) took on the GPU: client-written, so
+// trusted only as far as the client's own figures go.
+struct CollectiveCounts {
+  std::vector<uint64_t> ns;  // per virtual GPU
+  uint64_t count = 0;
+};
+
 // Where the core puts per-client channels (the daemon: shared memory; tests: a fake).
 class ChannelHost {
  public:
@@ -72,6 +79,7 @@ class ChannelHost {
   virtual size_t Drain(ClientId, const std::function<void(const protocol::RecordData&)>&) { return 0; }
   virtual std::string KernelName(ClientId, uint16_t) { return ""; }
   virtual RingCounts Counts(ClientId) { return {}; }
+  virtual CollectiveCounts Collectives(ClientId) { return {}; }
 };
 
 }  // namespace gpushare::broker

@@ -4,6 +4,8 @@
 #include <limits>
 #include <utility>
 
+#include "broker/core/job_collectives.h"
+
 namespace gpushare::broker {
 
 using prometheus::ClientMetric;
@@ -115,6 +117,15 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
   FamilyBuilder copies("gpushare_client_copies_total", "Asynchronous copies recorded.", kCounter);
   FamilyBuilder copy_bytes("gpushare_client_copy_bytes_total", "Bytes of the copies recorded.", kCounter);
   FamilyBuilder dropped("gpushare_client_dropped_records_total", "Records lost: the client's ring was full.", kCounter);
+  FamilyBuilder collective_seconds("gpushare_client_collective_seconds_total",
+                                   "Time the GPU spent in the client's collectives (NCCL), measured on its streams.",
+                                   kCounter);
+  FamilyBuilder job_collective("gpushare_job_collective_seconds_total",
+                               "Time the GPU spent in the job's collectives (NCCL), all its ranks.", kCounter);
+  FamilyBuilder job_gpu("gpushare_job_gpu_seconds_total", "GPU time charged to the job's clients (scheduled).",
+                        kCounter);
+  FamilyBuilder job_share("gpushare_job_collective_share_ratio",
+                          "The job's collective time over its GPU time, since its clients registered.", kGauge);
 
   FamilyBuilder tenant_held("gpushare_tenant_memory_held_bytes", "Device memory the tenant's clients hold.", kGauge);
   FamilyBuilder tenant_cap("gpushare_tenant_memory_cap_bytes", "The tenant's memory cap per GPU.", kGauge);
@@ -160,10 +171,12 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
       const RingCounts rc = s.channels->Counts(id);
       dropped.Add(who, static_cast<double>(rc.dropped_records + rc.lost));
     }
+    const ClientCollectives collectives = CollectivesOf(id, c, s.channels);
     for (size_t v = 0; v < c.physical.size(); ++v) {
       const int g = c.physical[v];
       const Labels where = With(who, {{"gpu", std::to_string(g)}});
       mem_held.Add(where, static_cast<double>(s.ledger.Held(id, g)));
+      if (collectives.count > 0) collective_seconds.Add(where, static_cast<double>(collectives.ns[v]) * kNs);
       if (work != nullptr && v < static_cast<size_t>(protocol::kMaxDevices))
         copy_bytes.Add(where, static_cast<double>(work->device_copy_bytes[v]));
       if (auto cap = ClientCap(c)) mem_cap.Add(where, static_cast<double>(*cap));
@@ -206,13 +219,51 @@ void AppendCoreMetrics(const StatusSources& s, const CoreCounters& counters, std
     if (auto it = counters.tenant_oom_refusals.find(tenant); it != counters.tenant_oom_refusals.end()) n = it->second;
   for (const auto& [tenant, n] : live_tenants) tenant_ooms.Add({{"tenant", tenant}}, static_cast<double>(n));
 
-  for (FamilyBuilder* f : {&clients,         &registrations,  &refusals,     &reclaims,   &reclaimed,
-                           &records,         &held,           &capacity,     &handoffs,   &info,
-                           &weight,          &effective,      &gpu_seconds,  &share,      &busy,
-                           &waiting,         &throttled,      &wait_seconds, &waits,      &gate_wait,
-                           &mem_held,        &mem_cap,        &ooms,         &launches,   &copies,
-                           &copy_bytes,      &dropped,        &tenant_held,  &tenant_cap, &tenant_share,
-                           &tenant_entitled, &tenant_waiting, &tenant_ooms})
+  for (const JobCollectives& j : CollectiveJobs(s.clients, s.scheduler, s.channels, s.now)) {
+    const Labels job{{"tenant", j.tenant}, {"job", j.job}};
+    job_collective.Add(job, static_cast<double>(j.collective_ns) * kNs);
+    if (!j.scheduled) continue;
+    job_gpu.Add(job, static_cast<double>(j.gpu_ns) * kNs);
+    if (auto r = j.share()) job_share.Add(job, *r);
+  }
+
+  for (FamilyBuilder* f : {&collective_seconds,
+                           &job_collective,
+                           &job_gpu,
+                           &job_share,
+                           &clients,
+                           &registrations,
+                           &refusals,
+                           &reclaims,
+                           &reclaimed,
+                           &records,
+                           &held,
+                           &capacity,
+                           &handoffs,
+                           &info,
+                           &weight,
+                           &effective,
+                           &gpu_seconds,
+                           &share,
+                           &busy,
+                           &waiting,
+                           &throttled,
+                           &wait_seconds,
+                           &waits,
+                           &gate_wait,
+                           &mem_held,
+                           &mem_cap,
+                           &ooms,
+                           &launches,
+                           &copies,
+                           &copy_bytes,
+                           &dropped,
+                           &tenant_held,
+                           &tenant_cap,
+                           &tenant_share,
+                           &tenant_entitled,
+                           &tenant_waiting,
+                           &tenant_ooms})
     f->MoveTo(out);
 }
 

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "broker/core/job_collectives.h"
+
 namespace gpushare::broker {
 
 namespace {
@@ -94,14 +96,18 @@ std::string StatusJson(const StatusSources& s) {
       continue;
     }
     json devices = json::array();
+    const ClientCollectives collectives = CollectivesOf(id, c, s.channels);
+    uint64_t collective_ns = 0;
     for (size_t v = 0; v < c.physical.size(); ++v) {
       const int g = c.physical[v];
+      collective_ns += collectives.ns[v];
       json d = {{"virtual", v},
                 {"physical", g},
                 {"memory_used", s.ledger.Held(id, g)},
                 {"memory_cap", ClientCap(c).value_or(s.ledger.capacity(g))},
                 {"capped", ClientCap(c).has_value()},
-                {"tenant_memory_used", s.ledger.TenantHeld(c.tenant, g)}};
+                {"tenant_memory_used", s.ledger.TenantHeld(c.tenant, g)},
+                {"collective_ms", static_cast<double>(collectives.ns[v]) / 1e6}};
       // Spatial sharing: the CUs its new streams run on ("" and the GPU's count: all of them).
       if (const SpatialAssignment* m = s.spatial.Find(id, static_cast<int>(v)); m != nullptr && m->mask) {
         d["cu_mask"] = m->mask->Hex();
@@ -154,6 +160,8 @@ std::string StatusJson(const StatusSources& s) {
                        {"kernels", work ? work->kernels : 0},
                        {"copies", work ? work->copies : 0},
                        {"records_dropped", counts.dropped_records + counts.lost},
+                       {"collectives", collectives.count},
+                       {"collective_ms", static_cast<double>(collective_ns) / 1e6},
                        {"streams", streams},
                        {"placement", c.placement},
                        {"instance", instance},
@@ -174,12 +182,27 @@ std::string StatusJson(const StatusSources& s) {
                      {"members", members},
                      {"warning", s.comms.Warning(comm)}});
   }
+  json jobs = json::array();
+  for (const JobCollectives& j : CollectiveJobs(s.clients, s.scheduler, s.channels, now)) {
+    if (s.may_see && !s.may_see(j.tenant)) continue;
+    // How its GPUs reach each other: what NCCL's transport can be.
+    json links = json::array();
+    for (size_t a = 0; a < j.gpus.size(); ++a)
+      for (size_t b = a + 1; b < j.gpus.size(); ++b)
+        links.push_back({{"gpus", {j.gpus[a], j.gpus[b]}}, {"link", LinkName(s.topology.link(j.gpus[a], j.gpus[b]))}});
+    jobs.push_back({{"tenant", j.tenant},
+                    {"job", j.job},
+                    {"pids", j.pids},
+                    {"gpus", j.gpus},
+                    {"collectives", j.collectives},
+                    {"collective_ms", static_cast<double>(j.collective_ns) / 1e6},
+                    {"gpu_time_ms", j.scheduled ? json(static_cast<double>(j.gpu_ns) / 1e6) : json(nullptr)},
+                    {"collective_share", OrNull(j.share())},
+                    {"links", links}});
+  }
   // Tenant and job names are a client's bytes, not always UTF-8: replace, never throw.
-  return json{{"gpus", gpus},
-              {"clients", clients},
-              {"hidden_clients", hidden},
-              {"communicators", comms},
-              {"topology", s.topology.Describe()},
+  return json{{"gpus", gpus},           {"clients", clients}, {"hidden_clients", hidden},
+              {"communicators", comms}, {"jobs", jobs},       {"topology", s.topology.Describe()},
               {"vgpu", Inventory(s)}}
       .dump(-1, ' ', false, json::error_handler_t::replace);
 }

@@ -200,6 +200,16 @@ RingCounts ShmChannels::Counts(ClientId id) {
   return c;
 }
 
+CollectiveCounts ShmChannels::Collectives(ClientId id) {
+  CollectiveCounts c;
+  auto it = segments_.find(id);
+  if (it == segments_.end()) return c;
+  const proto::Channel* ch = it->second->channel;
+  for (const auto& ns : ch->collective_ns) c.ns.push_back(ns.load(std::memory_order_relaxed));
+  c.count = ch->collectives.load(std::memory_order_relaxed);
+  return c;
+}
+
 void ShmChannels::RemoveStale() {
   DIR* dir = opendir("/dev/shm");
   if (dir == nullptr) return;

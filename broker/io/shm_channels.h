@@ -66,6 +66,7 @@ class ShmChannels : public ChannelHost {
   size_t Drain(ClientId id, const std::function<void(const protocol::RecordData&)>& on_record) override;
   std::string KernelName(ClientId id, uint16_t name) override;
   RingCounts Counts(ClientId id) override;
+  CollectiveCounts Collectives(ClientId id) override;
   // Removes segments left by brokers that are no longer running (after a crash).
   static void RemoveStale();
 

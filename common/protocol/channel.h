@@ -14,8 +14,8 @@
 namespace gpushare::protocol {
 
 inline constexpr uint32_t kChannelMagic = 0x4e484347;  // "GCHN"
-// 3: per-device CU masks (spatial sharing).
-inline constexpr uint32_t kChannelVersion = 3;
+// 3: per-device CU masks (spatial sharing). 4: time in collectives (NCCL/RCCL).
+inline constexpr uint32_t kChannelVersion = 4;
 inline constexpr uint32_t kRingRecords = 4096;  // a power of two
 inline constexpr uint32_t kNameSlots = 512;
 inline constexpr uint32_t kNameBytes = 124;
@@ -116,6 +116,10 @@ struct Channel {
   std::atomic<uint64_t> dropped_records;
   std::atomic<uint64_t> dropped_copies;
   std::atomic<uint64_t> dropped_bytes;
+  // Time the GPU spent in the process's collectives (NCCL), per virtual GPU, measured
+  // on its streams by events (hooks/nccl), and how many were timed.
+  std::atomic<uint64_t> collective_ns[kMaxDevices];
+  std::atomic<uint64_t> collectives;
   std::atomic<uint32_t> name_count;  // name slots claimed
   KernelName names[kNameSlots];
   // Written by the broker only.

@@ -1,11 +1,13 @@
 // NCCL/RCCL hooks: communicators made and ended are told to the broker (members and
 // their GPUs, shown by gpushare-smi), and a communicator whose ranks cannot reach each
 // other's GPUs directly is logged as a warning, before NCCL quietly falls back to
-// copies through host memory. Everything else about NCCL is left alone.
+// copies through host memory. Collectives are timed on the GPU (collective_timer.h).
+// Everything else about NCCL is left alone.
 #include <dlfcn.h>
 #include <nccl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <iterator>
 #include <map>
 #include <mutex>
@@ -14,6 +16,7 @@
 #include "client.h"
 #include "common/family.h"
 #include "log.h"
+#include "nccl/collective_timer.h"
 
 namespace gpushare::nccl {
 namespace real {
@@ -69,10 +72,15 @@ uint64_t Hash(const void* data, size_t n, uint64_t h = 14695981039346656037ull) 
   return h;
 }
 
-// Communicators this process is in, by handle (to report their end and to derive a
-// split's id), and those made inside a group, known once the group ends.
+// Communicators this process is in, by handle (to report their end, to derive a
+// split's id and to know a collective's GPU), and those made inside a group, known
+// once the group ends.
 std::mutex mu;
-std::map<ncclComm_t, uint64_t> comms;  // handle -> id
+struct Membership {
+  uint64_t id;
+  int device;  // virtual
+};
+std::map<ncclComm_t, Membership> comms;
 struct Pending {
   ncclComm_t comm;
   uint64_t id;
@@ -81,6 +89,9 @@ struct Pending {
 };
 thread_local int group_depth = 0;
 thread_local std::vector<Pending> pending;
+// Streams (and their GPUs) with collectives queued in the current group: NCCL enqueues
+// them when the outermost group ends.
+thread_local std::vector<std::pair<uintptr_t, int>> group_streams;
 
 // Tells the broker; logs its warning. `nranks`/`rank` are what the call said, used
 // when the communicator cannot be asked yet (non-blocking init).
@@ -96,7 +107,7 @@ void Joined(ncclComm_t comm, uint64_t id, int nranks, int rank) {
   if (real::ncclCommCuDevice && real::ncclCommCuDevice(comm, &device) != ncclSuccess) device = -1;
   {
     std::lock_guard<std::mutex> lock(mu);
-    comms[comm] = id;
+    comms[comm] = {id, device};
   }
   CommunicatorEvent joined;
   joined.joined = true;
@@ -119,9 +130,10 @@ void Left(ncclComm_t comm) {
     std::lock_guard<std::mutex> lock(mu);
     auto it = comms.find(comm);
     if (it == comms.end()) return;
-    id = it->second;
+    id = it->second.id;
     comms.erase(it);
   }
+  ReadCompletedCollectives();  // its last collectives, while the process is still registered
   CommunicatorEvent left;
   left.id = id;
   left.handle = reinterpret_cast<uintptr_t>(comm);
@@ -131,7 +143,33 @@ void Left(ncclComm_t comm) {
 uint64_t IdOf(ncclComm_t comm) {
   std::lock_guard<std::mutex> lock(mu);
   auto it = comms.find(comm);
-  return it == comms.end() ? Hash(&comm, sizeof comm, getpid()) : it->second;
+  return it == comms.end() ? Hash(&comm, sizeof comm, getpid()) : it->second.id;
+}
+
+int DeviceOf(ncclComm_t comm) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = comms.find(comm); it != comms.end()) return it->second.device;
+  }
+  int device = -1;
+  if (real::ncclCommCuDevice == nullptr || real::ncclCommCuDevice(comm, &device) != ncclSuccess) return -1;
+  return device;
+}
+
+// A collective: timed around the call, or, inside a group, around the group's end.
+template <typename Call>
+ncclResult_t Collective(ncclComm_t comm, cudaStream_t stream, Call call) {
+  const auto s = reinterpret_cast<uintptr_t>(stream);
+  const int device = DeviceOf(comm);
+  if (group_depth > 0) {
+    const std::pair<uintptr_t, int> key{s, device};
+    if (std::find(group_streams.begin(), group_streams.end(), key) == group_streams.end()) group_streams.push_back(key);
+    return call();
+  }
+  const CollectiveMark mark = BeginCollective(s, device);
+  const ncclResult_t r = call();
+  EndCollective(mark);
+  return r;
 }
 
 }  // namespace
@@ -219,10 +257,17 @@ ncclResult_t ncclGroupStart() {
   });
 }
 
-// Communicators made inside the group exist once it ends.
+// Communicators made inside the group exist once it ends; its collectives are enqueued
+// by its end (the outermost), so that is what is timed.
 ncclResult_t ncclGroupEnd() {
   return GS_GUARDED(NcclApi, {
+    std::vector<CollectiveMark> marks;
+    if (group_depth == 1) {
+      for (const auto& [stream, device] : group_streams) marks.push_back(BeginCollective(stream, device));
+      group_streams.clear();
+    }
     ncclResult_t r = GS_NCCL_CALL(ncclGroupEnd);
+    for (const CollectiveMark& m : marks) EndCollective(m);
     if (group_depth > 0) --group_depth;
     if (group_depth == 0 && !pending.empty()) {
       std::vector<Pending> joined;
@@ -233,5 +278,19 @@ ncclResult_t ncclGroupEnd() {
     return r;
   });
 }
+
+// The collectives of nccl_hooks.def, each timed on its stream.
+#define GS_NCCL_HOOK(symbol, params, args)
+#define GS_NCCL_REAL(symbol)
+#define GS_NCCL_COLLECTIVE(symbol, params, args)                                                                      \
+  ncclResult_t symbol params {                                                                                        \
+    return GS_GUARDED(NcclApi, {                                                                                      \
+      return Collective(comm, stream,                                                                                 \
+                        [&] { return Nccl::Load() && real::symbol ? real::symbol args : NcclApi::NoReal(#symbol); }); \
+    });                                                                                                               \
+  }
+#include "nccl/nccl_hooks.def"
+#undef GS_NCCL_HOOK
+#undef GS_NCCL_REAL
 
 }  // extern "C"

@@ -284,6 +284,33 @@ if [ -x "$B/gpushare-doctor" ] && [ -x "$B/gpushare-broker" ]; then
     fi
     if [ -n "$util" ] && [ "$checked" != "promtool check metrics: FAILED" ]; then record "/metrics scraped once" PASS "utilization=$util PCIe $link; $checked"
     else record "/metrics scraped once" FAIL "utilization=${util:-none} $checked $WHY"; fi
+    # NCCL: the time its collectives took on the GPU (events on their streams), per job,
+    # beside the job's GPU time, while one process all-reduces across the GPUs.
+    if [ -x "$S/nccl_allreduce" ]; then
+      start nccl_collective_time 60 env GPUSHARE_SOCKET="$SOCK" GPUSHARE_JOB=nccl LD_PRELOAD="$SHIM" "$S/nccl_allreduce" --rounds 100000
+      NPID=$PID
+      run nccl_collective_status 30 python3 - "$B/gpushare-smi" "$SOCK" <<'PY'
+import json, subprocess, sys, time
+for _ in range(200):
+    status = json.loads(subprocess.run([sys.argv[1], "--socket", sys.argv[2], "--json"], capture_output=True, text=True).stdout or "{}")
+    jobs = [j for j in status.get("jobs", []) if j["job"] == "nccl" and j["collectives"] >= 20]
+    if jobs:
+        print(json.dumps(jobs[0]))
+        j = jobs[0]
+        gpu, share = j["gpu_time_ms"], j["collective_share"]
+        print(f"collectives={j['collectives']} collective_ms={j['collective_ms']:.1f} "
+              f"gpu_time_ms={'none' if gpu is None else round(gpu, 1)} share={'none' if share is None else round(share, 3)}")
+        sys.exit(0 if j["collective_ms"] > 0 and j["collective_share"] is not None else 1)
+    time.sleep(0.1)
+print("no job 'nccl' with 20 timed collectives in 20 s")
+sys.exit(1)
+PY
+      kill "$NPID" 2> /dev/null; wait "$NPID" 2> /dev/null
+      if [ "$RC" = 0 ]; then record "NCCL: collective time measured on the GPU" PASS "$(field collectives) collectives, $(field collective_ms) ms of $(field gpu_time_ms) ms GPU time, share $(field share)"
+      else record "NCCL: collective time measured on the GPU" FAIL "$(tail -n 1 "$LOG") $WHY (logs/nccl_collective_time.log)"; fi
+    else
+      record "NCCL: collective time measured on the GPU" SKIP "nccl_allreduce not built (no NCCL in the toolkit)"
+    fi
     broker_down
   else
     record "gpushare-doctor: driver, broker, preload, memory" FAIL "the broker did not start (logs/monitoring_broker.log)"

@@ -47,6 +47,14 @@ class Scratch {
   std::string dir_;
 };
 
+std::string AskClient(Child& c, const std::string& command) {
+  c.Send(command + "\n");
+  for (;;) {
+    std::string line = c.ReadLine();
+    if (line.rfind("gpushare", 0) != 0) return line;
+  }
+}
+
 struct Doctor {
   int exit_code;
   json report;
@@ -224,7 +232,80 @@ TEST(Doctor, CapsPromisedPastAGpusMemoryFail) {
   for (auto& c : clients) c->Send("quit\n");
 }
 
+// A process outside gpushare (the test client without the shim) holds 10 GiB of a
+// 16 GiB GPU on which tenant a was promised 8 GiB: a's clients would get out of memory
+// below their cap, and the doctor names the process. With it gone, the same node passes
+// and says what a new client has room for: the largest vGPU instance that still fits.
+TEST(Doctor, MemoryHeldByAProcessOutsideGpushareFailsNamingIt) {
+  Scratch scratch;
+  testing_support::TestBroker broker(kOneGpu,
+                                     "[tenants.a]\nmemory = \"8GiB\"\n[profiles.q4g]\nmemory = \"4GiB\"\n"
+                                     "compute = 0.25\n[profiles.q2g]\nmemory = \"2GiB\"\ncompute = 0.125\n");
+  Child a({CLIENT_PATH}, broker.ClientEnv({{"GPUSHARE_TENANT", "a"}}));
+  ASSERT_EQ(AskClient(a, "init"), "devices=1 init=CUDA_SUCCESS");
+  ASSERT_EQ(AskClient(a, "alloc 0 1073741824"), "alloc=ok");
+  Doctor fits = RunDoctor(broker.node(), scratch, {"--socket", broker.socket(), "--lib", GPUSHARE_LIB});
+  EXPECT_EQ(fits.Verdict("memory"), "pass") << fits.Detail("memory");
+  for (const char* said : {"promised 8.00 GiB to 1 tenant(s) [a 8.00 GiB (holds 1.00 GiB)]",
+                           "room for a new client: 8.00 GiB", "largest instance that fits: q4g (4.00 GiB)"})
+    EXPECT_NE(fits.Detail("memory").find(said), std::string::npos) << said << " in " << fits.Detail("memory");
+
+  auto env = broker.node().Env();  // no LD_PRELOAD: not under gpushare
+  Child outside({CLIENT_PATH}, env);
+  ASSERT_EQ(AskClient(outside, "init"), "devices=1 init=CUDA_SUCCESS");
+  ASSERT_EQ(AskClient(outside, "alloc 0 10737418240"), "alloc=ok");
+  Doctor d = RunDoctor(broker.node(), scratch, {"--socket", broker.socket(), "--lib", GPUSHARE_LIB});
+  EXPECT_EQ(d.Verdict("memory"), "fail") << d.Detail("memory");
+  for (const std::string& said :
+       {"not under gpushare: pid " + std::to_string(outside.pid()) + " (broker_client) 10.00 GiB",
+        std::string("room for a new client: 0 MiB"), std::string("no instance profile fits"),
+        std::string("Stop the processes not under gpushare")})
+    EXPECT_NE(d.Detail("memory").find(said), std::string::npos) << said << " in " << d.Detail("memory");
+  AskClient(outside, "quit");
+  AskClient(a, "quit");
+}
+
 #ifdef NCCL_SAMPLE
+// A two-rank job of the NCCL sample, one rank per GPU, running `extra` arguments until
+// the end of the test.
+class NcclJob {
+ public:
+  NcclJob(const testing_support::TestBroker& broker, const Scratch& scratch, std::vector<std::string> extra) {
+    for (int r = 0; r < 2; ++r) {
+      std::vector<std::string> args{NCCL_SAMPLE, "--rank",    std::to_string(r),      "--nranks",
+                                    "2",         "--id-file", scratch.path("nccl.id")};
+      args.insert(args.end(), extra.begin(), extra.end());
+      ranks_.push_back(std::make_unique<Child>(
+          args,
+          broker.ClientEnv({{"GPUSHARE_JOB", "pair"}, {"LOCAL_RANK", std::to_string(r)}, {"LOCAL_WORLD_SIZE", "2"}})));
+    }
+  }
+  ~NcclJob() {
+    for (auto& r : ranks_) {
+      r->Kill(SIGKILL);
+      r->Wait();
+    }
+  }
+
+ private:
+  std::vector<std::unique_ptr<Child>> ranks_;
+};
+
+// The broker's reading of job "pair" once its ranks have timed `collectives` between
+// them (a loaded machine: up to 20 s); null if they never do.
+json WaitForCollectives(testing_support::TestBroker& broker, uint64_t collectives) {
+  for (int i = 0; i < 2000; ++i) {
+    json status = broker.Status();
+    for (const json& j : status["jobs"])
+      if (j["job"] == "pair" && j["collectives"].get<uint64_t>() >= collectives) return j;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return nullptr;
+}
+
+const char* kTwoGpus = R"({"gpus": [{"name": "sim0", "memory": 17179869184}, {"name": "sim1", "memory": 17179869184}],
+                           "links": [[0, 1, "pcie"]]})";
+
 // A two-rank job on two GPUs without P2P between them: NCCL's data goes through host
 // memory, and the doctor says so with NCCL's own hints.
 TEST(Doctor, AnNcclJobOnGpusWithoutP2pWarns) {
@@ -232,26 +313,48 @@ TEST(Doctor, AnNcclJobOnGpusWithoutP2pWarns) {
   testing_support::TestBroker broker(
       R"({"gpus": [{"name": "sim0", "memory": 17179869184}, {"name": "sim1", "memory": 17179869184}], "links": []})",
       "");
-  const std::string id_file = scratch.path("nccl.id");
-  std::vector<std::unique_ptr<Child>> ranks;
-  for (int r = 0; r < 2; ++r)
-    ranks.push_back(std::make_unique<Child>(
-        std::vector<std::string>{NCCL_SAMPLE, "--rank", std::to_string(r), "--nranks", "2", "--id-file", id_file,
-                                 "--count", "4096", "--rounds", "3000"},
-        broker.ClientEnv({{"GPUSHARE_JOB", "pair"}, {"LOCAL_RANK", std::to_string(r)}, {"LOCAL_WORLD_SIZE", "2"}})));
+  NcclJob job(broker, scratch, {"--count", "4096", "--rounds", "3000"});
   for (int i = 0; i < 500; ++i) {  // until both ranks joined (a loaded machine: up to 5 s)
     json status = broker.Status();
     if (!status["communicators"].empty() && status["communicators"][0]["members"].size() == 2) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   Doctor d = RunDoctor(broker.node(), scratch, {"--socket", broker.socket(), "--lib", GPUSHARE_LIB});
-  for (auto& r : ranks) {
-    r->Kill(SIGKILL);
-    r->Wait();
-  }
   EXPECT_EQ(d.Verdict("nccl"), "warn") << d.Detail("nccl");
   EXPECT_NE(d.Detail("nccl").find("NCCL_DEBUG=INFO"), std::string::npos) << d.Detail("nccl");
   EXPECT_NE(d.Detail("nccl").find("P2P"), std::string::npos) << d.Detail("nccl");
+}
+
+// A job that only all-reduces (1 MiB per round over PCIe P2P) spends nearly all its GPU
+// time in collectives: flagged past 30 %, with the link between its GPUs and NCCL's hints.
+TEST(Doctor, AnNcclJobMostlyInCollectivesIsFlagged) {
+  Scratch scratch;
+  testing_support::TestBroker broker(kTwoGpus, "");
+  NcclJob job(broker, scratch, {"--count", "262144", "--rounds", "100000"});
+  const json seen = WaitForCollectives(broker, 40);
+  ASSERT_FALSE(seen.is_null()) << broker.Status().dump();
+  EXPECT_GT(seen["collective_share"].get<double>(), 0.5) << seen.dump();
+  EXPECT_EQ(seen["links"][0]["link"], "PCIe") << seen.dump();
+  Doctor d = RunDoctor(broker.node(), scratch, {"--socket", broker.socket(), "--lib", GPUSHARE_LIB});
+  EXPECT_EQ(d.Verdict("nccl"), "warn") << d.Detail("nccl");
+  for (const char* said :
+       {"job pair (tenant default):", "in collectives", "above 30 %", "GPUs 0-1 PCIe", "NCCL_DEBUG=INFO", "P2P/NVLink"})
+    EXPECT_NE(d.Detail("nccl").find(said), std::string::npos) << said << " in " << d.Detail("nccl");
+}
+
+// The same job with 200 ms of compute per step (400 launches of 500 us on each rank's
+// stream) before each all-reduce: a small share, and the check passes, saying it.
+TEST(Doctor, AComputeBoundNcclJobPasses) {
+  Scratch scratch;
+  testing_support::TestBroker broker(kTwoGpus, "");
+  NcclJob job(broker, scratch, {"--count", "262144", "--rounds", "100000", "--compute", "400"});
+  const json seen = WaitForCollectives(broker, 6);
+  ASSERT_FALSE(seen.is_null()) << broker.Status().dump();
+  EXPECT_LT(seen["collective_share"].get<double>(), 0.3) << seen.dump();
+  EXPECT_GT(seen["collective_ms"].get<double>(), 0) << seen.dump();
+  Doctor d = RunDoctor(broker.node(), scratch, {"--socket", broker.socket(), "--lib", GPUSHARE_LIB});
+  EXPECT_EQ(d.Verdict("nccl"), "pass") << d.Detail("nccl");
+  EXPECT_NE(d.Detail("nccl").find("job pair (tenant default):"), std::string::npos) << d.Detail("nccl");
 }
 #endif
 

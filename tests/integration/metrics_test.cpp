@@ -49,6 +49,19 @@ std::optional<double> Sample(const std::string& text, const std::string& name,
   return std::nullopt;
 }
 
+// The sum of the samples of `name` whose labels include every one of `labels`.
+double SumOf(const std::string& text, const std::string& name, const std::map<std::string, std::string>& labels) {
+  double sum = 0;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name + "{", 0) != 0) continue;
+    bool all = true;
+    for (const auto& [k, v] : labels) all = all && line.find(k + "=\"" + v + "\"") != std::string::npos;
+    if (all) sum += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
+}
+
 std::string AskClient(Child& c, const std::string& command) {
   c.Send(command + "\n");
   for (;;) {
@@ -167,6 +180,55 @@ TEST(Metrics, TwoSaturatingClientsShowGpuTimeGateWaitsAndHandOffs) {
     w->Wait();
   }
 }
+
+#ifdef NCCL_SAMPLE
+// A two-rank NCCL job: its ranks' collective time (measured on their streams) per client
+// and GPU, and per job beside the job's GPU time; the text passes promtool.
+TEST(Metrics, AnNcclJobShowsItsCollectiveTimeBesideItsGpuTime) {
+  const int port = FreePort();
+  testing_support::TestBroker broker(
+      R"({"gpus": [{"name": "sim0", "memory": 17179869184}, {"name": "sim1", "memory": 17179869184}],
+          "links": [[0, 1, "nvlink"]]})",
+      MetricsConfig(port));
+  const std::string id_file = "/tmp/gs-metrics-nccl-" + std::to_string(getpid()) + ".id";
+  std::vector<std::unique_ptr<Child>> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.push_back(std::make_unique<Child>(
+        std::vector<std::string>{NCCL_SAMPLE, "--rank", std::to_string(r), "--nranks", "2", "--id-file", id_file,
+                                 "--count", "262144", "--rounds", "100000"},
+        broker.ClientEnv({{"GPUSHARE_JOB", "pair"}, {"LOCAL_RANK", std::to_string(r)}, {"LOCAL_WORLD_SIZE", "2"}})));
+  const std::map<std::string, std::string> job{{"tenant", "default"}, {"job", "pair"}};
+  const std::string text = ScrapeUntil(port, [&](const std::string& t) {
+    for (auto& r : ranks)
+      if (SumOf(t, "gpushare_client_collective_seconds_total", {{"pid", std::to_string(r->pid())}}) <= 0) return false;
+    return Sample(t, "gpushare_job_gpu_seconds_total", job).value_or(0) > 0;
+  });
+  for (auto& r : ranks) {
+    r->Kill(SIGKILL);
+    r->Wait();
+  }
+  std::filesystem::remove(id_file);
+  double ranks_sum = 0;
+  for (auto& r : ranks) {
+    // Each rank sees both GPUs (LOCAL_WORLD_SIZE) and runs on one: its series per GPU add up.
+    const double seconds =
+        SumOf(text, "gpushare_client_collective_seconds_total", {{"pid", std::to_string(r->pid())}, {"job", "pair"}});
+    EXPECT_GT(seconds, 0.0) << text;
+    ranks_sum += seconds;
+  }
+  // The job's figure is its ranks' (one scrape, one snapshot).
+  EXPECT_NEAR(Sample(text, "gpushare_job_collective_seconds_total", job).value_or(-1), ranks_sum, 1e-6) << text;
+  const double gpu = Sample(text, "gpushare_job_gpu_seconds_total", job).value_or(0);
+  EXPECT_GT(gpu, 0.0) << text;
+  const double share = Sample(text, "gpushare_job_collective_share_ratio", job).value_or(-1);
+  EXPECT_GT(share, 0.0) << text;
+  EXPECT_LE(share, 1.0) << text;
+  if (std::string(PROMTOOL).empty()) return;
+  std::string output;
+  EXPECT_EQ(testing_support::RunWithInput(std::string(PROMTOOL) + " check metrics", text, &output), 0) << output << "\n"
+                                                                                                       << text;
+}
+#endif
 
 TEST(Metrics, APortInUseStopsTheBrokerAtStartSayingSo) {
   const int port = FreePort();

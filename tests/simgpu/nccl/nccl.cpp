@@ -2,7 +2,12 @@
 // the shim's NCCL hooks and the NCCL sample to run on the simulated node. Ranks of a
 // communicator meet in a POSIX shared-memory segment named after their unique id; as
 // real NCCL does, init fails with ncclInvalidUsage when two ranks use one GPU (told
-// apart by PCI bus id). All-reduce sums real bytes: device memory is host memory here.
+// apart by PCI bus id). All-reduce sums real bytes: device memory is host memory here,
+// then takes GPU time on the stream as real NCCL's kernel would: a kernel whose name
+// gives simgpu its cost, the ring's traffic (2 (n-1)/n of the buffer per rank) over the
+// slowest link between the ranks' GPUs (NVLink, PCIe P2P, or staged through the host at
+// half PCIe speed, as simgpu's copies are), launched through the driver so that the
+// shim's gate and records see it like any kernel.
 #include <cuda.h>
 #include <fcntl.h>
 #include <nccl.h>
@@ -10,20 +15,28 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <strings.h>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "config.h"
 
 struct ncclComm {
   ncclUniqueId id;
   int nranks;
   int rank;
   int device;
+  double link_gbps;  // the slowest link between its ranks' GPUs
   uint64_t ops = 0;  // collectives issued: ranks meet per operation by its number
 };
 
@@ -139,13 +152,40 @@ void Reduce(T* out, const unsigned char* slots, size_t bytes, size_t count, int 
   }
 }
 
+// The collective's time on the GPU: a kernel on its stream, launched in the stream's
+// context (the caller's current context is kept).
+ncclResult_t LaunchTransfer(const Op& o, size_t bytes) {
+  const ncclComm_t c = o.comm;
+  const double traffic = c->nranks < 2 ? 0.0 : 2.0 * (c->nranks - 1) / c->nranks * static_cast<double>(bytes);
+  const long us = std::max(1L, std::lround(traffic / (c->link_gbps * 1e3)));
+  CUcontext ctx = nullptr, caller = nullptr;
+  if (cuStreamGetCtx(o.stream, &ctx) != CUDA_SUCCESS) return Fail(ncclUnhandledCudaError, "cuStreamGetCtx");
+  cuCtxGetCurrent(&caller);
+  cuCtxSetCurrent(ctx);
+  static std::mutex mu;
+  static CUmodule module = nullptr;  // an image without PTX entries: any kernel name
+  CUfunction kernel = nullptr;
+  CUresult r;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    r = module != nullptr ? CUDA_SUCCESS : cuModuleLoadData(&module, "simgpu NCCL kernels");
+    if (r == CUDA_SUCCESS)
+      r = cuModuleGetFunction(&kernel, module,
+                              ("ncclDevKernel_AllReduce_simgpu_memory_" + std::to_string(us) + "us").c_str());
+  }
+  if (r == CUDA_SUCCESS) r = cuLaunchKernel(kernel, 1, 1, 1, 32, 1, 1, 0, o.stream, nullptr, nullptr);
+  cuCtxSetCurrent(caller);
+  return r == CUDA_SUCCESS ? ncclSuccess
+                           : Fail(ncclUnhandledCudaError, "the all-reduce's kernel: CUDA error " + std::to_string(r));
+}
+
 ncclResult_t RunAllReduce(const Op& o) {
   const size_t bytes = o.count * TypeSize(o.type);
   if (bytes == 0 && o.count > 0) return Fail(ncclInvalidArgument, "data type not modeled by simgpu");
   cuStreamSynchronize(o.stream);  // earlier work on the stream first, as the collective would
   ncclComm_t c = o.comm;
   const std::string name = Hex(c->id, ++c->ops);
-  return Meet(name, c->nranks, c->rank, o.send, bytes, [&](const unsigned char* slots) {
+  ncclResult_t met = Meet(name, c->nranks, c->rank, o.send, bytes, [&](const unsigned char* slots) {
     switch (o.type) {
       case ncclFloat32: Reduce(static_cast<float*>(o.recv), slots, bytes, o.count, c->nranks, o.op); break;
       case ncclFloat64: Reduce(static_cast<double*>(o.recv), slots, bytes, o.count, c->nranks, o.op); break;
@@ -156,6 +196,7 @@ ncclResult_t RunAllReduce(const Op& o) {
       default: std::memcpy(o.recv, slots, bytes); break;  // 8/16-bit types: rank 0's data
     }
   });
+  return met == ncclSuccess ? LaunchTransfer(o, bytes) : met;
 }
 
 // The current device, as the runtime NCCL uses would see it (device 0 if no context).
@@ -170,6 +211,27 @@ std::string BusId(int device) {
   CUdevice dev = 0;
   if (cuDeviceGet(&dev, device) != CUDA_SUCCESS || cuDeviceGetPCIBusId(bus, sizeof bus, dev) != CUDA_SUCCESS) return "";
   return bus;
+}
+
+// The slowest link between the GPUs of `buses` (PCI bus ids), in GB/s, from the node's
+// config: NVLink, PCIe P2P, or none (staged through the host at half PCIe speed).
+double SlowestLinkGbps(const std::vector<std::string>& buses) {
+  std::string error;
+  static const std::optional<simgpu::NodeConfig> config = simgpu::LoadConfigFromEnv(&error);
+  if (!config) return 25.0;
+  std::vector<int> gpus;
+  for (const std::string& bus : buses)
+    for (size_t g = 0; g < config->gpus.size(); ++g)
+      if (strcasecmp(config->gpus[g].pci_bus_id.c_str(), bus.c_str()) == 0) gpus.push_back(static_cast<int>(g));
+  double slowest = config->nvlink_bandwidth_gbps;
+  for (size_t i = 0; i < gpus.size(); ++i)
+    for (size_t j = i + 1; j < gpus.size(); ++j) {
+      const simgpu::LinkKind k = config->link(gpus[i], gpus[j]);
+      slowest = std::min(slowest, k == simgpu::LinkKind::kNvlink ? config->nvlink_bandwidth_gbps
+                                  : k == simgpu::LinkKind::kPcie ? config->pcie_bandwidth_gbps
+                                                                 : config->pcie_bandwidth_gbps / 2);
+    }
+  return slowest;
 }
 
 // Init of one rank: the ranks meet and compare their GPUs.
@@ -190,7 +252,7 @@ ncclResult_t Init(ncclComm_t* out, int nranks, const ncclUniqueId& id, int rank,
     if (i != rank && all[i] == mine)
       return Fail(ncclInvalidUsage, "Duplicate GPU detected : rank " + std::to_string(rank) + " and rank " +
                                         std::to_string(i) + " both on CUDA device " + mine);
-  *out = new ncclComm{id, nranks, rank, device};
+  *out = new ncclComm{id, nranks, rank, device, SlowestLinkGbps(all)};
   return ncclSuccess;
 }
 
@@ -233,7 +295,8 @@ ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int* devlist) {
         return Fail(ncclInvalidUsage, "Duplicate GPU detected : rank " + std::to_string(i) + " and rank " +
                                           std::to_string(j) + " both on CUDA device " + buses[i]);
   }
-  for (int i = 0; i < ndev; ++i) comms[i] = new ncclComm{id, ndev, i, devlist ? devlist[i] : i};
+  const double gbps = SlowestLinkGbps(buses);
+  for (int i = 0; i < ndev; ++i) comms[i] = new ncclComm{id, ndev, i, devlist ? devlist[i] : i, gbps};
   return ncclSuccess;
 }
 
@@ -246,7 +309,7 @@ ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int, ncclComm_t* newcomm,
   }
   ncclUniqueId id = comm->id;
   id.internal[16] = static_cast<char>(id.internal[16] + 1 + color);
-  *newcomm = new ncclComm{id, comm->nranks, comm->rank, comm->device};
+  *newcomm = new ncclComm{id, comm->nranks, comm->rank, comm->device, comm->link_gbps};
   return ncclSuccess;
 }
 
