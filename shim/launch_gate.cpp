@@ -21,12 +21,13 @@ constexpr uint64_t kWantResendNs = 100'000'000;  // a waiting launch re-asks thi
 constexpr uint64_t kDrainPollNs = 50'000'000;    // the drain thread checks the broker this often
 constexpr uint64_t kInflightWaitNs = 200'000'000;
 
-// Submit times for the broker's windows: the coarse clock is a few ns (no system call)
-// and a few ms coarse, which is finer than any window the classifier uses.
-uint64_t CoarseNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+// The calling thread's in-flight slot, fixed at its first launch.
+std::atomic<uint32_t> g_next_slot{0};
+__attribute__((tls_model("initial-exec"))) thread_local uint32_t t_slot = UINT32_MAX;
+
+uint32_t ThreadSlot(size_t slots) {
+  if (t_slot == UINT32_MAX) t_slot = g_next_slot.fetch_add(1, std::memory_order_relaxed);
+  return t_slot % slots;
 }
 
 }  // namespace
@@ -73,40 +74,47 @@ void LaunchGate::Detach() {
   }
 }
 
-LaunchGate::Pass::Pass(LaunchGate& gate, int device) : gate_(gate.Enter(device)) {}
+LaunchGate::Pass::Pass(LaunchGate& gate, int device) : inflight_(gate.Enter(device)) {}
 
 LaunchGate::Pass::~Pass() {
-  if (gate_ != nullptr) gate_->inflight.fetch_sub(1, std::memory_order_release);
+  if (inflight_ != nullptr) inflight_->fetch_sub(1, std::memory_order_release);
 }
 
-proto::Gate* LaunchGate::Enter(int device) {
+uint32_t LaunchGate::Inflight(int device) const {
+  uint32_t total = 0;
+  for (const InflightSlot& s : inflight_) total += s.count[device].load(std::memory_order_seq_cst);
+  return total;
+}
+
+std::atomic<uint32_t>* LaunchGate::Enter(int device) {
   proto::Channel* c = channel_.load(std::memory_order_acquire);
   if (c == nullptr || !scheduled_.load(std::memory_order_relaxed) || device < 0 || device >= proto::kMaxDevices)
     return nullptr;
   proto::Gate& g = c->gates[device];
+  std::atomic<uint32_t>* inflight = &inflight_[ThreadSlot(kInflightSlots)].count[device];
   // Counted before the state is read (both sequentially consistent): the drain thread,
   // reading them the other way round, either sees this launch in flight or this launch
   // sees the revoke.
-  g.inflight.fetch_add(1, std::memory_order_seq_cst);
-  if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) return &g;
-  g.inflight.fetch_sub(1, std::memory_order_seq_cst);
-  return WaitForGrant(c, device);
+  inflight->fetch_add(1, std::memory_order_seq_cst);
+  if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) return inflight;
+  inflight->fetch_sub(1, std::memory_order_seq_cst);
+  return WaitForGrant(c, device, inflight);
 }
 
-proto::Gate* LaunchGate::WaitForGrant(proto::Channel* c, int device) {
+std::atomic<uint32_t>* LaunchGate::WaitForGrant(proto::Channel* c, int device, std::atomic<uint32_t>* inflight) {
   proto::Gate& g = c->gates[device];
   const uint64_t start = MonotonicNs();
   g.waiting.fetch_add(1, std::memory_order_relaxed);
   uint64_t asked_at = 0;
-  proto::Gate* passed = nullptr;
+  std::atomic<uint32_t>* passed = nullptr;
   for (;;) {
     const uint32_t seq = g.grant_seq.load(std::memory_order_acquire);
-    g.inflight.fetch_add(1, std::memory_order_seq_cst);
+    inflight->fetch_add(1, std::memory_order_seq_cst);
     if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) {
-      passed = &g;
+      passed = inflight;
       break;
     }
-    g.inflight.fetch_sub(1, std::memory_order_seq_cst);
+    inflight->fetch_sub(1, std::memory_order_seq_cst);
     if (channel_.load(std::memory_order_acquire) != c) break;  // detached or a new broker: go on
     const uint64_t now = MonotonicNs();
     if (now - asked_at >= kWantResendNs) {
@@ -142,7 +150,7 @@ void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uin
   } while (!c->ring_head.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
   proto::LaunchRecord& r = c->ring[pos % proto::kRingRecords];
   r.stream = stream;
-  r.submit_ns = CoarseNs();
+  r.submit_ns = 0;  // not stamped: the broker times records by its own clock
   r.bytes = bytes;
   r.grid = grid;
   r.block = block;
@@ -262,7 +270,7 @@ void LaunchGate::Release(proto::Channel* c, int device, uint64_t slice) {
   proto::Gate& g = c->gates[device];
   // Launches that passed the gate before the revoke reach the driver first.
   const uint64_t start = MonotonicNs();
-  while (g.inflight.load(std::memory_order_seq_cst) != 0 && MonotonicNs() - start < kInflightWaitNs) sched_yield();
+  while (Inflight(device) != 0 && MonotonicNs() - start < kInflightWaitNs) sched_yield();
   if (auto drain = drain_.load(std::memory_order_acquire)) drain(device);
   const uint64_t drained = MonotonicNs();
   released_[device] = slice;

@@ -14,8 +14,9 @@
 namespace gpushare::protocol {
 
 inline constexpr uint32_t kChannelMagic = 0x4e484347;  // "GCHN"
-// 3: per-device CU masks (spatial sharing).
-inline constexpr uint32_t kChannelVersion = 3;
+// 3: per-device CU masks (spatial sharing). 4: in-flight launches counted in the
+// client's own memory (per thread), allocation leases recalled here.
+inline constexpr uint32_t kChannelVersion = 4;
 inline constexpr uint32_t kRingRecords = 4096;  // a power of two
 inline constexpr uint32_t kNameSlots = 512;
 inline constexpr uint32_t kNameBytes = 124;
@@ -37,7 +38,7 @@ inline bool IsCopy(RecordKind k) { return k >= RecordKind::kCopyHtoD; }
 struct LaunchRecord {
   std::atomic<uint64_t> seq;
   uint64_t stream;     // an opaque id (the stream handle)
-  uint64_t submit_ns;  // CLOCK_MONOTONIC
+  uint64_t submit_ns;  // CLOCK_MONOTONIC; 0: not stamped (the broker uses its own clock)
   uint64_t bytes;      // copies and memsets
   uint32_t grid;       // blocks in the grid (saturating)
   uint32_t block;      // threads per block
@@ -81,7 +82,6 @@ struct Gate {
   std::atomic<uint32_t> grant_seq;  // futex word; odd while state and slice change, +2 per change
   std::atomic<uint64_t> slice;      // the grant held or being revoked
   // Written by the client.
-  std::atomic<uint32_t> inflight;  // launches between passing the gate and the driver call
   std::atomic<uint32_t> waiting;   // threads waiting at the gate
   std::atomic<uint64_t> released_slice;
   std::atomic<uint64_t> drained_ns;  // when its work drained after the last release

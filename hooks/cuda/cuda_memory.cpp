@@ -20,10 +20,7 @@ namespace {
 CUresult CurrentDevice(Client** client, int* dev) {
   *client = ReadyClient();
   if (*client == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
-  CUdevice physical;
-  if (CUresult r = GS_CUDA_CALL(cuCtxGetDevice, &physical); r != CUDA_SUCCESS) return r;
-  *dev = (*client)->devices().Virtual(physical);
-  return *dev < 0 ? CUDA_ERROR_INVALID_CONTEXT : CUDA_SUCCESS;
+  return CurrentVirtualDevice(*client, dev);
 }
 
 // Reserve on virtual GPU `dev`, allocate through `allocate`, and record the result

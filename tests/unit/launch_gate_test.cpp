@@ -68,7 +68,7 @@ TEST_F(LaunchGateTest, UnattachedOrUnscheduledLaunchesPassAndRecordNothingWhenUn
   gate_.Attach(channel_.get(), /*scheduled=*/false);
   channel_->gates[0].state = proto::kGateWait;  // not scheduled: the gate is not looked at
   { LaunchGate::Pass pass(gate_, 0); }
-  EXPECT_EQ(channel_->gates[0].inflight.load(), 0u);
+  EXPECT_EQ(gate_.Inflight(0), 0u);
 }
 
 TEST_F(LaunchGateTest, AHeldGateCountsTheLaunchInFlightOnlyDuringIt) {
@@ -76,10 +76,31 @@ TEST_F(LaunchGateTest, AHeldGateCountsTheLaunchInFlightOnlyDuringIt) {
   broker::SetGate(channel_.get(), 0, proto::kGateHeld, 1);
   {
     LaunchGate::Pass pass(gate_, 0);
-    EXPECT_EQ(channel_->gates[0].inflight.load(), 1u);
+    EXPECT_EQ(gate_.Inflight(0), 1u);
   }
-  EXPECT_EQ(channel_->gates[0].inflight.load(), 0u);
+  EXPECT_EQ(gate_.Inflight(0), 0u);
   EXPECT_TRUE(Sent().empty());
+}
+
+TEST_F(LaunchGateTest, LaunchesInFlightOnSeveralThreadsAreAllCounted) {
+  gate_.Attach(channel_.get(), true);
+  broker::SetGate(channel_.get(), 0, proto::kGateHeld, 1);
+  constexpr int kThreads = 4;
+  std::atomic<int> inside{0};
+  std::atomic<bool> leave{false};
+  std::vector<std::thread> launchers;
+  for (int i = 0; i < kThreads; ++i)
+    launchers.emplace_back([&] {
+      LaunchGate::Pass pass(gate_, 0);
+      inside.fetch_add(1);
+      while (!leave.load()) std::this_thread::yield();
+    });
+  while (inside.load() < kThreads) std::this_thread::yield();
+  EXPECT_EQ(gate_.Inflight(0), static_cast<uint32_t>(kThreads));
+  EXPECT_EQ(gate_.Inflight(1), 0u);
+  leave.store(true);
+  for (std::thread& t : launchers) t.join();
+  EXPECT_EQ(gate_.Inflight(0), 0u);
 }
 
 TEST_F(LaunchGateTest, AClosedGateAsksWaitsAndGoesOnWhenGranted) {
