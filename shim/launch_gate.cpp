@@ -262,6 +262,7 @@ void LaunchGate::DrainLoop() {
       Detach();
       continue;
     }
+    if (hooks_.tend) hooks_.tend();
     FutexWait(&c->client_wake, wake, kDrainPollNs);
   }
 }

@@ -45,6 +45,7 @@ class LaunchGate {
     std::function<bool(const protocol::Sched&)> send;  // to the broker; false: the link is gone
     std::function<bool()> broker_alive;                // false: the broker hung up
     std::function<void()> reconnect;                   // try to register again (rate-limited by the caller)
+    std::function<void()> tend;                        // each round while attached (allocation leases)
   };
   void SetHooks(Hooks hooks);
   void SetDrain(void (*drain)(int device));  // by the API family (hooks/), before registering

@@ -54,6 +54,11 @@ class ChannelHost {
   virtual size_t Drain(ClientId, const std::function<void(const protocol::RecordData&)>&) { return 0; }
   virtual std::string KernelName(ClientId, uint16_t) { return ""; }
   virtual RingCounts Counts(ClientId) { return {}; }
+  // What the client says it has allocated on its virtual GPU (the rest of what it
+  // holds is its idle lease); nullopt: unknown.
+  virtual std::optional<uint64_t> ReportedUsed(ClientId, int /*device*/) { return std::nullopt; }
+  // Asks the client to give back the leases it does not use.
+  virtual void Recall(ClientId) {}
 };
 
 }  // namespace gpushare::broker

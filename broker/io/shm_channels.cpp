@@ -200,6 +200,21 @@ RingCounts ShmChannels::Counts(ClientId id) {
   return c;
 }
 
+std::optional<uint64_t> ShmChannels::ReportedUsed(ClientId id, int device) {
+  auto it = segments_.find(id);
+  if (it == segments_.end() || device < 0 || device >= proto::kMaxDevices) return std::nullopt;
+  return it->second->channel->used_bytes[device].load(std::memory_order_relaxed);
+}
+
+void ShmChannels::Recall(ClientId id) {
+  auto it = segments_.find(id);
+  if (it == segments_.end()) return;
+  proto::Channel* c = it->second->channel;
+  c->lease_recall.fetch_add(1, std::memory_order_seq_cst);
+  c->client_wake.fetch_add(1, std::memory_order_seq_cst);  // its drain thread answers
+  FutexWakeAll(&c->client_wake);
+}
+
 void ShmChannels::RemoveStale() {
   DIR* dir = opendir("/dev/shm");
   if (dir == nullptr) return;

@@ -66,6 +66,8 @@ class ShmChannels : public ChannelHost {
   size_t Drain(ClientId id, const std::function<void(const protocol::RecordData&)>& on_record) override;
   std::string KernelName(ClientId id, uint16_t name) override;
   RingCounts Counts(ClientId id) override;
+  std::optional<uint64_t> ReportedUsed(ClientId id, int device) override;
+  void Recall(ClientId id) override;
   // Removes segments left by brokers that are no longer running (after a crash).
   static void RemoveStale();
 

@@ -106,7 +106,8 @@ struct Channel {
   std::atomic<uint64_t> cap_bytes[kMaxDevices];          // per virtual GPU; 0: uncapped
   std::atomic<uint64_t> tenant_held_bytes[kMaxDevices];  // all the tenant's processes
   std::atomic<uint32_t> weight_milli;
-  std::atomic<uint32_t> client_wake;  // futex word: bumped when the broker revokes a grant
+  std::atomic<uint32_t> client_wake;  // futex word: bumped when the broker revokes a grant or recalls leases
+  std::atomic<uint32_t> lease_recall;  // bumped when the broker asks for the client's idle leases back (Give)
   Gate gates[kMaxDevices];
   CuMaskSlot cu_masks[kMaxDevices];
   // Written by the client only.

@@ -35,11 +35,11 @@ CUresult ChargedOn(Client* client, int dev, uint64_t bytes, AllocKind kind, Allo
   try {
     r = allocate();
   } catch (...) {
-    client->Release(dev, bytes);
+    client->Unreserve(dev, bytes);
     throw;
   }
   if (r != CUDA_SUCCESS) {
-    client->Release(dev, bytes);
+    client->Unreserve(dev, bytes);
     return r;
   }
   client->ledger().Remember(space, LedgerKey(*key), {dev, bytes, kind});
