@@ -30,9 +30,44 @@ uint32_t ThreadSlot(size_t slots) {
   return t_slot % slots;
 }
 
+// Every Attach starts an epoch: a thread's tally slot belongs to the channel of one.
+std::atomic<uint64_t> g_attach_epoch{0};
+// The channel attached last (null once its gate detached or went): a thread that ends
+// frees its tally slot only there, never in a channel that may be gone.
+std::atomic<proto::Channel*> g_tally_channel{nullptr};
+
+// The calling thread's tally slot: claimed at its first launch in an epoch, given up
+// when the thread ends.
+struct ThreadTally {
+  uint64_t epoch = 0;
+  proto::Channel* channel = nullptr;
+  proto::TallySlot* slot = nullptr;   // null: none was free (its launches go to the ring)
+  proto::TallyEntry* last = nullptr;  // the previous launch's entry
+  ~ThreadTally() {
+    if (slot != nullptr && channel == g_tally_channel.load(std::memory_order_acquire))
+      slot->owner.store(0, std::memory_order_release);
+  }
+};
+thread_local ThreadTally t_tally;
+
+// The entry for `key` and `stream` in the thread's own slot, claimed if new; null if the
+// slot is full. Only the owning thread writes a slot, so nothing here is contended.
+proto::TallyEntry* FindEntry(proto::TallySlot* slot, uint64_t key, uint64_t stream) {
+  for (proto::TallyEntry& e : slot->entries) {
+    const uint64_t k = e.key.load(std::memory_order_relaxed);
+    if (k == key && e.stream.load(std::memory_order_relaxed) == stream) return &e;
+    if (k != 0) continue;
+    e.stream.store(stream, std::memory_order_relaxed);
+    e.key.store(key, std::memory_order_release);  // before the count first moves
+    return &e;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 LaunchGate::~LaunchGate() {
+  ForgetTallies(channel_.load());
   stop_.store(true);
   detach_seq_.fetch_add(1);
   FutexWakeAll(&detach_seq_);
@@ -49,11 +84,18 @@ void LaunchGate::SetDrain(void (*drain)(int device)) { drain_.store(drain, std::
 
 void LaunchGate::Forget() {
   scheduled_.store(false, std::memory_order_relaxed);
-  channel_.store(nullptr, std::memory_order_release);
+  ForgetTallies(channel_.exchange(nullptr, std::memory_order_acq_rel));
+}
+
+void LaunchGate::ForgetTallies(proto::Channel* channel) {
+  proto::Channel* expected = channel;
+  if (channel != nullptr) g_tally_channel.compare_exchange_strong(expected, nullptr);
 }
 
 void LaunchGate::Attach(proto::Channel* channel, bool scheduled) {
   if (channel != nullptr) PublishNames(channel);
+  epoch_.store(g_attach_epoch.fetch_add(1) + 1, std::memory_order_release);
+  g_tally_channel.store(channel, std::memory_order_release);
   scheduled_.store(scheduled && channel != nullptr, std::memory_order_relaxed);
   channel_.store(channel, std::memory_order_release);
   detach_seq_.fetch_add(1);
@@ -65,6 +107,7 @@ void LaunchGate::Detach() {
   proto::Channel* c = channel_.exchange(nullptr, std::memory_order_acq_rel);
   scheduled_.store(false, std::memory_order_relaxed);
   if (c == nullptr) return;
+  ForgetTallies(c);
   // The broker is gone: open its gates ourselves so no launch waits for it.
   for (proto::Gate& g : c->gates) {
     g.grant_seq.fetch_add(1, std::memory_order_seq_cst);  // odd while changing, as the broker does
@@ -136,6 +179,7 @@ void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uin
                         uint32_t block, uint32_t shared_bytes, uint64_t bytes) {
   proto::Channel* c = channel_.load(std::memory_order_acquire);
   if (c == nullptr) return;
+  if (Tally(c, device, kind, stream, name, bytes)) return;
   uint64_t pos = c->ring_head.load(std::memory_order_relaxed);
   do {
     if (pos - c->ring_tail.load(std::memory_order_acquire) >= proto::kRingRecords) {
@@ -159,6 +203,35 @@ void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uin
   r.device = static_cast<uint8_t>(device);
   r.kind = static_cast<uint8_t>(kind);
   r.seq.store(pos + 1, std::memory_order_release);
+}
+
+bool LaunchGate::Tally(proto::Channel* c, int device, proto::RecordKind kind, uint64_t stream, uint16_t name,
+                       uint64_t bytes) {
+  ThreadTally& t = t_tally;
+  const uint64_t epoch = epoch_.load(std::memory_order_acquire);
+  if (t.channel != c || t.epoch != epoch) {  // first launch of this thread in this channel: claim a slot
+    t = ThreadTally{epoch, c, nullptr, nullptr};
+    for (proto::TallySlot& slot : c->tallies) {
+      uint32_t free = 0;
+      if (slot.owner.compare_exchange_strong(free, 1, std::memory_order_acq_rel)) {
+        t.slot = &slot;
+        break;
+      }
+    }
+  }
+  if (t.slot == nullptr || device < 0 || device >= proto::kMaxDevices) return false;
+  const uint64_t key = proto::TallyKey(static_cast<uint8_t>(device), kind, name);
+  proto::TallyEntry* e = t.last;
+  if (e == nullptr || e->key.load(std::memory_order_relaxed) != key ||
+      e->stream.load(std::memory_order_relaxed) != stream) {
+    e = FindEntry(t.slot, key, stream);
+    if (e == nullptr) return false;
+    t.last = e;
+  }
+  // A load and a store each (this thread is the only writer): no locked instruction.
+  e->bytes.store(e->bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
+  e->count.store(e->count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  return true;
 }
 
 uint16_t LaunchGate::NameSlot(uintptr_t function, std::string (*get_name)(uintptr_t function)) {

@@ -74,8 +74,9 @@ class LaunchGate {
   // returning, over all threads.
   uint32_t Inflight(int device) const;
 
-  // Appends a record for a launch or copy on `device`; never blocks (a full ring is
-  // counted in the channel's dropped_* summary).
+  // Counts a launch or copy on `device` in the calling thread's tally (channel.h), or,
+  // when the thread has no tally slot or its slot is full, appends a record to the
+  // ring; never blocks (a full ring is counted in the channel's dropped_* summary).
   void Record(int device, protocol::RecordKind kind, uint64_t stream, uint16_t name, uint32_t grid, uint32_t block,
               uint32_t shared_bytes, uint64_t bytes);
 
@@ -99,9 +100,13 @@ class LaunchGate {
   void DrainLoop();
   void Release(protocol::Channel* c, int device, uint64_t slice);
   void PublishNames(protocol::Channel* c);
+  bool Tally(protocol::Channel* c, int device, protocol::RecordKind kind, uint64_t stream, uint16_t name,
+             uint64_t bytes);
+  static void ForgetTallies(protocol::Channel* channel);
 
   std::atomic<protocol::Channel*> channel_{nullptr};
   std::atomic<bool> scheduled_{false};
+  std::atomic<uint64_t> epoch_{0};  // of the last Attach (tally slots are claimed per epoch)
   Hooks hooks_;
   std::atomic<void (*)(int)> drain_{nullptr};  // waits for this process's work on a virtual GPU
   std::once_flag thread_once_;

@@ -75,6 +75,42 @@ size_t DrainRing(proto::Channel* channel, RingCursor* cursor, uint64_t now_ns,
   return read;
 }
 
+uint64_t ReadTallies(const proto::Channel* channel, TallyCursor* cursor,
+                     const std::function<void(const proto::RecordData&, uint64_t count)>& on_growth) {
+  uint64_t reported = 0;
+  for (uint32_t s = 0; s < proto::kTallySlots; ++s) {
+    for (uint32_t e = 0; e < proto::kTallyEntries; ++e) {
+      const proto::TallyEntry& entry = channel->tallies[s].entries[e];
+      TallyCursor::Seen& seen = cursor->seen[s * proto::kTallyEntries + e];
+      // The count first (its writer stores it last, with release), then what it counts.
+      const uint64_t count = entry.count.load(std::memory_order_acquire);
+      if (count == seen.count) continue;
+      const uint64_t key = entry.key.load(std::memory_order_relaxed);
+      const uint64_t stream = entry.stream.load(std::memory_order_relaxed);
+      const uint64_t bytes = entry.bytes.load(std::memory_order_relaxed);
+      const bool same = key == seen.key && stream == seen.stream;
+      const bool fresh = seen.key == 0 && seen.count == 0;
+      const uint64_t grown = count - seen.count, grown_bytes = bytes - seen.bytes;
+      const bool forward = count > seen.count && bytes >= seen.bytes;
+      seen = {key, stream, count, bytes};
+      if (!forward || (!same && !fresh)) continue;
+      proto::RecordData r{};
+      r.device = static_cast<uint8_t>(key >> 32);
+      const uint8_t kind = static_cast<uint8_t>(key >> 16);
+      r.kind = static_cast<proto::RecordKind>(kind);
+      r.name = static_cast<uint16_t>(key);
+      if ((key >> 63) == 0 || ((key >> 40) & 0x7fffff) != 0 || ((key >> 24) & 0xff) != 0 ||
+          r.device >= proto::kMaxDevices || kind < 1 || kind > 7 || r.name > proto::kNameSlots)
+        continue;
+      r.stream = stream;
+      r.bytes = grown_bytes;
+      on_growth(r, grown);
+      reported += grown;
+    }
+  }
+  return reported;
+}
+
 std::string ReadKernelName(const proto::Channel* channel, uint16_t name) {
   if (name == 0 || name > proto::kNameSlots) return "";
   const proto::KernelName& n = channel->names[name - 1];
@@ -186,6 +222,12 @@ size_t ShmChannels::Drain(ClientId id, const std::function<void(const proto::Rec
 std::string ShmChannels::KernelName(ClientId id, uint16_t name) {
   auto it = segments_.find(id);
   return it == segments_.end() ? "" : ReadKernelName(it->second->channel, name);
+}
+
+void ShmChannels::Tallies(ClientId id,
+                          const std::function<void(const proto::RecordData&, uint64_t count)>& on_growth) {
+  auto it = segments_.find(id);
+  if (it != segments_.end()) ReadTallies(it->second->channel, &it->second->tallies, on_growth);
 }
 
 RingCounts ShmChannels::Counts(ClientId id) {

@@ -15,7 +15,7 @@ namespace gpushare::protocol {
 
 inline constexpr uint32_t kChannelMagic = 0x4e484347;  // "GCHN"
 // 3: per-device CU masks (spatial sharing). 4: in-flight launches counted in the
-// client's own memory (per thread), allocation leases recalled here.
+// client's own memory (per thread), allocation leases recalled here, launch tallies.
 inline constexpr uint32_t kChannelVersion = 4;
 inline constexpr uint32_t kRingRecords = 4096;  // a power of two
 inline constexpr uint32_t kNameSlots = 512;
@@ -98,6 +98,32 @@ struct CuMaskSlot {
   std::atomic<uint32_t> words[kCuMaskWords];
 };
 
+// Launch tallies: each client thread counts its own launches and copies here, by
+// (virtual GPU, kind, kernel name, stream), so no count is lost however fast it
+// launches and no line is written by two threads. A thread owns one TallySlot while
+// it lives (claimed by compare-and-swap on `owner`); an entry's key and stream are
+// written once, before its count first moves; counts and bytes only grow, written by
+// the owning thread alone. The broker reads the growth since its last look. A launch
+// that finds no slot or no free entry goes to the ring as a record instead.
+inline constexpr uint32_t kTallySlots = 64;
+inline constexpr uint32_t kTallyEntries = 15;
+struct TallyEntry {
+  std::atomic<uint64_t> key;  // 0: unused; else TallyKey(...)
+  std::atomic<uint64_t> stream;
+  std::atomic<uint64_t> count;  // launches or copies
+  std::atomic<uint64_t> bytes;  // copies and memsets
+};
+struct alignas(64) TallySlot {
+  std::atomic<uint32_t> owner;  // 1 while a thread owns it
+  uint32_t reserved[7];
+  TallyEntry entries[kTallyEntries];
+};
+static_assert(sizeof(TallySlot) == 512);
+// Bit 63 marks a key as set; then the GPU, the kind and the name slot (as in a record).
+inline uint64_t TallyKey(uint8_t device, RecordKind kind, uint16_t name) {
+  return (uint64_t{1} << 63) | (uint64_t{device} << 32) | (uint64_t{static_cast<uint8_t>(kind)} << 16) | name;
+}
+
 struct Channel {
   uint32_t magic;
   uint32_t version;
@@ -119,6 +145,7 @@ struct Channel {
   std::atomic<uint64_t> dropped_bytes;
   std::atomic<uint32_t> name_count;  // name slots claimed
   KernelName names[kNameSlots];
+  TallySlot tallies[kTallySlots];
   // Written by the broker only.
   std::atomic<uint64_t> ring_tail;  // records consumed
   LaunchRecord ring[kRingRecords];
