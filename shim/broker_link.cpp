@@ -3,10 +3,10 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <boost/interprocess/shared_memory_object.hpp>
-#include <chrono>
 #include <cstring>
 
 #include "common/protocol/socket_io.h"
@@ -21,9 +21,11 @@ namespace proto = gpushare::protocol;
 constexpr int kReplyTimeoutMs = 5000;    // a broker silent this long is treated as gone
 constexpr uint64_t kRetryEveryMs = 500;  // how often a lost broker is looked for again
 
+// Coarse (a few ms) and without a system call: only retry intervals are timed with it.
 uint64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }
 
 BrokerLink* g_link = nullptr;  // the one instance, for the fork handler
@@ -42,7 +44,7 @@ BrokerLink::BrokerLink() {
 
 void BrokerLink::AfterForkInChild() {
   if (fd_ >= 0) close(fd_);  // the parent's connection stays the parent's
-  fd_ = -1;
+  SetFd(-1);
   disabled_ = true;
   channel_ = nullptr;  // and so is its channel (the observer forgets it without writing)
 }
@@ -63,7 +65,7 @@ std::optional<BrokerLink::Terms> BrokerLink::Register(const ClientOptions& optio
     Log(LogLevel::kError, "the broker at %s refused this process: %s", options.socket_path.c_str(),
         terms->reason.c_str());
     close(fd_);
-    fd_ = -1;
+    SetFd(-1);
     disabled_ = true;
     return terms;
   }
@@ -75,7 +77,7 @@ std::optional<BrokerLink::Terms> BrokerLink::Register(const ClientOptions& optio
 
 std::optional<BrokerLink::Terms> BrokerLink::Hello(bool reattach, const std::vector<uint64_t>& held) {
   std::string error;
-  fd_ = proto::ConnectUnix(options_.socket_path, &error);
+  SetFd(proto::ConnectUnix(options_.socket_path, &error));
   if (fd_ < 0) return std::nullopt;
   proto::Hello h{};
   proto::SetString(h.tenant, options_.tenant);
@@ -98,7 +100,7 @@ std::optional<BrokerLink::Terms> BrokerLink::Hello(bool reattach, const std::vec
     Log(LogLevel::kWarn, "broker at %s did not welcome this process: %s", options_.socket_path.c_str(),
         error.empty() ? "unexpected reply" : error.c_str());
     close(fd_);
-    fd_ = -1;
+    SetFd(-1);
     return std::nullopt;
   }
   proto::Welcome w = proto::Sanitized(proto::As<proto::Welcome>(*m));
@@ -122,12 +124,12 @@ void BrokerLink::UseMap(std::vector<int> physical) {
 void BrokerLink::SetChannelObserver(std::function<void(proto::Channel*, bool)> observer) {
   std::lock_guard<std::mutex> lock(mu_);
   observer_ = std::move(observer);
-  if (channel_ != nullptr && observer_) observer_(channel_, scheduled_);
+  if (channel_.load() != nullptr && observer_) observer_(channel_.load(), scheduled_);
 }
 
 void BrokerLink::DropChannel() {
   if (observer_) observer_(nullptr, false);
-  channel_ = nullptr;
+  channel_.store(nullptr, std::memory_order_release);
   if (region_.get_address() != nullptr) retired_.push_back(std::move(region_));
   region_ = bip::mapped_region();
 }
@@ -142,10 +144,10 @@ void BrokerLink::MapChannel(const std::string& name, bool scheduled) {
     region_ = bip::mapped_region(shm, bip::read_write, 0, sizeof(proto::Channel));
     auto* c = static_cast<proto::Channel*>(region_.get_address());
     if (c->magic != proto::kChannelMagic || c->version != proto::kChannelVersion) return;
-    channel_ = c;
+    channel_.store(c, std::memory_order_release);
     scheduled_ = scheduled;
     seen_generation_ = 0;
-    if (observer_) observer_(channel_, scheduled_);
+    if (observer_) observer_(c, scheduled_);
   } catch (const bip::interprocess_exception& e) {
     Log(LogLevel::kWarn, "cannot map the broker channel %s: %s", name.c_str(), e.what());
   }
@@ -163,7 +165,7 @@ bool BrokerLink::EnsureAttached(const std::vector<uint64_t>& held) {
     Log(LogLevel::kWarn, "the broker is back but refused this process again (%s): staying standalone",
         terms->reason.c_str());
     close(fd_);
-    fd_ = -1;
+    SetFd(-1);
     disabled_ = true;
     return false;
   }
@@ -177,9 +179,19 @@ void BrokerLink::Lost(const char* why) {
   Log(LogLevel::kWarn, "lost the broker at %s (%s): running standalone on the last caps until it is back",
       options_.socket_path.c_str(), why);
   close(fd_);
-  fd_ = -1;
+  SetFd(-1);
   DropChannel();
   last_try_ms_ = NowMs();
+}
+
+void BrokerLink::SetFd(int fd) {
+  fd_ = fd;
+  fd_open_.store(fd >= 0, std::memory_order_release);
+}
+
+bool BrokerLink::DueForRetry() const {
+  return !disabled_.load(std::memory_order_relaxed) &&
+         NowMs() - last_try_ms_.load(std::memory_order_relaxed) >= kRetryEveryMs;
 }
 
 bool BrokerLink::SendSched(const proto::Sched& s) {
@@ -272,27 +284,66 @@ void BrokerLink::Give(int device, uint64_t bytes, const std::vector<uint64_t>& h
 }
 
 std::optional<std::vector<uint64_t>> BrokerLink::ChangedCaps() {
+  // Unchanged (the allocation path's usual answer) without the lock.
+  const proto::Channel* seen = channel_.load(std::memory_order_acquire);
+  if (seen == nullptr || seen->grant_generation.load(std::memory_order_acquire) == seen_generation_.load())
+    return std::nullopt;
   std::lock_guard<std::mutex> lock(mu_);
-  if (channel_ == nullptr) return std::nullopt;
-  const uint64_t gen = channel_->grant_generation.load(std::memory_order_acquire);
-  if (gen == seen_generation_) return std::nullopt;
+  const proto::Channel* c = channel_.load();
+  if (c == nullptr) return std::nullopt;
+  const uint64_t gen = c->grant_generation.load(std::memory_order_acquire);
+  if (gen == seen_generation_.load()) return std::nullopt;
   seen_generation_ = gen;
   std::vector<uint64_t> caps;
   for (size_t v = 0; v < physical_.size() && v < proto::kMaxDevices; ++v)
-    caps.push_back(channel_->cap_bytes[v].load(std::memory_order_relaxed));
+    caps.push_back(c->cap_bytes[v].load(std::memory_order_relaxed));
   return caps;
 }
 
 uint64_t BrokerLink::TenantHeld(int device) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (channel_ == nullptr || device < 0 || device >= proto::kMaxDevices) return 0;
-  return channel_->tenant_held_bytes[device].load(std::memory_order_relaxed);
+  const proto::Channel* c = channel_.load(std::memory_order_acquire);
+  if (c == nullptr || device < 0 || device >= proto::kMaxDevices) return 0;
+  return c->tenant_held_bytes[device].load(std::memory_order_relaxed);
 }
 
 void BrokerLink::ReportUsed(int device, uint64_t bytes) {
+  proto::Channel* c = channel_.load(std::memory_order_acquire);
+  if (c != nullptr && device >= 0 && device < proto::kMaxDevices)
+    c->used_bytes[device].store(bytes, std::memory_order_relaxed);
+}
+
+uint32_t BrokerLink::LeaseRecall() const {
+  const proto::Channel* c = channel_.load(std::memory_order_acquire);
+  return c == nullptr ? 0 : c->lease_recall.load(std::memory_order_acquire);
+}
+
+BrokerLink::Answer BrokerLink::Lease(int device, uint64_t need, uint64_t want,
+                                     const std::function<std::vector<uint64_t>()>& held, uint64_t* granted,
+                                     std::string* reason) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (channel_ != nullptr && device >= 0 && device < proto::kMaxDevices)
-    channel_->used_bytes[device].store(bytes, std::memory_order_relaxed);
+  if (fd_ < 0 && (disabled_ || !EnsureAttached(held()))) return Answer::kStandalone;
+  proto::Lease l{};
+  l.device = static_cast<uint32_t>(device);
+  l.need_bytes = need;
+  l.want_bytes = want;
+  std::string error;
+  if (!proto::SendAll(fd_, proto::Encode(proto::Type::kLease, l))) {
+    Lost("send failed");
+    return Answer::kStandalone;
+  }
+  auto m = proto::Receive(fd_, &inbox_, kReplyTimeoutMs, &error);
+  if (!m || m->type != proto::Type::kLeaseReply) {
+    Lost(error.empty() ? "unexpected reply" : error.c_str());
+    return Answer::kStandalone;
+  }
+  const proto::LeaseReply r = proto::Sanitized(proto::As<proto::LeaseReply>(*m));
+  switch (static_cast<proto::LeaseStatus>(r.status)) {
+    case proto::LeaseStatus::kGranted: *granted = r.granted_bytes; return Answer::kGranted;
+    case proto::LeaseStatus::kRecalling: return Answer::kRecalling;
+    case proto::LeaseStatus::kRefused: break;
+  }
+  *reason = r.reason;
+  return Answer::kRefused;
 }
 
 bool BrokerLink::attached() const {

@@ -5,6 +5,7 @@
 // reporting what it holds so the rebuilt ledger counts it once. API-neutral.
 #pragma once
 
+#include <atomic>
 #include <boost/interprocess/mapped_region.hpp>
 #include <cstdint>
 #include <functional>
@@ -50,12 +51,23 @@ class BrokerLink {
   // a later registration keeps.
   void UseMap(std::vector<int> physical);
 
-  enum class Answer { kGranted, kRefused, kStandalone };
+  enum class Answer { kGranted, kRefused, kStandalone, kRecalling };
   // Asks to hold `bytes` more on virtual GPU `device` (`force`: already held, record it).
   // `held` gives what the client holds per virtual GPU, for re-registering after the
   // broker came back.
   Answer Take(int device, uint64_t bytes, bool force, const std::vector<uint64_t>& held, std::string* reason);
   void Give(int device, uint64_t bytes, const std::vector<uint64_t>& held);
+  // Asks for a lease of at least `need` and up to `want` bytes on virtual GPU `device`
+  // (kGranted: `*granted` bytes; kRecalling: other processes were asked for their idle
+  // leases, ask again). `held` as for Take, asked only when registering again.
+  Answer Lease(int device, uint64_t need, uint64_t want, const std::function<std::vector<uint64_t>()>& held,
+               uint64_t* granted, std::string* reason);
+  // Bumped by the broker when it wants idle leases back (0 without a channel).
+  uint32_t LeaseRecall() const;
+  // Registered with a broker now; else whether it is time to look for one again (a
+  // Take or Give then registers if it answers). Lock-free: for the allocation path.
+  bool linked() const { return fd_open_.load(std::memory_order_acquire); }
+  bool DueForRetry() const;
 
   // Caps the broker now grants per virtual GPU, if they changed since the last call
   // (a config reload); what all the tenant's processes hold on `device` (0 if unknown).
@@ -82,6 +94,7 @@ class BrokerLink {
   std::optional<Terms> Hello(bool reattach, const std::vector<uint64_t>& held);
   bool EnsureAttached(const std::vector<uint64_t>& held);  // mu_ held
   void Lost(const char* why);                              // mu_ held
+  void SetFd(int fd);                                      // mu_ held
   void MapChannel(const std::string& name, bool scheduled);
   void DropChannel();
   void AfterForkInChild();
@@ -90,15 +103,17 @@ class BrokerLink {
   ClientOptions options_;
   std::vector<int> physical_;  // the map in use, kept across re-registration
   int fd_ = -1;
+  std::atomic<bool> fd_open_{false};  // fd_ >= 0, for lock-free readers
   bool ever_attached_ = false;
-  bool disabled_ = false;  // a forked child: the parent's registration is not its own
-  uint64_t last_try_ms_ = 0;
+  std::atomic<bool> disabled_{false};  // a forked child: the parent's registration is not its own
+  std::atomic<uint64_t> last_try_ms_{0};
   std::vector<uint8_t> inbox_;
   boost::interprocess::mapped_region region_;
   std::vector<boost::interprocess::mapped_region> retired_;  // never unmapped: launches may hold pointers
   std::function<void(protocol::Channel*, bool)> observer_;
-  protocol::Channel* channel_ = nullptr;
-  uint64_t seen_generation_ = 0;
+  // Written under mu_; read lock-free (a channel stays mapped for the process's life).
+  std::atomic<protocol::Channel*> channel_{nullptr};
+  std::atomic<uint64_t> seen_generation_{0};
   bool scheduled_ = false;
 };
 

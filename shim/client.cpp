@@ -5,11 +5,13 @@
 #include <libunwind.h>
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <string>
 
+#include "common/base/futex.h"
 #include "log.h"
 
 namespace gpushare {
@@ -44,8 +46,11 @@ Client::Client() {
   hooks.send = [this](const protocol::Sched& s) { return broker_.SendSched(s); };
   hooks.broker_alive = [this] { return broker_.Alive(); };
   hooks.reconnect = [this] { broker_.Reconnect(HeldPerDevice()); };
+  hooks.tend = [this] { TendLeases(); };
   gate_.SetHooks(std::move(hooks));
   broker_.SetChannelObserver([this](protocol::Channel* c, bool scheduled) {
+    // A lost broker reclaimed the leases; a new one knows only what is allocated.
+    for (auto& lease : lease_free_) lease.store(0);
     if (c != nullptr)
       gate_.Attach(c, scheduled);
     else
@@ -138,26 +143,31 @@ std::vector<uint64_t> Client::HeldPerDevice() const {
 bool Client::Reserve(int device, uint64_t bytes, const char* call) {
   if (auto caps = broker_.ChangedCaps()) ApplyBrokerCaps(*caps);
   std::string why;
-  if (ledger_.Reserve(device, bytes)) {
+  if (!ledger_.Reserve(device, bytes)) {
+    why = "this process holds " + FormatBytes(ledger_.Used(device)) + " of its " + FormatBytes(ledger_.Cap(device)) +
+          " cap";
+  } else if (!broker_.linked() && !broker_.DueForRetry()) {
+    return true;  // standalone: this process's cap is all there is
+  } else if (TakeFromLease(device, bytes)) {
+    lease_activity_.fetch_add(1, std::memory_order_relaxed);
+    broker_.ReportUsed(device, ledger_.Used(device));
+    return true;
+  } else {
     BrokerLink::Answer answer;
     try {
-      std::vector<uint64_t> held_before = HeldPerDevice();  // what a re-registration reports
-      if (device < static_cast<int>(held_before.size())) held_before[device] -= bytes;
-      answer = broker_.Take(device, bytes, false, held_before, &why);
+      answer = GrowLease(device, bytes, &why);
     } catch (...) {
       // Out of host memory: the hook's guard answers the API's error, and the cap must
       // not keep bytes nothing was allocated for.
       ledger_.Unreserve(device, bytes);
       throw;
     }
-    switch (answer) {
-      case BrokerLink::Answer::kGranted:
-      case BrokerLink::Answer::kStandalone: broker_.ReportUsed(device, ledger_.Used(device)); return true;
-      case BrokerLink::Answer::kRefused: ledger_.Unreserve(device, bytes); break;
+    if (answer != BrokerLink::Answer::kRefused) {
+      lease_activity_.fetch_add(1, std::memory_order_relaxed);
+      broker_.ReportUsed(device, ledger_.Used(device));
+      return true;
     }
-  } else {
-    why = "this process holds " + FormatBytes(ledger_.Used(device)) + " of its " + FormatBytes(ledger_.Cap(device)) +
-          " cap";
+    ledger_.Unreserve(device, bytes);
   }
   Log(LogLevel::kError, "%s: out of memory on virtual GPU %d (physical %d): asked for %s; tenant \"%s\": %s", call,
       device, devices_.Physical(device), FormatBytes(bytes).c_str(), options_.tenant.c_str(), why.c_str());
@@ -165,13 +175,97 @@ bool Client::Reserve(int device, uint64_t bytes, const char* call) {
   return false;
 }
 
+bool Client::TakeFromLease(int device, uint64_t bytes) {
+  uint64_t free = lease_free_[device].load(std::memory_order_relaxed);
+  do {
+    if (free < bytes) return false;
+  } while (!lease_free_[device].compare_exchange_weak(free, free - bytes, std::memory_order_acq_rel,
+                                                        std::memory_order_relaxed));
+  return true;
+}
+
+BrokerLink::Answer Client::GrowLease(int device, uint64_t bytes, std::string* why) {
+  // The first few requests on a GPU ask for exactly what is needed (a process that
+  // allocates once holds no more than that); later ones for a chunk, so a process that
+  // keeps allocating asks the broker once per chunk.
+  constexpr uint32_t kExactRequests = 4;
+  constexpr uint64_t kChunkBytes = 64ull << 20;
+  // Other processes asked for their idle leases answer within milliseconds; past this
+  // the allocation is refused.
+  constexpr uint64_t kRecallWaitNs = 500'000'000;
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  const uint64_t start = MonotonicNs();
+  for (;;) {
+    if (TakeFromLease(device, bytes)) return BrokerLink::Answer::kGranted;
+    const uint64_t need = bytes - std::min(bytes, lease_free_[device].load());
+    const uint64_t want = lease_requests_[device].fetch_add(1) < kExactRequests ? need : std::max(need, kChunkBytes);
+    uint64_t granted = 0;
+    auto held_before = [&] {  // what a re-registration reports: not this allocation
+      std::vector<uint64_t> held = HeldPerDevice();
+      if (device < static_cast<int>(held.size())) held[device] -= bytes;
+      return held;
+    };
+    switch (broker_.Lease(device, need, want, held_before, &granted, why)) {
+      case BrokerLink::Answer::kGranted: lease_free_[device].fetch_add(granted); break;
+      case BrokerLink::Answer::kRecalling:
+        if (MonotonicNs() - start > kRecallWaitNs) {
+          *why = "other processes of the tenant hold idle leases that would make room, and did not return them in time";
+          return BrokerLink::Answer::kRefused;
+        }
+        usleep(500);
+        break;
+      case BrokerLink::Answer::kStandalone: return BrokerLink::Answer::kStandalone;
+      case BrokerLink::Answer::kRefused: return BrokerLink::Answer::kRefused;
+    }
+  }
+}
+
 void Client::Release(int device, uint64_t bytes) {
   ledger_.Unreserve(device, bytes);
-  broker_.Give(device, bytes, HeldPerDevice());
+  if (broker_.linked()) {
+    lease_free_[device].fetch_add(bytes);
+    lease_activity_.fetch_add(1, std::memory_order_relaxed);
+  } else if (broker_.DueForRetry()) {
+    broker_.Give(device, bytes, HeldPerDevice());  // registers again if the broker is back
+  }
   broker_.ReportUsed(device, ledger_.Used(device));
 }
 
-uint64_t Client::Held(int device) { return std::max(ledger_.Used(device), broker_.TenantHeld(device)); }
+void Client::Unreserve(int device, uint64_t bytes) {
+  ledger_.Unreserve(device, bytes);
+  if (broker_.linked()) broker_.Give(device, bytes, HeldPerDevice());
+  broker_.ReportUsed(device, ledger_.Used(device));
+}
+
+void Client::TendLeases() {
+  constexpr uint64_t kIdleNs = 100'000'000;  // no allocation or free this long: idle
+  const uint64_t now = MonotonicNs();
+  const uint32_t recall = broker_.LeaseRecall();
+  const uint64_t activity = lease_activity_.load(std::memory_order_relaxed);
+  const bool recalled = recall != seen_recall_;
+  seen_recall_ = recall;
+  if (activity != seen_activity_) {
+    seen_activity_ = activity;
+    activity_changed_ns_ = now;
+  }
+  if (recalled || now - activity_changed_ns_ >= kIdleNs) ReturnLeases();
+}
+
+void Client::ReturnLeases() {
+  for (int d = 0; d < MemoryLedger::kMaxDevices; ++d) {
+    const uint64_t idle = lease_free_[d].exchange(0);
+    if (idle == 0) continue;
+    lease_requests_[d].store(0);  // asks exactly again until it keeps allocating
+    broker_.Give(d, idle, HeldPerDevice());
+  }
+}
+
+uint64_t Client::Held(int device) {
+  // The tenant's holdings count this process's lease, which is free to it.
+  const uint64_t tenant = broker_.TenantHeld(device);
+  const uint64_t lease = device >= 0 && device < MemoryLedger::kMaxDevices ? lease_free_[device].load() : 0;
+  return std::max(ledger_.Used(device), tenant - std::min(tenant, lease));
+}
 
 void Client::CapView(int device, uint64_t* free_bytes, uint64_t* total_bytes) {
   const uint64_t cap = ledger_.Cap(device);

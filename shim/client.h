@@ -3,6 +3,7 @@
 // (hooks/) translate driver calls into calls on it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -37,8 +38,16 @@ class Client {
   // with a broker, the tenant's across its processes), or logs why not (once per
   // refusal: what is held, the cap, optionally the call stack) and returns false.
   bool Reserve(int device, uint64_t bytes, const char* call);
-  // Returns `bytes` taken by Reserve (or ChargeOverhead).
+  // Returns `bytes` taken by Reserve (or ChargeOverhead): a free. With a broker they
+  // stay this process's as lease, for its next allocations, until it is idle or the
+  // broker recalls them (TendLeases).
   void Release(int device, uint64_t bytes);
+  // Returns `bytes` taken by Reserve that the driver then refused: straight back to the
+  // broker, as if never asked for.
+  void Unreserve(int device, uint64_t bytes);
+  // Gives the broker back the leases not in use, when the broker recalled them or
+  // nothing was allocated or freed for a while (the gate's drain thread calls it).
+  void TendLeases();
   // What counts as used on `device` in the cap view (cuMemGetInfo, NVML): this
   // process's holdings, or its tenant's across processes when a broker says more.
   uint64_t Held(int device);
@@ -66,6 +75,11 @@ class Client {
  private:
   Client();
   std::vector<uint64_t> HeldPerDevice() const;
+  // Takes `bytes` of `device`'s lease (lock-free); false if it holds less.
+  bool TakeFromLease(int device, uint64_t bytes);
+  // The slow path: asks the broker for lease until `bytes` can be taken from it.
+  BrokerLink::Answer GrowLease(int device, uint64_t bytes, std::string* why);
+  void ReturnLeases();
   // GPUSHARE_MEMORY_LIMIT naming a virtual GPU past the map: every cap becomes 0.
   void CheckCapIndices(std::vector<std::string>* errors);
   void ApplyBrokerCaps(const std::vector<uint64_t>& caps);
@@ -79,6 +93,15 @@ class Client {
   BrokerLink broker_;
   uint64_t asked_caps_[MemoryLedger::kMaxDevices] = {};  // per virtual GPU, kNoCap: none
   std::atomic<bool> context_charged_[MemoryLedger::kMaxDevices] = {};
+  // Allocation leases (with a broker): capacity the broker granted this process beyond
+  // what it has allocated, per virtual GPU.
+  std::atomic<uint64_t> lease_free_[MemoryLedger::kMaxDevices] = {};
+  std::atomic<uint32_t> lease_requests_[MemoryLedger::kMaxDevices] = {};
+  std::mutex lease_mu_;                        // one lease request at a time
+  std::atomic<uint64_t> lease_activity_{0};    // allocations and frees made with a broker
+  uint64_t seen_activity_ = 0;                 // TendLeases only
+  uint64_t activity_changed_ns_ = 0;           // TendLeases only
+  uint32_t seen_recall_ = 0;                   // TendLeases only
   std::mutex pools_mu_;
   std::map<uint64_t, int> pools_;  // pool handle -> virtual GPU
 };

@@ -21,17 +21,53 @@ constexpr uint64_t kWantResendNs = 100'000'000;  // a waiting launch re-asks thi
 constexpr uint64_t kDrainPollNs = 50'000'000;    // the drain thread checks the broker this often
 constexpr uint64_t kInflightWaitNs = 200'000'000;
 
-// Submit times for the broker's windows: the coarse clock is a few ns (no system call)
-// and a few ms coarse, which is finer than any window the classifier uses.
-uint64_t CoarseNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+// The calling thread's in-flight slot, fixed at its first launch.
+std::atomic<uint32_t> g_next_slot{0};
+__attribute__((tls_model("initial-exec"))) thread_local uint32_t t_slot = UINT32_MAX;
+
+uint32_t ThreadSlot(size_t slots) {
+  if (t_slot == UINT32_MAX) t_slot = g_next_slot.fetch_add(1, std::memory_order_relaxed);
+  return t_slot % slots;
+}
+
+// Every Attach starts an epoch: a thread's tally slot belongs to the channel of one.
+std::atomic<uint64_t> g_attach_epoch{0};
+// The channel attached last (null once its gate detached or went): a thread that ends
+// frees its tally slot only there, never in a channel that may be gone.
+std::atomic<proto::Channel*> g_tally_channel{nullptr};
+
+// The calling thread's tally slot: claimed at its first launch in an epoch, given up
+// when the thread ends.
+struct ThreadTally {
+  uint64_t epoch = 0;
+  proto::Channel* channel = nullptr;
+  proto::TallySlot* slot = nullptr;   // null: none was free (its launches go to the ring)
+  proto::TallyEntry* last = nullptr;  // the previous launch's entry
+  ~ThreadTally() {
+    if (slot != nullptr && channel == g_tally_channel.load(std::memory_order_acquire))
+      slot->owner.store(0, std::memory_order_release);
+  }
+};
+thread_local ThreadTally t_tally;
+
+// The entry for `key` and `stream` in the thread's own slot, claimed if new; null if the
+// slot is full. Only the owning thread writes a slot, so nothing here is contended.
+proto::TallyEntry* FindEntry(proto::TallySlot* slot, uint64_t key, uint64_t stream) {
+  for (proto::TallyEntry& e : slot->entries) {
+    const uint64_t k = e.key.load(std::memory_order_relaxed);
+    if (k == key && e.stream.load(std::memory_order_relaxed) == stream) return &e;
+    if (k != 0) continue;
+    e.stream.store(stream, std::memory_order_relaxed);
+    e.key.store(key, std::memory_order_release);  // before the count first moves
+    return &e;
+  }
+  return nullptr;
 }
 
 }  // namespace
 
 LaunchGate::~LaunchGate() {
+  ForgetTallies(channel_.load());
   stop_.store(true);
   detach_seq_.fetch_add(1);
   FutexWakeAll(&detach_seq_);
@@ -48,11 +84,18 @@ void LaunchGate::SetDrain(void (*drain)(int device)) { drain_.store(drain, std::
 
 void LaunchGate::Forget() {
   scheduled_.store(false, std::memory_order_relaxed);
-  channel_.store(nullptr, std::memory_order_release);
+  ForgetTallies(channel_.exchange(nullptr, std::memory_order_acq_rel));
+}
+
+void LaunchGate::ForgetTallies(proto::Channel* channel) {
+  proto::Channel* expected = channel;
+  if (channel != nullptr) g_tally_channel.compare_exchange_strong(expected, nullptr);
 }
 
 void LaunchGate::Attach(proto::Channel* channel, bool scheduled) {
   if (channel != nullptr) PublishNames(channel);
+  epoch_.store(g_attach_epoch.fetch_add(1) + 1, std::memory_order_release);
+  g_tally_channel.store(channel, std::memory_order_release);
   scheduled_.store(scheduled && channel != nullptr, std::memory_order_relaxed);
   channel_.store(channel, std::memory_order_release);
   detach_seq_.fetch_add(1);
@@ -64,6 +107,7 @@ void LaunchGate::Detach() {
   proto::Channel* c = channel_.exchange(nullptr, std::memory_order_acq_rel);
   scheduled_.store(false, std::memory_order_relaxed);
   if (c == nullptr) return;
+  ForgetTallies(c);
   // The broker is gone: open its gates ourselves so no launch waits for it.
   for (proto::Gate& g : c->gates) {
     g.grant_seq.fetch_add(1, std::memory_order_seq_cst);  // odd while changing, as the broker does
@@ -73,40 +117,47 @@ void LaunchGate::Detach() {
   }
 }
 
-LaunchGate::Pass::Pass(LaunchGate& gate, int device) : gate_(gate.Enter(device)) {}
+LaunchGate::Pass::Pass(LaunchGate& gate, int device) : inflight_(gate.Enter(device)) {}
 
 LaunchGate::Pass::~Pass() {
-  if (gate_ != nullptr) gate_->inflight.fetch_sub(1, std::memory_order_release);
+  if (inflight_ != nullptr) inflight_->fetch_sub(1, std::memory_order_release);
 }
 
-proto::Gate* LaunchGate::Enter(int device) {
+uint32_t LaunchGate::Inflight(int device) const {
+  uint32_t total = 0;
+  for (const InflightSlot& s : inflight_) total += s.count[device].load(std::memory_order_seq_cst);
+  return total;
+}
+
+std::atomic<uint32_t>* LaunchGate::Enter(int device) {
   proto::Channel* c = channel_.load(std::memory_order_acquire);
   if (c == nullptr || !scheduled_.load(std::memory_order_relaxed) || device < 0 || device >= proto::kMaxDevices)
     return nullptr;
   proto::Gate& g = c->gates[device];
+  std::atomic<uint32_t>* inflight = &inflight_[ThreadSlot(kInflightSlots)].count[device];
   // Counted before the state is read (both sequentially consistent): the drain thread,
   // reading them the other way round, either sees this launch in flight or this launch
   // sees the revoke.
-  g.inflight.fetch_add(1, std::memory_order_seq_cst);
-  if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) return &g;
-  g.inflight.fetch_sub(1, std::memory_order_seq_cst);
-  return WaitForGrant(c, device);
+  inflight->fetch_add(1, std::memory_order_seq_cst);
+  if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) return inflight;
+  inflight->fetch_sub(1, std::memory_order_seq_cst);
+  return WaitForGrant(c, device, inflight);
 }
 
-proto::Gate* LaunchGate::WaitForGrant(proto::Channel* c, int device) {
+std::atomic<uint32_t>* LaunchGate::WaitForGrant(proto::Channel* c, int device, std::atomic<uint32_t>* inflight) {
   proto::Gate& g = c->gates[device];
   const uint64_t start = MonotonicNs();
   g.waiting.fetch_add(1, std::memory_order_relaxed);
   uint64_t asked_at = 0;
-  proto::Gate* passed = nullptr;
+  std::atomic<uint32_t>* passed = nullptr;
   for (;;) {
     const uint32_t seq = g.grant_seq.load(std::memory_order_acquire);
-    g.inflight.fetch_add(1, std::memory_order_seq_cst);
+    inflight->fetch_add(1, std::memory_order_seq_cst);
     if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) {
-      passed = &g;
+      passed = inflight;
       break;
     }
-    g.inflight.fetch_sub(1, std::memory_order_seq_cst);
+    inflight->fetch_sub(1, std::memory_order_seq_cst);
     if (channel_.load(std::memory_order_acquire) != c) break;  // detached or a new broker: go on
     const uint64_t now = MonotonicNs();
     if (now - asked_at >= kWantResendNs) {
@@ -135,6 +186,7 @@ void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uin
                         uint32_t block, uint32_t shared_bytes, uint64_t bytes) {
   proto::Channel* c = channel_.load(std::memory_order_acquire);
   if (c == nullptr) return;
+  if (Tally(c, device, kind, stream, name, bytes)) return;
   uint64_t pos = c->ring_head.load(std::memory_order_relaxed);
   do {
     if (pos - c->ring_tail.load(std::memory_order_acquire) >= proto::kRingRecords) {
@@ -149,7 +201,7 @@ void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uin
   } while (!c->ring_head.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
   proto::LaunchRecord& r = c->ring[pos % proto::kRingRecords];
   r.stream = stream;
-  r.submit_ns = CoarseNs();
+  r.submit_ns = 0;  // not stamped: the broker times records by its own clock
   r.bytes = bytes;
   r.grid = grid;
   r.block = block;
@@ -158,6 +210,35 @@ void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uin
   r.device = static_cast<uint8_t>(device);
   r.kind = static_cast<uint8_t>(kind);
   r.seq.store(pos + 1, std::memory_order_release);
+}
+
+bool LaunchGate::Tally(proto::Channel* c, int device, proto::RecordKind kind, uint64_t stream, uint16_t name,
+                       uint64_t bytes) {
+  ThreadTally& t = t_tally;
+  const uint64_t epoch = epoch_.load(std::memory_order_acquire);
+  if (t.channel != c || t.epoch != epoch) {  // first launch of this thread in this channel: claim a slot
+    t = ThreadTally{epoch, c, nullptr, nullptr};
+    for (proto::TallySlot& slot : c->tallies) {
+      uint32_t free = 0;
+      if (slot.owner.compare_exchange_strong(free, 1, std::memory_order_acq_rel)) {
+        t.slot = &slot;
+        break;
+      }
+    }
+  }
+  if (t.slot == nullptr || device < 0 || device >= proto::kMaxDevices) return false;
+  const uint64_t key = proto::TallyKey(static_cast<uint8_t>(device), kind, name);
+  proto::TallyEntry* e = t.last;
+  if (e == nullptr || e->key.load(std::memory_order_relaxed) != key ||
+      e->stream.load(std::memory_order_relaxed) != stream) {
+    e = FindEntry(t.slot, key, stream);
+    if (e == nullptr) return false;
+    t.last = e;
+  }
+  // A load and a store each (this thread is the only writer): no locked instruction.
+  e->bytes.store(e->bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
+  e->count.store(e->count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  return true;
 }
 
 uint16_t LaunchGate::NameSlot(uintptr_t function, std::string (*get_name)(uintptr_t function)) {
@@ -261,6 +342,7 @@ void LaunchGate::DrainLoop() {
       Detach();
       continue;
     }
+    if (hooks_.tend) hooks_.tend();
     FutexWait(&c->client_wake, wake, kDrainPollNs);
   }
 }
@@ -269,7 +351,7 @@ void LaunchGate::Release(proto::Channel* c, int device, uint64_t slice) {
   proto::Gate& g = c->gates[device];
   // Launches that passed the gate before the revoke reach the driver first.
   const uint64_t start = MonotonicNs();
-  while (g.inflight.load(std::memory_order_seq_cst) != 0 && MonotonicNs() - start < kInflightWaitNs) sched_yield();
+  while (Inflight(device) != 0 && MonotonicNs() - start < kInflightWaitNs) sched_yield();
   if (auto drain = drain_.load(std::memory_order_acquire)) drain(device);
   const uint64_t drained = MonotonicNs();
   released_[device] = slice;

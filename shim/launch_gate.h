@@ -2,9 +2,11 @@
 // passes a gate per virtual GPU and appends a record to the broker's ring.
 //
 // Hot path (a launch with the GPU granted, or unscheduled): a load of the channel, an
-// atomic increment and a load at the gate, the ring slot claimed by compare-and-swap
-// and filled, the increment undone after the driver call. No lock, no system call, no
-// allocation. A launch without the GPU sends Want once and sleeps on the gate's futex
+// atomic increment of the calling thread's own in-flight counter and a load of the
+// gate, the ring slot claimed by compare-and-swap and filled, the increment undone
+// after the driver call. No lock, no system call, no allocation; the in-flight
+// counters are per thread slot (process memory, a cache line each), so threads
+// launching at once do not write one shared line for them. A launch without the GPU sends Want once and sleeps on the gate's futex
 // until the broker grants it.
 //
 // A drain thread answers the broker's revokes: it waits for launches already past
@@ -43,6 +45,7 @@ class LaunchGate {
     std::function<bool(const protocol::Sched&)> send;  // to the broker; false: the link is gone
     std::function<bool()> broker_alive;                // false: the broker hung up
     std::function<void()> reconnect;                   // try to register again (rate-limited by the caller)
+    std::function<void()> tend;                        // each round while attached (allocation leases)
   };
   void SetHooks(Hooks hooks);
   void SetDrain(void (*drain)(int device));  // by the API family (hooks/), before registering
@@ -64,11 +67,16 @@ class LaunchGate {
     Pass& operator=(const Pass&) = delete;
 
    private:
-    protocol::Gate* gate_ = nullptr;
+    std::atomic<uint32_t>* inflight_ = nullptr;  // the thread slot's counter for the gate passed
   };
 
-  // Appends a record for a launch or copy on `device`; never blocks (a full ring is
-  // counted in the channel's dropped_* summary).
+  // Launches of virtual GPU `device` between passing its gate and their driver call
+  // returning, over all threads.
+  uint32_t Inflight(int device) const;
+
+  // Counts a launch or copy on `device` in the calling thread's tally (channel.h), or,
+  // when the thread has no tally slot or its slot is full, appends a record to the
+  // ring; never blocks (a full ring is counted in the channel's dropped_* summary).
   void Record(int device, protocol::RecordKind kind, uint64_t stream, uint16_t name, uint32_t grid, uint32_t block,
               uint32_t shared_bytes, uint64_t bytes);
 
@@ -90,15 +98,19 @@ class LaunchGate {
   bool attached() const { return channel_.load(std::memory_order_relaxed) != nullptr; }
 
  private:
-  protocol::Gate* Enter(int device);
-  protocol::Gate* WaitForGrant(protocol::Channel* c, int device);
+  std::atomic<uint32_t>* Enter(int device);
+  std::atomic<uint32_t>* WaitForGrant(protocol::Channel* c, int device, std::atomic<uint32_t>* inflight);
   void StartDrainThread();
   void DrainLoop();
   void Release(protocol::Channel* c, int device, uint64_t slice);
   void PublishNames(protocol::Channel* c);
+  bool Tally(protocol::Channel* c, int device, protocol::RecordKind kind, uint64_t stream, uint16_t name,
+             uint64_t bytes);
+  static void ForgetTallies(protocol::Channel* channel);
 
   std::atomic<protocol::Channel*> channel_{nullptr};
   std::atomic<bool> scheduled_{false};
+  std::atomic<uint64_t> epoch_{0};  // of the last Attach (tally slots are claimed per epoch)
   Hooks hooks_;
   std::atomic<void (*)(int)> drain_{nullptr};  // waits for this process's work on a virtual GPU
   std::once_flag thread_once_;
@@ -106,6 +118,15 @@ class LaunchGate {
   std::atomic<bool> stop_{false};
   uint64_t released_[protocol::kMaxDevices] = {};  // drain thread only
   std::atomic<uint32_t> detach_seq_{0};            // futex word for the drain thread while detached
+
+  // In-flight launches per virtual GPU, counted in one slot per thread (threads beyond
+  // kInflightSlots share slots: a slot's count is still exact, only its line is shared).
+  struct alignas(64) InflightSlot {
+    std::atomic<uint32_t> count[protocol::kMaxDevices] = {};
+  };
+  static_assert(sizeof(InflightSlot) == 64, "one cache line per thread slot");
+  static constexpr size_t kInflightSlots = 64;
+  InflightSlot inflight_[kInflightSlots];
 
   // Kernel names, kept by the process (a new channel gets them all again).
   struct FunctionEntry {

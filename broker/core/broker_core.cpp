@@ -290,34 +290,97 @@ proto::TakeReply BrokerCore::OnTake(ClientId conn, const PeerCredentials&, const
     return r;
   }
   const NodeLedger::Grant result = ledger_.Take(conn, g, take.bytes);
-  switch (result) {
-    case NodeLedger::Grant::kGranted: r.granted = 1; break;
-    case NodeLedger::Grant::kTenantCap:
-      proto::SetString(r.reason, "tenant \"" + c.tenant + "\" holds " + FormatBytes(ledger_.TenantHeld(c.tenant, g)) +
-                                     " of its " + FormatBytes(c.cap_bytes.value_or(0)) + " cap on GPU " +
-                                     std::to_string(g) + " across its processes");
-      break;
-    case NodeLedger::Grant::kClientCap:
-      proto::SetString(r.reason, "its \"" + (c.instance ? c.instance->profile : std::string()) + "\" instance holds " +
-                                     FormatBytes(ledger_.Held(conn, g)) + " of its " +
-                                     FormatBytes(c.instance ? c.instance->memory_bytes : 0) + " on GPU " +
-                                     std::to_string(g));
-      break;
-    case NodeLedger::Grant::kDeviceFull:
-      proto::SetString(r.reason, "GPU " + std::to_string(g) + " has " + FormatBytes(ledger_.GpuHeld(g)) + " of " +
-                                     FormatBytes(ledger_.capacity(g)) + " held by its clients");
-      break;
-    case NodeLedger::Grant::kBadRequest: proto::SetString(r.reason, "bad request"); break;
-  }
-  if (result != NodeLedger::Grant::kGranted && result != NodeLedger::Grant::kBadRequest) {  // out of memory
-    ++counters_.oom_refusals[conn];
-    ++counters_.tenant_oom_refusals[c.tenant];
-  }
+  r.granted = result == NodeLedger::Grant::kGranted ? 1 : 0;
+  if (!r.granted) proto::SetString(r.reason, Refused(conn, c, g, result));
   if (r.granted) {
     PublishTenant(c.tenant);
     metering_.Held(conn);
   }
   return r;
+}
+
+std::string BrokerCore::Refused(ClientId conn, const ClientRecord& c, int g, NodeLedger::Grant result) {
+  if (result != NodeLedger::Grant::kBadRequest) {  // out of memory
+    ++counters_.oom_refusals[conn];
+    ++counters_.tenant_oom_refusals[c.tenant];
+  }
+  switch (result) {
+    case NodeLedger::Grant::kTenantCap:
+      return "tenant \"" + c.tenant + "\" holds " + FormatBytes(ledger_.TenantHeld(c.tenant, g)) + " of its " +
+             FormatBytes(c.cap_bytes.value_or(0)) + " cap on GPU " + std::to_string(g) + " across its processes";
+    case NodeLedger::Grant::kClientCap:
+      return "its \"" + (c.instance ? c.instance->profile : std::string()) + "\" instance holds " +
+             FormatBytes(ledger_.Held(conn, g)) + " of its " + FormatBytes(c.instance ? c.instance->memory_bytes : 0) +
+             " on GPU " + std::to_string(g);
+    case NodeLedger::Grant::kDeviceFull:
+      return "GPU " + std::to_string(g) + " has " + FormatBytes(ledger_.GpuHeld(g)) + " of " +
+             FormatBytes(ledger_.capacity(g)) + " held by its clients";
+    case NodeLedger::Grant::kBadRequest: return "bad request";
+    case NodeLedger::Grant::kGranted: break;
+  }
+  return "";
+}
+
+proto::LeaseReply BrokerCore::OnLease(ClientId conn, const PeerCredentials&, const proto::Lease& lease) {
+  proto::LeaseReply r{};
+  const ClientRecord& c = clients_.at(conn);
+  if (lease.device >= c.physical.size() || lease.need_bytes == 0) {
+    proto::SetString(r.reason, "no virtual GPU " + std::to_string(lease.device) + ", or nothing asked");
+    return r;
+  }
+  const int g = c.physical[lease.device];
+  const NodeLedger::Grant result = ledger_.Take(conn, g, lease.need_bytes);
+  if (result == NodeLedger::Grant::kGranted) {
+    // Beyond what it needs, as much of the chunk it wants as there is room for.
+    const uint64_t extra = std::min(lease.want_bytes - lease.need_bytes, ledger_.Room(conn, g));
+    if (extra > 0) ledger_.Take(conn, g, extra);
+    r.status = static_cast<int32_t>(proto::LeaseStatus::kGranted);
+    r.granted_bytes = lease.need_bytes + extra;
+    PublishTenant(c.tenant);
+    metering_.Held(conn);
+    return r;
+  }
+  // The cap holds exactly across processes: before refusing, leases other processes
+  // hold idle that would make room are asked back, and the client asks again.
+  if (result != NodeLedger::Grant::kClientCap && result != NodeLedger::Grant::kBadRequest &&
+      RecallIdleLeases(conn, c, g, lease.need_bytes)) {
+    r.status = static_cast<int32_t>(proto::LeaseStatus::kRecalling);
+    return r;
+  }
+  proto::SetString(r.reason, Refused(conn, c, g, result));
+  return r;
+}
+
+bool BrokerCore::RecallIdleLeases(ClientId conn, const ClientRecord& c, int g, uint64_t need) {
+  if (channels_ == nullptr) return false;
+  // What `need` lacks under the tenant's cap and on the GPU.
+  const uint64_t capacity = ledger_.capacity(g);
+  const uint64_t gpu_room = capacity - std::min(capacity, ledger_.GpuHeld(g));
+  const uint64_t device_short = need > gpu_room ? need - gpu_room : 0;
+  uint64_t tenant_short = 0;
+  if (c.cap_bytes) {
+    const uint64_t room = *c.cap_bytes - std::min(*c.cap_bytes, ledger_.TenantHeld(c.tenant, g));
+    tenant_short = need > room ? need - room : 0;
+  }
+  uint64_t tenant_idle = 0, idle = 0;
+  std::vector<ClientId> holders;
+  for (const auto& [id, other] : clients_) {
+    if (id == conn) continue;
+    for (size_t v = 0; v < other.physical.size(); ++v) {
+      if (other.physical[v] != g) continue;
+      const uint64_t held = ledger_.Held(id, g);
+      // What it says it allocated; its lease is the rest (a client that lies only
+      // makes others ask in vain, then be refused).
+      const uint64_t used = std::min(held, channels_->ReportedUsed(id, static_cast<int>(v)).value_or(held));
+      if (held == used) continue;
+      idle += held - used;
+      if (other.tenant == c.tenant) tenant_idle += held - used;
+      holders.push_back(id);
+    }
+  }
+  if (holders.empty() || tenant_idle < tenant_short || idle < device_short) return false;
+  for (ClientId id : holders) channels_->Recall(id);
+  return true;
 }
 
 void BrokerCore::RestoreHoldings(ClientId conn, int32_t pid, const std::vector<int>& physical,

@@ -122,6 +122,13 @@ class BrokerCore : private MessageHandlers {
   protocol::Welcome Register(ClientId conn, const PeerCredentials& peer, const protocol::Hello& hello);
   protocol::TakeReply OnTake(ClientId conn, const PeerCredentials& peer, const protocol::Take& take) override;
   void OnGive(ClientId conn, const PeerCredentials& peer, const protocol::Give& give) override;
+  protocol::LeaseReply OnLease(ClientId conn, const PeerCredentials& peer, const protocol::Lease& lease) override;
+  // Why a Take or Lease on GPU `g` was refused (counted as an out-of-memory refusal).
+  std::string Refused(ClientId conn, const ClientRecord& c, int g, NodeLedger::Grant result);
+  // Asks the other clients on GPU `g` whose idle leases would make room for `need` (the
+  // tenant's under its cap, anyone's on a full GPU) to give them back; false (nothing
+  // asked) if even all of them would not make room.
+  bool RecallIdleLeases(ClientId conn, const ClientRecord& c, int g, uint64_t need);
   std::string OnStatus(ClientId, const PeerCredentials& peer, const protocol::Text&) override {
     return StatusJson(peer);
   }

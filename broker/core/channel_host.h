@@ -80,6 +80,14 @@ class ChannelHost {
   virtual std::string KernelName(ClientId, uint16_t) { return ""; }
   virtual RingCounts Counts(ClientId) { return {}; }
   virtual CollectiveCounts Collectives(ClientId) { return {}; }
+  // The growth of the client's launch tallies since the last call: per (GPU, kind,
+  // name, stream), how many launches (`count`) and their bytes (in the record's `bytes`).
+  virtual void Tallies(ClientId, const std::function<void(const protocol::RecordData&, uint64_t count)>&) {}
+  // What the client says it has allocated on its virtual GPU (the rest of what it
+  // holds is its idle lease); nullopt: unknown.
+  virtual std::optional<uint64_t> ReportedUsed(ClientId, int /*device*/) { return std::nullopt; }
+  // Asks the client to give back the leases it does not use.
+  virtual void Recall(ClientId) {}
 };
 
 }  // namespace gpushare::broker

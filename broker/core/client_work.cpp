@@ -29,18 +29,18 @@ WorkClass WorkTracker::Current(ClientId id) const {
   return w == work_.end() ? WorkClass::kUnknown : w->second->overall.current();
 }
 
-void WorkTracker::Observe(ClientId id, ClientWork& w, const proto::RecordData& r, uint64_t now) {
-  ++w.records;
+void WorkTracker::Observe(ClientId id, ClientWork& w, const proto::RecordData& r, uint64_t now, uint64_t count) {
+  w.records += count;
   w.launched_mask |= 1u << r.device;
   const bool copy = proto::IsCopy(r.kind);
   std::optional<WorkClass> cls;
   const char* example = nullptr;
   if (copy) {
-    ++w.copies;
+    w.copies += count;
     w.copy_bytes += r.bytes;
     if (r.device < protocol::kMaxDevices) w.device_copy_bytes[r.device] += r.bytes;
   } else {
-    ++w.kernels;
+    w.kernels += count;
     if (r.name != 0) {
       if (w.name_class.empty()) {
         w.name_class.assign(proto::kNameSlots, -1);
@@ -59,11 +59,11 @@ void WorkTracker::Observe(ClientId id, ClientWork& w, const proto::RecordData& r
       if (known != -1) example = w.names[r.name - 1].c_str();
     }
   }
-  w.overall.ObserveClassified(now, cls, copy, r.bytes, example);
+  w.overall.ObserveClassified(now, cls, copy, r.bytes, example, count);
   auto stream = w.streams.find(r.stream);
   if (stream == w.streams.end() && w.streams.size() < kMaxStreams)
     stream = w.streams.emplace(r.stream, Classifier(&config_->classifier)).first;
-  if (stream != w.streams.end()) stream->second.ObserveClassified(now, cls, copy, r.bytes, example);
+  if (stream != w.streams.end()) stream->second.ObserveClassified(now, cls, copy, r.bytes, example, count);
 }
 
 bool WorkTracker::Drain(uint64_t now, const std::function<void(ClientId, int)>& launched) {
@@ -76,10 +76,12 @@ bool WorkTracker::Drain(uint64_t now, const std::function<void(ClientId, int)>& 
     // A ring read full may have more behind it: read on (bounded) and poll sooner.
     size_t read = 0;
     for (int round = 0; round < 4; ++round) {
-      const size_t n = channels_->Drain(id, [&](const proto::RecordData& r) { Observe(client, work, r, now); });
+      const size_t n = channels_->Drain(id, [&](const proto::RecordData& r) { Observe(client, work, r, now, 1); });
       read += n;
       if (n < proto::kRingRecords) break;
     }
+    // What the client's threads counted themselves since the last look.
+    channels_->Tallies(id, [&](const proto::RecordData& r, uint64_t count) { Observe(client, work, r, now, count); });
     busy = busy || read >= proto::kRingRecords / 4;
     for (int d = 0; work.launched_mask != 0; ++d, work.launched_mask >>= 1)
       if (work.launched_mask & 1u) launched(client, d);

@@ -58,7 +58,8 @@ class WorkTracker {
   void Utilization(ClientId id, uint64_t now, unsigned sm_percent, unsigned mem_percent);
 
  private:
-  void Observe(ClientId id, ClientWork& w, const protocol::RecordData& r, uint64_t now);
+  // `count` launches like `r` (1 for a ring record; a tally's growth, `r.bytes` their total).
+  void Observe(ClientId id, ClientWork& w, const protocol::RecordData& r, uint64_t now, uint64_t count);
 
   const BrokerConfig* config_;
   ChannelHost* channels_;

@@ -75,6 +75,42 @@ size_t DrainRing(proto::Channel* channel, RingCursor* cursor, uint64_t now_ns,
   return read;
 }
 
+uint64_t ReadTallies(const proto::Channel* channel, TallyCursor* cursor,
+                     const std::function<void(const proto::RecordData&, uint64_t count)>& on_growth) {
+  uint64_t reported = 0;
+  for (uint32_t s = 0; s < proto::kTallySlots; ++s) {
+    for (uint32_t e = 0; e < proto::kTallyEntries; ++e) {
+      const proto::TallyEntry& entry = channel->tallies[s].entries[e];
+      TallyCursor::Seen& seen = cursor->seen[s * proto::kTallyEntries + e];
+      // The count first (its writer stores it last, with release), then what it counts.
+      const uint64_t count = entry.count.load(std::memory_order_acquire);
+      if (count == seen.count) continue;
+      const uint64_t key = entry.key.load(std::memory_order_relaxed);
+      const uint64_t stream = entry.stream.load(std::memory_order_relaxed);
+      const uint64_t bytes = entry.bytes.load(std::memory_order_relaxed);
+      const bool same = key == seen.key && stream == seen.stream;
+      const bool fresh = seen.key == 0 && seen.count == 0;
+      const uint64_t grown = count - seen.count, grown_bytes = bytes - seen.bytes;
+      const bool forward = count > seen.count && bytes >= seen.bytes;
+      seen = {key, stream, count, bytes};
+      if (!forward || (!same && !fresh)) continue;
+      proto::RecordData r{};
+      r.device = static_cast<uint8_t>(key >> 32);
+      const uint8_t kind = static_cast<uint8_t>(key >> 16);
+      r.kind = static_cast<proto::RecordKind>(kind);
+      r.name = static_cast<uint16_t>(key);
+      if ((key >> 63) == 0 || ((key >> 40) & 0x7fffff) != 0 || ((key >> 24) & 0xff) != 0 ||
+          r.device >= proto::kMaxDevices || kind < 1 || kind > 7 || r.name > proto::kNameSlots)
+        continue;
+      r.stream = stream;
+      r.bytes = grown_bytes;
+      on_growth(r, grown);
+      reported += grown;
+    }
+  }
+  return reported;
+}
+
 std::string ReadKernelName(const proto::Channel* channel, uint16_t name) {
   if (name == 0 || name > proto::kNameSlots) return "";
   const proto::KernelName& n = channel->names[name - 1];
@@ -188,6 +224,12 @@ std::string ShmChannels::KernelName(ClientId id, uint16_t name) {
   return it == segments_.end() ? "" : ReadKernelName(it->second->channel, name);
 }
 
+void ShmChannels::Tallies(ClientId id,
+                          const std::function<void(const proto::RecordData&, uint64_t count)>& on_growth) {
+  auto it = segments_.find(id);
+  if (it != segments_.end()) ReadTallies(it->second->channel, &it->second->tallies, on_growth);
+}
+
 RingCounts ShmChannels::Counts(ClientId id) {
   RingCounts c;
   auto it = segments_.find(id);
@@ -208,6 +250,21 @@ CollectiveCounts ShmChannels::Collectives(ClientId id) {
   for (const auto& ns : ch->collective_ns) c.ns.push_back(ns.load(std::memory_order_relaxed));
   c.count = ch->collectives.load(std::memory_order_relaxed);
   return c;
+}
+
+std::optional<uint64_t> ShmChannels::ReportedUsed(ClientId id, int device) {
+  auto it = segments_.find(id);
+  if (it == segments_.end() || device < 0 || device >= proto::kMaxDevices) return std::nullopt;
+  return it->second->channel->used_bytes[device].load(std::memory_order_relaxed);
+}
+
+void ShmChannels::Recall(ClientId id) {
+  auto it = segments_.find(id);
+  if (it == segments_.end()) return;
+  proto::Channel* c = it->second->channel;
+  c->lease_recall.fetch_add(1, std::memory_order_seq_cst);
+  c->client_wake.fetch_add(1, std::memory_order_seq_cst);  // its drain thread answers
+  FutexWakeAll(&c->client_wake);
 }
 
 void ShmChannels::RemoveStale() {

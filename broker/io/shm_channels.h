@@ -40,6 +40,23 @@ size_t DrainRing(protocol::Channel* channel, RingCursor* cursor, uint64_t now_ns
 size_t DrainRing(protocol::Channel* channel, RingCursor* cursor,
                  const std::function<void(const protocol::RecordData&)>& on_record);
 
+// The broker's last look at a client's launch tallies: per entry, its key, stream,
+// count and bytes as last read.
+struct TallyCursor {
+  struct Seen {
+    uint64_t key = 0, stream = 0, count = 0, bytes = 0;
+  };
+  Seen seen[protocol::kTallySlots * protocol::kTallyEntries];
+};
+
+// Reports the growth of every valid tally entry since `cursor`'s last look (a new
+// entry: all of it) and moves the cursor. An entry whose key, GPU, kind or name is
+// out of range is skipped; one whose key or stream changed, or whose count went
+// back, is taken as it now is without growth (a client scribbling over its channel
+// hurts only its own accounting). Returns the launches reported.
+uint64_t ReadTallies(const protocol::Channel* channel, TallyCursor* cursor,
+                     const std::function<void(const protocol::RecordData&, uint64_t count)>& on_growth);
+
 // The text of kernel name `name` (1 + its slot) once the client completed it, "" if
 // none; bounded and NUL-safe whatever the client wrote.
 std::string ReadKernelName(const protocol::Channel* channel, uint16_t name);
@@ -67,6 +84,9 @@ class ShmChannels : public ChannelHost {
   std::string KernelName(ClientId id, uint16_t name) override;
   RingCounts Counts(ClientId id) override;
   CollectiveCounts Collectives(ClientId id) override;
+  void Tallies(ClientId id, const std::function<void(const protocol::RecordData&, uint64_t count)>& on_growth) override;
+  std::optional<uint64_t> ReportedUsed(ClientId id, int device) override;
+  void Recall(ClientId id) override;
   // Removes segments left by brokers that are no longer running (after a crash).
   static void RemoveStale();
 
@@ -76,6 +96,7 @@ class ShmChannels : public ChannelHost {
     boost::interprocess::mapped_region region;
     protocol::Channel* channel = nullptr;
     RingCursor cursor;
+    TallyCursor tallies;
   };
   std::string prefix_;
   std::map<ClientId, std::unique_ptr<Segment>> segments_;

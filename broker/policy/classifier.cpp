@@ -154,22 +154,23 @@ void Classifier::NoteExample(int slot, const char* name) {
 }
 
 void Classifier::ObserveClassified(uint64_t time_ns, std::optional<WorkClass> name_class, bool copy, uint64_t bytes,
-                                   const char* example_name) {
+                                   const char* example_name, uint64_t count) {
   if (!seen_work_ || time_ns > last_work_ns_) last_work_ns_ = time_ns;
   seen_work_ = true;
   Bucket* b = BucketFor(time_ns);
   if (b == nullptr) return;
+  const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(count, 1u << 30));  // a client's claim, bounded
   if (copy || name_class == WorkClass::kCopy) {
-    ++b->copies;
+    b->copies += n;
     b->copy_bytes += bytes;
   } else if (name_class == WorkClass::kCompute) {
-    ++b->compute;
+    b->compute += n;
     NoteExample(0, example_name);
   } else if (name_class == WorkClass::kMemory) {
-    ++b->memory;
+    b->memory += n;
     NoteExample(1, example_name);
   } else {
-    ++b->unnamed;
+    b->unnamed += n;
   }
 }
 

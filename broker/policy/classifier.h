@@ -62,8 +62,9 @@ class Classifier {
   // is of class kCopy also counts as a copy. `example_name` (may be null) is shown in
   // reason(); it is read during the call only, and a pointer equal to the previous
   // one of the same class is taken to be the same name (pass interned names).
+  // `count` such launches at once (a client's tally), `bytes` their total.
   void ObserveClassified(uint64_t time_ns, std::optional<WorkClass> name_class, bool copy, uint64_t bytes,
-                         const char* example_name);
+                         const char* example_name, uint64_t count = 1);
   // Measured utilization of this client's process over a recent window (percent).
   void Utilization(uint64_t time_ns, unsigned sm_percent, unsigned mem_percent);
   // The client has work waiting (at the scheduler's gate) at `time_ns`: not idle, even

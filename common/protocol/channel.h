@@ -15,7 +15,9 @@ namespace gpushare::protocol {
 
 inline constexpr uint32_t kChannelMagic = 0x4e484347;  // "GCHN"
 // 3: per-device CU masks (spatial sharing). 4: time in collectives (NCCL/RCCL).
-inline constexpr uint32_t kChannelVersion = 4;
+// 5: in-flight launches counted in the client's own memory (per thread), allocation
+// leases recalled here, launch tallies.
+inline constexpr uint32_t kChannelVersion = 5;
 inline constexpr uint32_t kRingRecords = 4096;  // a power of two
 inline constexpr uint32_t kNameSlots = 512;
 inline constexpr uint32_t kNameBytes = 124;
@@ -37,7 +39,7 @@ inline bool IsCopy(RecordKind k) { return k >= RecordKind::kCopyHtoD; }
 struct LaunchRecord {
   std::atomic<uint64_t> seq;
   uint64_t stream;     // an opaque id (the stream handle)
-  uint64_t submit_ns;  // CLOCK_MONOTONIC
+  uint64_t submit_ns;  // CLOCK_MONOTONIC; 0: not stamped (the broker uses its own clock)
   uint64_t bytes;      // copies and memsets
   uint32_t grid;       // blocks in the grid (saturating)
   uint32_t block;      // threads per block
@@ -81,7 +83,6 @@ struct Gate {
   std::atomic<uint32_t> grant_seq;  // futex word; odd while state and slice change, +2 per change
   std::atomic<uint64_t> slice;      // the grant held or being revoked
   // Written by the client.
-  std::atomic<uint32_t> inflight;  // launches between passing the gate and the driver call
   std::atomic<uint32_t> waiting;   // threads waiting at the gate
   std::atomic<uint64_t> released_slice;
   std::atomic<uint64_t> drained_ns;  // when its work drained after the last release
@@ -98,6 +99,32 @@ struct CuMaskSlot {
   std::atomic<uint32_t> words[kCuMaskWords];
 };
 
+// Launch tallies: each client thread counts its own launches and copies here, by
+// (virtual GPU, kind, kernel name, stream), so no count is lost however fast it
+// launches and no line is written by two threads. A thread owns one TallySlot while
+// it lives (claimed by compare-and-swap on `owner`); an entry's key and stream are
+// written once, before its count first moves; counts and bytes only grow, written by
+// the owning thread alone. The broker reads the growth since its last look. A launch
+// that finds no slot or no free entry goes to the ring as a record instead.
+inline constexpr uint32_t kTallySlots = 64;
+inline constexpr uint32_t kTallyEntries = 15;
+struct TallyEntry {
+  std::atomic<uint64_t> key;  // 0: unused; else TallyKey(...)
+  std::atomic<uint64_t> stream;
+  std::atomic<uint64_t> count;  // launches or copies
+  std::atomic<uint64_t> bytes;  // copies and memsets
+};
+struct alignas(64) TallySlot {
+  std::atomic<uint32_t> owner;  // 1 while a thread owns it
+  uint32_t reserved[7];
+  TallyEntry entries[kTallyEntries];
+};
+static_assert(sizeof(TallySlot) == 512);
+// Bit 63 marks a key as set; then the GPU, the kind and the name slot (as in a record).
+inline uint64_t TallyKey(uint8_t device, RecordKind kind, uint16_t name) {
+  return (uint64_t{1} << 63) | (uint64_t{device} << 32) | (uint64_t{static_cast<uint8_t>(kind)} << 16) | name;
+}
+
 struct Channel {
   uint32_t magic;
   uint32_t version;
@@ -106,7 +133,8 @@ struct Channel {
   std::atomic<uint64_t> cap_bytes[kMaxDevices];          // per virtual GPU; 0: uncapped
   std::atomic<uint64_t> tenant_held_bytes[kMaxDevices];  // all the tenant's processes
   std::atomic<uint32_t> weight_milli;
-  std::atomic<uint32_t> client_wake;  // futex word: bumped when the broker revokes a grant
+  std::atomic<uint32_t> client_wake;  // futex word: bumped when the broker revokes a grant or recalls leases
+  std::atomic<uint32_t> lease_recall;  // bumped when the broker asks for the client's idle leases back (Give)
   Gate gates[kMaxDevices];
   CuMaskSlot cu_masks[kMaxDevices];
   // Written by the client only.
@@ -122,6 +150,7 @@ struct Channel {
   std::atomic<uint64_t> collectives;
   std::atomic<uint32_t> name_count;  // name slots claimed
   KernelName names[kNameSlots];
+  TallySlot tallies[kTallySlots];
   // Written by the broker only.
   std::atomic<uint64_t> ring_tail;  // records consumed
   LaunchRecord ring[kRingRecords];

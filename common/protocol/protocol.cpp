@@ -133,6 +133,19 @@ TakeReply Sanitized(TakeReply r) {
   return r;
 }
 
+Lease Sanitized(Lease l) {
+  l.want_bytes = std::max(l.want_bytes, l.need_bytes);
+  return l;
+}
+
+LeaseReply Sanitized(LeaseReply r) {
+  if (r.status != static_cast<int32_t>(LeaseStatus::kGranted) &&
+      r.status != static_cast<int32_t>(LeaseStatus::kRecalling))
+    r.status = static_cast<int32_t>(LeaseStatus::kRefused);
+  Terminate(r.reason);
+  return r;
+}
+
 Sched Sanitized(Sched s) {
   if (s.event != static_cast<uint32_t>(SchedEvent::kWant) && s.event != static_cast<uint32_t>(SchedEvent::kReleased))
     s.event = 0;  // read as nothing

@@ -108,6 +108,28 @@ struct Give {
   uint64_t bytes;
 };
 
+// An allocation lease: capacity the client takes from its tenant's ledger ahead of its
+// allocations and allocates from without asking; what it does not use it returns with
+// Give (when idle, or when its channel's lease_recall changes).
+struct Lease {
+  uint32_t device;  // virtual
+  uint32_t reserved;
+  uint64_t need_bytes;  // at least this much, or nothing
+  uint64_t want_bytes;  // up to this much (the chunk it would like)
+};
+
+enum class LeaseStatus : int32_t {
+  kRefused = 0,
+  kGranted = 1,
+  kRecalling = 2,  // other processes hold idle leases that would make room: they were asked for them; ask again
+};
+struct LeaseReply {
+  int32_t status;  // LeaseStatus
+  uint32_t reserved;
+  uint64_t granted_bytes;
+  char reason[128];  // why not (refused)
+};
+
 enum class SchedEvent : uint32_t {
   kWant = 1,      // threads wait at the gate of `device`
   kReleased = 2,  // grant `slice` given back; the work drained at `drained_ns`
@@ -188,6 +210,8 @@ Welcome Sanitized(Welcome w);
 Take Sanitized(Take t);
 TakeReply Sanitized(TakeReply r);
 inline Give Sanitized(Give g) { return g; }  // numbers only: each is checked where it is used
+Lease Sanitized(Lease l);
+LeaseReply Sanitized(LeaseReply r);
 Sched Sanitized(Sched s);
 SetWeight Sanitized(SetWeight s);
 Comm Sanitized(Comm c);

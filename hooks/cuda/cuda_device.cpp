@@ -62,6 +62,7 @@ void ChargeContext(CUdevice dev) {
 
 // A context the application created: charged as above, and known to the drain.
 void ContextCreated(CUdevice dev, CUcontext ctx) {
+  ThreadContextChanged();  // the new context is the thread's current one
   ChargeContext(dev);
   TrackContext(dev, ctx);
 }

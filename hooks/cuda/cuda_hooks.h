@@ -42,6 +42,13 @@ inline Client* ReadyClient() { return Cuda::ReadyClient(); }
 // Contexts of a virtual GPU the application created (cuda_launch.cpp): the drain
 // thread synchronizes them, with the GPU's primary context, when a grant is revoked.
 void TrackContext(int device, CUcontext ctx);
+
+// The virtual GPU of the calling thread's current context (cuda_context.cpp: cached per
+// thread); the driver's error, or CUDA_ERROR_INVALID_CONTEXT for a GPU not this client's.
+CUresult CurrentVirtualDevice(Client* client, int* device);
+// The calling thread changed its current context / any context may have gone.
+void ThreadContextChanged();
+void ContextsChanged();
 void DrainDevice(int device);
 
 // Calls a real driver function (loading the driver first if need be), or answers

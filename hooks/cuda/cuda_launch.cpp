@@ -17,15 +17,6 @@ namespace {
 
 using Kind = proto::RecordKind;
 
-// The virtual GPU a launch goes to: that of the current context (a launch's stream
-// and function belong to it). A client with one GPU needs no lookup.
-int CurrentDevice(Client* c) {
-  if (c->devices().count() <= 1) return 0;
-  CUdevice physical = 0;
-  if (GS_CUDA_CALL(cuCtxGetDevice, &physical) != CUDA_SUCCESS) return 0;
-  return std::max(0, c->devices().Virtual(physical));
-}
-
 std::string FunctionName(uintptr_t function) {
   const char* name = nullptr;
   if (GS_CUDA_CALL(cuFuncGetName, &name, reinterpret_cast<CUfunction>(function)) == CUDA_SUCCESS && name != nullptr)
@@ -36,15 +27,17 @@ std::string FunctionName(uintptr_t function) {
   return "";
 }
 
-uint32_t Saturating(uint64_t a, uint64_t b, uint64_t c) {
-  const uint64_t n = a * b * c;  // each factor is below 2^32; the product fits unless huge
-  return a != 0 && b != 0 && c != 0 && (n / a / b != c || n > UINT32_MAX) ? UINT32_MAX : static_cast<uint32_t>(n);
+uint32_t Saturating(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t ab, abc;
+  return __builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc) ? UINT32_MAX : abc;
 }
 
+// What a launch or copy was, as the hook saw it: the grid and block products are
+// formed only when a record is written (not for a launch nothing records).
 struct Shape {
   uintptr_t function = 0;
-  uint32_t grid = 0;
-  uint32_t block = 0;
+  uint32_t grid[3] = {0, 0, 0};
+  uint32_t block[3] = {0, 0, 0};
   uint32_t shared_bytes = 0;
   uint64_t bytes = 0;
 };
@@ -55,7 +48,8 @@ CUresult Gated(Kind kind, CUstream stream, const Shape& shape, Real real, Args..
   if (real == nullptr) return CUDA_ERROR_NOT_SUPPORTED;
   Client* c = ReadyClient();
   if (c == nullptr || !c->gate().attached()) return real(args...);  // standalone: nothing to record
-  const int device = CurrentDevice(c);
+  int device = 0;
+  if (c->devices().count() > 1 && CurrentVirtualDevice(c, &device) != CUDA_SUCCESS) device = 0;
   const uint16_t name = shape.function != 0 ? c->gate().NameSlot(shape.function, FunctionName) : 0;
   CUresult r;
   {
@@ -63,19 +57,20 @@ CUresult Gated(Kind kind, CUstream stream, const Shape& shape, Real real, Args..
     r = real(args...);
   }
   if (r == CUDA_SUCCESS)
-    c->gate().Record(device, kind, reinterpret_cast<uint64_t>(stream), name, shape.grid, shape.block,
-                     shape.shared_bytes, shape.bytes);
+    c->gate().Record(device, kind, reinterpret_cast<uint64_t>(stream), name,
+                     Saturating(shape.grid[0], shape.grid[1], shape.grid[2]),
+                     Saturating(shape.block[0], shape.block[1], shape.block[2]), shape.shared_bytes, shape.bytes);
   return r;
 }
 
 Shape KernelShape(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                   unsigned shared) {
-  return {reinterpret_cast<uintptr_t>(f), Saturating(gx, gy, gz), Saturating(bx, by, bz), shared, 0};
+  return {reinterpret_cast<uintptr_t>(f), {gx, gy, gz}, {bx, by, bz}, shared, 0};
 }
 
 Shape ExShape(const CUlaunchConfig* config, CUfunction f, Kind* kind) {
   *kind = Kind::kKernel;
-  if (config == nullptr) return {reinterpret_cast<uintptr_t>(f), 0, 0, 0, 0};
+  if (config == nullptr) return {reinterpret_cast<uintptr_t>(f), {0, 0, 0}, {0, 0, 0}, 0, 0};
   for (unsigned i = 0; config->attrs != nullptr && i < config->numAttrs; ++i)
     if (config->attrs[i].id == CU_LAUNCH_ATTRIBUTE_COOPERATIVE && config->attrs[i].value.cooperative != 0)
       *kind = Kind::kCooperative;
@@ -85,7 +80,7 @@ Shape ExShape(const CUlaunchConfig* config, CUfunction f, Kind* kind) {
 
 CUstream ExStream(const CUlaunchConfig* config) { return config != nullptr ? config->hStream : nullptr; }
 
-Shape Bytes(uint64_t bytes) { return {0, 0, 0, 0, bytes}; }
+Shape Bytes(uint64_t bytes) { return {0, {0, 0, 0}, {0, 0, 0}, 0, bytes}; }
 
 Kind CopyKind(CUmemorytype src, CUmemorytype dst) {
   if (src == CU_MEMORYTYPE_HOST) return Kind::kCopyHtoD;
@@ -150,7 +145,9 @@ extern "C" {
 CUresult cuCtxDestroy_v2(CUcontext ctx) {
   return GS_GUARDED(CudaApi, {
     ForgetContext(ctx);
-    return GS_CUDA_CALL(cuCtxDestroy_v2, ctx);
+    const CUresult r = GS_CUDA_CALL(cuCtxDestroy_v2, ctx);
+    ContextsChanged();  // a thread that had it current must ask again
+    return r;
   });
 }
 

@@ -20,10 +20,7 @@ namespace {
 CUresult CurrentDevice(Client** client, int* dev) {
   *client = ReadyClient();
   if (*client == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
-  CUdevice physical;
-  if (CUresult r = GS_CUDA_CALL(cuCtxGetDevice, &physical); r != CUDA_SUCCESS) return r;
-  *dev = (*client)->devices().Virtual(physical);
-  return *dev < 0 ? CUDA_ERROR_INVALID_CONTEXT : CUDA_SUCCESS;
+  return CurrentVirtualDevice(*client, dev);
 }
 
 // Reserve on virtual GPU `dev`, allocate through `allocate`, and record the result
@@ -38,11 +35,11 @@ CUresult ChargedOn(Client* client, int dev, uint64_t bytes, AllocKind kind, Allo
   try {
     r = allocate();
   } catch (...) {
-    client->Release(dev, bytes);
+    client->Unreserve(dev, bytes);
     throw;
   }
   if (r != CUDA_SUCCESS) {
-    client->Release(dev, bytes);
+    client->Unreserve(dev, bytes);
     return r;
   }
   client->ledger().Remember(space, LedgerKey(*key), {dev, bytes, kind});

@@ -40,11 +40,11 @@ hipError_t ChargedOn(Client* client, int dev, uint64_t bytes, AllocKind kind, Al
   try {
     r = allocate();
   } catch (...) {
-    client->Release(dev, bytes);
+    client->Unreserve(dev, bytes);
     throw;
   }
   if (r != hipSuccess) {
-    client->Release(dev, bytes);
+    client->Unreserve(dev, bytes);
     return r;
   }
   client->ledger().Remember(space, LedgerKey(*key), {dev, bytes, kind});

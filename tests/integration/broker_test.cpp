@@ -91,6 +91,33 @@ TEST(Broker, TenantCapHoldsAcrossItsProcessesAndNotAcrossTenants) {
   EXPECT_EQ(Ask(*a[2], "alloc 0 1073741824"), "alloc=ok");
 }
 
+// Allocation leases: a process keeps what it frees as lease, yet the tenant's cap holds
+// exactly across its processes (another's idle lease is recalled before a refusal),
+// and a killed process's lease returns with the rest.
+TEST(Broker, LeasesKeepTheTenantCapExactAcrossProcessesAndReturnOnSigkill) {
+  Broker broker(kOneGpu, "[tenants.a]\nmemory = \"1GiB\"\n");
+  auto a = broker.Client({{"GPUSHARE_TENANT", "a"}});
+  auto b = broker.Client({{"GPUSHARE_TENANT", "a"}});
+  ASSERT_EQ(Ask(*a, "init"), "devices=1 init=CUDA_SUCCESS");
+  ASSERT_EQ(Ask(*b, "init"), "devices=1 init=CUDA_SUCCESS");
+  for (int round = 0; round < 3; ++round) {  // a allocates the whole cap and frees it, again and again
+    for (int i = 0; i < 8; ++i) ASSERT_EQ(Ask(*a, "alloc 0 134217728"), "alloc=ok") << round << " " << i;
+    ASSERT_EQ(Ask(*a, "freeall"), "freed=8");
+  }
+  // What a freed it may still hold as lease: b's whole cap fits all the same.
+  EXPECT_EQ(Ask(*b, "alloc 0 1073741824"), "alloc=ok");
+  EXPECT_EQ(Ask(*a, "alloc 0 1048576"), "alloc=CUDA_ERROR_OUT_OF_MEMORY");
+  EXPECT_EQ(broker.Status()["gpus"][0]["memory_used"].get<uint64_t>(), kGiB);
+  // b frees and is killed while it may hold that gigabyte as lease: it returns.
+  ASSERT_EQ(Ask(*b, "freeall"), "freed=1");
+  b->Kill(SIGKILL);
+  const auto killed = std::chrono::steady_clock::now();
+  while (broker.Status()["clients"].size() > 1 && std::chrono::steady_clock::now() - killed < std::chrono::seconds(5))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(broker.Status()["gpus"][0]["memory_used"].get<uint64_t>(), 0u);
+  EXPECT_EQ(Ask(*a, "alloc 0 1073741824"), "alloc=ok");
+}
+
 TEST(Broker, MemoryOfAKilledClientReturnsAtOnce) {
   Broker broker(kOneGpu, "");
   auto c = broker.Client({{"GPUSHARE_TENANT", "a"}});

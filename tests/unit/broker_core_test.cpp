@@ -33,7 +33,14 @@ class FakeChannels : public ChannelHost {
     return n;
   }
   std::string KernelName(ClientId id, uint16_t name) override { return names[{id, name}]; }
+  std::optional<uint64_t> ReportedUsed(ClientId id, int device) override {
+    auto it = used.find({id, device});
+    return it == used.end() ? std::nullopt : std::optional<uint64_t>(it->second);
+  }
+  void Recall(ClientId id) override { ++recalls[id]; }
   std::map<ClientId, Grants> live;
+  std::map<std::pair<ClientId, int>, uint64_t> used;  // what clients report allocated
+  std::map<ClientId, int> recalls;
   std::map<std::pair<ClientId, int>, std::pair<uint32_t, uint64_t>> gates;  // state, slice
   std::map<ClientId, std::vector<proto::RecordData>> pending;
   std::map<std::pair<ClientId, uint16_t>, std::string> names;
@@ -66,6 +73,15 @@ class BrokerCoreTest : public ::testing::Test {
     auto r = Send(id, proto::Encode(proto::Type::kTake, proto::Take{device, 0, bytes}));
     return r && r->size() == 1 && proto::As<proto::TakeReply>(r->at(0)).granted == 1;
   }
+
+  proto::LeaseReply Lease(ClientId id, uint32_t device, uint64_t need, uint64_t want) {
+    auto r = Send(id, proto::Encode(proto::Type::kLease, proto::Lease{device, 0, need, want}));
+    EXPECT_TRUE(r && r->size() == 1);
+    return r && r->size() == 1 ? proto::As<proto::LeaseReply>(r->at(0)) : proto::LeaseReply{};
+  }
+  static constexpr int32_t kGranted = static_cast<int32_t>(proto::LeaseStatus::kGranted);
+  static constexpr int32_t kRefused = static_cast<int32_t>(proto::LeaseStatus::kRefused);
+  static constexpr int32_t kRecalling = static_cast<int32_t>(proto::LeaseStatus::kRecalling);
 
   FakeChannels channels_;
   BrokerCore core_;
@@ -146,6 +162,58 @@ TEST_F(BrokerCoreTest, AForcedTakeCannotPassTheTenantCapNorHurtAnotherTenant) {
   EXPECT_TRUE(Take(2, 0, kGiB));
   EXPECT_TRUE(Take(2, 0, 3 * kGiB));
   EXPECT_FALSE(Take(2, 0, 1));
+}
+
+TEST_F(BrokerCoreTest, ALeaseGrantsWhatIsNeededAndAsMuchOfTheChunkAsTheCapLeaves) {
+  Hello(1, "a", 4 * kGiB, 1000, {0});
+  proto::LeaseReply r = Lease(1, 0, kGiB, 3 * kGiB);
+  EXPECT_EQ(r.status, kGranted);
+  EXPECT_EQ(r.granted_bytes, 3 * kGiB);
+  r = Lease(1, 0, kGiB / 2, 8 * kGiB);  // only 1 GiB of the cap is left
+  EXPECT_EQ(r.status, kGranted);
+  EXPECT_EQ(r.granted_bytes, kGiB);
+  r = Lease(1, 0, 1, 1);
+  EXPECT_EQ(r.status, kRefused);
+  EXPECT_NE(std::string(r.reason).find("tenant \"a\" holds 4.00 GiB"), std::string::npos) << r.reason;
+  EXPECT_EQ(core_.ledger().TenantHeld("a", 0), 4 * kGiB);
+  EXPECT_EQ(channels_.live[1].tenant_held_bytes[0], 4 * kGiB);
+}
+
+TEST_F(BrokerCoreTest, AnIdleLeaseOfAnotherProcessOfTheTenantIsRecalledBeforeRefusing) {
+  Hello(1, "a", 4 * kGiB, 1000, {0});
+  Hello(2, "a", 4 * kGiB, 1000, {0});
+  ASSERT_EQ(Lease(1, 0, 4 * kGiB, 4 * kGiB).status, kGranted);
+  channels_.used[{1, 0}] = kGiB;  // 3 GiB of its lease idle
+  // 2 GiB fit the cap once 1's idle lease is back: asked for, and 2 is told to ask again.
+  EXPECT_EQ(Lease(2, 0, 2 * kGiB, 2 * kGiB).status, kRecalling);
+  EXPECT_EQ(channels_.recalls[1], 1);
+  Send(1, proto::Encode(proto::Type::kGive, proto::Give{0, 3 * kGiB}));
+  EXPECT_EQ(Lease(2, 0, 2 * kGiB, 2 * kGiB).status, kGranted);
+  // 1 GiB left under the cap, nothing idle: 2 GiB more is refused without a recall.
+  channels_.used[{2, 0}] = 2 * kGiB;
+  EXPECT_EQ(Lease(2, 0, 2 * kGiB, 2 * kGiB).status, kRefused);
+  EXPECT_EQ(channels_.recalls[1], 1);
+  EXPECT_EQ(core_.ledger().TenantHeld("a", 0), 3 * kGiB);
+}
+
+TEST_F(BrokerCoreTest, AnotherTenantsIdleLeaseIsNotRecalledForATenantCap) {
+  Hello(1, "a", 2 * kGiB, 1000, {0});
+  Hello(2, "b", 8 * kGiB, 1000, {0});
+  ASSERT_EQ(Lease(2, 0, 8 * kGiB, 8 * kGiB).status, kGranted);
+  channels_.used[{2, 0}] = 0;
+  ASSERT_EQ(Lease(1, 0, 2 * kGiB, 2 * kGiB).status, kGranted);
+  EXPECT_EQ(Lease(1, 0, 1, 1).status, kRefused);  // a's own cap: b's lease does not matter
+  EXPECT_EQ(channels_.recalls.count(2), 0u);
+}
+
+TEST_F(BrokerCoreTest, OnAFullGpuAnyTenantsIdleLeaseIsRecalled) {
+  Hello(1, "a", 0, 1000, {0});
+  Hello(2, "b", 0, 1000, {0});
+  ASSERT_EQ(Lease(2, 0, 16 * kGiB, 16 * kGiB).status, kGranted);
+  channels_.used[{2, 0}] = 15 * kGiB;
+  EXPECT_EQ(Lease(1, 0, kGiB, kGiB).status, kRecalling);
+  EXPECT_EQ(channels_.recalls[2], 1);
+  EXPECT_EQ(Lease(1, 0, 2 * kGiB, 2 * kGiB).status, kRefused);  // more than all idle leases
 }
 
 TEST_F(BrokerCoreTest, AForcedTakeWithinTheCapIsGranted) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -68,7 +69,7 @@ TEST_F(LaunchGateTest, UnattachedOrUnscheduledLaunchesPassAndRecordNothingWhenUn
   gate_.Attach(channel_.get(), /*scheduled=*/false);
   channel_->gates[0].state = proto::kGateWait;  // not scheduled: the gate is not looked at
   { LaunchGate::Pass pass(gate_, 0); }
-  EXPECT_EQ(channel_->gates[0].inflight.load(), 0u);
+  EXPECT_EQ(gate_.Inflight(0), 0u);
 }
 
 TEST_F(LaunchGateTest, AHeldGateCountsTheLaunchInFlightOnlyDuringIt) {
@@ -76,10 +77,31 @@ TEST_F(LaunchGateTest, AHeldGateCountsTheLaunchInFlightOnlyDuringIt) {
   broker::SetGate(channel_.get(), 0, proto::kGateHeld, 1);
   {
     LaunchGate::Pass pass(gate_, 0);
-    EXPECT_EQ(channel_->gates[0].inflight.load(), 1u);
+    EXPECT_EQ(gate_.Inflight(0), 1u);
   }
-  EXPECT_EQ(channel_->gates[0].inflight.load(), 0u);
+  EXPECT_EQ(gate_.Inflight(0), 0u);
   EXPECT_TRUE(Sent().empty());
+}
+
+TEST_F(LaunchGateTest, LaunchesInFlightOnSeveralThreadsAreAllCounted) {
+  gate_.Attach(channel_.get(), true);
+  broker::SetGate(channel_.get(), 0, proto::kGateHeld, 1);
+  constexpr int kThreads = 4;
+  std::atomic<int> inside{0};
+  std::atomic<bool> leave{false};
+  std::vector<std::thread> launchers;
+  for (int i = 0; i < kThreads; ++i)
+    launchers.emplace_back([&] {
+      LaunchGate::Pass pass(gate_, 0);
+      inside.fetch_add(1);
+      while (!leave.load()) std::this_thread::yield();
+    });
+  while (inside.load() < kThreads) std::this_thread::yield();
+  EXPECT_EQ(gate_.Inflight(0), static_cast<uint32_t>(kThreads));
+  EXPECT_EQ(gate_.Inflight(1), 0u);
+  leave.store(true);
+  for (std::thread& t : launchers) t.join();
+  EXPECT_EQ(gate_.Inflight(0), 0u);
 }
 
 TEST_F(LaunchGateTest, AClosedGateAsksWaitsAndGoesOnWhenGranted) {
@@ -121,8 +143,11 @@ TEST_F(LaunchGateTest, TheDrainThreadAnswersARevokeWithTheMeasuredDrain) {
   EXPECT_EQ(Sent().size(), 1u);  // given back once
 }
 
-TEST_F(LaunchGateTest, RecordsArePublishedInOrderAndAFullRingIsSummarized) {
+TEST_F(LaunchGateTest, LaunchesPastTheThreadsTallyGoToTheRingInOrderAndAFullRingIsSummarized) {
   gate_.Attach(channel_.get(), true);
+  for (uint64_t stream = 100; stream < 100 + proto::kTallyEntries; ++stream)  // the thread's tally: full
+    gate_.Record(1, proto::RecordKind::kKernel, stream, 0, 1, 32, 0, 0);
+  EXPECT_EQ(channel_->ring_head.load(), 0u);
   for (uint32_t i = 0; i < proto::kRingRecords + 3; ++i)
     gate_.Record(1, i % 2 ? proto::RecordKind::kCopyHtoD : proto::RecordKind::kKernel, 9, 0, i, 32, 0, 100);
   EXPECT_EQ(channel_->ring_head.load(), proto::kRingRecords);
@@ -142,19 +167,77 @@ TEST_F(LaunchGateTest, RecordsArePublishedInOrderAndAFullRingIsSummarized) {
   EXPECT_EQ(channel_->ring_head.load(), proto::kRingRecords + 1);
 }
 
-TEST_F(LaunchGateTest, RecordsFromManyThreadsAreAllPublished) {
+// What ReadTallies reports, summed per stream.
+std::map<uint64_t, std::pair<uint64_t, uint64_t>> TallyGrowth(const proto::Channel* c, broker::TallyCursor* cursor) {
+  std::map<uint64_t, std::pair<uint64_t, uint64_t>> by_stream;  // count, bytes
+  broker::ReadTallies(c, cursor, [&](const proto::RecordData& r, uint64_t count) {
+    by_stream[r.stream].first += count;
+    by_stream[r.stream].second += r.bytes;
+  });
+  return by_stream;
+}
+
+TEST_F(LaunchGateTest, EachThreadCountsItsLaunchesAndTheBrokerReadsTheGrowthOnce) {
   gate_.Attach(channel_.get(), true);
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
       for (int i = 0; i < 500; ++i)
-        gate_.Record(0, proto::RecordKind::kKernel, static_cast<uint64_t>(t), 0, 1, 1, 0, 0);
+        gate_.Record(0, i % 2 ? proto::RecordKind::kCopyHtoD : proto::RecordKind::kKernel, static_cast<uint64_t>(t), 0,
+                     1, 1, 0, 10);
     });
   for (auto& t : threads) t.join();
-  broker::RingCursor cursor;
-  size_t read = broker::DrainRing(channel_.get(), &cursor, [](const proto::RecordData&) {});
-  EXPECT_EQ(read, 2000u);
-  EXPECT_EQ(cursor.dropped, 0u);
+  EXPECT_EQ(channel_->ring_head.load(), 0u);  // no record needed
+  broker::TallyCursor cursor;
+  auto growth = TallyGrowth(channel_.get(), &cursor);
+  ASSERT_EQ(growth.size(), 4u);
+  for (const auto& [stream, cb] : growth) {
+    EXPECT_EQ(cb.first, 500u) << stream;
+    EXPECT_EQ(cb.second, 5000u) << stream;
+  }
+  EXPECT_TRUE(TallyGrowth(channel_.get(), &cursor).empty());  // nothing new
+  gate_.Record(0, proto::RecordKind::kKernel, 2, 0, 1, 1, 0, 0);
+  growth = TallyGrowth(channel_.get(), &cursor);
+  EXPECT_EQ(growth[2].first, 1u);
+}
+
+TEST_F(LaunchGateTest, ThreadsBeyondTheTallySlotsRecordInTheRingAndNoLaunchIsLost) {
+  gate_.Attach(channel_.get(), true);
+  constexpr int kThreads = proto::kTallySlots + 6;  // all alive at once: 6 find no slot
+  std::atomic<int> done{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) gate_.Record(0, proto::RecordKind::kKernel, 1, 0, 1, 1, 0, 0);
+      done.fetch_add(1);
+      while (done.load() < kThreads) std::this_thread::yield();
+    });
+  for (auto& t : threads) t.join();
+  broker::TallyCursor cursor;
+  const uint64_t tallied = TallyGrowth(channel_.get(), &cursor)[1].first;
+  broker::RingCursor ring;
+  const size_t recorded = broker::DrainRing(channel_.get(), &ring, [](const proto::RecordData&) {});
+  EXPECT_EQ(tallied, proto::kTallySlots * 10u);
+  EXPECT_EQ(recorded, 60u);
+  // Ended threads gave their slots back: a new thread counts in a tally again.
+  std::thread([&] { gate_.Record(0, proto::RecordKind::kKernel, 1, 0, 1, 1, 0, 0); }).join();
+  EXPECT_EQ(TallyGrowth(channel_.get(), &cursor)[1].first, 1u);
+}
+
+TEST_F(LaunchGateTest, AScribbledTallyIsSkippedAndHurtsNothingElse) {
+  gate_.Attach(channel_.get(), true);
+  gate_.Record(0, proto::RecordKind::kKernel, 1, 0, 1, 1, 0, 0);
+  broker::TallyCursor cursor;
+  ASSERT_EQ(TallyGrowth(channel_.get(), &cursor)[1].first, 1u);
+  proto::TallyEntry& e = channel_->tallies[0].entries[0];
+  e.key.store(~0ull);  // out of range
+  e.count.store(1000);
+  EXPECT_TRUE(TallyGrowth(channel_.get(), &cursor).empty());
+  e.key.store(proto::TallyKey(0, proto::RecordKind::kKernel, 0));  // valid again, count went back
+  e.count.store(5);
+  EXPECT_TRUE(TallyGrowth(channel_.get(), &cursor).empty());
+  e.count.store(7);
+  EXPECT_EQ(TallyGrowth(channel_.get(), &cursor)[1].first, 2u);
 }
 
 std::atomic<int> g_name_asks{0};
