@@ -555,7 +555,7 @@ int RunDaemon(const DaemonOptions& options) {
   // Outlives the daemon loop: stopped (for one this broker started) after it.
   std::unique_ptr<MpsControl> mps;
   if (config.spatial == SpatialMode::kMps) {
-    mps = MpsControl::Start(config.mps, std::filesystem::path(options.socket_path).parent_path().string(), &error);
+    mps = MpsControl::Start(config.mps, options.socket_path, &error);
     if (mps)
       Log(LogLevel::kInfo, "mps: control daemon serves %s", mps->pipe_directory().c_str());
     else

@@ -85,15 +85,17 @@ pid_t MpsControl::Spawn(const std::string& input, bool daemon_flag) const {
   return pid;
 }
 
-std::unique_ptr<MpsControl> MpsControl::Start(const MpsConfig& config, const std::string& runtime_dir,
+std::unique_ptr<MpsControl> MpsControl::Start(const MpsConfig& config, const std::string& socket_path,
                                               std::string* error) {
   std::unique_ptr<MpsControl> m(new MpsControl());
   m->control_ = config.control;
   if (!config.pipe_directory.empty()) {
     m->pipe_dir_ = config.pipe_directory;
   } else {
-    m->pipe_dir_ = runtime_dir + "/mps/pipe";
-    m->log_dir_ = runtime_dir + "/mps/log";
+    const std::filesystem::path socket(socket_path);
+    m->own_dir_ = (socket.parent_path() / (socket.stem().string() + "-mps")).string();
+    m->pipe_dir_ = m->own_dir_ + "/pipe";
+    m->log_dir_ = m->own_dir_ + "/log";
     std::error_code ec;
     for (const std::string& dir : {m->pipe_dir_, m->log_dir_}) {
       std::filesystem::create_directories(dir, ec);
@@ -102,7 +104,7 @@ std::unique_ptr<MpsControl> MpsControl::Start(const MpsConfig& config, const std
         return nullptr;
       }
     }
-    chmod((runtime_dir + "/mps").c_str(), 0755);
+    chmod(m->own_dir_.c_str(), 0755);
     chmod(m->pipe_dir_.c_str(), 0755);  // clients of every tenant reach the daemon through it
   }
   const auto answers = [&] {
@@ -168,12 +170,17 @@ MpsControl::~MpsControl() {
     kill(check_pid_, SIGKILL);
     waitpid(check_pid_, nullptr, 0);
   }
-  if (!owned_ || !alive_) return;
-  const pid_t pid = Spawn("quit\n", false);
-  if (pid < 0 || WaitBounded(pid, kRunTimeoutMs) != 0)
-    Log(LogLevel::kWarn, "mps: \"quit\" to the control daemon at %s failed; it may still run", pipe_dir_.c_str());
-  else
+  if (!owned_) return;
+  if (alive_) {
+    const pid_t pid = Spawn("quit\n", false);
+    if (pid < 0 || WaitBounded(pid, kRunTimeoutMs) != 0) {
+      Log(LogLevel::kWarn, "mps: \"quit\" to the control daemon at %s failed; it may still run", pipe_dir_.c_str());
+      return;
+    }
     Log(LogLevel::kInfo, "mps: control daemon at %s stopped", pipe_dir_.c_str());
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(own_dir_, ec);
 }
 
 }  // namespace gpushare::broker
