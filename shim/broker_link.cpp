@@ -49,6 +49,23 @@ void BrokerLink::AfterForkInChild() {
   channel_ = nullptr;  // and so is its channel (the observer forgets it without writing)
 }
 
+std::optional<proto::MpsTerms> BrokerLink::AskMps(const ClientOptions& options) {
+  std::string error;
+  const int fd = proto::ConnectUnix(options.socket_path, &error);
+  if (fd < 0) return std::nullopt;
+  proto::MpsAsk ask{};
+  proto::SetString(ask.tenant, options.tenant);
+  proto::SetString(ask.program, program_invocation_short_name);
+  ask.hint = static_cast<uint32_t>(options.work_class);
+  std::vector<uint8_t> inbox;
+  std::optional<proto::Message> m;
+  if (proto::SendAll(fd, proto::Encode(proto::Type::kMpsAsk, ask))) m = proto::Receive(fd, &inbox, kReplyTimeoutMs, &error);
+  close(fd);
+  // A broker from before MPS drops the unknown message: the same as no share.
+  if (!m || m->type != proto::Type::kMpsTerms) return std::nullopt;
+  return proto::Sanitized(proto::As<proto::MpsTerms>(*m));
+}
+
 std::optional<BrokerLink::Terms> BrokerLink::Register(const ClientOptions& options) {
   std::lock_guard<std::mutex> lock(mu_);
   options_ = options;

@@ -43,6 +43,11 @@ class BrokerLink {
 
   BrokerLink();
 
+  // Asks the broker, on a connection of its own, the SM share this process is to join
+  // MPS with (docs/scheduling.md); nullopt: no broker answers. Made before the driver
+  // starts, since the driver joins MPS (or not) when it is first initialized.
+  static std::optional<protocol::MpsTerms> AskMps(const ClientOptions& options);
+
   // Registers with the broker at `options.socket_path`. nullopt: no broker answers
   // (standalone); otherwise the broker's terms, accepted or not.
   std::optional<Terms> Register(const ClientOptions& options);

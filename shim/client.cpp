@@ -82,6 +82,18 @@ bool ToRuntimeIndices(const std::vector<int>& node_index, std::vector<int>* phys
 
 }  // namespace
 
+const std::optional<protocol::MpsTerms>& Client::MpsTerms() {
+  std::call_once(mps_once_, [&] {
+    mps_terms_ = BrokerLink::AskMps(options_);
+    if (mps_terms_ && mps_terms_->percent > 0)
+      Log(LogLevel::kInfo, "broker: joins MPS at %s with %u%% of the SMs (%s)", mps_terms_->pipe_directory,
+          mps_terms_->percent, mps_terms_->reason);
+    else if (mps_terms_ && mps_terms_->reason[0] != '\0')
+      Log(LogLevel::kDebug, "broker: not co-located: %s", mps_terms_->reason);
+  });
+  return mps_terms_;
+}
+
 void Client::InitDevices(int physical_count, const std::optional<std::vector<int>>& node_index) {
   std::call_once(devices_once_, [&] {
     std::vector<std::string> errors;

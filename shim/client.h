@@ -30,6 +30,9 @@ class Client {
   // the caps. Later calls return at once. `node_index`: the node-wide index of each GPU
   // the runtime shows, when its own visible-devices masks renumber them (the broker
   // places by node-wide index); nullopt: no mask, or its order unknown.
+  // The MPS share the broker gives this process (asked once, before the driver starts);
+  // percent 0: it stays out of MPS. nullopt: no broker answers.
+  const std::optional<protocol::MpsTerms>& MpsTerms();
   void InitDevices(int physical_count, const std::optional<std::vector<int>>& node_index = std::nullopt);
   bool devices_ready() const { return devices_ready_.load(std::memory_order_acquire); }
   const DeviceMap& devices() const { return devices_; }
@@ -86,6 +89,8 @@ class Client {
 
   ClientOptions options_;
   std::once_flag devices_once_;
+  std::once_flag mps_once_;
+  std::optional<protocol::MpsTerms> mps_terms_;
   std::atomic<bool> devices_ready_{false};
   DeviceMap devices_;
   MemoryLedger ledger_;

@@ -145,6 +145,15 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
     }
   }
 
+  if (auto v = get("GPUSHARE_CLASS"); v && !Trim(*v).empty()) {
+    if (Trim(*v) == "compute")
+      o.work_class = protocol::MpsClass::kCompute;
+    else if (Trim(*v) == "memory")
+      o.work_class = protocol::MpsClass::kMemory;
+    else
+      error("GPUSHARE_CLASS", *v, "expected compute or memory; the broker will judge by what it measures");
+  }
+
   // A distributed job: GPUSHARE_JOB/RANK, else what torchrun exports.
   if (auto v = get("GPUSHARE_JOB"); v && !v->empty()) {
     o.job = *v;

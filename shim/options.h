@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/base/units.h"
+#include "common/protocol/protocol.h"
 
 namespace gpushare {
 
@@ -38,6 +39,9 @@ struct ClientOptions {
   std::string tenant;
   std::string profile;  // vGPU profile asked of the broker (GPUSHARE_PROFILE); "": none
   double weight = 1.0;
+  // What the process says it is (GPUSHARE_CLASS: compute|memory), for the SM share the
+  // broker gives it under MPS before its class can be measured; kNone: not said.
+  protocol::MpsClass work_class = protocol::MpsClass::kNone;
   std::string job;
   int rank = -1;
   int job_size = 0;  // ranks of the job on this node (torchrun's LOCAL_WORLD_SIZE); 0: unknown

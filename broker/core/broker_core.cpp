@@ -48,7 +48,7 @@ BrokerCore::BrokerCore(BrokerConfig config, std::vector<GpuInfo> gpus, ChannelHo
       weights_(&config_, &clients_, &work_, &scheduler_),
       placement_(gpus_, &config_, &clients_, &ledger_, &scheduler_, &work_, &clock_),
       comms_(&placement_.topology()),
-      spatial_(&config_, &gpus_, &clients_, &work_, &scheduler_, channels_),
+      spatial_(&config_, &gpus_, &clients_, &work_, &scheduler_, channels_, &mps_pipe_),
       metering_(&config_, &clients_, &ledger_, &scheduler_, &work_, &clock_),
       sessions_(this) {}
 
@@ -239,6 +239,10 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
   c.placement = std::move(explanation);
   c.cap_bytes = cap;
   c.max_compute = CeilingOf(c);
+  if (auto asked = mps_.Claim(peer.pid, clock_())) {
+    c.mps_class = asked->share.cls;
+    c.mps_program = asked->program;
+  }
   if (hello.reattach) RestoreHoldings(conn, peer.pid, physical, hello.held_bytes, &warning);
   if (channels_ != nullptr) c.channel = channels_->Create(conn, peer);
   work_.Add(conn);
@@ -481,6 +485,46 @@ void BrokerCore::Reterm() {
   metering_.Reterm([&](const ClientRecord& c) { return weights_.Base(c); });
 }
 
+proto::MpsTerms BrokerCore::OnMpsAsk(ClientId, const PeerCredentials& peer, const proto::MpsAsk& ask) {
+  proto::MpsTerms t{};
+  if (config_.spatial != SpatialMode::kMps) {
+    proto::SetString(t.reason, "the broker does not co-locate through MPS ([scheduler] spatial)");
+    return t;
+  }
+  const std::string tenant = ask.tenant[0] != '\0' ? ask.tenant : "default";
+  TenantTerms terms = ResolveTenant(config_, tenant, peer.uid, 1, std::nullopt, peer.gid);
+  if (!terms.refusal.empty()) {
+    proto::SetString(t.reason, terms.refusal);
+    return t;
+  }
+  auto policy = config_.tenants.find(tenant);
+  const bool colocate = policy != config_.tenants.end() && policy->second.colocate;
+  const WorkClass hint = ask.hint == static_cast<uint32_t>(proto::MpsClass::kCompute)  ? WorkClass::kCompute
+                         : ask.hint == static_cast<uint32_t>(proto::MpsClass::kMemory) ? WorkClass::kMemory
+                                                                                       : WorkClass::kUnknown;
+  // Classes are remembered per tenant: one tenant's program name says nothing of another's.
+  const std::string program = tenant + "/" + ask.program;
+  MpsShare share = mps_.Decide(colocate, !mps_pipe_.empty(), hint, program, config_.mps.memory_percent);
+  if (colocate && !mps_.Asked(peer.pid, {share, program}, clock_())) {
+    share = {};
+    share.reason = "too many processes asked at once: time-sliced";
+  }
+  t.percent = share.percent;
+  if (share.percent > 0) proto::SetString(t.pipe_directory, mps_pipe_);
+  proto::SetString(t.reason, share.reason);
+  return t;
+}
+
+void BrokerCore::SetMpsPipe(std::string pipe_directory) {
+  mps_pipe_ = std::move(pipe_directory);
+  Schedule(clock_());  // shares lifted (or not yet any): the plan changes at once
+}
+
+void BrokerCore::LearnMpsClasses() {
+  for (const auto& [id, c] : clients_)
+    if (!c.mps_program.empty()) mps_.Learn(c.mps_program, work_.Current(id));
+}
+
 void BrokerCore::OnSched(ClientId conn, const PeerCredentials&, const proto::Sched& s) {
   const ClientRecord& c = clients_.at(conn);
   if (!c.scheduled || s.device >= c.physical.size()) return;
@@ -513,6 +557,7 @@ void BrokerCore::Poll() {
         return false;
       },
       [&](ClientId id) { weights_.Update(id); });
+  LearnMpsClasses();
   Schedule(now);
 }
 

@@ -28,6 +28,7 @@
 #include "broker/policy/config.h"
 #include "broker/policy/gpu_info.h"
 #include "broker/policy/ledger.h"
+#include "broker/policy/mps_shares.h"
 #include "broker/policy/profiles.h"
 #include "broker/policy/scheduler.h"
 #include "broker/policy/topology.h"
@@ -75,6 +76,12 @@ class BrokerCore : private MessageHandlers {
   }
   // The peer hung up: every byte it held returns to the ledger. Returns the bytes freed.
   uint64_t Close(ClientId conn);
+
+  // The MPS daemon (spatial = "mps") serves at `pipe_directory` from now on; "" : none
+  // runs (never started, or it died): no new client joins MPS and every flow takes its
+  // turn on the whole GPU, since the shares of clients already in MPS no longer hold.
+  void SetMpsPipe(std::string pipe_directory);
+  const std::string& mps_pipe() const { return mps_pipe_; }
 
   // A new configuration: tenants' weights and caps as it says from now on.
   void Reload(BrokerConfig config);
@@ -145,6 +152,8 @@ class BrokerCore : private MessageHandlers {
   std::string OnComm(ClientId conn, const PeerCredentials&, const protocol::Comm& m) override {
     return comms_.Report(conn, clients_.at(conn), m);  // a warning for the client, or ""
   }
+  protocol::MpsTerms OnMpsAsk(ClientId conn, const PeerCredentials& peer, const protocol::MpsAsk& ask) override;
+  void LearnMpsClasses();  // co-locating programs' measured classes, for their next runs
 
   void RestoreHoldings(ClientId conn, int32_t pid, const std::vector<int>& physical,
                        const uint64_t (&claimed)[protocol::kMaxDevices], std::string* warning);
@@ -175,6 +184,8 @@ class BrokerCore : private MessageHandlers {
   Weights weights_;
   PlacementService placement_;
   Communicators comms_;
+  MpsShares mps_;
+  std::string mps_pipe_;  // where the running MPS daemon serves; "" : none
   SpatialPlanner spatial_;
   Metering metering_;
   Sessions sessions_;

@@ -34,6 +34,10 @@ struct ClientRecord {
   // A vGPU instance granted at registration: its cap, weight and ceiling (profiles.h).
   std::optional<Instance> instance;
   std::optional<double> max_compute;  // the ceiling its flows run under: the instance's or the tenant's
+  // MPS (spatial = "mps"): the class its SM share was fixed for before its context was
+  // made (unknown: not in MPS), and the program its measured class is remembered for.
+  WorkClass mps_class = WorkClass::kUnknown;
+  std::string mps_program;
 };
 
 // The cap a client holds to per GPU: its instance's memory (within its tenant's cap), else its tenant's.

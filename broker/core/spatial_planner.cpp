@@ -9,10 +9,17 @@ const SpatialAssignment* SpatialPlanner::Find(ClientId id, int device) const {
 }
 
 void SpatialPlanner::Update(uint64_t now) {
-  const SpatialPolicy policy(config_->spatial, config_->memory_cu_percent);
+  const SpatialPolicy policy(config_->spatial,
+                             config_->spatial == SpatialMode::kMps ? config_->mps.memory_percent : config_->memory_cu_percent);
   std::map<int, std::vector<SpatialFlow>> on_gpu;
+  const bool mps = config_->spatial == SpatialMode::kMps;
   for (const auto& [id, c] : *clients_) {
     if (!c.scheduled) continue;
+    if (mps) {  // the share it was given when it joined; a class change waits for its next run
+      for (size_t v = 0; v < c.physical.size(); ++v)
+        on_gpu[c.physical[v]].push_back({id, static_cast<int>(v), c.mps_class});
+      continue;
+    }
     WorkClass cls = work_->Current(id);
     // A pause keeps the mask: it is applied where streams are created, and a client
     // that pauses comes back to the same streams.
@@ -27,7 +34,8 @@ void SpatialPlanner::Update(uint64_t now) {
   std::erase_if(spatial_class_, [&](const auto& kv) { return !clients_->Has(kv.first); });
   std::map<std::pair<ClientId, int>, SpatialAssignment> next;
   for (const auto& [g, flows] : on_gpu) {
-    const unsigned cus = g >= 0 && g < static_cast<int>(gpus_->size()) ? (*gpus_)[g].cu_count : 0;
+    unsigned cus = g >= 0 && g < static_cast<int>(gpus_->size()) ? (*gpus_)[g].cu_count : 0;
+    if (mps) cus = mps_pipe_->empty() ? 0 : kMpsUnits;
     for (const SpatialAssignment& a : policy.Assign(cus, flows))
       if (a.mask) next[{a.client, a.device}] = a;
   }
@@ -35,12 +43,12 @@ void SpatialPlanner::Update(uint64_t now) {
     auto before = spatial_.find(key);
     if (before != spatial_.end() && before->second == a) continue;
     scheduler_->SetMask(key.first, key.second, a.mask, a.fraction, now);
-    channels_->SetCuMask(key.first, key.second, a.mask);
+    if (!mps) channels_->SetCuMask(key.first, key.second, a.mask);
   }
   for (const auto& [key, a] : spatial_) {
     if (next.count(key) > 0 || !clients_->Has(key.first)) continue;
     scheduler_->SetMask(key.first, key.second, std::nullopt, 1.0, now);
-    channels_->SetCuMask(key.first, key.second, std::nullopt);
+    if (!mps) channels_->SetCuMask(key.first, key.second, std::nullopt);
   }
   spatial_ = std::move(next);
 }

@@ -109,7 +109,13 @@ std::string StatusJson(const StatusSources& s) {
                 {"tenant_memory_used", s.ledger.TenantHeld(c.tenant, g)},
                 {"collective_ms", static_cast<double>(collectives.ns[v]) / 1e6}};
       // Spatial sharing: the CUs its new streams run on ("" and the GPU's count: all of them).
-      if (const SpatialAssignment* m = s.spatial.Find(id, static_cast<int>(v)); m != nullptr && m->mask) {
+      const SpatialAssignment* m = s.spatial.Find(id, static_cast<int>(v));
+      // MPS: the SM share it co-holds the GPU on, percent (0: not in force, the whole GPU in turns).
+      if (s.config != nullptr && s.config->spatial == SpatialMode::kMps) {
+        d["mps_percent"] = m != nullptr && m->mask ? m->mask->Count() : 0u;
+        m = nullptr;
+      }
+      if (m != nullptr && m->mask) {
         d["cu_mask"] = m->mask->Hex();
         d["cu_count"] = m->mask->Count();
       } else {

@@ -22,6 +22,7 @@
 #include "gpu_inventory.h"
 #include "meter_store.h"
 #include "metrics_exporter.h"
+#include "mps_control.h"
 #include "service_notify.h"
 #include "shm_channels.h"
 #include "socket_listeners.h"
@@ -120,9 +121,10 @@ class Daemon {
  public:
   Daemon(const DaemonOptions& options, BrokerConfig config, std::vector<GpuInfo> gpus, std::optional<Topology> topology,
          std::unique_ptr<MeterStore> store, std::vector<MeterSnapshot> open_sessions,
-         std::unique_ptr<MetricsExporter> exporter, SocketListeners* listeners)
+         std::unique_ptr<MetricsExporter> exporter, SocketListeners* listeners, MpsControl* mps)
       : options_(options),
         listeners_(listeners),
+        mps_(mps),
         gate_(config.limits, geteuid(), FdRoom()),
         handshake_timeout_ns_(uint64_t{config.limits.handshake_timeout_ms} * 1'000'000),
         metering_(config.metering),
@@ -146,6 +148,7 @@ class Daemon {
       core_.AttachMeter(store_.get(), FirstSessionId(), std::move(open_sessions), RealtimeNs);
       last_flush_ns_ = last_prune_ns_ = MonotonicNs();
     }
+    if (mps_ != nullptr) core_.SetMpsPipe(mps_->pipe_directory());
     RefreshMetrics(MonotonicNs());
   }
 
@@ -213,6 +216,7 @@ class Daemon {
     if (store_) until(last_flush_ns_ + metering_.interval_ns);  // metering: the next flush, even idle
     if (exporter_) until(last_metrics_ns_ + metrics_.refresh_ns);  // a /metrics snapshot every refresh
     if (accept_after_ns_ > now) until(accept_after_ns_);
+    if (!core_.mps_pipe().empty()) until(now + 1'000'000'000ull);  // the MPS daemon's liveness
     for (const auto& [id, c] : connections_)
       if (core_.Client(id) == nullptr) until(c.opened_ns + handshake_timeout_ns_);
     if (!wait) return -1;
@@ -225,6 +229,11 @@ class Daemon {
     if (core_.client_count() > 0 && now - last_utilization_ns_ >= kUtilizationEveryNs) {
       last_utilization_ns_ = now;
       for (const ProcessUtilization& u : sampler_.Sample()) core_.Utilization(u.pid, u.sm_percent, u.mem_percent);
+    }
+    if (mps_ != nullptr && !core_.mps_pipe().empty() && !mps_->Poll(now)) {
+      Log(LogLevel::kError, "mps: the control daemon at %s stopped answering: co-located clients are time-sliced from now on",
+          mps_->pipe_directory().c_str());
+      core_.SetMpsPipe("");
     }
     core_.Poll();
     if (store_ && now - last_flush_ns_ >= metering_.interval_ns) FlushMeter(now);
@@ -419,6 +428,7 @@ class Daemon {
 
   DaemonOptions options_;
   SocketListeners* listeners_;
+  MpsControl* mps_;  // null unless spatial = "mps" and its daemon came up
   ConnectionGate gate_;
   uint64_t handshake_timeout_ns_;
   uint64_t accept_after_ns_ = 0;  // EMFILE back-off
@@ -524,11 +534,20 @@ int RunDaemon(const DaemonOptions& options) {
     }
     Log(LogLevel::kInfo, "metrics: serving http://%s/metrics", config.metrics.listen.c_str());
   }
+  // Outlives the daemon loop: stopped (for one this broker started) after it.
+  std::unique_ptr<MpsControl> mps;
+  if (config.spatial == SpatialMode::kMps) {
+    mps = MpsControl::Start(config.mps, options.socket_path, &error);
+    if (mps)
+      Log(LogLevel::kInfo, "mps: control daemon serves %s", mps->pipe_directory().c_str());
+    else
+      Log(LogLevel::kError, "mps: %s; co-locating tenants are time-sliced", error.c_str());
+  }
   Log(LogLevel::kInfo, "listening on %s", options.socket_path.c_str());
   int status;
   {
     Daemon daemon(options, std::move(config), std::move(gpus), std::move(topology), std::move(store),
-                  std::move(open_sessions), std::move(exporter), &listeners);
+                  std::move(open_sessions), std::move(exporter), &listeners, mps.get());
     NotifyReady("listening on " + options.socket_path);  // the sockets already queue connections
     status = daemon.Run(signal_fd);
   }

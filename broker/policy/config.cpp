@@ -134,7 +134,7 @@ BrokerConfig Parse(const toml::table& root) {
   BrokerConfig c;
   CheckKeys(root, "",
             {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles", "metering", "billing", "limits",
-             "metrics", "sockets"});
+             "metrics", "sockets", "mps"});
   if (const toml::node* node = root.get("node")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "node: expected a table");
@@ -184,8 +184,10 @@ BrokerConfig Parse(const toml::table& root) {
         c.spatial = SpatialMode::kOff;
       else if (s == "cu_mask")
         c.spatial = SpatialMode::kCuMask;
+      else if (s == "mps")
+        c.spatial = SpatialMode::kMps;
       else
-        Fail(*n, "scheduler.spatial: expected \"off\" or \"cu_mask\"");
+        Fail(*n, "scheduler.spatial: expected \"off\", \"cu_mask\" or \"mps\"");
     }
     if (const toml::node* n = t->get("memory_cu_percent")) {
       auto v = n->value<int64_t>();
@@ -203,7 +205,7 @@ BrokerConfig Parse(const toml::table& root) {
       if (t == nullptr) Fail(tnode, field + ": expected a table");
       CheckKeys(*t, field,
                 {"weight", "max_weight", "memory", "max_memory", "gpus", "uids", "gids", "profile", "max_compute",
-                 "socket", "socket_owner", "socket_group", "socket_mode"});
+                 "socket", "socket_owner", "socket_group", "socket_mode", "colocate"});
       TenantPolicy p;
       if (const toml::node* n = t->get("weight")) p.weight = PositiveNumber(*n, field + ".weight");
       if (const toml::node* n = t->get("max_weight")) p.max_weight = PositiveNumber(*n, field + ".max_weight");
@@ -213,6 +215,10 @@ BrokerConfig Parse(const toml::table& root) {
       if (const toml::node* n = t->get("uids")) p.uids = IntList<uint32_t>(*n, field + ".uids", 0, 4294967294);
       if (const toml::node* n = t->get("gids")) p.gids = IntList<uint32_t>(*n, field + ".gids", 0, 4294967294);
       ParseTenantSocket(*t, std::string(name.str()), field, &p);
+      if (const toml::node* n = t->get("colocate")) {
+        if (!n->is_boolean()) Fail(*n, field + ".colocate: expected true or false");
+        p.colocate = *n->value<bool>();
+      }
       c.tenants[std::string(name.str())] = p;
     }
   }
@@ -384,6 +390,31 @@ int64_t Rate(const toml::node& n, const std::string& field) {
   return *micro;
 }
 
+// [mps] (docs/scheduling.md).
+void ParseMps(const toml::table& root, MpsConfig* mps) {
+  const toml::node* node = root.get("mps");
+  if (node == nullptr) return;
+  const toml::table& t = Table(*node, "mps");
+  CheckKeys(t, "mps", {"control", "pipe_directory", "memory_percent"});
+  if (const toml::node* n = t.get("control")) {
+    std::optional<std::string> text = n->value<std::string>();
+    if (!text || !n->is_string() || text->empty()) Fail(*n, "mps.control: expected the control program's path");
+    mps->control = *text;
+  }
+  if (const toml::node* n = t.get("pipe_directory")) {
+    std::optional<std::string> text = n->value<std::string>();
+    if (!text || !n->is_string() || (!text->empty() && (*text)[0] != '/') || text->size() >= 100)
+      Fail(*n, "mps.pipe_directory: expected an absolute path shorter than 100 bytes, or \"\"");
+    mps->pipe_directory = *text;
+  }
+  if (const toml::node* n = t.get("memory_percent")) {
+    auto v = n->value<int64_t>();
+    // Neither 0 nor 100: both classes must be left some SMs to run on.
+    if (!n->is_integer() || !v || *v < 1 || *v > 99) Fail(*n, "mps.memory_percent: expected 1 to 99");
+    mps->memory_percent = static_cast<uint32_t>(*v);
+  }
+}
+
 // [metrics] (docs/monitoring.md).
 void ParseMetrics(const toml::table& root, MetricsConfig* metrics) {
   const toml::node* node = root.get("metrics");
@@ -540,6 +571,7 @@ std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std
     ParseLimits(root, &config.limits);
     ParseMetrics(root, &config.metrics);
     ParseSockets(root, &config.sockets);
+    ParseMps(root, &config.mps);
     return config;
   } catch (const toml::parse_error& e) {
     *error = source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());

@@ -35,6 +35,7 @@ struct TenantPolicy {
   std::optional<uint32_t> socket_owner = std::nullopt;  // uid; unset: the broker's
   std::optional<uint32_t> socket_group = std::nullopt;  // gid; unset: the broker's
   uint32_t socket_mode = 0660;
+  bool colocate = false;  // its clients join the MPS server (spatial = "mps"), giving up fault isolation
 };
 
 // [sockets]: the main socket's permissions. Its default (0666, anyone connects, the
@@ -43,6 +44,13 @@ struct TenantPolicy {
 struct SocketsConfig {
   uint32_t main_mode = 0666;
   std::optional<uint32_t> main_group;  // gid; unset: the broker's
+};
+
+// [mps] (docs/scheduling.md): the MPS control daemon `[scheduler] spatial = "mps"` co-locates through.
+struct MpsConfig {
+  std::string control = "nvidia-cuda-mps-control";  // started with -d, stopped with "quit" on its stdin
+  std::string pipe_directory;    // "": the broker runs its own daemon; else an operator's, used as it is
+  uint32_t memory_percent = 25;  // SM share of a memory-bound client; a compute-bound one gets the rest
 };
 
 // [limits]: what one local user can make the broker hold (issue 22). Connections
@@ -82,10 +90,11 @@ struct BrokerConfig {
   // [scheduler]: WFQ on GPU time (scheduler.h).
   bool scheduling = true;       // false: clients run free (memory caps and placement only)
   uint32_t quantum_us = 20000;  // a client's exclusive slice of a GPU before others may have it
-  // Spatial sharing (spatial.h): off, or CU masks (AMD) that let a memory-bound and a
-  // compute-bound client hold one GPU at once, the memory-bound one on this share of its CUs.
+  // Spatial sharing (spatial.h): off, CU masks (AMD) or MPS (NVIDIA) that let a memory-bound
+  // and a compute-bound client hold one GPU at once, the memory-bound one on this share of its CUs.
   SpatialMode spatial = SpatialMode::kOff;
   uint32_t memory_cu_percent = 25;
+  MpsConfig mps;
   std::map<std::string, TenantPolicy> tenants;
   // [profiles.NAME] (profiles.h) and what [node] holds back from instances on each GPU.
   std::map<std::string, Profile> profiles;

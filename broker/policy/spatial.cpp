@@ -77,7 +77,7 @@ std::vector<SpatialAssignment> SpatialPolicy::Assign(unsigned cu_count, const st
     if (flows[i].cls == WorkClass::kMemory) {
       out[i].mask = CuMask::Range(0, k);
       out[i].fraction = k / n;
-    } else if (flows[i].cls == WorkClass::kCompute && memory_present) {
+    } else if (flows[i].cls == WorkClass::kCompute && (memory_present || mode_ == SpatialMode::kMps)) {
       out[i].mask = CuMask::Range(k, cu_count - k);
       out[i].fraction = (cu_count - k) / n;
     }

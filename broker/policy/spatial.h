@@ -17,7 +17,12 @@ namespace gpushare::broker {
 enum class SpatialMode {
   kOff,     // every flow holds its GPU alone (time slices only)
   kCuMask,  // memory- and compute-bound flows hold disjoint CUs of one GPU at once
+  kMps,     // NVIDIA MPS: co-located flows hold disjoint SM shares (percent units) at once
 };
+
+// Under MPS a "CU" of the plan is one percent of the GPU's SMs (an active thread
+// percentage), so a flow's mask is its share and disjoint masks fit beside each other.
+inline constexpr unsigned kMpsUnits = 100;
 
 inline constexpr unsigned kCuMaskWords = 16;  // as protocol::kCuMaskWords
 inline constexpr unsigned kMaxCus = 32 * kCuMaskWords;
@@ -80,6 +85,9 @@ class SpatialPolicy {
   //  - copy, unknown (and idle, if given): no mask.
   // Spatial off, or a GPU with fewer than 2 or more than kMaxCus CUs (0: unknown, e.g.
   // found by NVML): no mask for anyone.
+  // Under MPS (cu_count kMpsUnits) a flow's class is the one its SM share was fixed for
+  // when its context was made, and a compute-bound flow keeps the rest even alone: a
+  // share cannot grow after its context exists.
   std::vector<SpatialAssignment> Assign(unsigned cu_count, const std::vector<SpatialFlow>& flows) const;
 
   // Flows may hold one GPU at the same time only on disjoint masks; one without a mask

@@ -166,4 +166,18 @@ Comm Sanitized(Comm c) {
   return c;
 }
 
+MpsAsk Sanitized(MpsAsk a) {
+  Terminate(a.tenant);
+  Terminate(a.program);
+  if (a.hint > static_cast<uint32_t>(MpsClass::kMemory)) a.hint = 0;  // read as no hint
+  return a;
+}
+
+MpsTerms Sanitized(MpsTerms t) {
+  Terminate(t.pipe_directory);
+  Terminate(t.reason);
+  if (t.percent > 100) t.percent = 0;
+  return t;
+}
+
 }  // namespace gpushare::protocol

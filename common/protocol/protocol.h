@@ -165,6 +165,20 @@ struct Comm {
   uint64_t handle;   // this process's communicator (pairs kLeft with kJoined)
 };
 
+// Asked on a connection of its own before the client's driver starts (issue 20): an
+// MPS client's SM share is fixed when its context is made, so it must be known first.
+enum class MpsClass : uint32_t { kNone = 0, kCompute = 1, kMemory = 2 };
+struct MpsAsk {
+  char tenant[64];
+  char program[64];  // the process's name: the broker remembers each program's class
+  uint32_t hint;     // MpsClass the client says it is (GPUSHARE_CLASS); kNone: unknown
+};
+struct MpsTerms {
+  uint32_t percent;           // CUDA_MPS_ACTIVE_THREAD_PERCENTAGE; 0: stay out of MPS (time-sliced)
+  char pipe_directory[108];   // CUDA_MPS_PIPE_DIRECTORY
+  char reason[128];           // why not co-located, or on which class's share
+};
+
 // A payload of text (JSON, a reply line): any length up to kMaxPayload.
 using Text = std::string;
 
@@ -215,6 +229,8 @@ LeaseReply Sanitized(LeaseReply r);
 Sched Sanitized(Sched s);
 SetWeight Sanitized(SetWeight s);
 Comm Sanitized(Comm c);
+MpsAsk Sanitized(MpsAsk a);
+MpsTerms Sanitized(MpsTerms t);
 
 // A message's payload as the type messages.def gives it, sanitized: what the broker's
 // dispatch hands each handler (T is the payload named there).

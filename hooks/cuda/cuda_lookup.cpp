@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <mutex>
+#include <string>
 
 #include "common/dlsym.h"
 #include "cuda/cuda_entry_points.h"
@@ -72,6 +74,20 @@ void* CudaApi::OpenRealLibrary() {
   return handle;
 }
 
+// The driver joins MPS (or not) when it is first initialized, and an MPS client's SM
+// share is fixed when its context is made: both variables must be in the environment
+// before the real cuInit. The primary contexts the CUDA runtime makes take the share
+// from there too, which a share given through cuCtxCreate_v3 would not reach.
+void JoinMpsIfGranted() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const auto& terms = Client::Get().MpsTerms();
+    if (!terms || terms->percent == 0) return;
+    setenv("CUDA_MPS_PIPE_DIRECTORY", terms->pipe_directory, 1);
+    setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", std::to_string(terms->percent).c_str(), 1);
+  });
+}
+
 bool CudaApi::InitDevices(Client& client) {
   // The driver may have been initialized through a route that did not pass cuInit's
   // hook (or not at all: then the real driver says so).
@@ -94,6 +110,7 @@ extern "C" {
 CUresult cuInit(unsigned int flags) {
   return GS_GUARDED(CudaApi, {
     if (!LoadRealDriver()) return CUDA_ERROR_NOT_INITIALIZED;
+    JoinMpsIfGranted();
     CUresult r = GS_CUDA_CALL(cuInit, flags);
     if (r == CUDA_SUCCESS) ReadyClient();
     return r;

@@ -85,9 +85,9 @@ TEST(BrokerConfig, SpatialSharingIsOffByDefaultAndItsKeysAreChecked) {
   EXPECT_EQ(on->spatial, SpatialMode::kCuMask);
   EXPECT_EQ(on->memory_cu_percent, 30u);
   EXPECT_EQ(ErrorOf("[scheduler]\nspatial = \"sm\"\n"),
-            "broker.toml:2: scheduler.spatial: expected \"off\" or \"cu_mask\"");
+            "broker.toml:2: scheduler.spatial: expected \"off\", \"cu_mask\" or \"mps\"");
   EXPECT_EQ(ErrorOf("[scheduler]\nspatial = true\n"),
-            "broker.toml:2: scheduler.spatial: expected \"off\" or \"cu_mask\"");
+            "broker.toml:2: scheduler.spatial: expected \"off\", \"cu_mask\" or \"mps\"");
   for (const char* bad : {"0", "100", "25.5", "\"25\""})
     EXPECT_EQ(ErrorOf(std::string("[scheduler]\n\nmemory_cu_percent = ") + bad + "\n"),
               "broker.toml:3: scheduler.memory_cu_percent: expected 1 to 99")

@@ -179,5 +179,15 @@ TEST(DeviceMap, NodeOrderComposesTheRuntimesMasksOutermostFirst) {
     EXPECT_FALSE(DeviceMap::NodeOrder({mask}).has_value()) << mask;
 }
 
+TEST(ClientOptions, ClassSaidForAnMpsShareIsComputeOrMemory) {
+  EXPECT_EQ(Parse({}).work_class, gpushare::protocol::MpsClass::kNone);
+  EXPECT_EQ(Parse({{"GPUSHARE_CLASS", "compute"}}).work_class, gpushare::protocol::MpsClass::kCompute);
+  EXPECT_EQ(Parse({{"GPUSHARE_CLASS", " memory "}}).work_class, gpushare::protocol::MpsClass::kMemory);
+  ClientOptions o = Parse({{"GPUSHARE_CLASS", "gemm"}});
+  EXPECT_EQ(o.work_class, gpushare::protocol::MpsClass::kNone);
+  ASSERT_EQ(o.errors.size(), 1u);
+  EXPECT_EQ(o.errors[0], "GPUSHARE_CLASS=\"gemm\": expected compute or memory; the broker will judge by what it measures");
+}
+
 }  // namespace
 }  // namespace gpushare

@@ -507,6 +507,38 @@ int Node::ClaimMaskedQueue(int gpu, const uint64_t (&cus)[kCuWords]) {
   return -1;
 }
 
+int Node::ClaimMpsQueue(int gpu, int cus, int count) {
+  cus = std::clamp(cus, 1, kMaxCus);
+  count = std::clamp(count, 1, cus);
+  ReclaimDead();
+  uint64_t taken[kCuWords] = {};
+  for (const MaskedQueue& q : seg_->gpus[gpu].masked)
+    if (q.slot.load() != 0)
+      for (int w = 0; w < kCuWords; ++w) taken[w] |= q.cus[w].load();
+  const auto free_from = [&](int first) {
+    for (int cu = first; cu < first + count; ++cu)
+      if (taken[cu / 64] >> (cu % 64) & 1) return false;
+    return true;
+  };
+  const bool low = 2 * count <= cus;
+  int first = low ? 0 : cus - count;
+  for (int i = 0; i + count <= cus; ++i) {
+    const int f = low ? i : cus - count - i;
+    if (free_from(f)) {
+      first = f;
+      break;
+    }
+  }
+  uint64_t mask[kCuWords] = {};
+  for (int cu = first; cu < first + count; ++cu) mask[cu / 64] |= 1ull << (cu % 64);
+  return ClaimMaskedQueue(gpu, mask);
+}
+
+void Node::WidenMaskedQueue(int gpu, int queue) {
+  for (int w = 0; w < kCuWords; ++w) seg_->gpus[gpu].masked[queue].cus[w].store(~0ull);
+  Wake(seg_->gpus[gpu].engine);
+}
+
 void Node::LeaveMaskedMode(int gpu) {
   Engine& e = seg_->gpus[gpu].engine;
   if (AnyMasked(gpu, MaskedQueue::kRunning, -1, nullptr)) return;

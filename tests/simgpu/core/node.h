@@ -193,6 +193,14 @@ class Node {
   // sets run side by side and overlapping ones take turns. ClaimMaskedQueue returns a
   // queue index, or -1 when all are taken.
   int ClaimMaskedQueue(int gpu, const uint64_t (&cus)[kCuWords]);
+  // An MPS client's queue (docs/simgpu.md): `count` of the GPU's `cus` CUs where no other
+  // claimed queue runs, the low CUs first for half the GPU or less and the high ones
+  // first for more; where none are free, from the low or the high end anyway (the
+  // overlapping queues then take turns, as clients over-subscribing MPS share SMs).
+  int ClaimMpsQueue(int gpu, int cus, int count);
+  // The queue's work may run on every CU from now on: it overlaps every other queue and
+  // takes turns with them (the MPS server is gone: its clients are time-sliced).
+  void WidenMaskedQueue(int gpu, int queue);
   uint64_t AcquireMasked(int gpu, int queue, bool after_yield);     // blocks; returns the slice end
   bool ContinueMasked(int gpu, int queue, uint64_t* slice_end_ns);  // false: yielded, acquire again
   void ReleaseMasked(int gpu, int queue);                           // the queue has no more work

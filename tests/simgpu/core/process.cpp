@@ -1,10 +1,13 @@
 // Process: the simulated node as one process sees it (see process.h).
 #include "process.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -101,9 +104,65 @@ bool Process::Init(std::string* error) {
 void Process::Detach() { node_->Detach(); }
 
 Executor& Process::executor(int device) {
+  std::call_once(mps_once_, [this] { JoinMps(); });
   std::lock_guard<std::mutex> lock(exec_mu_);
-  if (!executors_[device]) executors_[device] = std::make_unique<Executor>(node_.get(), device);
+  if (!executors_[device]) {
+    int queue = -1;
+    if (mps_on_.load()) {
+      const int cus = gpu(device).cus;
+      const int share = std::clamp((mps_percent_ * cus + 99) / 100, 1, cus);
+      queue = node_->ClaimMpsQueue(device, cus, share);
+      if (queue >= 0) {
+        mps_queue_[device] = queue + 1;
+        mps_cus_[device].store(share);
+      }
+    }
+    executors_[device] = std::make_unique<Executor>(node_.get(), device, queue);
+  }
   return *executors_[device];
+}
+
+namespace {
+
+// The simulated control daemon (tests/simgpu/mps) holds this lock while it runs.
+bool MpsDaemonAlive(const std::string& lock_path) {
+  const int fd = open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd);
+  return held;
+}
+
+}  // namespace
+
+void Process::JoinMps() {
+  const char* dir = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
+  mps_lock_path_ = std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp/nvidia-mps") + "/control.lock";
+  if (!MpsDaemonAlive(mps_lock_path_)) return;
+  if (const char* p = std::getenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"); p != nullptr && *p != '\0') {
+    const int v = std::atoi(p);
+    if (v >= 1 && v <= 100) mps_percent_ = v;
+  }
+  mps_checked_ns_.store(MonotonicNs());
+  mps_on_.store(true);
+}
+
+int Process::MpsCus(int device) {
+  if (!mps_on_.load(std::memory_order_relaxed)) return 0;
+  constexpr uint64_t kCheckEveryNs = 10'000'000;  // how soon a dead daemon's clients go back to time slices
+  const uint64_t now = MonotonicNs();
+  uint64_t checked = mps_checked_ns_.load();
+  if (now - checked >= kCheckEveryNs && mps_checked_ns_.compare_exchange_strong(checked, now) &&
+      !MpsDaemonAlive(mps_lock_path_)) {
+    std::lock_guard<std::mutex> lock(exec_mu_);
+    mps_on_.store(false);
+    for (int d = 0; d < kMaxGpus; ++d) {
+      if (mps_queue_[d] > 0) node_->WidenMaskedQueue(d, mps_queue_[d] - 1);
+      mps_cus_[d].store(0);
+    }
+    return 0;
+  }
+  return mps_cus_[device].load();
 }
 
 void Process::Track(void* p) {
@@ -749,15 +808,17 @@ Status Process::Launch(Stream* stream, Function* f, const LaunchGeometry& geo) {
   KernelCostResult cost = CostOfKernel(config_, gpu(stream->device), f->name, geo);
   Work w;
   w.duration_ns = cost.duration_ns;
-  if (stream->cus_enabled > 0) {  // k of N CUs: compute scales with N / k, memory only below saturation
+  // An MPS client's share of the CUs holds its kernels as a CU mask does.
+  const int cus_enabled = stream->cus_enabled > 0 ? stream->cus_enabled : MpsCus(stream->device);
+  if (cus_enabled > 0) {  // k of N CUs: compute scales with N / k, memory only below saturation
     const GpuConfig& g = gpu(stream->device);
-    const double k = stream->cus_enabled;
+    const double k = cus_enabled;
     const double factor =
         cost.work_class == WorkClass::kCompute ? g.cus / k : std::max(1.0, g.memory_saturation_cus / k);
     w.duration_ns = static_cast<uint64_t>(static_cast<double>(cost.duration_ns) * factor);
   }
   w.needs_engine = true;
-  w.sm_factor = stream->cus_enabled > 0 ? std::min(1.0, double(stream->cus_enabled) / gpu(stream->device).cus) : 1.0;
+  w.sm_factor = cus_enabled > 0 ? std::min(1.0, double(cus_enabled) / gpu(stream->device).cus) : 1.0;
   w.mem_factor = cost.work_class == WorkClass::kMemory ? 0.9 : 0.2;
   Submit(stream, std::move(w));
   return Status::kOk;

@@ -272,6 +272,19 @@ class Process {
   std::unique_ptr<Executor> executors_[kMaxGpus];
   // One queue per distinct CU mask and device (streams with equal masks share it).
   std::map<std::vector<uint64_t>, std::unique_ptr<Executor>> masked_executors_[kMaxGpus];
+  // MPS (docs/simgpu.md): whether a simulated MPS control daemon served
+  // CUDA_MPS_PIPE_DIRECTORY when this process made its first queue; if so, each GPU's
+  // main queue is a masked queue of CUDA_MPS_ACTIVE_THREAD_PERCENTAGE of its CUs,
+  // co-running with other processes' on other CUs, until the daemon is seen gone.
+  void JoinMps();
+  int MpsCus(int device);  // the CUs the process's unmasked work is held to; 0: all, time-sliced
+  std::once_flag mps_once_;
+  std::string mps_lock_path_;
+  int mps_percent_ = 100;
+  std::atomic<bool> mps_on_{false};
+  std::atomic<uint64_t> mps_checked_ns_{0};
+  std::atomic<int> mps_cus_[kMaxGpus] = {};
+  int mps_queue_[kMaxGpus] = {};  // the masked queue index + 1; 0: none
   std::unique_ptr<Context> primary_[kMaxGpus];
   std::atomic<int> primary_refs_[kMaxGpus] = {};
   bool primary_charged_[kMaxGpus] = {};
