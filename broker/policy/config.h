@@ -11,6 +11,7 @@
 
 #include "billing.h"
 #include "classifier.h"
+#include "cluster_state.h"
 #include "profiles.h"
 #include "spatial.h"
 
@@ -82,6 +83,7 @@ struct BrokerConfig {
   BillingConfig billing;
   LimitsConfig limits;
   MetricsConfig metrics;
+  ClusterConfig cluster;  // [cluster] (docs/cluster.md)
 };
 
 // What the broker reads is only a regular file under a size limit (not a FIFO, a
