@@ -172,7 +172,10 @@ std::optional<NodeRecord> DecodeNode(std::string_view text, std::string* error) 
                                Unsigned(Field(g, "memory_promised"), "gpus[].memory_promised")});
     }
     for (const auto& [profile, count] : Object(Field(j, "free_instances"), "free_instances").items())
-      n.free_instances[Name(profile, "free_instances")] = Unsigned(count, "free_instances[]");
+    {
+      if (profile.size() > 256) throw BadField{"free_instances: a profile name over 256 bytes"};
+      n.free_instances[profile] = Unsigned(count, "free_instances[]");
+    }
     n.clients = Unsigned(Field(j, "clients"), "clients");
     n.quota_held = AmountsOf(Field(j, "quota_held"), "quota_held");
     return n;
