@@ -2,8 +2,11 @@
 // the quota rule, and the znode values' round trips and refusals of hostile text.
 #include <gtest/gtest.h>
 
+#include "broker/core/broker_core.h"
+#include "broker/io/cluster_agent.h"
 #include "broker/policy/cluster_state.h"
 #include "broker/policy/config.h"
+#include "core_exchange.h"
 
 namespace gpushare::broker {
 namespace {
@@ -172,6 +175,110 @@ TEST(ClusterCodec, HostileValuesAreRefusedWithTheField) {
   EXPECT_EQ(error, "days[]: session 1 not listed");
   EXPECT_FALSE(DecodeMeter(R"({"node":"a","since_day":0,"sessions":[],"days":[[1,2]]})", &error));
   EXPECT_FALSE(DecodeMeter(std::string(100000, '['), &error));
+}
+
+// The cluster as the core sees it: a quota that grants up to a count, and remembers.
+class CountingQuota : public ClusterQuota {
+ public:
+  std::string Take(const std::string& tenant, const QuotaAmount& amount, bool held) override {
+    if (!held && held_[tenant].instances + amount.instances > 2) return "over the test's quota";
+    held_[tenant].instances += amount.instances;
+    held_[tenant].memory_bytes += amount.memory_bytes;
+    return "";
+  }
+  void Give(const std::string& tenant, const QuotaAmount& amount) override {
+    held_[tenant].instances -= amount.instances;
+    held_[tenant].memory_bytes -= amount.memory_bytes;
+  }
+  std::map<std::string, QuotaAmount> held_;
+};
+
+class CoreClusterTest : public ::testing::Test {
+ protected:
+  CoreClusterTest() : core_(Config(), {{0, "g0", 16ull << 30}, {1, "g1", 16ull << 30}}, nullptr) {
+    core_.SetClusterQuota(&quota_);
+  }
+  static BrokerConfig Config() {
+    std::string error;
+    auto c = ParseBrokerConfig(R"(
+[cluster]
+zookeeper = "z:2181"
+[cluster.tenants.x]
+max_instances = 2
+[cluster.tenants.m]
+max_memory = "8GiB"
+)",
+                               "broker.toml", &error);
+    EXPECT_TRUE(c) << error;
+    return *c;
+  }
+  protocol::Welcome Hello(ClientId id, const std::string& tenant, uint64_t cap) {
+    core_.Open(id, {static_cast<int32_t>(100 + id), 1000, 1000});
+    protocol::Hello h{};
+    protocol::SetString(h.tenant, tenant);
+    h.weight = 1;
+    h.rank = -1;
+    h.device_count = 1;
+    for (int v = 0; v < protocol::kMaxDevices; ++v) h.visible[v] = -1;
+    h.cap_bytes[0] = cap;
+    auto r = core_exchange::Exchange(core_, id, &inbox_[id], protocol::Encode(protocol::Type::kHello, h));
+    EXPECT_TRUE(r && r->size() == 1);
+    return protocol::As<protocol::Welcome>(r->at(0));
+  }
+  CountingQuota quota_;
+  BrokerCore core_;
+  std::map<ClientId, std::vector<uint8_t>> inbox_;
+};
+
+TEST_F(CoreClusterTest, RegistrationTakesTheTenantsClusterQuotaAndHangUpGivesItBack) {
+  EXPECT_EQ(Hello(1, "x", 1ull << 30).accepted, 1);
+  EXPECT_EQ(Hello(2, "x", 1ull << 30).accepted, 1);
+  const protocol::Welcome third = Hello(3, "x", 1ull << 30);
+  EXPECT_EQ(third.accepted, 0);
+  EXPECT_STREQ(third.reason, "cluster quota: over the test's quota");
+  EXPECT_EQ(core_.client_count(), 2u);  // the refused one left nothing behind
+  EXPECT_EQ(quota_.held_["x"], (QuotaAmount{2, 2ull << 30}));
+  EXPECT_EQ(core_.ClusterNode().quota_held.at("x"), (QuotaAmount{2, 2ull << 30}));
+  // A tenant without a cluster quota takes none.
+  EXPECT_EQ(Hello(4, "y", 0).accepted, 1);
+  EXPECT_EQ(quota_.held_.count("y"), 0u);
+  core_.Close(1);
+  EXPECT_EQ(quota_.held_["x"], (QuotaAmount{1, 1ull << 30}));
+  EXPECT_EQ(Hello(5, "x", 1ull << 30).accepted, 1);
+  core_.Close(4);  // gave nothing, gives nothing
+  EXPECT_EQ(quota_.held_["x"], (QuotaAmount{2, 2ull << 30}));
+  const NodeRecord node = core_.ClusterNode();
+  EXPECT_EQ(node.clients, 2u);
+  ASSERT_EQ(node.gpus.size(), 2u);
+  EXPECT_EQ(node.gpus[0].memory_total, 16ull << 30);
+}
+
+TEST_F(CoreClusterTest, AClusterMemoryQuotaNeedsACappedClient) {
+  const protocol::Welcome w = Hello(1, "m", 0);
+  EXPECT_EQ(w.accepted, 0);
+  EXPECT_STREQ(w.reason, "tenant \"m\" has a cluster memory quota: its clients need a memory cap");
+  EXPECT_EQ(Hello(2, "m", 4ull << 30).accepted, 1);
+  EXPECT_EQ(quota_.held_["m"], (QuotaAmount{1, 4ull << 30}));
+}
+
+// Fail static without a server: nothing listens on the port, so the agent never connects.
+TEST(ClusterAgent, WithoutZooKeeperNewGrantsAreRefusedAtOnceOrGrantedLocallyIfAllowed) {
+  ClusterConfig config;
+  config.zookeeper = "127.0.0.1:1";
+  config.tenants["x"] = ClusterTenantQuota{1, std::nullopt};
+  {
+    ClusterAgent refuse(config, "node-a");
+    EXPECT_FALSE(refuse.connected());
+    const std::string why = refuse.Take("x", {1, 0}, false);
+    EXPECT_NE(why.find("ZooKeeper is unreachable"), std::string::npos) << why;
+    EXPECT_EQ(refuse.Take("x", {1, 0}, true), "");  // a re-registering client keeps what it holds
+    refuse.Give("x", {1, 0});
+    refuse.PublishNode(NodeRecord{});
+  }
+  config.unreachable_allow = true;
+  ClusterAgent allow(config, "node-b");
+  EXPECT_EQ(allow.Take("x", {1, 0}, false), "");
+  EXPECT_EQ(allow.Take("x", {1, 0}, false), "");  // no one to ask: the quota is not checked
 }
 
 }  // namespace
