@@ -18,6 +18,7 @@ namespace {
 constexpr auto kIdleWake = std::chrono::milliseconds(100);  // session checks while nothing else happens
 constexpr int kCasTries = 64;  // versioned-write retries under contention before giving up
 constexpr size_t kMeterBytes = 900 * 1024;  // under ZooKeeper's 1 MiB value limit
+constexpr uint64_t kUnreachableLogEveryNs = 1'000'000'000;
 
 QuotaAmount Plus(QuotaAmount a, const QuotaAmount& b) {
   return QuotaAmount{a.instances + b.instances, a.memory_bytes + b.memory_bytes};
@@ -53,18 +54,27 @@ ClusterAgent::~ClusterAgent() {
 
 std::string ClusterAgent::Take(const std::string& tenant, const QuotaAmount& amount, bool held) {
   std::unique_lock lock(mu_);
+  // Refusals and local grants are logged at most once a second: the state change is
+  // logged when it happens, and a client retrying must not flood the log.
+  const uint64_t now = MonotonicNs();
+  const bool log = now - last_unreachable_log_ns_ >= kUnreachableLogEveryNs;
   if (held || (!connected() && config_.unreachable_allow)) {
-    if (!held)
+    if (!held && log) {
+      last_unreachable_log_ns_ = now;
       Log(LogLevel::kWarn, "cluster: ZooKeeper unreachable: tenant \"%s\" granted locally (unreachable = \"allow\")",
           tenant.c_str());
+    }
     held_[tenant] = Plus(held_[tenant], amount);
     dirty_.insert(tenant);
     wake_.notify_all();
     return "";
   }
   if (!connected()) {
-    Log(LogLevel::kWarn, "cluster: ZooKeeper unreachable: a new client of tenant \"%s\" refused (fail static)",
-        tenant.c_str());
+    if (log) {
+      last_unreachable_log_ns_ = now;
+      Log(LogLevel::kWarn, "cluster: ZooKeeper unreachable: a new client of tenant \"%s\" refused (fail static)",
+          tenant.c_str());
+    }
     return "ZooKeeper is unreachable: no new grant of tenant \"" + tenant +
            "\"'s cluster quota until it is back (clients already admitted keep running)";
   }

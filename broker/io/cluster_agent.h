@@ -79,6 +79,7 @@ class ClusterAgent : public ClusterQuota {
   std::optional<NodeRecord> node_record_;
   bool node_dirty_ = false;
   std::optional<NodeMeter> meter_;
+  uint64_t last_unreachable_log_ns_ = 0;
 
   uint64_t generation_ = 0;       // of the session the ephemeral node was made in (agent thread)
   uint64_t last_node_write_ns_ = 0;

@@ -34,6 +34,12 @@ case "${1:-}" in
   start)
     dir=$2 base=$3 n=${4:-3}
     mkdir -p "$dir"
+    # A server left running on these ports (by a killed test) would answer for ours.
+    for i in $(seq 1 "$n"); do
+      for port in $((base + i)) $((base + 100 + i)) $((base + 200 + i)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is in use"; fi
+      done
+    done
     servers=""
     for i in $(seq 1 "$n"); do
       servers+="server.$i=127.0.0.1:$((base + 100 + i)):$((base + 200 + i))"$'\n'
