@@ -37,6 +37,7 @@ const char kUsage[] =
     "       gpushare-smi [--socket PATH] usage [--tenant T] [--since DATE] [--until DATE]\n"
     "                                          [--by session|tenant|day] [--json|--csv]\n"
     "       gpushare-smi [--socket PATH] bill --period YYYY-MM [--tenant T] [--json|--csv]\n"
+    "       gpushare-smi --cluster [--socket PATH] [--json | usage ... | bill ...]\n"
     "Shows the GPUs and the clients of the gpushare broker on this node, or changes a\n"
     "client's (or every client of a tenant's) scheduling weight until the broker's config\n"
     "is reloaded (root or the broker's own user only); or what was used (usage, dates\n"
@@ -47,6 +48,10 @@ const char kUsage[] =
     "                 $XDG_RUNTIME_DIR/gpushare/broker.sock, else /run/gpushare/broker.sock)\n"
     "  --json         print the broker's status as JSON\n"
     "  --explain PID  why the client PID landed on its GPUs (the placement's reasoning)\n"
+    "  --cluster      ask the cluster's leading gpushare-manager instead (docs/cluster.md):\n"
+    "                 every node, tenant quotas across nodes, usage and bills of all nodes;\n"
+    "                 its socket: $GPUSHARE_MANAGER_SOCKET, else\n"
+    "                 $XDG_RUNTIME_DIR/gpushare/manager.sock, else /run/gpushare/manager.sock\n"
     "  vgpu           the vGPU inventory: per GPU, each profile's instances allocated /\n"
     "                 total (reserved) and who holds them, and the node's pool; -i GPU: that\n"
     "                 GPU only; --json: the broker's \"vgpu\" object (docs/configuration.md)\n"
@@ -443,6 +448,51 @@ void PrintBill(const json& r, bool csv) {
   PrintRows(rows, csv);
 }
 
+// The cluster view of the leading manager (docs/cluster.md): nodes, then tenants' quotas.
+void PrintCluster(const json& view, const std::string& socket_path) {
+  std::printf("Cluster %s, manager %s (leader), asked at %s\n", Str(view, "cluster").c_str(),
+              Str(view, "leader").c_str(), socket_path.c_str());
+  std::vector<std::vector<std::string>> nodes = {{"NODE", "HEALTH", "VERSION", "GPUS", "MEMORY USED", "PROMISED",
+                                                  "CLIENTS", "FREE INSTANCES"}};
+  for (const json& n : Array(view, "nodes")) {
+    uint64_t total = 0, used = 0, promised = 0;
+    for (const json& g : Array(n, "gpus")) {
+      total += Bytes(g, "memory_total");
+      used += Bytes(g, "memory_used");
+      promised += Bytes(g, "memory_promised");
+    }
+    std::string free;
+    if (auto f = n.find("free_instances"); f != n.end() && f->is_object())
+      for (const auto& [profile, count] : f->items())
+        free += (free.empty() ? "" : " ") + profile + ":" + (count.is_number() ? count.dump() : "?");
+    nodes.push_back({Str(n, "name"), Str(n, "health"), Str(n, "version"),
+                     Printf("%.0f", static_cast<double>(Array(n, "gpus").size())),
+                     gpushare::FormatBytes(used) + " / " + gpushare::FormatBytes(total), gpushare::FormatBytes(promised),
+                     Printf("%.0f", Num(n, "clients", 0)), OrDash(free)});
+  }
+  PrintTable(nodes);
+  std::vector<std::vector<std::string>> tenants = {{"TENANT", "INSTANCES", "MAX", "MEMORY", "MAX MEMORY", "BY NODE"}};
+  for (const json& t : Array(view, "tenants")) {
+    std::string by;
+    if (auto b = t.find("by_node"); b != t.end() && b->is_object())
+      for (const auto& [node, a] : b->items())
+        by += (by.empty() ? "" : " ") + node + ":" + Printf("%.0f", Num(a, "instances", 0));
+    const auto limit = [&](const char* key, bool bytes) {
+      auto it = t.find(key);
+      if (it == t.end() || !it->is_number()) return std::string("-");
+      return bytes ? gpushare::FormatBytes(it->get<uint64_t>()) : it->dump();
+    };
+    tenants.push_back({Str(t, "tenant"), Printf("%.0f", Num(t, "instances", 0)), limit("max_instances", false),
+                       gpushare::FormatBytes(Bytes(t, "memory")), limit("max_memory", true), OrDash(by)});
+  }
+  if (tenants.size() > 1) {
+    std::printf("\nCluster quotas:\n");
+    PrintTable(tenants);
+  }
+  for (const json& m : Array(view, "malformed"))
+    std::printf("warning: %s: malformed, ignored (%s)\n", Str(m, "znode").c_str(), Str(m, "error").c_str());
+}
+
 // usage [...] / bill [...]: 0 printed, 1 refused or no broker, 2 usage error.
 int UsageOrBill(const std::string& what, const std::vector<std::string>& args, const std::string& socket_path) {
   json request = {{"what", what}};
@@ -503,6 +553,7 @@ int main(int argc, char** argv) {
   std::optional<std::vector<std::string>> sub_args;
   std::string command;  // set-weight, usage or bill, with sub_args its arguments
   bool vgpu = false;
+  bool cluster = false;
   std::optional<int> vgpu_gpu;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -520,6 +571,8 @@ int main(int argc, char** argv) {
     } else if (sub_args) {
       if (arg == "--socket" && i + 1 < argc)
         socket_path = argv[++i];
+      else if (arg == "--cluster" && command != "set-weight")
+        cluster = true;
       else
         sub_args->push_back(arg);
     } else if (!vgpu && (arg == "set-weight" || arg == "usage" || arg == "bill")) {
@@ -533,6 +586,8 @@ int main(int argc, char** argv) {
       return 0;
     } else if (arg == "--json") {
       as_json = true;
+    } else if (arg == "--cluster") {
+      cluster = true;
     } else if (arg == "--explain" && i + 1 < argc) {
       char* end = nullptr;
       const long pid = std::strtol(argv[++i], &end, 10);
@@ -554,7 +609,12 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (socket_path.empty()) socket_path = gpushare::DefaultSocketPath();
+  if (cluster && (command == "set-weight" || vgpu || explain)) {
+    std::fprintf(stderr, "gpushare-smi: --cluster shows the view, usage and bills; set-weight, vgpu and --explain "
+                         "ask one node's broker\n%s", kUsage);
+    return 2;
+  }
+  if (socket_path.empty()) socket_path = cluster ? gpushare::DefaultManagerSocketPath() : gpushare::DefaultSocketPath();
   if (command == "set-weight") return SetWeight(*sub_args, socket_path);
   if (!command.empty()) return UsageOrBill(command, *sub_args, socket_path);
 
@@ -576,10 +636,16 @@ int main(int argc, char** argv) {
                  socket_path.c_str());
     return 1;
   }
+  if (cluster && status.contains("error")) {
+    std::fprintf(stderr, "gpushare-smi: the manager at %s: %s\n", socket_path.c_str(), Str(status, "error").c_str());
+    return 1;
+  }
   if (explain) return Explain(status, *explain);
   if (vgpu) return PrintVgpu(status, vgpu_gpu, as_json);
   if (as_json)
     std::printf("%s\n", status.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+  else if (cluster)
+    PrintCluster(status, socket_path);
   else
     PrintHuman(status, socket_path);
   return 0;

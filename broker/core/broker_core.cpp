@@ -223,6 +223,19 @@ proto::Welcome BrokerCore::Register(ClientId conn, const PeerCredentials& peer, 
                           FormatBytes(profile->memory_bytes) + ", compute " + std::to_string(profile->compute));
   }
 
+  // Last, once the node would admit it: the tenant's cluster quota (cluster_quota.h).
+  std::optional<ClusterGrant> grant;
+  if (auto quota = config_.cluster.tenants.find(tenant); cluster_quota_ != nullptr && quota != config_.cluster.tenants.end()) {
+    const std::optional<uint64_t> per_gpu = instance ? std::optional<uint64_t>(instance->memory_bytes) : cap;
+    if (quota->second.max_memory && !per_gpu)
+      return Refusal("tenant \"" + tenant + "\" has a cluster memory quota: its clients need a memory cap");
+    const QuotaAmount amount{1, instance ? instance->memory_bytes : per_gpu.value_or(0) * physical.size()};
+    if (std::string why = cluster_quota_->Take(tenant, amount, hello.reattach != 0); !why.empty())
+      return Refusal("cluster quota: " + why);
+    grant = ClusterGrant{tenant, amount};
+  }
+  if (grant) cluster_grants_[conn] = *grant;
+
   ledger_.AddClient(conn, tenant);
   ledger_.SetTenantCap(tenant, cap);
   if (instance) ledger_.SetClientCap(conn, instance->memory_bytes);
@@ -427,6 +440,10 @@ uint64_t BrokerCore::Close(ClientId conn) {
   const std::string job = c->job;
   const size_t devices = c->physical.size();
   metering_.Left(conn);  // while its GPU time and launches can still be read
+  if (auto grant = cluster_grants_.find(conn); grant != cluster_grants_.end()) {
+    if (cluster_quota_ != nullptr) cluster_quota_->Give(grant->second.tenant, grant->second.amount);
+    cluster_grants_.erase(grant);
+  }
   if (const ClientWork* w = work_.Find(conn)) counters_.departed_records += w->records;
   counters_.oom_refusals.erase(conn);
   clients_.Remove(conn);
@@ -616,6 +633,30 @@ std::string BrokerCore::StatusJson(const PeerCredentials& peer) const {
   };
   return broker::StatusJson({gpus_, ledger_, clients_, work_, weights_, scheduler_, spatial_, comms_,
                              placement_.topology(), channels_, clock_(), &config_, may_see});
+}
+
+}  // namespace gpushare::broker
+
+namespace gpushare::broker {
+
+NodeRecord BrokerCore::ClusterNode() const {
+  NodeRecord n;
+  const std::vector<Instance> granted = clients_.Instances();
+  for (int g = 0; g < ledger_.gpu_count(); ++g) {
+    n.gpus.push_back(NodeGpu{g, g < static_cast<int>(gpus_.size()) ? gpus_[g].name : "", ledger_.capacity(g),
+                             ledger_.GpuHeld(g), clients_.Promised(g, "", ledger_)});
+    const InstanceGpu gpu{ledger_.capacity(g), clients_.PromisedOutsideInstances(g, ledger_)};
+    for (const auto& [name, p] : config_.profiles)
+      n.free_instances[name] +=
+          static_cast<uint64_t>(std::max(0, CountInstances(name, p, gpu, g, granted, config_.reserved).available));
+  }
+  n.clients = clients_.size();
+  for (const auto& [conn, grant] : cluster_grants_) {
+    QuotaAmount& held = n.quota_held[grant.tenant];
+    held.instances += grant.amount.instances;
+    held.memory_bytes += grant.amount.memory_bytes;
+  }
+  return n;
 }
 
 }  // namespace gpushare::broker

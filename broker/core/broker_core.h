@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "broker/core/channel_host.h"
 #include "broker/core/client_registry.h"
 #include "broker/core/client_work.h"
+#include "broker/core/cluster_quota.h"
 #include "broker/core/communicators.h"
 #include "broker/core/metering.h"
 #include "broker/core/metrics_report.h"
@@ -54,6 +56,11 @@ class BrokerCore : private MessageHandlers {
   // re-registering client claims. Unset: claims are bounded by the ledger only.
   using ProcessMemory = std::function<std::optional<uint64_t>(int32_t pid, int gpu)>;
   void SetProcessMemory(ProcessMemory reader) { process_memory_ = std::move(reader); }
+  // The cluster's tenant quotas ([cluster.tenants.NAME]); null (the default): none are
+  // taken. Not owned; it must outlive the core.
+  void SetClusterQuota(ClusterQuota* quota) { cluster_quota_ = quota; }
+  // This node as the cluster sees it (its name, version and health are the daemon's).
+  NodeRecord ClusterNode() const;
   // Who may change weights at run time besides root (the broker's own uid by default).
   void SetAdminUid(uint32_t uid) { weights_.SetAdminUid(uid); }
   // Who carries out SocketAdmin requests (the daemon); unset, they are refused.
@@ -192,6 +199,12 @@ class BrokerCore : private MessageHandlers {
   SocketHost* socket_host_ = nullptr;
   RefusalLog refusal_log_;
   bool rings_busy_ = false;
+  ClusterQuota* cluster_quota_ = nullptr;
+  struct ClusterGrant {
+    std::string tenant;
+    QuotaAmount amount;
+  };
+  std::map<ClientId, ClusterGrant> cluster_grants_;  // what each client took of its tenant's cluster quota
   CoreCounters counters_;  // for monitoring only
 };
 

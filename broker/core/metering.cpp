@@ -185,6 +185,15 @@ void Metering::CloseOrphans(uint64_t grace_ns) {
 
 std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, const std::string& request) {
   if (!active()) return Error("metering is off on this broker ([metering] enabled = false)").dump();
+  return AnswerUsage(*config_, peer, admin_uid, request, DayOf(wall_clock_()),
+                     [&](int64_t since, int64_t until, const std::string& tenant, std::string* error) {
+                       Flush(error);  // the report includes what live sessions have used up to now
+                       return sink_->Read(since, until, tenant, error);
+                     });
+}
+
+std::string AnswerUsage(const BrokerConfig& config, const PeerCredentials& peer, uint32_t admin_uid,
+                        const std::string& request, int64_t today, const UsageReader& read) {
   const json q = json::parse(request, nullptr, false);
   if (q.is_discarded() || !q.is_object()) return Error("malformed request: expected a JSON object").dump();
   const auto text = [&](const char* key) -> std::string {
@@ -193,15 +202,15 @@ std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, c
   };
   const std::string what = text("what");
   const std::string tenant = text("tenant");
-  if (!tenant.empty() && !MaySeeUsage(*config_, peer, admin_uid, tenant))
+  if (!tenant.empty() && !MaySeeUsage(config, peer, admin_uid, tenant))
     return Error("uid " + std::to_string(peer.uid) + " may not read tenant \"" + tenant + "\"'s usage").dump();
   // One who may read no tenant costs the broker no read of the database.
   const bool reads_some = IsAdmin(peer, admin_uid) || (peer.via != SocketKind::kMain && !peer.socket_tenant.empty()) ||
-                          std::any_of(config_->tenants.begin(), config_->tenants.end(),
-                                      [&](const auto& t) { return MaySeeUsage(*config_, peer, admin_uid, t.first); });
+                          std::any_of(config.tenants.begin(), config.tenants.end(),
+                                      [&](const auto& t) { return MaySeeUsage(config, peer, admin_uid, t.first); });
   if (!reads_some) return Error("uid " + std::to_string(peer.uid) + " may read no tenant's usage").dump();
 
-  int64_t since = 0, until = DayOf(wall_clock_()) + 1;  // [since, until)
+  int64_t since = 0, until = today + 1;  // [since, until)
   std::string period;
   if (what == "bill") {
     period = text("period");
@@ -224,12 +233,11 @@ std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, c
   }
 
   std::string error;
-  Flush(&error);  // the report includes what live sessions have used up to now
-  auto rows = sink_->Read(since, until, tenant, &error);
+  auto rows = read(since, until, tenant, &error);
   if (!rows) return Error(error).dump();
   rows->erase(
       std::remove_if(rows->begin(), rows->end(),
-                     [&](const UsageRow& r) { return !MaySeeUsage(*config_, peer, admin_uid, r.session.tenant); }),
+                     [&](const UsageRow& r) { return !MaySeeUsage(config, peer, admin_uid, r.session.tenant); }),
       rows->end());
 
   json out;
@@ -272,7 +280,7 @@ std::string Metering::Request(const PeerCredentials& peer, uint32_t admin_uid, c
     return out.dump();
   }
 
-  const BillingConfig& b = config_->billing;
+  const BillingConfig& b = config.billing;
   const Bill bill = MakeBill(*rows, b);
   out["period"] = period;
   out["currency"] = b.currency;

@@ -51,6 +51,15 @@ class MeterSink {
                                                     std::string* error) = 0;
 };
 
+// The rows of [since_day, until_day) of one tenant ("" : all), or nullopt with why.
+using UsageReader = std::function<std::optional<std::vector<UsageRow>>(int64_t since_day, int64_t until_day,
+                                                                       const std::string& tenant, std::string* error)>;
+// The answer (JSON, docs/metering.md) to a usage or bill request from `peer` over the
+// rows `read` gives, `today` being the day the request is made: the broker's over its
+// store, the cluster manager's over every node's published rows.
+std::string AnswerUsage(const BrokerConfig& config, const PeerCredentials& peer, uint32_t admin_uid,
+                        const std::string& request, int64_t today, const UsageReader& read);
+
 class Metering {
  public:
   Metering(const BrokerConfig* config, const ClientRegistry* clients, const NodeLedger* ledger,

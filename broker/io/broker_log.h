@@ -8,6 +8,12 @@ namespace gpushare::broker {
 
 enum class LogLevel { kError, kWarn, kInfo };
 
+// The program named at the start of each line (gpushare-manager shares this log).
+inline const char*& LogProgram() {
+  static const char* name = "gpushare-broker";
+  return name;
+}
+
 inline void Log(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 inline void Log(LogLevel level, const char* fmt, ...) {
   static const char* const kNames[] = {"error", "warning", "info"};
@@ -16,7 +22,7 @@ inline void Log(LogLevel level, const char* fmt, ...) {
   va_start(ap, fmt);
   std::vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
-  std::fprintf(stderr, "gpushare-broker: %s: %s\n", kNames[static_cast<int>(level)], line);
+  std::fprintf(stderr, "%s: %s: %s\n", LogProgram(), kNames[static_cast<int>(level)], line);
 }
 
 }  // namespace gpushare::broker

@@ -18,7 +18,9 @@
 #include "broker/core/broker_core.h"
 #include "broker/policy/connection_gate.h"
 #include "broker_log.h"
+#include "cluster_agent.h"
 #include "common/base/futex.h"
+#include "common/base/version.h"
 #include "gpu_inventory.h"
 #include "meter_store.h"
 #include "metrics_exporter.h"
@@ -42,6 +44,7 @@ constexpr uint64_t kLogEveryNs = 1'000'000'000;        // a repeated refusal is 
 // then (a client re-registers at its next allocation or launch after the broker is back).
 constexpr uint64_t kOrphanGraceNs = 300'000'000'000;
 constexpr uint64_t kPruneEveryNs = 3600'000'000'000;  // retention
+constexpr int64_t kClusterMeterDays = 62;  // the node's meter rows the cluster sees: this month and the last
 
 uint64_t RealtimeNs() {
   timespec ts{};
@@ -121,7 +124,8 @@ class Daemon {
  public:
   Daemon(const DaemonOptions& options, BrokerConfig config, std::vector<GpuInfo> gpus, std::optional<Topology> topology,
          std::unique_ptr<MeterStore> store, std::vector<MeterSnapshot> open_sessions,
-         std::unique_ptr<MetricsExporter> exporter, SocketListeners* listeners, MpsControl* mps)
+         std::unique_ptr<MetricsExporter> exporter, SocketListeners* listeners, MpsControl* mps,
+         std::unique_ptr<ClusterAgent> cluster)
       : options_(options),
         listeners_(listeners),
         mps_(mps),
@@ -131,6 +135,9 @@ class Daemon {
         store_(std::move(store)),
         metrics_(config.metrics),
         exporter_(std::move(exporter)),
+        cluster_publish_ns_(config.cluster.publish_interval_ns),
+        cluster_(std::move(cluster)),
+        cluster_zookeeper_(config.cluster.zookeeper),
         channels_("gpushare." + std::to_string(getpid())),
         core_(std::move(config), std::move(gpus), &channels_) {
     core_.SetProcessMemory([this](int32_t pid, int gpu) { return process_memory_.Held(pid, gpu); });
@@ -150,6 +157,10 @@ class Daemon {
     }
     if (mps_ != nullptr) core_.SetMpsPipe(mps_->pipe_directory());
     RefreshMetrics(MonotonicNs());
+    if (cluster_) {
+      core_.SetClusterQuota(cluster_.get());
+      PublishCluster(MonotonicNs());
+    }
   }
 
   int Run(int signal_fd) {
@@ -215,6 +226,7 @@ class Daemon {
     }
     if (store_) until(last_flush_ns_ + metering_.interval_ns);  // metering: the next flush, even idle
     if (exporter_) until(last_metrics_ns_ + metrics_.refresh_ns);  // a /metrics snapshot every refresh
+    if (cluster_) until(last_cluster_ns_ + cluster_publish_ns_);  // the node record, for the cluster view
     if (accept_after_ns_ > now) until(accept_after_ns_);
     if (!core_.mps_pipe().empty()) until(now + 1'000'000'000ull);  // the MPS daemon's liveness
     for (const auto& [id, c] : connections_)
@@ -238,6 +250,29 @@ class Daemon {
     core_.Poll();
     if (store_ && now - last_flush_ns_ >= metering_.interval_ns) FlushMeter(now);
     if (exporter_ && now - last_metrics_ns_ >= metrics_.refresh_ns) RefreshMetrics(now);
+    if (cluster_ && now - last_cluster_ns_ >= cluster_publish_ns_) PublishCluster(now);
+  }
+
+  // The node's record to the cluster agent, which writes it if it changed.
+  void PublishCluster(uint64_t now) {
+    last_cluster_ns_ = now;
+    NodeRecord node = core_.ClusterNode();
+    node.version = kVersion;
+    node.health = flush_ok_ ? "ok" : "metering: its database refuses writes";
+    cluster_->PublishNode(std::move(node));
+  }
+
+  // The meter rows of the recent days, for the manager's cluster bill: what the store
+  // holds after a flush (the agent encodes and writes them off this thread).
+  void PublishClusterMeter() {
+    const int64_t today = DayOf(RealtimeNs());
+    std::string error;
+    auto rows = store_->Read(today - kClusterMeterDays + 1, today + 1, "", &error);
+    if (!rows) {
+      Log(LogLevel::kWarn, "cluster: reading the meter to publish: %s", error.c_str());
+      return;
+    }
+    cluster_->PublishMeter(NodeMeter{cluster_->node(), today - kClusterMeterDays + 1, std::move(*rows)});
   }
 
   // Off the scrape's thread: the exporter serves this snapshot until the next one.
@@ -253,6 +288,7 @@ class Daemon {
     core_.CloseMeterOrphans(kOrphanGraceNs);
     std::string error;
     NoteWrite(core_.FlushMeter(&error), error);
+    if (cluster_) PublishClusterMeter();
     if (now - last_prune_ns_ >= kPruneEveryNs) {
       last_prune_ns_ = now;
       Prune(*store_, metering_.retention_days);
@@ -410,6 +446,13 @@ class Daemon {
     if (config->metrics.listen != metrics_.listen)
       Log(LogLevel::kWarn, "reload: [metrics] listen takes effect at a restart");
     metrics_.refresh_ns = config->metrics.refresh_ns;
+    if (cluster_) {
+      cluster_->SetQuotas(config->cluster.tenants);
+      if (config->cluster.zookeeper != cluster_zookeeper_)
+        Log(LogLevel::kWarn, "reload: [cluster] zookeeper, name and node take effect at a restart");
+    } else if (config->cluster.enabled()) {
+      Log(LogLevel::kWarn, "reload: [cluster] takes effect at a restart");
+    }
     ++daemon_counters_.reloads;
     // The running meter stays: its database only changes at a restart.
     const std::string database = config->metering.database.empty() ? DefaultMeterDatabase() : config->metering.database;
@@ -442,6 +485,10 @@ class Daemon {
   std::unique_ptr<MetricsExporter> exporter_;  // null: no /metrics
   DaemonCounters daemon_counters_;
   uint64_t last_metrics_ns_ = 0;
+  uint64_t cluster_publish_ns_;
+  uint64_t last_cluster_ns_ = 0;
+  std::unique_ptr<ClusterAgent> cluster_;  // null: no [cluster]
+  std::string cluster_zookeeper_;
   UtilizationSampler sampler_;
   ProcessMemoryReader process_memory_;
   uint64_t last_utilization_ns_ = 0;
@@ -543,11 +590,18 @@ int RunDaemon(const DaemonOptions& options) {
     else
       Log(LogLevel::kError, "mps: %s; co-locating tenants are time-sliced", error.c_str());
   }
+  // The cluster: its agent connects on its own thread; an unreachable ZooKeeper is
+  // not an error at start (the broker serves, failing static).
+  std::unique_ptr<ClusterAgent> cluster;
+  if (config.cluster.enabled())
+    cluster = std::make_unique<ClusterAgent>(
+        config.cluster, config.cluster.node.empty() ? DefaultNodeName() : config.cluster.node);
   Log(LogLevel::kInfo, "listening on %s", options.socket_path.c_str());
   int status;
   {
     Daemon daemon(options, std::move(config), std::move(gpus), std::move(topology), std::move(store),
-                  std::move(open_sessions), std::move(exporter), &listeners, mps.get());
+                  std::move(open_sessions), std::move(exporter), &listeners, mps.get(),
+                  std::move(cluster));
     NotifyReady("listening on " + options.socket_path);  // the sockets already queue connections
     status = daemon.Run(signal_fd);
   }

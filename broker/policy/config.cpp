@@ -134,7 +134,7 @@ BrokerConfig Parse(const toml::table& root) {
   BrokerConfig c;
   CheckKeys(root, "",
             {"node", "class_weights", "scheduler", "tenants", "classifier", "profiles", "metering", "billing", "limits",
-             "metrics", "sockets", "mps"});
+             "metrics", "sockets", "mps", "cluster"});
   if (const toml::node* node = root.get("node")) {
     const toml::table* t = node->as_table();
     if (t == nullptr) Fail(*node, "node: expected a table");
@@ -437,6 +437,85 @@ void ParseMetrics(const toml::table& root, MetricsConfig* metrics) {
   }
 }
 
+// [cluster] and [cluster.tenants.NAME] (docs/cluster.md).
+void ParseCluster(const toml::table& root, ClusterConfig* cluster) {
+  const toml::node* node = root.get("cluster");
+  if (node == nullptr) return;
+  const toml::table& t = Table(*node, "cluster");
+  CheckKeys(t, "cluster",
+            {"zookeeper", "name", "node", "session_timeout_ms", "unreachable", "grant_timeout_ms", "publish_interval",
+             "tenants"});
+  const auto name = [&](const char* key, std::string* out) {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) return;
+    std::optional<std::string> s = n->value<std::string>();
+    if (!s || !n->is_string() || !ValidZnodeName(*s))
+      Fail(*n, std::string("cluster.") + key + ": expected a name of 1 to 128 letters, digits, '.', '_' or '-'");
+    *out = *s;
+  };
+  if (const toml::node* n = t.get("zookeeper")) {
+    std::optional<std::string> s = n->value<std::string>();
+    bool ok = s && n->is_string() && !s->empty();
+    for (size_t start = 0; ok && start <= s->size();) {  // "host:port,host:port"
+      size_t end = s->find(',', start);
+      if (end == std::string::npos) end = s->size();
+      const std::string item = s->substr(start, end - start);
+      const size_t colon = item.rfind(':');
+      ok = colon != std::string::npos && colon > 0 && colon + 1 < item.size() &&
+           item.find_first_not_of("0123456789", colon + 1) == std::string::npos && item.size() - colon <= 6 &&
+           std::stoul(item.substr(colon + 1)) >= 1 && std::stoul(item.substr(colon + 1)) <= 65535;
+      start = end + 1;
+    }
+    if (!ok) Fail(*n, "cluster.zookeeper: expected \"host:port,host:port,...\"");
+    cluster->zookeeper = *s;
+  }
+  name("name", &cluster->name);
+  name("node", &cluster->node);
+  const auto integer = [&](const char* key, int64_t min, int64_t max, uint32_t* field) {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) return;
+    auto v = n->value<int64_t>();
+    if (!n->is_integer() || !v || *v < min || *v > max)
+      Fail(*n, std::string("cluster.") + key + ": expected an integer from " + std::to_string(min) + " to " +
+                   std::to_string(max));
+    *field = static_cast<uint32_t>(*v);
+  };
+  integer("session_timeout_ms", 1000, 600000, &cluster->session_timeout_ms);
+  integer("grant_timeout_ms", 50, 60000, &cluster->grant_timeout_ms);
+  if (const toml::node* n = t.get("unreachable")) {
+    std::optional<std::string> s = n->value<std::string>();
+    if (s != "refuse" && s != "allow") Fail(*n, "cluster.unreachable: expected \"refuse\" or \"allow\"");
+    cluster->unreachable_allow = *s == "allow";
+  }
+  if (const toml::node* n = t.get("publish_interval")) {
+    std::optional<double> s = n->value<double>();
+    if (!s || !n->is_number() || !(*s >= 0.1) || *s > 3600)
+      Fail(*n, "cluster.publish_interval: expected seconds, from 0.1 to 3600");
+    cluster->publish_interval_ns = static_cast<uint64_t>(std::llround(*s * 1e9));
+  }
+  if (const toml::node* n = t.get("tenants")) {
+    for (const auto& [tenant, tnode] : Table(*n, "cluster.tenants")) {
+      const std::string field = "cluster.tenants." + std::string(tenant.str());
+      if (!ValidZnodeName(tenant.str()))
+        Fail(tnode, field + ": a tenant with a cluster quota is named with letters, digits, '.', '_' or '-'");
+      const toml::table& q = Table(tnode, field);
+      CheckKeys(q, field, {"max_instances", "max_memory"});
+      ClusterTenantQuota quota;
+      if (const toml::node* m = q.get("max_instances")) {
+        auto v = m->value<int64_t>();
+        if (!m->is_integer() || !v || *v < 0 || *v > 1000000)
+          Fail(*m, field + ".max_instances: expected an integer from 0 to 1000000");
+        quota.max_instances = static_cast<uint64_t>(*v);
+      }
+      if (const toml::node* m = q.get("max_memory")) quota.max_memory = Bytes(*m, field + ".max_memory");
+      if (!quota.max_instances && !quota.max_memory) Fail(tnode, field + ": expected max_instances or max_memory");
+      cluster->tenants[std::string(tenant.str())] = quota;
+    }
+  }
+  if (!cluster->tenants.empty() && cluster->zookeeper.empty())
+    Fail(*node, "cluster.tenants: cluster quotas need cluster.zookeeper");
+}
+
 // [metering] and [billing] (docs/metering.md).
 void ParseMeteringAndBilling(const toml::table& root, MeteringConfig* metering, BillingConfig* billing) {
   if (const toml::node* node = root.get("metering")) {
@@ -572,6 +651,7 @@ std::optional<BrokerConfig> ParseBrokerConfig(const std::string& text, const std
     ParseMetrics(root, &config.metrics);
     ParseSockets(root, &config.sockets);
     ParseMps(root, &config.mps);
+    ParseCluster(root, &config.cluster);
     return config;
   } catch (const toml::parse_error& e) {
     *error = source + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description());

@@ -11,6 +11,7 @@
 
 #include "billing.h"
 #include "classifier.h"
+#include "cluster_state.h"
 #include "profiles.h"
 #include "spatial.h"
 
@@ -106,6 +107,7 @@ struct BrokerConfig {
   LimitsConfig limits;
   MetricsConfig metrics;
   SocketsConfig sockets;
+  ClusterConfig cluster;  // [cluster] (docs/cluster.md)
 };
 
 // What the broker reads is only a regular file under a size limit (not a FIFO, a

@@ -12,12 +12,19 @@ std::string ResolveSocketPath(const std::optional<std::string>& gpushare_socket,
   return "/run/gpushare/broker.sock";
 }
 
-std::string DefaultSocketPath() {
-  auto get = [](const char* name) -> std::optional<std::string> {
-    const char* v = std::getenv(name);
-    return v == nullptr ? std::nullopt : std::optional<std::string>(v);
-  };
-  return ResolveSocketPath(get("GPUSHARE_SOCKET"), get("XDG_RUNTIME_DIR"));
+namespace {
+std::optional<std::string> Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? std::nullopt : std::optional<std::string>(v);
+}
+}  // namespace
+
+std::string DefaultSocketPath() { return ResolveSocketPath(Env("GPUSHARE_SOCKET"), Env("XDG_RUNTIME_DIR")); }
+
+std::string DefaultManagerSocketPath() {
+  if (auto s = Env("GPUSHARE_MANAGER_SOCKET"); s && !s->empty()) return *s;
+  if (auto x = Env("XDG_RUNTIME_DIR"); x && !x->empty()) return *x + "/gpushare/manager.sock";
+  return "/run/gpushare/manager.sock";
 }
 
 }  // namespace gpushare

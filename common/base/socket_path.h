@@ -17,4 +17,8 @@ std::string ResolveSocketPath(const std::optional<std::string>& gpushare_socket,
 // The same rule over this process's environment (the broker and the tools).
 std::string DefaultSocketPath();
 
+// The cluster manager's socket (docs/cluster.md): $GPUSHARE_MANAGER_SOCKET, else
+// $XDG_RUNTIME_DIR/gpushare/manager.sock, else /run/gpushare/manager.sock.
+std::string DefaultManagerSocketPath();
+
 }  // namespace gpushare
