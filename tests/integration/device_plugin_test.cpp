@@ -438,7 +438,8 @@ TEST_F(DevicePluginTest, AllocateHandsTheLibrarySocketAndRequestThenBindsTheTena
   EXPECT_EQ(env, (std::map<std::string, std::string>{{"LD_PRELOAD", "/usr/lib/gpushare/libgpushare.so"},
                                                 {"GPUSHARE_SOCKET", "/run/gpushare/broker.sock"},
                                                 {"GPUSHARE_PROFILE", "q8g"},
-                                                {"GPUSHARE_MEMORY_LIMIT", "8GiB"}}));
+                                                {"GPUSHARE_MEMORY_LIMIT", "8GiB"},
+                                                {"NVIDIA_VISIBLE_DEVICES", "all"}}));
   std::map<std::string, std::pair<std::string, bool>> mounts;
   for (const auto& m : c.mounts()) mounts[m.container_path()] = {m.host_path(), m.read_only()};
   EXPECT_EQ(mounts, (std::map<std::string, std::pair<std::string, bool>>{

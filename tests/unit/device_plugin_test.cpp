@@ -122,8 +122,8 @@ TEST(DevicePluginNode, LimitTextUsesTheLargestExactUnit) {
   EXPECT_EQ(LimitText(1000), "1000");
 }
 
-EditPaths Paths(bool cdi) {
-  EditPaths p;
+EditOptions Paths(bool cdi) {
+  EditOptions p;
   p.library_host = "/opt/gs/lib/libgpushare.so";
   p.socket_host = "/run/gpushare/sockets/k8s-1.sock";
   p.cdi = cdi;
@@ -140,7 +140,8 @@ TEST(DevicePluginNode, VgpuEditsPreloadTheLibraryMountTheSocketAndAskTheProfile)
   EXPECT_EQ(edits->env, (std::map<std::string, std::string>{{"GPUSHARE_MEMORY_LIMIT", "8GiB"},
                                                             {"GPUSHARE_PROFILE", "q8g"},
                                                             {"GPUSHARE_SOCKET", "/run/gpushare/broker.sock"},
-                                                            {"LD_PRELOAD", "/usr/lib/gpushare/libgpushare.so"}}));
+                                                            {"LD_PRELOAD", "/usr/lib/gpushare/libgpushare.so"},
+                                                            {"NVIDIA_VISIBLE_DEVICES", "all"}}));
   EXPECT_EQ(edits->mounts,
             (std::vector<Mount>{{"/usr/lib/gpushare/libgpushare.so", "/opt/gs/lib/libgpushare.so", true},
                                 {"/run/gpushare/broker.sock", "/run/gpushare/sockets/k8s-1.sock", true}}));
@@ -159,6 +160,12 @@ TEST(DevicePluginNode, MemoryEditsCapTheUnitsGranted) {
   ASSERT_TRUE(edits) << error;
   EXPECT_EQ(edits->env.at("GPUSHARE_MEMORY_LIMIT"), "3GiB");
   EXPECT_EQ(edits->env.count("GPUSHARE_PROFILE"), 0u);
+  EditOptions no_nvidia = Paths(false);
+  no_nvidia.nvidia_visible_devices = "";
+  auto bare = EditsFor({"gpushare.io/vgpu-memory", Resource::Kind::kMemory, ""}, Node(), options, {"mem-1-0"},
+                       no_nvidia, &error);
+  ASSERT_TRUE(bare) << error;
+  EXPECT_EQ(bare->env.count("NVIDIA_VISIBLE_DEVICES"), 0u);
 }
 
 TEST(DevicePluginNode, EditsRefuseDevicesTheResourceDoesNotHave) {

@@ -38,6 +38,8 @@ const char kUsage[] =
     "                              /run/gpushare/broker.sock)\n"
     "  --socket-owner UID:GID      owner of the containers' sockets (default 0:0)\n"
     "  --socket-mode MODE          their mode (default 0666: reachable where mounted only)\n"
+    "  --nvidia-visible-devices V  NVIDIA_VISIBLE_DEVICES for the containers (default all:\n"
+    "                              NVIDIA's runtime gives them the GPUs; none: not set)\n"
     "  --cdi                       also name the CDI devices of gpushare-cdi's spec\n"
     "  --nvml PATH|none            NVML for GPU health (default libnvidia-ml.so.1)\n"
     "  --poll-ms N                 how often health is polled (default 2000)\n"
@@ -72,7 +74,7 @@ int main(int argc, char** argv) {
   using namespace gpushare::k8s;
   PluginConfig config;
   BrokerSocketAdmin::Owner owner;
-  config.paths.library_host = DefaultLibrary();
+  config.edits.library_host = DefaultLibrary();
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
@@ -84,7 +86,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (arg == "--cdi") {
-      config.paths.cdi = true;
+      config.edits.cdi = true;
       continue;
     }
     if (i + 1 >= argc) return Bad(arg.rfind("--", 0) == 0 ? arg + " needs a value" : "unknown argument " + arg);
@@ -106,11 +108,13 @@ int main(int argc, char** argv) {
       if (!bytes || *bytes == 0) return Bad("--memory-unit needs a size such as 1GiB, not \"" + value + "\"");
       config.resources.memory_unit_bytes = *bytes;
     } else if (arg == "--library") {
-      config.paths.library_host = value;
+      config.edits.library_host = value;
     } else if (arg == "--library-in-container") {
-      config.paths.library_container = value;
+      config.edits.library_container = value;
     } else if (arg == "--socket-in-container") {
-      config.paths.socket_container = value;
+      config.edits.socket_container = value;
+    } else if (arg == "--nvidia-visible-devices") {
+      config.edits.nvidia_visible_devices = value == "none" ? "" : value;
     } else if (arg == "--socket-owner") {
       unsigned uid = 0, gid = 0;
       char rest = 0;
@@ -134,9 +138,9 @@ int main(int argc, char** argv) {
     }
   }
   if (config.broker_socket.empty()) config.broker_socket = gpushare::DefaultSocketPath();
-  if (access(config.paths.library_host.c_str(), R_OK) != 0)
+  if (access(config.edits.library_host.c_str(), R_OK) != 0)
     std::fprintf(stderr, "gpushare-device-plugin: warning: %s is not readable: containers will not find the library\n",
-                 config.paths.library_host.c_str());
+                 config.edits.library_host.c_str());
 
   struct sigaction action {};
   action.sa_handler = OnSignal;

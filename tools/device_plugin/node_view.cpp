@@ -144,7 +144,7 @@ std::string LimitText(uint64_t bytes) {
 }
 
 std::optional<ContainerEdits> EditsFor(const Resource& resource, const NodeView& node, const ResourceOptions& options,
-                                       const std::vector<std::string>& ids, const EditPaths& paths,
+                                       const std::vector<std::string>& ids, const EditOptions& edit,
                                        std::string* error) {
   if (ids.empty()) {
     *error = "no devices granted";
@@ -160,10 +160,13 @@ std::optional<ContainerEdits> EditsFor(const Resource& resource, const NodeView&
       return std::nullopt;
     }
   ContainerEdits edits;
-  edits.env["LD_PRELOAD"] = paths.library_container;
-  edits.env["GPUSHARE_SOCKET"] = paths.socket_container;
-  edits.mounts.push_back({paths.library_container, paths.library_host, true});
-  edits.mounts.push_back({paths.socket_container, paths.socket_host, true});
+  edits.env["LD_PRELOAD"] = edit.library_container;
+  edits.env["GPUSHARE_SOCKET"] = edit.socket_container;
+  edits.mounts.push_back({edit.library_container, edit.library_host, true});
+  edits.mounts.push_back({edit.socket_container, edit.socket_host, true});
+  // NVIDIA's container runtime gives the container the node's GPUs and driver: the
+  // broker places the vGPU on any of them, and the shim shows the container only its own.
+  if (!edit.nvidia_visible_devices.empty()) edits.env["NVIDIA_VISIBLE_DEVICES"] = edit.nvidia_visible_devices;
   if (resource.kind == Resource::Kind::kMemory) {
     // The units granted, wherever the kubelet counted them, are one cap: placement
     // stays the broker's.
@@ -174,7 +177,7 @@ std::optional<ContainerEdits> EditsFor(const Resource& resource, const NodeView&
   edits.env["GPUSHARE_PROFILE"] = resource.profile;
   if (profile != nullptr && profile->memory_bytes > 0)
     edits.env["GPUSHARE_MEMORY_LIMIT"] = LimitText(profile->memory_bytes);
-  if (paths.cdi) {
+  if (edit.cdi) {
     std::set<std::string> names;  // one CDI device per (profile, GPU), as gpushare-cdi names them
     for (const std::string& id : ids) names.insert("gpushare.io/vgpu=" + IdProfile(id) + "-" + std::to_string(*DeviceGpu(id)));
     edits.cdi_devices.assign(names.begin(), names.end());

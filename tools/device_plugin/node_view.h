@@ -85,13 +85,14 @@ std::vector<Device> Devices(const Resource& resource, const NodeView& node, cons
 // The GPU a device ID names (its second-to-last dash-separated field), or nullopt.
 std::optional<int> DeviceGpu(const std::string& id);
 
-// Where the library and the container's socket come from on the host and where they
-// appear in the container.
-struct EditPaths {
+// What a container is given: where the library and its socket come from on the host
+// and where they appear in it, and how it reaches the GPUs.
+struct EditOptions {
   std::string library_host;
   std::string library_container = "/usr/lib/gpushare/libgpushare.so";
   std::string socket_host;  // the per-container socket the broker made
   std::string socket_container = "/run/gpushare/broker.sock";
+  std::string nvidia_visible_devices = "all";  // NVIDIA_VISIBLE_DEVICES; "": not set
   bool cdi = false;  // also name the CDI devices (gpushare.io/vgpu=<profile>-<gpu>) of gpushare-cdi's spec
 };
 
@@ -110,7 +111,7 @@ struct ContainerEdits {
 // The edits for one container granted `ids` of `resource`; nullopt with `error` for
 // an ID this resource does not have (a request the kubelet should not make).
 std::optional<ContainerEdits> EditsFor(const Resource& resource, const NodeView& node, const ResourceOptions& options,
-                                       const std::vector<std::string>& ids, const EditPaths& paths,
+                                       const std::vector<std::string>& ids, const EditOptions& edit,
                                        std::string* error);
 
 // A byte count as GPUSHARE_MEMORY_LIMIT reads it, in the largest binary unit that

@@ -289,9 +289,9 @@ bool DevicePlugin::AllocateContainer(const Resource& resource, const std::vector
     node = node_;
   }
   // The IDs first, so that a bad request makes no socket.
-  EditPaths paths = config_.paths;
-  paths.socket_host = "-";
-  if (!EditsFor(resource, node, config_.resources, ids, paths, error)) return false;
+  EditOptions given = config_.edits;
+  given.socket_host = "-";
+  if (!EditsFor(resource, node, config_.resources, ids, given, error)) return false;
 
   std::string name;
   {
@@ -300,8 +300,8 @@ bool DevicePlugin::AllocateContainer(const Resource& resource, const std::vector
   }
   auto host = admin_.Create(name, error);
   if (!host) return false;
-  paths.socket_host = *host;
-  *edits = *EditsFor(resource, node, config_.resources, ids, paths, error);
+  given.socket_host = *host;
+  *edits = *EditsFor(resource, node, config_.resources, ids, given, error);
 
   // Devices the kubelet grants again were freed by the container that had them: its socket goes.
   std::vector<std::string> superseded;

@@ -28,7 +28,7 @@ struct PluginConfig {
   std::string broker_socket;
   std::string nvml_library = "libnvidia-ml.so.1";  // "": broker health only
   ResourceOptions resources;
-  EditPaths paths;  // socket_host is filled per container
+  EditOptions edits;  // socket_host is filled per container
   std::chrono::milliseconds poll{2000};
   std::chrono::seconds bind_timeout{120};  // an allocation no pod shows by then loses its socket
 };
