@@ -189,6 +189,10 @@ class FakeKubelet final : public v1beta1::Registration::Service, public v1::PodR
     return grpc::Status::OK;
   }
 
+  void ClearPods() {
+    std::lock_guard<std::mutex> lock(mu_);
+    pods_.Clear();
+  }
   std::vector<v1beta1::RegisterRequest> Registered() {
     std::lock_guard<std::mutex> lock(mu_);
     return registered_;
@@ -454,13 +458,38 @@ TEST_F(DevicePluginTest, AllocateHandsTheLibrarySocketAndRequestThenBindsTheTena
   const std::vector<json> binds = proxy_->Ops("bind");
   ASSERT_EQ(binds.size(), 1u);
   EXPECT_EQ(binds[0], (json{{"op", "bind"}, {"name", name}, {"tenant", "team-a"}}));
+  EXPECT_TRUE(proxy_->Ops("remove").empty());
+}
 
-  // The device granted again (its pod ended): the old socket goes.
-  Allocate(endpoint("gpushare-vgpu.sock"), {"q8g-1-0"}, &status);
-  ASSERT_TRUE(status.ok()) << status.error_message();
+TEST_F(DevicePluginTest, ASocketGoesWhenItsPodIsGoneOrItsDevicesAreGrantedAgain) {
+  StartPlugin();
+  ASSERT_TRUE(Registered());
+  grpc::Status status;
+  auto allocate = [&] {
+    Allocate(endpoint("gpushare-vgpu.sock"), {"q8g-0-1"}, &status);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return proxy_->Ops("create").back()["name"].get<std::string>();
+  };
+  // Bound, then its pod ends: the socket is removed.
+  const std::string first = allocate();
+  kubelet_->AddPod("team-a", "job-1", "gpushare.io/vgpu", {"q8g-0-1"});
+  ASSERT_TRUE(Eventually([&] { return proxy_->Ops("bind").size() == 1; }, kBound));
+  kubelet_->ClearPods();
+  ASSERT_TRUE(Eventually([&] { return proxy_->Ops("remove").size() == 1; }, kBound));
+  EXPECT_EQ(proxy_->Ops("remove")[0]["name"], first);
+
+  // The device goes to a pod of another namespace: that tenant, through a new socket.
+  const std::string second = allocate();
+  EXPECT_NE(second, first);
+  kubelet_->AddPod("team-b", "job-2", "gpushare.io/vgpu", {"q8g-0-1"});
+  ASSERT_TRUE(Eventually([&] { return proxy_->Ops("bind").size() == 2; }, kBound));
+  EXPECT_EQ(proxy_->Ops("bind")[1], (json{{"op", "bind"}, {"name", second}, {"tenant", "team-b"}}));
+
+  // Granted again before the plugin saw the pod go: the old socket goes at once.
+  allocate();
   const std::vector<json> removes = proxy_->Ops("remove");
-  ASSERT_EQ(removes.size(), 1u);
-  EXPECT_EQ(removes[0]["name"], name);
+  ASSERT_EQ(removes.size(), 2u);
+  EXPECT_EQ(removes[1]["name"], second);
 }
 
 TEST_F(DevicePluginTest, MemoryUnitsBecomeTheCap) {

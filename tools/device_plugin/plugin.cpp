@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <ctime>
 
 #include "common/protocol/protocol.h"
 #include "deviceplugin_v1beta1.grpc.pb.h"
@@ -151,7 +153,7 @@ DevicePlugin::~DevicePlugin() { StopEndpoints(); }
 void DevicePlugin::Step() {
   Poll();
   ServeIfNeeded();
-  BindPending();
+  Reconcile();
 }
 
 void DevicePlugin::Poll() {
@@ -324,47 +326,57 @@ bool DevicePlugin::AllocateContainer(const Resource& resource, const std::vector
   return true;
 }
 
-void DevicePlugin::BindPending() {
-  std::vector<Allocation> pending;
+void DevicePlugin::Reconcile() {
+  std::vector<Allocation> mine;
   {
     std::lock_guard<std::mutex> lock(alloc_mu_);
-    for (const Allocation& a : allocations_)
-      if (a.tenant.empty()) pending.push_back(a);
+    mine = allocations_;
   }
-  if (pending.empty()) return;
+  if (mine.empty()) return;
 
-  // Which pod holds which devices: the kubelet records a pod's devices after our
-  // Allocate answered, so a pending socket is bound on a later pass.
-  std::map<std::pair<std::string, std::set<std::string>>, std::string> holder;  // (resource, ids) -> namespace
+  // Which pod holds which devices. The kubelet records a pod's devices after our
+  // Allocate answered, so a new socket is bound on a later pass.
   auto channel = grpc::CreateChannel("unix://" + config_.pod_resources_socket, grpc::InsecureChannelCredentials());
-  auto lister = v1::PodResourcesLister::NewStub(channel);
   v1::ListPodResourcesResponse list;
-  const grpc::Status status = lister->List(Deadline().get(), v1::ListPodResourcesRequest(), &list);
+  const grpc::Status status =
+      v1::PodResourcesLister::NewStub(channel)->List(Deadline().get(), v1::ListPodResourcesRequest(), &list);
   if (!status.ok()) Log("pod resources at " + config_.pod_resources_socket + ": " + status.error_message());
+  std::map<std::pair<std::string, std::set<std::string>>, std::string> holder;  // (resource, ids) -> namespace
   for (const v1::PodResources& pod : list.pod_resources())
     for (const v1::ContainerResources& container : pod.containers())
       for (const v1::ContainerDevices& devices : container.devices())
         holder[{devices.resource_name(), {devices.device_ids().begin(), devices.device_ids().end()}}] = pod.namespace_();
 
   const auto now = std::chrono::steady_clock::now();
-  for (const Allocation& a : pending) {
+  for (Allocation& a : mine) {
     auto it = holder.find({a.resource, a.ids});
     std::string error;
-    if (it != holder.end()) {
-      if (!admin_.Bind(a.socket_name, it->second, &error)) {
+    bool remove = false;
+    if (a.tenant.empty() && it != holder.end()) {
+      if (admin_.Bind(a.socket_name, it->second, &error)) {
+        Log("socket " + a.socket_name + " bound to tenant " + it->second);
+        a.tenant = it->second;
+      } else {
         Log("cannot bind socket " + a.socket_name + " to tenant " + it->second + ": " + error);
-        continue;
       }
-      Log("socket " + a.socket_name + " bound to tenant " + it->second);
-      std::lock_guard<std::mutex> lock(alloc_mu_);
-      for (Allocation& mine : allocations_)
-        if (mine.socket_name == a.socket_name) mine.tenant = it->second;
-    } else if (now - a.made > config_.bind_timeout) {
-      Log("no pod shows socket " + a.socket_name + "'s devices: removing it");
-      if (!admin_.Remove(a.socket_name, &error)) Log("cannot remove socket " + a.socket_name + ": " + error);
-      std::lock_guard<std::mutex> lock(alloc_mu_);
-      std::erase_if(allocations_, [&](const Allocation& mine) { return mine.socket_name == a.socket_name; });
+    } else if (a.tenant.empty()) {
+      remove = now - a.made > config_.bind_timeout;
+      if (remove) Log("no pod shows socket " + a.socket_name + "'s devices: removing it");
+    } else if (status.ok()) {  // bound: its pod gone (a failed List proves nothing)
+      a.absent = it == holder.end() ? a.absent + 1 : 0;
+      remove = a.absent >= config_.gone_after;
+      if (remove) Log("the pod of socket " + a.socket_name + " (tenant " + a.tenant + ") is gone: removing it");
     }
+    if (remove && !admin_.Remove(a.socket_name, &error)) Log("cannot remove socket " + a.socket_name + ": " + error);
+    std::lock_guard<std::mutex> lock(alloc_mu_);
+    // Allocate may have superseded it meanwhile: then it is gone already.
+    auto kept = std::find_if(allocations_.begin(), allocations_.end(),
+                             [&](const Allocation& k) { return k.socket_name == a.socket_name; });
+    if (kept == allocations_.end()) continue;
+    if (remove)
+      allocations_.erase(kept);
+    else
+      *kept = a;
   }
 }
 

@@ -31,6 +31,7 @@ struct PluginConfig {
   EditOptions edits;  // socket_host is filled per container
   std::chrono::milliseconds poll{2000};
   std::chrono::seconds bind_timeout{120};  // an allocation no pod shows by then loses its socket
+  int gone_after = 2;                      // a bound socket goes after this many passes without its pod
 };
 
 class Endpoint;
@@ -44,7 +45,7 @@ class DevicePlugin {
 
   // One pass of the loop: poll the broker and NVML, publish device changes to the
   // ListAndWatch streams, serve and register again if the kubelet restarted or the
-  // resources changed, bind or drop pending sockets.
+  // resources changed, bind new sockets to their pod's namespace, remove stale ones.
   void Step();
 
   // What the endpoints call (from gRPC's threads).
@@ -67,13 +68,14 @@ class DevicePlugin {
     std::set<std::string> ids;
     std::chrono::steady_clock::time_point made;
     std::string tenant;  // "" until bound
+    int absent = 0;      // bound: passes in a row that no pod showed its devices
   };
 
   void Poll();                     // broker status and NVML -> node_, health_, devices_
   void ServeIfNeeded();            // kubelet restart, resources changed, our socket gone
   bool Serve();                    // (re)start every endpoint and register each
   void StopEndpoints();
-  void BindPending();              // pod resources -> tenant of pending sockets
+  void Reconcile();                // pod resources -> bind new sockets, remove those of pods gone
   std::string NewSocketName();
 
   PluginConfig config_;
