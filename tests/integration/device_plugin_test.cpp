@@ -405,6 +405,28 @@ TEST_F(DevicePluginTest, RegistersAgainWhenTheKubeletRestarts) {
   EXPECT_TRUE(Eventually([&] { return vgpu.All("Healthy"); }, kBound));
 }
 
+TEST_F(DevicePluginTest, MixedStrategyRegistersEachProfileAndANewOneAfterAReload) {
+  StartPlugin({"--strategy", "mixed"});
+  ASSERT_TRUE(Registered(2));
+  std::set<std::string> names;
+  for (const auto& r : kubelet_->Registered()) names.insert(r.resource_name());
+  EXPECT_EQ(names, (std::set<std::string>{"gpushare.io/vgpu-q8g", "gpushare.io/vgpu-memory"}));
+
+  // The broker's config gains a profile (SIGHUP reload): its resource is served too.
+  broker_->WriteConfig(std::string(kConfig) + "[profiles.q4g]\nmemory = \"4GiB\"\ncompute = 0.25\n");
+  broker_->process().Kill(SIGHUP);
+  ASSERT_TRUE(Eventually(
+      [&] {
+        for (const auto& r : kubelet_->Registered())
+          if (r.resource_name() == "gpushare.io/vgpu-q4g") return true;
+        return false;
+      },
+      kBound));
+  Watch q4g(endpoint("gpushare-vgpu-q4g.sock"));
+  ASSERT_TRUE(Eventually([&] { return q4g.All("Healthy"); }, kBound));
+  EXPECT_EQ(q4g.Devices().size(), 8u);  // four 4 GiB, quarter-GPU instances on each of two GPUs
+}
+
 v1beta1::AllocateResponse Allocate(const std::string& endpoint, const std::vector<std::string>& ids,
                                    grpc::Status* status) {
   auto stub = v1beta1::DevicePlugin::NewStub(

@@ -40,6 +40,17 @@ std::string EndpointName(const std::string& resource) {
   return name + ".sock";
 }
 
+// The node as the broker reports it, or nullopt with `error` (no broker, no status).
+std::optional<NodeView> AskStatus(const std::string& socket, std::string* error) {
+  auto reply = AskBroker(socket, static_cast<unsigned>(protocol::Type::kStatus), "", kStatusTimeoutMs, error);
+  if (!reply) return std::nullopt;
+  if (reply->type != static_cast<unsigned>(protocol::Type::kStatusReply)) {
+    *error = "unexpected reply to a status request";
+    return std::nullopt;
+  }
+  return ParseStatus(reply->text, error);
+}
+
 std::unique_ptr<grpc::ClientContext> Deadline() {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + kRpcDeadline);
@@ -158,46 +169,42 @@ void DevicePlugin::Step() {
 
 void DevicePlugin::Poll() {
   std::string error;
-  std::optional<NodeView> seen;
-  auto reply = AskBroker(config_.broker_socket, static_cast<unsigned>(protocol::Type::kStatus), "", kStatusTimeoutMs,
-                         &error);
-  if (reply && reply->type == static_cast<unsigned>(protocol::Type::kStatusReply))
-    seen = ParseStatus(reply->text, &error);
-  else if (reply)
-    error = "unexpected reply to a status request";
-
-  std::unique_lock<std::mutex> lock(mu_);
-  NodeHealth health;
-  health.broker_up = seen.has_value();
-  if (health.broker_up != health_.broker_up || !node_known_)
-    Log(health.broker_up ? "the broker at " + config_.broker_socket + " answers"
-                         : "the broker at " + config_.broker_socket + " does not answer (" + error +
-                               "): devices unhealthy");
-  if (seen) {
-    std::string warning;
-    std::vector<Resource> resources = Resources(*seen, config_.resources, &warning);
-    if (!warning.empty() && (!node_known_ || resources.size() != resources_.size())) Log(warning);
-    node_ = std::move(*seen);
-    resources_ = std::move(resources);
-    node_known_ = true;
-  }
+  std::optional<NodeView> seen = AskStatus(config_.broker_socket, &error);
   std::vector<int> gpus;
-  for (const NodeView::Gpu& g : node_.gpus) gpus.push_back(g.index);
-  lock.unlock();
-  health.gpu_ok = nvml_.Check(gpus);  // outside the lock: NVML may be slow
-  lock.lock();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!polled_ || seen.has_value() != health_.broker_up)
+      Log(seen ? "the broker at " + config_.broker_socket + " answers"
+               : "the broker at " + config_.broker_socket + " does not answer (" + error + "): devices unhealthy");
+    polled_ = true;
+    if (seen) Adopt(std::move(*seen));
+    for (const NodeView::Gpu& g : node_.gpus) gpus.push_back(g.index);
+  }
+  // Outside the lock: NVML may be slow, and ListAndWatch streams wait on it.
+  Publish(NodeHealth{seen.has_value(), nvml_.Check(gpus)});
+}
+
+void DevicePlugin::Adopt(NodeView node) {
+  std::string warning;
+  resources_ = Resources(node, config_.resources, &warning);
+  if (warning != last_warning_ && !warning.empty()) Log(warning);
+  last_warning_ = warning;
+  node_ = std::move(node);
+  node_known_ = true;
+}
+
+void DevicePlugin::Publish(const NodeHealth& health) {
+  std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [gpu, ok] : health.gpu_ok)
     if (ok != health_.Gpu(gpu))
       Log("GPU " + std::to_string(gpu) + (ok ? " answers NVML again" : " lost in NVML: its devices unhealthy"));
   health_ = health;
-
   std::map<std::string, std::vector<Device>> devices;
   for (const Resource& r : resources_) devices[r.name] = Devices(r, node_, config_.resources, health_);
-  if (devices != devices_) {
-    devices_ = std::move(devices);
-    ++version_;
-    changed_.notify_all();
-  }
+  if (devices == devices_) return;
+  devices_ = std::move(devices);
+  ++version_;
+  changed_.notify_all();
 }
 
 DevicePlugin::Snapshot DevicePlugin::WaitDevices(const std::string& resource, uint64_t seen,

@@ -71,7 +71,9 @@ class DevicePlugin {
     int absent = 0;      // bound: passes in a row that no pod showed its devices
   };
 
-  void Poll();                     // broker status and NVML -> node_, health_, devices_
+  void Poll();                           // broker status and NVML -> node_, health_, devices_
+  void Adopt(NodeView node);              // a status the broker sent (mu_ held)
+  void Publish(const NodeHealth& health); // new devices, if changed, to the streams
   void ServeIfNeeded();            // kubelet restart, resources changed, our socket gone
   bool Serve();                    // (re)start every endpoint and register each
   void StopEndpoints();
@@ -86,6 +88,8 @@ class DevicePlugin {
   std::condition_variable changed_;
   NodeView node_;
   bool node_known_ = false;
+  bool polled_ = false;
+  std::string last_warning_;  // what Resources said last, logged when it changes
   NodeHealth health_;
   std::vector<Resource> resources_;
   std::map<std::string, std::vector<Device>> devices_;
