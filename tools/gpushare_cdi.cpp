@@ -13,6 +13,7 @@
 
 #include "cdi_spec.h"
 #include "common/base/socket_path.h"
+#include "common/base/version.h"
 #include "common/protocol/socket_io.h"
 
 namespace {
@@ -22,6 +23,7 @@ using nlohmann::json;
 
 const char* kUsage =
     "usage: gpushare-cdi generate [--output FILE] [--config FILE] [--socket PATH] [--gpus N]\n"
+    "       gpushare-cdi --version\n"
     "                             [--tenant NAME]... [--cap SIZE]... [--preload file|env]\n"
     "                             [--preload-file PATH] [--library PATH] [--driver-dir DIR]\n"
     "Writes a CDI spec (kind gpushare.io/vgpu) whose devices are vGPUs of the tenants with\n"
@@ -77,6 +79,10 @@ int main(int argc, char** argv) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version") {
+    gpushare::PrintVersion("gpushare-cdi");
+    return 0;
   }
   if (args[0] != "generate") return Fail("unknown command \"" + args[0] + "\"\n" + kUsage);
   std::string output = "/etc/cdi/gpushare.yaml", config_path = "/etc/gpushare/broker.toml";

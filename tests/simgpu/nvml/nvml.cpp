@@ -40,6 +40,12 @@ int IndexOf(nvmlDevice_t h) {
   const int dev = IndexOf(h); \
   if (dev < 0) return NVML_ERROR_INVALID_ARGUMENT
 
+// A fault a test armed for this entry point (simgpuControlFailCall with an nvmlReturn_t,
+// e.g. NVML_ERROR_GPU_IS_LOST): the call returns it and does nothing.
+#define NVML_FAULT(name)                                                                  \
+  if (int armed = 0; g_node->AnyFaultArmed() && g_node->TakeFault(FaultKind::kCall, name, dev, &armed)) \
+  return static_cast<nvmlReturn_t>(armed)
+
 nvmlReturn_t Init() {
   std::lock_guard<std::mutex> lock(g_mu);
   if (g_init_count++ > 0) return NVML_SUCCESS;
@@ -256,6 +262,7 @@ nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t h, int* major, int*
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t h, nvmlMemory_t* mem) {
   NVML_DEVICE(h);
+  NVML_FAULT("nvmlDeviceGetMemoryInfo");
   if (mem == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
   const uint64_t total = g_node->capacity(dev), used = std::min(g_node->Used(dev), total);
   *mem = nvmlMemory_t{total, total - used, used};
@@ -264,6 +271,7 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t h, nvmlMemory_t* mem) {
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t h, nvmlMemory_v2_t* mem) {
   NVML_DEVICE(h);
+  NVML_FAULT("nvmlDeviceGetMemoryInfo_v2");
   if (mem == nullptr) return NVML_ERROR_INVALID_ARGUMENT;
   if (mem->version != nvmlMemory_v2) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
   const uint64_t total = g_node->capacity(dev), used = std::min(g_node->Used(dev), total);
