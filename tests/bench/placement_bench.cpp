@@ -48,7 +48,8 @@ bool Register(BrokerCore& core, ClientId id, const std::vector<uint8_t>& hello) 
 std::unique_ptr<BrokerCore> BusyNode(int gpus) {
   std::vector<GpuInfo> info;
   for (int g = 0; g < gpus; ++g) info.push_back({g, "g", 80 * kGiB});
-  auto core = std::make_unique<BrokerCore>(BrokerConfig{}, info, nullptr);
+  BrokerConfig config;  // named: GCC 12 warns of a temporary's strings "maybe uninitialized" here
+  auto core = std::make_unique<BrokerCore>(std::move(config), info, nullptr);
   core->SetTopology(Node(gpus));
   for (ClientId id = 1; id <= 32; ++id) Register(*core, id, HelloBytes(1, "", -1, 0));
   return core;

@@ -67,7 +67,7 @@ proto::Channel* NewChannel(void* where = nullptr) {
 // thread (started by Attach) keeps a pointer to it.
 LaunchGate* AttachedGate(proto::Channel* channel) {
   auto* gate = new LaunchGate();
-  gate->SetHooks({[](const proto::Sched&) { return true; }, [] { return true; }, [] {}});
+  gate->SetHooks({[](const proto::Sched&) { return true; }, [] { return true; }, [] {}, [] {}});
   gate->Attach(channel, true);
   return gate;
 }
@@ -354,7 +354,8 @@ void FillRing(proto::Channel* c, uint32_t records) {
 struct BrokerSetup {
   proto::Channel* channel = NewChannel();
   BenchChannels host{channel};
-  broker::BrokerCore core{broker::BrokerConfig{}, {{0, "g0", 16ull << 30}}, &host};
+  broker::BrokerConfig config;  // named: GCC 12 warns of a temporary's strings "maybe uninitialized"
+  broker::BrokerCore core{std::move(config), {{0, "g0", 16ull << 30}}, &host};
   std::filesystem::path meter_dir;
   std::unique_ptr<broker::MeterStore> store;
   explicit BrokerSetup(bool metered = false) {
