@@ -10,10 +10,10 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <grpcpp/grpcpp.h>
 #include <atomic>
 #include <condition_variable>
 #include <functional>
-#include <grpcpp/grpcpp.h>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -31,7 +31,8 @@ using testing_support::Child;
 using testing_support::TestBroker;
 namespace proto = gpushare::protocol;
 
-constexpr char kNode[] = R"({"gpus": [{"name": "sim0", "memory": 17179869184}, {"name": "sim1", "memory": 17179869184}]})";
+constexpr char kNode[] =
+    R"({"gpus": [{"name": "sim0", "memory": 17179869184}, {"name": "sim1", "memory": 17179869184}]})";
 constexpr char kConfig[] = "[profiles.q8g]\nmemory = \"8GiB\"\ncompute = 0.5\n";
 // Health is polled every 200 ms; a change must reach ListAndWatch well within this.
 constexpr auto kBound = 15s;
@@ -345,10 +346,9 @@ TEST_F(DevicePluginTest, RegistersEachResourceAndListsItsDevicesHealthy) {
   // Two 16 GiB GPUs: two q8g instances on each, sixteen 1 GiB units on each.
   Watch vgpu(endpoint("gpushare-vgpu.sock"));
   ASSERT_TRUE(Eventually([&] { return vgpu.All("Healthy"); }, kBound));
-  EXPECT_EQ(vgpu.Devices(), (std::map<std::string, std::string>{{"q8g-0-0", "Healthy"},
-                                                                {"q8g-0-1", "Healthy"},
-                                                                {"q8g-1-0", "Healthy"},
-                                                                {"q8g-1-1", "Healthy"}}));
+  EXPECT_EQ(vgpu.Devices(),
+            (std::map<std::string, std::string>{
+                {"q8g-0-0", "Healthy"}, {"q8g-0-1", "Healthy"}, {"q8g-1-0", "Healthy"}, {"q8g-1-1", "Healthy"}}));
   Watch memory(endpoint("gpushare-vgpu-memory.sock"));
   ASSERT_TRUE(Eventually([&] { return memory.All("Healthy"); }, kBound));
   EXPECT_EQ(memory.Devices().size(), 32u);
@@ -429,8 +429,8 @@ TEST_F(DevicePluginTest, MixedStrategyRegistersEachProfileAndANewOneAfterAReload
 
 v1beta1::AllocateResponse Allocate(const std::string& endpoint, const std::vector<std::string>& ids,
                                    grpc::Status* status) {
-  auto stub = v1beta1::DevicePlugin::NewStub(
-      grpc::CreateChannel("unix://" + endpoint, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1beta1::DevicePlugin::NewStub(grpc::CreateChannel("unix://" + endpoint, grpc::InsecureChannelCredentials()));
   v1beta1::AllocateRequest request;
   auto* container = request.add_container_requests();
   for (const std::string& id : ids) container->add_devices_ids(id);
@@ -462,10 +462,10 @@ TEST_F(DevicePluginTest, AllocateHandsTheLibrarySocketAndRequestThenBindsTheTena
 
   const std::map<std::string, std::string> env(c.envs().begin(), c.envs().end());
   EXPECT_EQ(env, (std::map<std::string, std::string>{{"LD_PRELOAD", "/usr/lib/gpushare/libgpushare.so"},
-                                                {"GPUSHARE_SOCKET", "/run/gpushare/broker.sock"},
-                                                {"GPUSHARE_PROFILE", "q8g"},
-                                                {"GPUSHARE_MEMORY_LIMIT", "8GiB"},
-                                                {"NVIDIA_VISIBLE_DEVICES", "all"}}));
+                                                     {"GPUSHARE_SOCKET", "/run/gpushare/broker.sock"},
+                                                     {"GPUSHARE_PROFILE", "q8g"},
+                                                     {"GPUSHARE_MEMORY_LIMIT", "8GiB"},
+                                                     {"NVIDIA_VISIBLE_DEVICES", "all"}}));
   std::map<std::string, std::pair<std::string, bool>> mounts;
   for (const auto& m : c.mounts()) mounts[m.container_path()] = {m.host_path(), m.read_only()};
   EXPECT_EQ(mounts, (std::map<std::string, std::pair<std::string, bool>>{

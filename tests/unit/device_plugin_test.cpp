@@ -134,8 +134,8 @@ TEST(DevicePluginNode, VgpuEditsPreloadTheLibraryMountTheSocketAndAskTheProfile)
   const NodeView node = Node();
   const ResourceOptions options{Strategy::kSingle, "q8g", 1ull << 30};
   std::string error;
-  auto edits = EditsFor({"gpushare.io/vgpu", Resource::Kind::kVgpu, "q8g"}, node, options, {"q8g-1-0"}, Paths(true),
-                        &error);
+  auto edits =
+      EditsFor({"gpushare.io/vgpu", Resource::Kind::kVgpu, "q8g"}, node, options, {"q8g-1-0"}, Paths(true), &error);
   ASSERT_TRUE(edits) << error;
   EXPECT_EQ(edits->env, (std::map<std::string, std::string>{{"GPUSHARE_MEMORY_LIMIT", "8GiB"},
                                                             {"GPUSHARE_PROFILE", "q8g"},
@@ -146,8 +146,8 @@ TEST(DevicePluginNode, VgpuEditsPreloadTheLibraryMountTheSocketAndAskTheProfile)
             (std::vector<Mount>{{"/usr/lib/gpushare/libgpushare.so", "/opt/gs/lib/libgpushare.so", true},
                                 {"/run/gpushare/broker.sock", "/run/gpushare/sockets/k8s-1.sock", true}}));
   EXPECT_EQ(edits->cdi_devices, std::vector<std::string>{"gpushare.io/vgpu=q8g-1"});
-  auto no_cdi = EditsFor({"gpushare.io/vgpu", Resource::Kind::kVgpu, "q8g"}, node, options, {"q8g-1-0"}, Paths(false),
-                         &error);
+  auto no_cdi =
+      EditsFor({"gpushare.io/vgpu", Resource::Kind::kVgpu, "q8g"}, node, options, {"q8g-1-0"}, Paths(false), &error);
   ASSERT_TRUE(no_cdi);
   EXPECT_TRUE(no_cdi->cdi_devices.empty());
 }

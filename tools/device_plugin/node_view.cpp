@@ -68,7 +68,8 @@ std::optional<NodeView> ParseStatus(const std::string& status_json, std::string*
   auto vgpu = status.find("vgpu");
   if (vgpu == status.end() || !vgpu->is_object()) return node;
   for (const json& p : Array(*vgpu, "profiles"))
-    if (p.is_object() && !Str(p, "name").empty()) node.profiles.push_back({Str(p, "name"), Unsigned(p, "memory_bytes")});
+    if (p.is_object() && !Str(p, "name").empty())
+      node.profiles.push_back({Str(p, "name"), Unsigned(p, "memory_bytes")});
   for (const json& g : Array(*vgpu, "gpus")) {
     if (!g.is_object()) continue;
     const int index = Int(g, "index", -1);
@@ -121,8 +122,9 @@ std::vector<Device> Devices(const Resource& resource, const NodeView& node, cons
       count = it->second;
     }
     for (int n = 0; n < count; ++n)
-      out.push_back({resource.kind == Resource::Kind::kMemory ? MemoryId(g.index, n) : VgpuId(resource.profile, g.index, n),
-                     g.index, healthy});
+      out.push_back(
+          {resource.kind == Resource::Kind::kMemory ? MemoryId(g.index, n) : VgpuId(resource.profile, g.index, n),
+           g.index, healthy});
   }
   return out;
 }
@@ -179,7 +181,8 @@ std::optional<ContainerEdits> EditsFor(const Resource& resource, const NodeView&
     edits.env["GPUSHARE_MEMORY_LIMIT"] = LimitText(profile->memory_bytes);
   if (edit.cdi) {
     std::set<std::string> names;  // one CDI device per (profile, GPU), as gpushare-cdi names them
-    for (const std::string& id : ids) names.insert("gpushare.io/vgpu=" + IdProfile(id) + "-" + std::to_string(*DeviceGpu(id)));
+    for (const std::string& id : ids)
+      names.insert("gpushare.io/vgpu=" + IdProfile(id) + "-" + std::to_string(*DeviceGpu(id)));
     edits.cdi_devices.assign(names.begin(), names.end());
   }
   return edits;

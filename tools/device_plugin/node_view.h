@@ -47,7 +47,7 @@ enum class Strategy { kSingle, kMixed };
 
 struct ResourceOptions {
   Strategy strategy = Strategy::kSingle;
-  std::string profile;                       // kSingle: the profile; "": the node's only one
+  std::string profile;                      // kSingle: the profile; "": the node's only one
   uint64_t memory_unit_bytes = 1ull << 30;  // one gpushare.io/vgpu-memory device
 };
 

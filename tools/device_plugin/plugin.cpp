@@ -264,7 +264,8 @@ bool DevicePlugin::Serve() {
     }
     endpoints_.push_back(std::move(endpoint));
   }
-  auto channel = grpc::CreateChannel("unix://" + config_.plugin_dir + "/kubelet.sock", grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel("unix://" + config_.plugin_dir + "/kubelet.sock", grpc::InsecureChannelCredentials());
   auto registration = v1beta1::Registration::NewStub(channel);
   for (const auto& e : endpoints_) {
     v1beta1::RegisterRequest request;
@@ -318,8 +319,8 @@ bool DevicePlugin::AllocateContainer(const Resource& resource, const std::vector
     std::lock_guard<std::mutex> lock(alloc_mu_);
     const std::set<std::string> granted(ids.begin(), ids.end());
     std::erase_if(allocations_, [&](const Allocation& a) {
-      const bool overlaps =
-          a.resource == resource.name && std::any_of(a.ids.begin(), a.ids.end(), [&](auto& id) { return granted.count(id); });
+      const bool overlaps = a.resource == resource.name &&
+                            std::any_of(a.ids.begin(), a.ids.end(), [&](auto& id) { return granted.count(id); });
       if (overlaps) superseded.push_back(a.socket_name);
       return overlaps;
     });
@@ -352,7 +353,8 @@ void DevicePlugin::Reconcile() {
   for (const v1::PodResources& pod : list.pod_resources())
     for (const v1::ContainerResources& container : pod.containers())
       for (const v1::ContainerDevices& devices : container.devices())
-        holder[{devices.resource_name(), {devices.device_ids().begin(), devices.device_ids().end()}}] = pod.namespace_();
+        holder[{devices.resource_name(), {devices.device_ids().begin(), devices.device_ids().end()}}] =
+            pod.namespace_();
 
   const auto now = std::chrono::steady_clock::now();
   for (Allocation& a : mine) {

@@ -71,13 +71,13 @@ class DevicePlugin {
     int absent = 0;      // bound: passes in a row that no pod showed its devices
   };
 
-  void Poll();                           // broker status and NVML -> node_, health_, devices_
-  void Adopt(NodeView node);              // a status the broker sent (mu_ held)
-  void Publish(const NodeHealth& health); // new devices, if changed, to the streams
-  void ServeIfNeeded();            // kubelet restart, resources changed, our socket gone
-  bool Serve();                    // (re)start every endpoint and register each
+  void Poll();                             // broker status and NVML -> node_, health_, devices_
+  void Adopt(NodeView node);               // a status the broker sent (mu_ held)
+  void Publish(const NodeHealth& health);  // new devices, if changed, to the streams
+  void ServeIfNeeded();                    // kubelet restart, resources changed, our socket gone
+  bool Serve();                            // (re)start every endpoint and register each
   void StopEndpoints();
-  void Reconcile();                // pod resources -> bind new sockets, remove those of pods gone
+  void Reconcile();  // pod resources -> bind new sockets, remove those of pods gone
   std::string NewSocketName();
 
   PluginConfig config_;
@@ -97,7 +97,7 @@ class DevicePlugin {
   bool closing_ = false;
 
   std::vector<std::unique_ptr<Endpoint>> endpoints_;  // the loop's thread only
-  std::string served_kubelet_;                         // identity of the kubelet.sock registered with
+  std::string served_kubelet_;                        // identity of the kubelet.sock registered with
   std::vector<std::string> served_resources_;
 
   std::mutex alloc_mu_;  // allocations_, next_socket_

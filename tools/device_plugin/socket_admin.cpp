@@ -55,7 +55,7 @@ std::optional<std::string> BrokerSocketAdmin::Ask(const std::string& request_jso
 }
 
 std::optional<std::string> BrokerSocketAdmin::Create(const std::string& name, std::string* error) {
-  const nlohmann::json request = {{"op", "create"}, {"name", name},       {"tenant", nullptr},
+  const nlohmann::json request = {{"op", "create"},    {"name", name},      {"tenant", nullptr},
                                   {"uid", owner_.uid}, {"gid", owner_.gid}, {"mode", owner_.mode}};
   auto path = Ask(request.dump(), error);
   if (path && path->empty()) {

@@ -42,7 +42,7 @@ int IndexOf(nvmlDevice_t h) {
 
 // A fault a test armed for this entry point (simgpuControlFailCall with an nvmlReturn_t,
 // e.g. NVML_ERROR_GPU_IS_LOST): the call returns it and does nothing.
-#define NVML_FAULT(name)                                                                  \
+#define NVML_FAULT(name)                                                                                \
   if (int armed = 0; g_node->AnyFaultArmed() && g_node->TakeFault(FaultKind::kCall, name, dev, &armed)) \
   return static_cast<nvmlReturn_t>(armed)
 
