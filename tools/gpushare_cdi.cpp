@@ -39,7 +39,8 @@ const char* kUsage =
     "  --preload-file P  the host file mounted as /etc/ld.so.preload (default: gpushare.ld.so.preload\n"
     "                    beside --output; written by this command)\n"
     "  --library PATH    the shim (default <dir of gpushare-cdi>/../lib/libgpushare.so)\n"
-    "  --driver-dir DIR  also mount DIR's lib*.so.* files (a test driver such as simgpu's)\n";
+    "  --driver-dir DIR  also mount DIR's lib*.so.* files (a test driver such as simgpu's)\n"
+    "  -h, --help        this help; --version: the version\n";
 
 std::string DefaultLibrary() {
   char exe[PATH_MAX];

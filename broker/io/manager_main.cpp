@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
           "  --socket PATH  where gpushare-smi --cluster asks (default: $GPUSHARE_MANAGER_SOCKET,\n"
           "                 else $XDG_RUNTIME_DIR/gpushare/manager.sock, else /run/gpushare/manager.sock)\n"
           "  --name NAME    this manager in the election (default: host name and pid)\n"
-          "  --version      print the version and exit\n");
+          "  --version      print the version and exit\n"
+          "  -h, --help     this help\n");
       return 0;
     } else {
       std::fprintf(stderr, "gpushare-manager: unknown or incomplete argument \"%s\" (see --help)\n", arg.c_str());

@@ -26,8 +26,8 @@ trap 'rm -rf "$prefix" "$expected"' EXIT
   echo lib/libgpushare.so
   echo lib/systemd/system/gpushare-broker.service
   for t in "${tools[@]}"; do
-    section=1
-    [[ $t == gpushare-broker ]] && section=8
+    section=1  # daemons are system administration commands (section 8)
+    case $t in gpushare-broker | gpushare-manager | gpushare-device-plugin) section=8 ;; esac
     echo "bin/$t"
     echo "share/bash-completion/completions/$t"
     echo "share/man/man$section/$t.$section"
