@@ -161,9 +161,13 @@ void PrintHuman(const json& status, const std::string& socket_path) {
       row.push_back(Printf("%.0f%%", 100.0 * Num(d, "share", gpu_share)));
       row.push_back(gpushare::FormatBytes(Bytes(d, "memory_used")) + " / " +
                     gpushare::FormatBytes(Bytes(d, "memory_cap")) + (Bool(d, "capped", true) ? "" : " (no cap)"));
-      // Spatial sharing: the compute units a CU mask holds it to (AMD), else all ("-").
+      // Spatial sharing: the compute units a CU mask holds it to (AMD), or its MPS share
+      // of the SMs (NVIDIA), else all ("-").
       const std::string mask = Str(d, "cu_mask");
-      row.push_back(mask.empty() ? "-" : Printf("%.0f", Num(d, "cu_count", 0)) + " (" + mask + ")");
+      const double mps_percent = Num(d, "mps_percent", 0);
+      row.push_back(!mask.empty()      ? Printf("%.0f", Num(d, "cu_count", 0)) + " (" + mask + ")"
+                    : mps_percent > 0 ? Printf("MPS %.0f%%", mps_percent)
+                                      : "-");
       rows.push_back(row);
       first = false;
     }

@@ -88,7 +88,7 @@ pid_t MpsControl::Spawn(const std::string& input, bool daemon_flag) const {
 std::unique_ptr<MpsControl> MpsControl::Start(const MpsConfig& config, const std::string& socket_path,
                                               std::string* error) {
   std::unique_ptr<MpsControl> m(new MpsControl());
-  m->control_ = config.control;
+  m->control_ = config.control.empty() ? "nvidia-cuda-mps-control" : config.control;
   if (!config.pipe_directory.empty()) {
     m->pipe_dir_ = config.pipe_directory;
   } else {

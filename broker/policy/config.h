@@ -49,7 +49,7 @@ struct SocketsConfig {
 
 // [mps] (docs/scheduling.md): the MPS control daemon `[scheduler] spatial = "mps"` co-locates through.
 struct MpsConfig {
-  std::string control = "nvidia-cuda-mps-control";  // started with -d, stopped with "quit" on its stdin
+  std::string control;  // started with -d, stopped with "quit" on its stdin; "": nvidia-cuda-mps-control
   std::string pipe_directory;    // "": the broker runs its own daemon; else an operator's, used as it is
   uint32_t memory_percent = 25;  // SM share of a memory-bound client; a compute-bound one gets the rest
 };
@@ -95,7 +95,6 @@ struct BrokerConfig {
   // and a compute-bound client hold one GPU at once, the memory-bound one on this share of its CUs.
   SpatialMode spatial = SpatialMode::kOff;
   uint32_t memory_cu_percent = 25;
-  MpsConfig mps;
   std::map<std::string, TenantPolicy> tenants;
   // [profiles.NAME] (profiles.h) and what [node] holds back from instances on each GPU.
   std::map<std::string, Profile> profiles;
@@ -108,6 +107,8 @@ struct BrokerConfig {
   MetricsConfig metrics;
   SocketsConfig sockets;
   ClusterConfig cluster;  // [cluster] (docs/cluster.md)
+  // Last: placed before the tenants, GCC 12 finds its strings "maybe uninitialized" in
+  // a temporary BrokerConfig{} (tests/bench/placement_bench.cpp).
 };
 
 // What the broker reads is only a regular file under a size limit (not a FIFO, a

@@ -435,7 +435,8 @@ class Harness {
                           : req.type == proto::Type::kTake || req.type == proto::Type::kGive ||
                                   req.type == proto::Type::kSched || req.type == proto::Type::kComm
                               ? !registered
-                              : req.type != proto::Type::kStatus && req.type != proto::Type::kSetWeight;
+                              : req.type != proto::Type::kStatus && req.type != proto::Type::kSetWeight &&
+                                    req.type != proto::Type::kMpsAsk;
       if (breach) {
         breached = true;
         continue;
@@ -467,6 +468,14 @@ class Harness {
           break;
         }
         case proto::Type::kComm: FUZZ_CHECK(reply->type == proto::Type::kCommReply); break;
+        case proto::Type::kMpsAsk: {  // before registration or after: a share, or none
+          FUZZ_CHECK(reply->type == proto::Type::kMpsTerms);
+          const proto::MpsTerms t = proto::As<proto::MpsTerms>(*reply);
+          FUZZ_CHECK(t.percent <= 100);
+          FUZZ_CHECK(std::memchr(t.reason, 0, sizeof t.reason) != nullptr);
+          FUZZ_CHECK(std::memchr(t.pipe_directory, 0, sizeof t.pipe_directory) != nullptr);
+          break;
+        }
         case proto::Type::kStatus:
           FUZZ_CHECK(reply->type == proto::Type::kStatusReply);
           CheckStatus(std::string(reply->payload.begin(), reply->payload.end()));

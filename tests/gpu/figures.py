@@ -12,6 +12,10 @@ STATUS<TAB>DETAIL, where STATUS is PASS or FAIL against the bound it is given.
                                                 trainers ran in; A's share within TOL of WANT_A
   figures.py fractions SOLO TOL RATE:WANT...     each client's rate as a fraction of the
                                                 solo rate within TOL of its WANT (ceilings)
+  figures.py colocated C M SOLO_C SOLO_M SLICED_C SLICED_M MIN_RATIO
+                                                the pair's work (each rate as a fraction of its
+                                                solo rate, summed) at least MIN_RATIO times the
+                                                same pair's time-sliced (SLICED_C, SLICED_M)
 Rates are what the clients counted themselves (launches per second).
 """
 import sys
@@ -51,6 +55,16 @@ def fractions(solo, tol, *pairs):
     verdict(ok, ", ".join(f"{f:.3f} (want {w} +- {tol})" for f, w in got) + f" of one alone ({solo:.0f} /s)")
 
 
+def colocated(c, m, solo_c, solo_m, sliced_c, sliced_m, min_ratio):
+    c, m, solo_c, solo_m, sliced_c, sliced_m, min_ratio = map(
+        float, (c, m, solo_c, solo_m, sliced_c, sliced_m, min_ratio))
+    work = c / solo_c + m / solo_m
+    sliced = sliced_c / solo_c + sliced_m / solo_m
+    verdict(work >= min_ratio * sliced,
+            f"compute {c / solo_c:.3f} + memory {m / solo_m:.3f} = {work:.2f} of their solo rates, "
+            f"{work / sliced:.2f}x the pair time-sliced ({sliced:.2f}; want >= {min_ratio}x)")
+
+
 def stamps(path):
     for line in open(path):
         if line.startswith("step_times="):
@@ -76,7 +90,8 @@ def window(file_a, file_b, want_a, tol):
 
 
 if __name__ == "__main__":
-    commands = {"pair": pair, "weights": weights, "classes": classes, "window": window, "fractions": fractions}
+    commands = {"pair": pair, "weights": weights, "classes": classes, "window": window, "fractions": fractions,
+                "colocated": colocated}
     try:
         commands[sys.argv[1]](*sys.argv[2:])
     except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError, OSError) as e:

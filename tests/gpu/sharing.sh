@@ -55,6 +55,40 @@ if broker_up classes "$(two_tenants tc 1 tm 1)"; then
 else record "$row" FAIL "the broker did not start: logs/classes_broker.log"; fi
 broker_down
 
+# MPS co-location (docs/scheduling.md): the same compute + memory pair, its tenants
+# co-locating through an MPS daemon the broker starts (on simgpu, simgpu's own), each
+# client saying its class so that its SM share (75 / 25 %) is set before its context.
+# Against the pair time-sliced in the row above, in this same run. Then two compute-bound
+# clients co-located: both on 75 % of the SMs, they overlap, so they still take turns
+# by weight (together they do what 75 % of the SMs do: the bound here is the split).
+MIN_COLOCATED=1.5
+[ "$MODE" = sim ] && MIN_COLOCATED=${SIM_MIN_COLOCATED:-1.25}
+mps_config() {
+  printf '[scheduler]\nspatial = "mps"\n\n'
+  [ "$MODE" = sim ] && printf '[mps]\ncontrol = "%s"\n\n' "$BUILD/simgpu/simgpu-mps-control"
+  printf '[tenants.%s]\nweight = %s\ngpus = [0]\ncolocate = true\n\n[tenants.%s]\nweight = %s\ngpus = [0]\ncolocate = true\n' "$@"
+}
+row="sharing: compute + memory loop co-located through MPS"
+if broker_up mps "$(mps_config tc 1 tm 1)"; then
+  GPUSHARE_CLASS=compute start mps_compute $T_LOOP "${GR[@]}" --tenant tc -- "$S/compute_loop" --seconds "$LOOP_S"; pa=$PID
+  GPUSHARE_CLASS=memory start mps_memory $T_LOOP "${GR[@]}" --tenant tm -- "$S/memory_loop" --seconds "$LOOP_S"; pb=$PID
+  if wait_all $pa $pb && [ -n "$solo_c" ] && [ -n "$solo_m" ] && [ -n "$(rate classes_compute)" ]; then
+    V=$("${FIG[@]}" colocated "$(rate mps_compute)" "$(rate mps_memory)" "$solo_c" "$solo_m" \
+      "$(rate classes_compute)" "$(rate classes_memory)" $MIN_COLOCATED); verdict "$row"
+  else record "$row" FAIL "a client failed, or the time-sliced pair above did not run: logs/mps_*.log, logs/classes_*.log"; fi
+else record "$row" FAIL "the broker did not start: logs/mps_broker.log"; fi
+broker_down
+
+row="sharing: two compute loops co-located through MPS, weights 2:1"
+if broker_up mps_wfq "$(mps_config heavy 2 light 1)"; then
+  GPUSHARE_CLASS=compute start mps_heavy $T_LOOP "${GR[@]}" --tenant heavy -- "$S/compute_loop" --seconds "$LOOP_S"; pa=$PID
+  GPUSHARE_CLASS=compute start mps_light $T_LOOP "${GR[@]}" --tenant light -- "$S/compute_loop" --seconds "$LOOP_S"; pb=$PID
+  if wait_all $pa $pb && [ -n "$solo_c" ]; then
+    V=$("${FIG[@]}" weights "$(rate mps_heavy)" "$(rate mps_light)" "$solo_c" 0.6667 $TOL 0.5); verdict "$row"
+  else record "$row" FAIL "a client failed: logs/mps_heavy.log, logs/mps_light.log, solo: ${why_c:-ok}"; fi
+else record "$row" FAIL "the broker did not start: logs/mps_wfq_broker.log"; fi
+broker_down
+
 row="sharing: a tenant's cap across two processes"
 if broker_up cap "$(printf '[tenants.capped]\nmemory = "6GiB"\ngpus = [0]\n')"; then
   start cap_first 60 "${GR[@]}" --tenant capped -- "$S/alloc_probe" --limit 4GiB --hold 30; pa=$PID

@@ -126,7 +126,12 @@ TEST(Mps, AnUnlikePairCoLocatedDoesAtLeastOneAndAHalfTimesTheWorkOfTheSamePairTi
   const std::string pipe = PipeDirectory(broker);
   int status = 0;
   ASSERT_TRUE(DaemonAnswers(pipe)) << "the broker's MPS daemon does not answer at " << pipe;
-  PairRun r = RunPair(broker, {{"tc", "compute"}, {"tm", "memory"}}, kSeconds, [](uint64_t) {});
+  std::string smi;  // gpushare-smi's table during the run
+  PairRun r = RunPair(broker, {{"tc", "compute"}, {"tm", "memory"}}, kSeconds, [&](uint64_t) {
+    smi = testing_support::RunToEnd({GPUSHARE_SMI, "--socket", broker.socket()}, {}).out;
+  });
+  EXPECT_NE(smi.find("MPS 75%"), std::string::npos) << smi;
+  EXPECT_NE(smi.find("MPS 25%"), std::string::npos) << smi;
   const double colocated = Work(r.timelines, kFromMs, kToMs);
   std::printf("work per second: time-sliced %.2f, co-located through MPS %.2f (x%.2f)\n", sliced, colocated,
               colocated / sliced);

@@ -99,7 +99,7 @@ TEST(BrokerConfigMps, SpatialMpsItsSectionAndColocateAreParsedAndChecked) {
   EXPECT_FALSE(c->tenants.at("b").colocate);
   auto defaults = ParseBrokerConfig("", "broker.toml", &error);
   ASSERT_TRUE(defaults) << error;
-  EXPECT_EQ(defaults->mps.control, "nvidia-cuda-mps-control");
+  EXPECT_EQ(defaults->mps.control, "");  // nvidia-cuda-mps-control
   EXPECT_EQ(defaults->mps.pipe_directory, "");
   EXPECT_EQ(defaults->mps.memory_percent, 25u);
   const auto error_of = [](const std::string& text) {

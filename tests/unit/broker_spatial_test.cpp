@@ -270,5 +270,69 @@ TEST_F(SpatialOffCoreTest, NoMaskIsEverPublished) {
   EXPECT_EQ(nlohmann::json::parse(core_.StatusJson())["clients"][0]["cu_mask"], "");
 }
 
+// Under MPS the plan is the shares clients were told before their contexts (MpsAsk),
+// published to the scheduler only: the client's share is in its environment.
+class MpsPlanCoreTest : public SpatialCoreTest {
+ protected:
+  MpsPlanCoreTest() : SpatialCoreTest(SpatialMode::kMps) {
+    BrokerConfig c = Config(SpatialMode::kMps);
+    for (const char* t : {"1", "2", "3"}) c.tenants[t].colocate = true;
+    core_.Reload(c);
+    core_.SetMpsPipe("/run/mps");
+  }
+  // Client `id` asks for a share as `cls` (its pid is 100 + id, as Join's), then joins.
+  void AskAndJoin(ClientId id, proto::MpsClass cls, const std::string& kernel) {
+    core_.Open(1000 + id, {static_cast<int32_t>(100 + id), 1000, 1000});
+    proto::MpsAsk a{};
+    proto::SetString(a.tenant, std::to_string(id));
+    a.hint = static_cast<uint32_t>(cls);
+    Input(1000 + id, proto::Encode(proto::Type::kMpsAsk, a));
+    core_.Close(1000 + id);
+    Join(id, kernel);
+  }
+};
+
+TEST_F(MpsPlanCoreTest, AnUnlikePairCoHoldsOnItsSharesAndLikeKindsTakeTurns) {
+  AskAndJoin(1, proto::MpsClass::kMemory, "simgpu_memory_500us");
+  AskAndJoin(2, proto::MpsClass::kCompute, "simgpu_compute_500us");
+  Want(1);
+  Want(2);
+  EXPECT_EQ((channels_.gates[{1, 0}]), proto::kGateHeld);  // 0-24 and 25-99: both at once
+  EXPECT_EQ((channels_.gates[{2, 0}]), proto::kGateHeld);
+  EXPECT_EQ(channels_.mask_writes, 0);  // nothing for the client's channel
+  auto s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_EQ(Client(s, 101)["devices"][0]["mps_percent"], 25);
+  EXPECT_EQ(Client(s, 102)["devices"][0]["mps_percent"], 75);
+  // A second compute-bound client overlaps the first: it waits for its turn.
+  AskAndJoin(3, proto::MpsClass::kCompute, "simgpu_compute_500us");
+  Want(3);
+  EXPECT_EQ((channels_.gates[{3, 0}]), proto::kGateWait);
+}
+
+TEST_F(MpsPlanCoreTest, AClassChangeKeepsTheShareUntilTheProgramRunsAgain) {
+  AskAndJoin(1, proto::MpsClass::kNone, "simgpu_memory_500us");  // not known yet: out of MPS
+  Work({1}, 3);                                                    // measured memory-bound
+  auto s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_EQ(Client(s, 101)["class"], "memory");
+  EXPECT_EQ(Client(s, 101)["devices"][0]["mps_percent"], 0);  // its context has no share
+  core_.Close(1);
+  AskAndJoin(1, proto::MpsClass::kNone, "simgpu_memory_500us");  // its next run
+  Want(1);
+  s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_EQ(Client(s, 101)["devices"][0]["mps_percent"], 25);
+}
+
+TEST_F(MpsPlanCoreTest, WhenTheDaemonIsGoneEveryFlowNeedsTheWholeGpu) {
+  AskAndJoin(1, proto::MpsClass::kMemory, "simgpu_memory_500us");
+  AskAndJoin(2, proto::MpsClass::kCompute, "simgpu_compute_500us");
+  core_.SetMpsPipe("");
+  Want(1);
+  Want(2);
+  EXPECT_NE((channels_.gates[{1, 0}]), (channels_.gates[{2, 0}]));  // one holds, one waits
+  auto s = nlohmann::json::parse(core_.StatusJson());
+  EXPECT_EQ(Client(s, 101)["devices"][0]["mps_percent"], 0);
+  EXPECT_EQ(Client(s, 102)["devices"][0]["mps_percent"], 0);
+}
+
 }  // namespace
 }  // namespace gpushare::broker
