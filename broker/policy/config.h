@@ -109,6 +109,7 @@ struct BrokerConfig {
   ClusterConfig cluster;  // [cluster] (docs/cluster.md)
   // Last: placed before the tenants, GCC 12 finds its strings "maybe uninitialized" in
   // a temporary BrokerConfig{} (tests/bench/placement_bench.cpp).
+  MpsConfig mps;
 };
 
 // What the broker reads is only a regular file under a size limit (not a FIFO, a
