@@ -315,11 +315,15 @@ TEST(Cluster, TheStandbyLeadsWhenTheLeaderDiesAndTheClusterBillIsTheSumOfNodeBil
   };
   const int64_t sum = node_total();
   ASSERT_GT(sum, 0);
+  // Each node rounds each of its bill's lines to a minor unit, the cluster rounds a
+  // tenant's line over both nodes once: they may differ by a unit per line (two here).
+  // A session counted twice or lost would move the total by thousands of units.
+  const auto same = [](int64_t cluster, int64_t nodes) { return std::llabs(cluster - nodes) <= 2; };
   const auto cluster_total = [](TestManager& m, const json& r) {
     const json bill = m.Usage(r);
     return bill.contains("total") ? bill["total"]["formula_minor"].get<int64_t>() : -1;
   };
-  ASSERT_TRUE(WaitFor([&] { return cluster_total(*m1, request) == sum; }, std::chrono::seconds(10)))
+  ASSERT_TRUE(WaitFor([&] { return same(cluster_total(*m1, request), sum); }, std::chrono::seconds(10)))
       << m1->Usage(request).dump() << " vs " << sum;
   EXPECT_EQ(m2.View().value("error", ""), "manager \"m2\" is a standby; the leader is \"m1\"");
   m1->Kill();
@@ -329,15 +333,15 @@ TEST(Cluster, TheStandbyLeadsWhenTheLeaderDiesAndTheClusterBillIsTheSumOfNodeBil
   std::printf("the standby led %.1f s after the leader's SIGKILL (session timeout %.1f s)\n", *leads,
               kSessionTimeoutMs / 1e3);
   // The same rows, read by the new leader: counted once, per tenant as in total.
-  EXPECT_TRUE(WaitFor([&] { return cluster_total(m2, request) == sum; }, std::chrono::seconds(5)));
+  EXPECT_TRUE(WaitFor([&] { return same(cluster_total(m2, request), sum); }, std::chrono::seconds(5)));
   EXPECT_EQ(node_total(), sum);  // the nodes' bills did not move meanwhile (their sessions ended)
   const json usage = m2.Usage({{"what", "usage"}, {"by", "session"}});
   ASSERT_TRUE(usage.contains("lines")) << usage.dump();
   EXPECT_EQ(usage["lines"].size(), 3u);
   for (const char* tenant : {"x", "y"}) {
     const json one = {{"what", "bill"}, {"period", ThisMonth()}, {"tenant", tenant}};
-    EXPECT_EQ(cluster_total(m2, one), a.Usage(one)["total"]["formula_minor"].get<int64_t>() +
-                                          b.Usage(one)["total"]["formula_minor"].get<int64_t>())
+    EXPECT_TRUE(same(cluster_total(m2, one), a.Usage(one)["total"]["formula_minor"].get<int64_t>() +
+                                                 b.Usage(one)["total"]["formula_minor"].get<int64_t>()))
         << tenant;
   }
 }
