@@ -39,7 +39,8 @@ Client& Client::Get() {
 }
 
 Client::Client() {
-  options_ = ParseClientOptions([](const char* name) { return std::getenv(name); });
+  options_ = ParseClientOptions([](const char* name) { return std::getenv(name); },
+                                [](const std::string& path) { return access(path.c_str(), F_OK) == 0; });
   SetLogLevel(options_.log_level);
   for (const std::string& e : options_.errors) Log(LogLevel::kError, "%s", e.c_str());
   LaunchGate::Hooks hooks;

@@ -55,7 +55,7 @@ std::optional<std::string> MemoryLimits::FailClosedOnIndicesPast(int virtual_cou
          "); capping every GPU at 0 bytes";
 }
 
-ClientOptions ParseClientOptions(const EnvLookup& env) {
+ClientOptions ParseClientOptions(const EnvLookup& env, const PathExists& exists) {
   ClientOptions o;
   auto get = [&](const char* name) -> std::optional<std::string> {
     const char* v = env(name);
@@ -118,7 +118,7 @@ ClientOptions ParseClientOptions(const EnvLookup& env) {
   for (const char* name : {"HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "CUDA_VISIBLE_DEVICES"})
     if (auto v = get(name)) o.runtime_visible_devices[name] = *v;
 
-  o.socket_path = ResolveSocketPath(get("GPUSHARE_SOCKET"), get("XDG_RUNTIME_DIR"));
+  o.socket_path = ResolveClientSocketPath(get("GPUSHARE_SOCKET"), get("XDG_RUNTIME_DIR"), exists);
 
   o.tenant = get("GPUSHARE_TENANT").value_or("");
   if (auto v = get("GPUSHARE_PROFILE"); v && !Trim(*v).empty()) {

@@ -53,6 +53,11 @@ struct ClientOptions {
 using EnvLookup = std::function<const char*(const char*)>;
 
 // Reads every option from `env` (getenv in production).
-ClientOptions ParseClientOptions(const EnvLookup& env);
+// `exists` asks whether a socket file is there (the default: none is, keeping the
+// parse pure for tests); see ResolveClientSocketPath.
+using PathExists = std::function<bool(const std::string&)>;
+ClientOptions ParseClientOptions(const EnvLookup& env, const PathExists& exists = [](const std::string&) {
+  return false;
+});
 
 }  // namespace gpushare

@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
   }
   if (args[0] != "generate") return Fail("unknown command \"" + args[0] + "\"\n" + kUsage);
   std::string output = "/etc/cdi/gpushare.yaml", config_path = "/etc/gpushare/broker.toml";
-  std::string socket = gpushare::DefaultSocketPath();
+  std::string socket = gpushare::DefaultClientSocketPath();
   int gpus = -1;
   CdiOptions o;
   o.library = DefaultLibrary();

@@ -588,7 +588,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (socket.empty()) socket = gpushare::DefaultSocketPath();
+  if (socket.empty()) socket = gpushare::DefaultClientSocketPath();
   const std::string self = SelfPath();
   if (lib.empty()) lib = self.substr(0, self.rfind('/')) + "/../lib/libgpushare.so";
 

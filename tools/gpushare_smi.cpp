@@ -618,7 +618,7 @@ int main(int argc, char** argv) {
                          "ask one node's broker\n%s", kUsage);
     return 2;
   }
-  if (socket_path.empty()) socket_path = cluster ? gpushare::DefaultManagerSocketPath() : gpushare::DefaultSocketPath();
+  if (socket_path.empty()) socket_path = cluster ? gpushare::DefaultManagerSocketPath() : gpushare::DefaultClientSocketPath();
   if (command == "set-weight") return SetWeight(*sub_args, socket_path);
   if (!command.empty()) return UsageOrBill(command, *sub_args, socket_path);
 

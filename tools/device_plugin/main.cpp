@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
       return Bad("unknown argument " + arg);
     }
   }
-  if (config.broker_socket.empty()) config.broker_socket = gpushare::DefaultSocketPath();
+  if (config.broker_socket.empty()) config.broker_socket = gpushare::DefaultClientSocketPath();
   if (access(config.edits.library_host.c_str(), R_OK) != 0)
     std::fprintf(stderr, "gpushare-device-plugin: warning: %s is not readable: containers will not find the library\n",
                  config.edits.library_host.c_str());
