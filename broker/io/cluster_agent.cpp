@@ -292,6 +292,8 @@ std::string ClusterAgent::WriteQuota(ZkSession& zk, const std::string& tenant, c
     } else {
       return "ZooKeeper: " + ZkSession::ErrorText(rc);
     }
+    auto mine = record.held.find(node_);
+    if (!check && (mine == record.held.end() ? want.zero() : mine->second == want)) return "";  // already so
     if (check && limit) {
       if (std::string why = QuotaRefusal(record, node_, want, *limit, tenant); !why.empty()) return why;
     }
