@@ -2,12 +2,13 @@
 // PodResources server on Unix sockets in a temporary directory, and a client that calls
 // ListAndWatch and Allocate on the plugin's socket; a broker on simgpu behind it.
 //
-// The broker's SocketAdmin request (wire number 15) belongs to the broker side of
-// per-container sockets; until that is in the broker, the plugin reaches the broker
-// through AdminProxy, which answers SocketAdmin itself (recording each request) and
-// forwards every other request to the real broker.
+// Most tests reach the broker through AdminProxy, which records each SocketAdmin
+// request (what the plugin asked, not only what came of it) and forwards every request
+// to the real broker. RealBrokerSocket goes without it: a shim client comes through
+// the container's socket the broker made.
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <grpcpp/grpcpp.h>
@@ -36,7 +37,6 @@ constexpr char kNode[] =
 constexpr char kConfig[] = "[profiles.q8g]\nmemory = \"8GiB\"\ncompute = 0.5\n";
 // Health is polled every 200 ms; a change must reach ListAndWatch well within this.
 constexpr auto kBound = 15s;
-constexpr int kSocketAdmin = 15;
 constexpr int kNvmlErrorGpuIsLost = 15;
 
 // Polls `done` until it holds or `timeout` passes.
@@ -52,8 +52,7 @@ bool Eventually(const std::function<bool()>& done, std::chrono::milliseconds tim
 // A listening Unix socket served by a thread, one request per connection.
 class AdminProxy {
  public:
-  AdminProxy(std::string path, std::string broker, std::string socket_dir)
-      : path_(std::move(path)), broker_(std::move(broker)), socket_dir_(std::move(socket_dir)) {
+  AdminProxy(std::string path, std::string broker) : path_(std::move(path)), broker_(std::move(broker)) {
     fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -87,42 +86,19 @@ class AdminProxy {
       if (poll(&p, 1, 100) <= 0) continue;
       const int client = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (client < 0) continue;
-      uint16_t type = 0;
-      std::string text;
-      if (ReadRaw(client, &type, &text)) {
-        if (type == kSocketAdmin)
-          proto::SendAll(client, proto::EncodeText(proto::Type::kToolReply, Admin(text)));
-        else if (auto reply = Forward(static_cast<proto::Type>(type), text))
-          proto::SendAll(client, *reply);
+      std::vector<uint8_t> buffer;
+      std::string error;
+      if (auto m = proto::Receive(client, &buffer, 2000, &error)) {
+        const std::string text(m->payload.begin(), m->payload.end());
+        if (m->type == proto::Type::kSocketAdmin) Record(text);
+        if (auto reply = Forward(m->type, text)) proto::SendAll(client, *reply);
       }
       close(client);
     }
   }
-  // One message read as bytes: proto::Receive takes only the types messages.def
-  // declares, and SocketAdmin is not among them on this branch.
-  static bool ReadRaw(int fd, uint16_t* type, std::string* payload) {
-    auto read_all = [fd](void* to, size_t n) {
-      for (size_t got = 0; got < n;) {
-        pollfd p{fd, POLLIN, 0};
-        if (poll(&p, 1, 2000) <= 0) return false;
-        const ssize_t r = read(fd, static_cast<char*>(to) + got, n - got);
-        if (r <= 0) return false;
-        got += static_cast<size_t>(r);
-      }
-      return true;
-    };
-    proto::Header h{};
-    if (!read_all(&h, sizeof h) || h.magic != proto::kMagic || h.length > proto::kMaxPayload) return false;
-    payload->resize(h.length);
-    *type = h.type;
-    return read_all(payload->data(), h.length);
-  }
-  std::string Admin(const std::string& text) {
-    const json request = json::parse(text, nullptr, false);
+  void Record(const std::string& text) {
     std::lock_guard<std::mutex> lock(mu_);
-    requests_.push_back(request);
-    if (request.value("op", "") == "create") return "ok " + socket_dir_ + "/" + request.value("name", "") + ".sock";
-    return "ok";
+    requests_.push_back(json::parse(text, nullptr, false));
   }
   // The broker's reply, or nothing when it is not there (the connection just closes).
   std::optional<std::vector<uint8_t>> Forward(proto::Type type, const std::string& text) {
@@ -137,7 +113,7 @@ class AdminProxy {
     return proto::EncodeText(reply->type, std::string(reply->payload.begin(), reply->payload.end()));
   }
 
-  std::string path_, broker_, socket_dir_;
+  std::string path_, broker_;
   int fd_ = -1;
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -280,8 +256,8 @@ class DevicePluginTest : public ::testing::Test {
     dir_ = dir;
     std::filesystem::create_directories(plugin_dir());
     std::filesystem::create_directories(dir_ + "/sockets");
-    broker_ = std::make_unique<TestBroker>(kNode, kConfig);
-    proxy_ = std::make_unique<AdminProxy>(dir_ + "/broker.sock", broker_->socket(), dir_ + "/sockets");
+    broker_ = std::make_unique<TestBroker>(kNode, kConfig, dir_ + "/sockets");
+    proxy_ = std::make_unique<AdminProxy>(dir_ + "/proxy.sock", broker_->socket());
     kubelet_ = std::make_unique<FakeKubelet>(plugin_dir(), dir_ + "/pod-resources.sock");
   }
   void TearDown() override {
@@ -300,10 +276,11 @@ class DevicePluginTest : public ::testing::Test {
     std::filesystem::remove_all(dir_, ec);
   }
 
-  void StartPlugin(std::vector<std::string> extra = {}) {
+  // The plugin, on the proxy's socket or (`direct`) on the broker's own.
+  void StartPlugin(std::vector<std::string> extra = {}, bool direct = false) {
     std::vector<std::string> argv = {PLUGIN_PATH,
                                      "--socket",
-                                     dir_ + "/broker.sock",
+                                     direct ? broker_->socket() : dir_ + "/proxy.sock",
                                      "--plugin-dir",
                                      plugin_dir(),
                                      "--pod-resources",
@@ -313,7 +290,10 @@ class DevicePluginTest : public ::testing::Test {
                                      "--nvml",
                                      std::string(SIMGPU_DIR) + "/libnvidia-ml.so.1",
                                      "--poll-ms",
-                                     "200"};
+                                     "200",
+                                     // The broker may give its sockets only our own ids unless we are root.
+                                     "--socket-owner",
+                                     std::to_string(geteuid()) + ":" + std::to_string(getegid())};
     argv.insert(argv.end(), extra.begin(), extra.end());
     plugin_ = std::make_unique<Child>(argv, broker_->node().Env());
   }
@@ -323,6 +303,9 @@ class DevicePluginTest : public ::testing::Test {
   }
   std::string plugin_dir() const { return dir_ + "/plugins"; }
   std::string endpoint(const std::string& name) const { return plugin_dir() + "/" + name; }
+  std::string container_socket(const std::string& name) const {
+    return dir_ + "/sockets/containers/" + name + ".sock";
+  }
 
   std::string dir_;
   std::unique_ptr<TestBroker> broker_;
@@ -442,6 +425,7 @@ v1beta1::AllocateResponse Allocate(const std::string& endpoint, const std::vecto
 }
 
 TEST_F(DevicePluginTest, AllocateHandsTheLibrarySocketAndRequestThenBindsTheTenantFromTheNamespace) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: the broker gives the socket to uid 1000 (CI runs as root)";
   StartPlugin({"--cdi", "--socket-owner", "1000:2000", "--socket-mode", "0660"});
   ASSERT_TRUE(Registered());
   grpc::Status status;
@@ -458,7 +442,12 @@ TEST_F(DevicePluginTest, AllocateHandsTheLibrarySocketAndRequestThenBindsTheTena
   EXPECT_EQ(creates[0]["gid"], 2000);
   EXPECT_EQ(creates[0]["mode"], "0660");
   const std::string name = creates[0]["name"];
-  const std::string host_socket = dir_ + "/sockets/" + name + ".sock";
+  const std::string host_socket = container_socket(name);
+  struct stat st {};
+  ASSERT_EQ(stat(host_socket.c_str(), &st), 0) << host_socket;
+  EXPECT_EQ(st.st_uid, 1000u);
+  EXPECT_EQ(st.st_gid, 2000u);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
 
   const std::map<std::string, std::string> env(c.envs().begin(), c.envs().end());
   EXPECT_EQ(env, (std::map<std::string, std::string>{{"LD_PRELOAD", "/usr/lib/gpushare/libgpushare.so"},
@@ -546,6 +535,74 @@ TEST_F(DevicePluginTest, ASocketNoPodShowsIsRemovedAfterTheBindTimeout) {
   ASSERT_TRUE(Eventually([&] { return !proxy_->Ops("remove").empty(); }, kBound));
   EXPECT_EQ(proxy_->Ops("remove")[0]["name"], proxy_->Ops("create")[0]["name"]);
   EXPECT_TRUE(proxy_->Ops("bind").empty());
+}
+
+// A shim client run with the container's environment, on `socket` (the host side of its mount).
+std::unique_ptr<Child> ContainerClient(const TestBroker& broker, const v1beta1::ContainerAllocateResponse& c,
+                                       const std::string& socket, const std::map<std::string, std::string>& extra) {
+  std::map<std::string, std::string> env = broker.ClientEnv(extra);
+  for (const auto& [k, v] : c.envs())
+    if (k != "LD_PRELOAD" && k != "GPUSHARE_SOCKET") env[k] = v;  // container paths; the host's are set
+  env["GPUSHARE_SOCKET"] = socket;
+  return std::make_unique<Child>(std::vector<std::string>{CLIENT_PATH}, env);
+}
+
+std::string Ask(Child& c, const std::string& command) {
+  c.Send(command + "\n");
+  for (;;) {  // the shim may log before the answer: skip its lines
+    std::string line = c.ReadLine();
+    if (line.rfind("gpushare", 0) != 0) return line;
+  }
+}
+
+TEST_F(DevicePluginTest, RealBrokerSocketTakesThePodsNamespaceAsTenantAndGoesWithThePod) {
+  StartPlugin({}, /*direct=*/true);
+  ASSERT_TRUE(Registered());
+  grpc::Status status;
+  const auto response = Allocate(endpoint("gpushare-vgpu.sock"), {"q8g-1-0"}, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.container_responses_size(), 1);
+  const auto& c = response.container_responses(0);
+  std::string host_socket;
+  for (const auto& m : c.mounts())
+    if (m.container_path() == "/run/gpushare/broker.sock") host_socket = m.host_path();
+  // The broker made it in its containers/ folder and said where.
+  ASSERT_EQ(std::filesystem::path(host_socket).parent_path(), dir_ + "/sockets/containers");
+  struct stat st {};
+  ASSERT_EQ(stat(host_socket.c_str(), &st), 0) << host_socket;
+  ASSERT_TRUE(S_ISSOCK(st.st_mode));
+
+  // Not bound yet: a client through it is refused (it sees no GPU).
+  auto early = ContainerClient(*broker_, c, host_socket, {});
+  EXPECT_EQ(Ask(*early, "init"), "devices=0 init=CUDA_SUCCESS");
+
+  kubelet_->AddPod("team-a", "trainer-0", "gpushare.io/vgpu", {"q8g-1-0"});
+  std::unique_ptr<Child> client;
+  const nlohmann::json* seen = nullptr;
+  nlohmann::json broker_status;
+  // Bound once the plugin polls the pod resources: then a client is tenant team-a without asking.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        client = ContainerClient(*broker_, c, host_socket, {});
+        if (Ask(*client, "init") != "devices=1 init=CUDA_SUCCESS") return false;
+        broker_status = broker_->Status();
+        seen = testing_support::ClientWithPid(broker_status, client->pid());
+        return seen != nullptr;
+      },
+      kBound))
+      << broker_->Status().dump();
+  EXPECT_EQ((*seen)["tenant"], "team-a");
+  EXPECT_EQ((*seen)["devices"][0]["memory_cap"], 8ull << 30);  // its profile, q8g
+
+  // A workload that names another tenant through its socket is refused.
+  auto forged = ContainerClient(*broker_, c, host_socket, {{"GPUSHARE_TENANT", "other"}});
+  EXPECT_EQ(Ask(*forged, "init"), "devices=0 init=CUDA_SUCCESS");
+  EXPECT_EQ(testing_support::ClientWithPid(broker_->Status(), forged->pid()), nullptr);
+
+  // The pod ends: the plugin removes the socket and the broker its file; the client stays.
+  kubelet_->ClearPods();
+  EXPECT_TRUE(Eventually([&] { return !std::filesystem::exists(host_socket); }, kBound)) << host_socket;
+  EXPECT_NE(testing_support::ClientWithPid(broker_->Status(), client->pid()), nullptr);
 }
 
 }  // namespace

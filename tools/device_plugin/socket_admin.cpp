@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <string_view>
 #include <vector>
 
 #include "common/protocol/protocol.h"
@@ -15,9 +16,6 @@ namespace proto = gpushare::protocol;
 
 namespace {
 
-// SocketAdmin's wire number (issue 19: 15-19). Its messages.def line comes with the
-// broker's side of it; until then the number is spelled here, once.
-constexpr uint16_t kSocketAdmin = 15;
 constexpr int kAdminTimeoutMs = 5000;
 
 }  // namespace
@@ -38,7 +36,7 @@ std::optional<BrokerReply> AskBroker(const std::string& socket_path, unsigned ty
 }
 
 std::optional<std::string> BrokerSocketAdmin::Ask(const std::string& request_json, std::string* error) const {
-  auto reply = AskBroker(broker_socket_, kSocketAdmin, request_json, kAdminTimeoutMs, error);
+  auto reply = AskBroker(broker_socket_, static_cast<unsigned>(proto::Type::kSocketAdmin), request_json, kAdminTimeoutMs, error);
   if (!reply) {
     *error = "the broker at " + broker_socket_ + " did not answer: " + *error;
     return std::nullopt;
@@ -48,7 +46,10 @@ std::optional<std::string> BrokerSocketAdmin::Ask(const std::string& request_jso
     return std::nullopt;
   }
   if (reply->text.rfind("ok", 0) != 0) {
-    *error = "the broker refused: " + reply->text;
+    // The broker answers "refused: why"; its reason is said once.
+    constexpr std::string_view kRefused = "refused: ";
+    const bool worded = reply->text.rfind(kRefused, 0) == 0;
+    *error = "the broker refused: " + (worded ? reply->text.substr(kRefused.size()) : reply->text);
     return std::nullopt;
   }
   return reply->text.size() > 3 ? reply->text.substr(3) : "";

@@ -20,8 +20,9 @@ class SocketAdmin {
   virtual bool Remove(const std::string& name, std::string* error) = 0;
 };
 
-// Over the broker's socket: SocketAdmin requests (wire number 15, a JSON text; only
-// root or the broker's own user may make them), each on a fresh connection.
+// Over the broker's main socket: SocketAdmin requests (messages.def; a JSON text that
+// broker/core/socket_admin.h parses; only root or the broker's own user may make them),
+// each on a fresh connection. The broker answers "ok <path>" or "refused: why".
 class BrokerSocketAdmin : public SocketAdmin {
  public:
   struct Owner {
