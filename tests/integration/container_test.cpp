@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -92,6 +93,10 @@ class ContainerTest : public ::testing::Test {
   // shared (its state is in shared memory) and `env` set inside.
   std::unique_ptr<Child> Run(const std::string& device, const std::string& env, const std::string& args) {
     const auto& node = broker_->node();
+    // A sanitizer build's shim, preloaded ahead of the app's runtime, needs the link-order
+    // check off inside too; LeakSanitizer is left to the host's tests.
+    std::string sanitizers = " -e ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0";
+    if (const char* ubsan = std::getenv("UBSAN_OPTIONS")) sanitizers += std::string(" -e UBSAN_OPTIONS=") + ubsan;
     const std::string command = std::string("exec timeout 120 ") + kPodmanRun + "--device gpushare.io/vgpu=" + device +
                                 " -e SIMGPU_CONFIG=/simgpu.json -e SIMGPU_NODE=" + node.name() + " -v " +
                                 node.config_path() + ":/simgpu.json:ro -v /dev/shm/" + node.name() + ":/dev/shm/" +
