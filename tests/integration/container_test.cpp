@@ -139,6 +139,8 @@ TEST_F(ContainerTest, TheAppSeesItsCapAndTheBrokerBooksItToTheSocketsTenant) {
   const std::string out = app->ReadAll();
   EXPECT_EQ(Field(out, "total_bytes"), kGiB) << out;  // the cap, seen from inside on simgpu
   EXPECT_EQ(Field(out, "allocated_bytes"), 512ull << 20) << out;
+  // Its channel came over the socket: the container's own IPC namespace has no broker segment.
+  EXPECT_EQ(out.find("cannot map the broker channel"), std::string::npos) << out;
 }
 
 TEST_F(ContainerTest, ATenantForgedInsideTheContainerIsRefusedAndNothingIsBookedToIt) {
