@@ -100,7 +100,8 @@ class ContainerTest : public ::testing::Test {
     const std::string command = std::string("exec timeout 120 ") + kPodmanRun + "--device gpushare.io/vgpu=" + device +
                                 " -e SIMGPU_CONFIG=/simgpu.json -e SIMGPU_NODE=" + node.name() + " -v " +
                                 node.config_path() + ":/simgpu.json:ro -v /dev/shm/" + node.name() + ":/dev/shm/" +
-                                node.name() + " " + env + " " + image_ + " /app/alloc_probe " + args + " 2>&1";
+                                node.name() + sanitizers + " " + env + " " + image_ + " /app/alloc_probe " + args +
+                                " 2>&1";
     return std::make_unique<Child>(std::vector<std::string>{"/bin/sh", "-c", command},
                                    std::map<std::string, std::string>{});
   }
@@ -151,7 +152,8 @@ TEST_F(ContainerTest, ATenantForgedInsideTheContainerIsRefusedAndNothingIsBooked
   const std::string logged = BrokerLogLine("registration refused");
   EXPECT_NE(logged.find("GPUSHARE_TENANT=\"other\""), std::string::npos) << logged;
   EXPECT_EQ(Field(out, "allocated_bytes"), UINT64_MAX) << out;  // a refused process sees no GPU
-  for (const json& c : broker_->Status()["clients"]) EXPECT_NE(c["tenant"], "other");
+  const json status = broker_->Status();
+  for (const json& c : status["clients"]) EXPECT_NE(c["tenant"], "other");
 }
 
 }  // namespace
