@@ -3,6 +3,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +67,23 @@ std::optional<proto::MpsTerms> BrokerLink::AskMps(const ClientOptions& options) 
   return proto::Sanitized(proto::As<proto::MpsTerms>(*m));
 }
 
+namespace {
+
+struct OwnedFd {
+  int fd = -1;
+  ~OwnedFd() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+// A descriptor of the channel's segment, as Boost.Interprocess maps a memory object.
+struct PassedSegment {
+  int fd;
+  bip::mapping_handle_t get_mapping_handle() const { return bip::ipcdetail::mapping_handle_from_file_handle(fd); }
+};
+
+}  // namespace
+
 std::optional<BrokerLink::Terms> BrokerLink::Register(const ClientOptions& options) {
   std::lock_guard<std::mutex> lock(mu_);
   options_ = options;
@@ -112,7 +130,9 @@ std::optional<BrokerLink::Terms> BrokerLink::Hello(bool reattach, const std::vec
   }
   inbox_.clear();
   std::optional<proto::Message> m;
-  if (proto::SendAll(fd_, proto::EncodeHello(h))) m = proto::Receive(fd_, &inbox_, kReplyTimeoutMs, &error);
+  OwnedFd channel_fd;  // the broker sends the channel's descriptor with the Welcome
+  if (proto::SendAll(fd_, proto::EncodeHello(h)))
+    m = proto::Receive(fd_, &inbox_, kReplyTimeoutMs, &error, &channel_fd.fd);
   if (!m || m->type != proto::Type::kWelcome) {
     Log(LogLevel::kWarn, "broker at %s did not welcome this process: %s", options_.socket_path.c_str(),
         error.empty() ? "unexpected reply" : error.c_str());
@@ -129,7 +149,7 @@ std::optional<BrokerLink::Terms> BrokerLink::Hello(bool reattach, const std::vec
     t.physical.push_back(w.physical[v]);
     t.cap_bytes.push_back(w.cap_bytes[v]);
   }
-  if (t.accepted) MapChannel(w.channel, w.scheduled == 1);
+  if (t.accepted) MapChannel(w.channel, w.scheduled == 1, channel_fd.fd);
   return t;
 }
 
@@ -151,14 +171,20 @@ void BrokerLink::DropChannel() {
   region_ = bip::mapped_region();
 }
 
-void BrokerLink::MapChannel(const std::string& name, bool scheduled) {
+void BrokerLink::MapChannel(const std::string& name, bool scheduled, int passed_fd) {
   DropChannel();
   if (name.empty()) return;
   try {
-    bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_write);
-    bip::offset_t size = 0;
-    if (!shm.get_size(size) || static_cast<size_t>(size) < sizeof(proto::Channel)) return;
-    region_ = bip::mapped_region(shm, bip::read_write, 0, sizeof(proto::Channel));
+    if (passed_fd >= 0) {  // what the broker handed over: works across IPC namespaces
+      struct stat st {};
+      if (fstat(passed_fd, &st) != 0 || static_cast<size_t>(st.st_size) < sizeof(proto::Channel)) return;
+      region_ = bip::mapped_region(PassedSegment{passed_fd}, bip::read_write, 0, sizeof(proto::Channel));
+    } else {  // a broker that sends no descriptor: the segment by its name
+      bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_write);
+      bip::offset_t size = 0;
+      if (!shm.get_size(size) || static_cast<size_t>(size) < sizeof(proto::Channel)) return;
+      region_ = bip::mapped_region(shm, bip::read_write, 0, sizeof(proto::Channel));
+    }
     auto* c = static_cast<proto::Channel*>(region_.get_address());
     if (c->magic != proto::kChannelMagic || c->version != proto::kChannelVersion) return;
     channel_.store(c, std::memory_order_release);

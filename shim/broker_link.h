@@ -100,7 +100,9 @@ class BrokerLink {
   bool EnsureAttached(const std::vector<uint64_t>& held);  // mu_ held
   void Lost(const char* why);                              // mu_ held
   void SetFd(int fd);                                      // mu_ held
-  void MapChannel(const std::string& name, bool scheduled);
+  // The channel named `name`, mapped from `passed_fd` when the broker sent one (a
+  // container cannot open the broker's shared memory by name), else by the name.
+  void MapChannel(const std::string& name, bool scheduled, int passed_fd = -1);
   void DropChannel();
   void AfterForkInChild();
 

@@ -74,7 +74,29 @@ struct Connection {
   uint64_t opened_ns = 0;
   std::vector<uint8_t> in;
   std::vector<uint8_t> out;
+  int pass_fd = -1;  // the client's channel, sent with the next bytes (its Welcome); not owned
 };
+
+// Sends what is pending, with `c->pass_fd` attached (SCM_RIGHTS) to the first byte
+// sent: a client in its own IPC namespace maps its channel from it (docs/containers.md).
+ssize_t SendPending(Connection* c) {
+  if (c->pass_fd < 0) return send(c->fd, c->out.data(), c->out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  iovec iov{c->out.data(), c->out.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cmsg), &c->pass_fd, sizeof(int));
+  const ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n > 0) c->pass_fd = -1;
+  return n;
+}
 
 // Descriptors the process may still open for connections: its soft limit, raised to
 // the hard one at start (RaiseFdLimit), less those kept for the rest of the broker.
@@ -385,17 +407,19 @@ class Daemon {
           Log(LogLevel::kWarn, "pid %d (uid %u): %s; dropped", c.peer.pid, c.peer.uid, error.c_str());
           gone = true;
         } else if (!was_client) {
-          if (const ClientRecord* r = core_.Client(id))
+          if (const ClientRecord* r = core_.Client(id)) {
+            c.pass_fd = channels_.Descriptor(id);
             Log(LogLevel::kInfo, "pid %d (uid %u) joined as tenant \"%s\" on %zu GPU(s)%s%s", c.peer.pid, c.peer.uid,
                 r->tenant.c_str(), r->physical.size(), c.peer.via == SocketKind::kMain ? "" : " via ",
                 c.peer.socket_name.c_str());
+          }
         }
       } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
         gone = true;
       }
     }
     if (!gone && !c.out.empty()) {
-      ssize_t n = send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ssize_t n = SendPending(&c);
       if (n > 0) c.out.erase(c.out.begin(), c.out.begin() + n);
       if ((n < 0 && errno != EAGAIN && errno != EINTR) || c.out.size() > kMaxPendingOutput) gone = true;
     }

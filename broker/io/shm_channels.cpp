@@ -2,6 +2,7 @@
 #include "shm_channels.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -150,6 +151,15 @@ void SetCuMask(proto::Channel* channel, int device, const uint32_t* words, uint3
   m.seq.fetch_add(1, std::memory_order_release);
 }
 
+ShmChannels::Segment::~Segment() {
+  if (fd >= 0) close(fd);
+}
+
+int ShmChannels::Descriptor(ClientId id) const {
+  auto it = segments_.find(id);
+  return it == segments_.end() ? -1 : it->second->fd;
+}
+
 ShmChannels::ShmChannels(std::string prefix) : prefix_(std::move(prefix)) {}
 
 ShmChannels::~ShmChannels() {
@@ -167,6 +177,7 @@ std::string ShmChannels::Create(ClientId id, const PeerCredentials& peer) {
       Log(LogLevel::kWarn, "channel %s: cannot give it to uid %u: %s", s->name.c_str(), peer.uid, std::strerror(errno));
     shm.truncate(sizeof(proto::Channel));
     s->region = bip::mapped_region(shm, bip::read_write);
+    s->fd = fcntl(shm.get_mapping_handle().handle, F_DUPFD_CLOEXEC, 0);
   } catch (const bip::interprocess_exception& e) {
     Log(LogLevel::kError, "cannot create the channel %s: %s", s->name.c_str(), e.what());
     bip::shared_memory_object::remove(s->name.c_str());

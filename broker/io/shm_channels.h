@@ -87,12 +87,18 @@ class ShmChannels : public ChannelHost {
   void Tallies(ClientId id, const std::function<void(const protocol::RecordData&, uint64_t count)>& on_growth) override;
   std::optional<uint64_t> ReportedUsed(ClientId id, int device) override;
   void Recall(ClientId id) override;
+  // An open descriptor of the client's segment (owned by the segment; -1 if none), for
+  // the daemon to pass over the client's socket: a client in another IPC namespace (a
+  // container) cannot open the segment by its name.
+  int Descriptor(ClientId id) const;
   // Removes segments left by brokers that are no longer running (after a crash).
   static void RemoveStale();
 
  private:
   struct Segment {
+    ~Segment();
     std::string name;
+    int fd = -1;  // kept open to be handed to the client over its socket (Descriptor)
     boost::interprocess::mapped_region region;
     protocol::Channel* channel = nullptr;
     RingCursor cursor;

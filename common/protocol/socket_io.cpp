@@ -44,7 +44,40 @@ bool SendAll(int fd, const std::vector<uint8_t>& bytes) {
   return true;
 }
 
-std::optional<Message> Receive(int fd, std::vector<uint8_t>* buffer, int timeout_ms, std::string* error) {
+namespace {
+
+// recv, keeping the first descriptor that comes with the bytes in `*passed_fd` (others closed).
+ssize_t ReceiveSome(int fd, uint8_t* data, size_t size, int* passed_fd) {
+  if (passed_fd == nullptr) return recv(fd, data, size, 0);
+  iovec iov{data, size};
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  const ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+  if (n < 0) return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int received = -1;
+      std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      if (*passed_fd < 0)
+        *passed_fd = received;
+      else
+        close(received);
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+std::optional<Message> Receive(int fd, std::vector<uint8_t>* buffer, int timeout_ms, std::string* error,
+                               int* passed_fd) {
+  if (passed_fd != nullptr) *passed_fd = -1;
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
@@ -61,7 +94,7 @@ std::optional<Message> Receive(int fd, std::vector<uint8_t>* buffer, int timeout
       }
     }
     uint8_t chunk[4096];
-    ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+    ssize_t n = ReceiveSome(fd, chunk, sizeof chunk, passed_fd);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       *error = n == 0 ? "the broker hung up" : std::string("read: ") + std::strerror(errno);

@@ -16,6 +16,9 @@ int ConnectUnix(const std::string& path, std::string* error);
 bool SendAll(int fd, const std::vector<uint8_t>& bytes);
 // Reads until one whole message is in `buffer` and returns it; nullopt with `error`
 // on hang-up, a read error, a malformed message, or after `timeout_ms` (-1: none).
-std::optional<Message> Receive(int fd, std::vector<uint8_t>* buffer, int timeout_ms, std::string* error);
+// `passed_fd`: if not null, a descriptor the broker sent with the bytes (SCM_RIGHTS,
+// close-on-exec) is stored there (the caller owns it; -1 if none came).
+std::optional<Message> Receive(int fd, std::vector<uint8_t>* buffer, int timeout_ms, std::string* error,
+                               int* passed_fd = nullptr);
 
 }  // namespace gpushare::protocol

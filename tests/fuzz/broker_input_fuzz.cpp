@@ -126,6 +126,17 @@ class Reader : public FuzzInput {
   }
 };
 
+// Carries out SocketAdmin requests on paper: whatever reaches it passed the parser's checks.
+class FakeSockets : public gpushare::broker::SocketHost {
+ public:
+  std::string Carry(const gpushare::broker::SocketAdminRequest& r) override {
+    FUZZ_CHECK(gpushare::broker::ValidSocketName(r.name));
+    FUZZ_CHECK(!r.tenant || gpushare::broker::ValidSocketName(*r.tenant));
+    FUZZ_CHECK(r.mode <= 0777);
+    return "ok /fuzz/containers/" + r.name + ".sock";
+  }
+};
+
 // Records what the core publishes and checks it against the core's own view.
 class FakeChannels : public ChannelHost {
  public:
@@ -220,6 +231,7 @@ class Harness {
     channels_.fail_creates = (setup & 1) != 0;
     core_.SetClock([this] { return now_; });
     core_.SetAdminUid(1000);
+    core_.SetSocketHost(&sockets_);
     const PeerCredentials peers[kSlots] = {{100, 0, 0}, {200, 1000, 1000}, {201, 1000, 1000}, {300, 1001, 1001}};
     for (int s = 0; s < kSlots; ++s) {
       slots_[s].peer = peers[s];
@@ -436,6 +448,7 @@ class Harness {
                                   req.type == proto::Type::kSched || req.type == proto::Type::kComm
                               ? !registered
                               : req.type != proto::Type::kStatus && req.type != proto::Type::kSetWeight &&
+                                    req.type != proto::Type::kUsage && req.type != proto::Type::kSocketAdmin &&
                                     req.type != proto::Type::kMpsAsk;
       if (breach) {
         breached = true;
@@ -489,6 +502,17 @@ class Harness {
           const std::string text(reply->payload.begin(), reply->payload.end());
           FUZZ_CHECK(text.rfind("ok", 0) == 0 || text.rfind("refused", 0) == 0);
           if (s.peer.uid != 0 && s.peer.uid != 1000) FUZZ_CHECK(text.rfind("refused", 0) == 0);
+          break;
+        }
+        case proto::Type::kUsage:
+          FUZZ_CHECK(reply->type == proto::Type::kUsageReply);
+          FUZZ_CHECK(nlohmann::json::accept(std::string(reply->payload.begin(), reply->payload.end())));
+          break;
+        case proto::Type::kSocketAdmin: {
+          FUZZ_CHECK(reply->type == proto::Type::kToolReply);
+          const std::string text(reply->payload.begin(), reply->payload.end());
+          FUZZ_CHECK(text.rfind("ok ", 0) == 0 || text.rfind("refused: ", 0) == 0);
+          if (s.peer.uid != 0 && s.peer.uid != 1000) FUZZ_CHECK(text.rfind("refused: ", 0) == 0);
           break;
         }
         default: FUZZ_CHECK(false && "a request the core should have refused");
@@ -573,6 +597,7 @@ class Harness {
 
   uint64_t now_ = 1'000'000'000;  // the broker's clock (ns)
   FakeChannels channels_;
+  FakeSockets sockets_;
   BrokerCore core_;
   Slot slots_[kSlots];
   ClientId next_id_ = 1;
@@ -837,5 +862,21 @@ std::vector<std::vector<uint8_t>> FuzzSeeds() {
                       .Status(0)
                       .Deliver(0)
                       .Done());
+  // SocketAdmin (issue 19): root makes a container's socket, an unprivileged uid (slot 3)
+  // is refused, and a malformed request from root is refused by field.
+  const auto admin = [](const std::string& json) { return proto::EncodeText(proto::Type::kSocketAdmin, json); };
+  const std::vector<uint8_t> create = admin(R"({"op":"create","name":"c1","tenant":null,"uid":0,"gid":0})");
+  const std::vector<uint8_t> bind = admin(R"({"op":"bind","name":"c1","tenant":"t"})");
+  const std::vector<uint8_t> bad = admin(R"({"op":"create","name":"../x","uid":0})");
+  Writer w;
+  for (const auto* message : {&create, &bind, &bad})
+    for (size_t at = 0; at < message->size(); at += 63)
+      w.Raw(0,
+            std::vector<uint8_t>(message->begin() + static_cast<std::ptrdiff_t>(at),
+                                 message->begin() + static_cast<std::ptrdiff_t>(std::min(message->size(), at + 63))));
+  for (size_t at = 0; at < create.size(); at += 63)
+    w.Raw(3, std::vector<uint8_t>(create.begin() + static_cast<std::ptrdiff_t>(at),
+                                  create.begin() + static_cast<std::ptrdiff_t>(std::min(create.size(), at + 63))));
+  seeds.push_back(w.Deliver(0).Deliver(3).Done());
   return seeds;
 }

@@ -3,6 +3,7 @@
 // bound and removed by SocketAdmin, GPUSHARE_TENANT only as a request that must match,
 // and administration refused to whoever comes through a tenant's or container's socket.
 #include <grp.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "common/protocol/channel.h"
 #include "test_broker.h"
 
 namespace {
@@ -257,6 +259,44 @@ TEST(SocketAdmin, IsRefusedThroughATenantsSocketEvenToRootAndToOtherUids) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to run a child as another uid (CI runs as root)";
   EXPECT_EQ(AsUid(kNobody, [&] { return broker.Admin(create).rfind("refused: only root", 0) == 0 ? 0 : 1; }), 0);
   EXPECT_FALSE(std::filesystem::exists(broker.ContainerSocket("evil")));
+}
+
+TEST(ChannelHandOver, TheWelcomeCarriesTheChannelsDescriptorAndARefusalNone) {
+  SocketDir dir;
+  Broker broker("[tenants.alpha]\nsocket = true\n", dir);
+  const auto hello = [&](const std::string& tenant, int* passed) {
+    std::string error;
+    int fd = proto::ConnectUnix(broker.TenantSocket("alpha"), &error);
+    EXPECT_GE(fd, 0) << error;
+    proto::Hello h{};
+    proto::SetString(h.tenant, tenant);
+    h.weight = 1;
+    h.rank = -1;
+    for (int v = 0; v < proto::kMaxDevices; ++v) h.visible[v] = -1;
+    proto::SendAll(fd, proto::Encode(proto::Type::kHello, h));
+    std::vector<uint8_t> buffer;
+    auto m = proto::Receive(fd, &buffer, 5000, &error, passed);
+    EXPECT_TRUE(m) << error;
+    proto::Welcome w = m ? proto::Decode<proto::Welcome>(*m) : proto::Welcome{};
+    close(fd);
+    return w;
+  };
+  int passed = -1;
+  const proto::Welcome w = hello("", &passed);
+  ASSERT_EQ(w.accepted, 1) << w.reason;
+  ASSERT_GE(passed, 0);
+  // The same segment the Welcome names, mappable from the descriptor alone.
+  struct stat st {};
+  ASSERT_EQ(fstat(passed, &st), 0);
+  EXPECT_GE(static_cast<size_t>(st.st_size), sizeof(proto::Channel));
+  void* mapped = mmap(nullptr, sizeof(proto::Channel), PROT_READ, MAP_SHARED, passed, 0);
+  ASSERT_NE(mapped, MAP_FAILED);
+  EXPECT_EQ(static_cast<const proto::Channel*>(mapped)->magic, proto::kChannelMagic);
+  munmap(mapped, sizeof(proto::Channel));
+  close(passed);
+  int none = -1;
+  EXPECT_EQ(hello("beta", &none).accepted, 0);
+  EXPECT_EQ(none, -1);
 }
 
 TEST(TenantSocket, StatusThroughATenantsSocketShowsOnlyThatTenantEvenToRoot) {
