@@ -36,19 +36,24 @@ std::atomic<uint64_t> g_attach_epoch{0};
 // frees its tally slot only there, never in a channel that may be gone.
 std::atomic<proto::Channel*> g_tally_channel{nullptr};
 
-// The calling thread's tally slot: claimed at its first launch in an epoch, given up
-// when the thread ends.
+// The calling thread's tally slot: claimed at its first launch in an epoch. Plain
+// initial-exec TLS, read on every launch without a TLS wrapper call.
 struct ThreadTally {
-  uint64_t epoch = 0;
-  proto::Channel* channel = nullptr;
-  proto::TallySlot* slot = nullptr;   // null: none was free (its launches go to the ring)
-  proto::TallyEntry* last = nullptr;  // the previous launch's entry
-  ~ThreadTally() {
-    if (slot != nullptr && channel == g_tally_channel.load(std::memory_order_acquire))
-      slot->owner.store(0, std::memory_order_release);
+  uint64_t epoch;
+  proto::Channel* channel;
+  proto::TallySlot* slot;   // null: none was free (its launches go to the ring)
+  proto::TallyEntry* last;  // the previous launch's entry
+};
+__attribute__((tls_model("initial-exec"))) thread_local ThreadTally t_tally = {0, nullptr, nullptr, nullptr};
+
+// Gives the thread's slot up when the thread ends (touched only when a slot is claimed).
+struct TallyRelease {
+  ~TallyRelease() {
+    if (t_tally.slot != nullptr && t_tally.channel == g_tally_channel.load(std::memory_order_acquire))
+      t_tally.slot->owner.store(0, std::memory_order_release);
   }
 };
-thread_local ThreadTally t_tally;
+thread_local TallyRelease t_tally_release;
 
 // The entry for `key` and `stream` in the thread's own slot, claimed if new; null if the
 // slot is full. Only the owning thread writes a slot, so nothing here is contended.
@@ -211,6 +216,7 @@ bool LaunchGate::Tally(proto::Channel* c, int device, proto::RecordKind kind, ui
   const uint64_t epoch = epoch_.load(std::memory_order_acquire);
   if (t.channel != c || t.epoch != epoch) {  // first launch of this thread in this channel: claim a slot
     t = ThreadTally{epoch, c, nullptr, nullptr};
+    (void)&t_tally_release;  // registers the release at thread exit
     for (proto::TallySlot& slot : c->tallies) {
       uint32_t free = 0;
       if (slot.owner.compare_exchange_strong(free, 1, std::memory_order_acq_rel)) {
