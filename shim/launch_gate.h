@@ -67,6 +67,7 @@ class LaunchGate {
     Pass& operator=(const Pass&) = delete;
 
    private:
+    bool plain_ = false;                         // counted with a plain store (see Enter)
     std::atomic<uint32_t>* inflight_ = nullptr;  // the thread slot's counter for the gate passed
   };
 
@@ -94,7 +95,7 @@ class LaunchGate {
   bool attached() const { return channel_.load(std::memory_order_relaxed) != nullptr; }
 
  private:
-  std::atomic<uint32_t>* Enter(int device);
+  std::atomic<uint32_t>* Enter(int device, bool* plain);
   std::atomic<uint32_t>* WaitForGrant(protocol::Channel* c, int device, std::atomic<uint32_t>* inflight);
   void StartDrainThread();
   void DrainLoop();
@@ -115,8 +116,9 @@ class LaunchGate {
   uint64_t released_[protocol::kMaxDevices] = {};  // drain thread only
   std::atomic<uint32_t> detach_seq_{0};            // futex word for the drain thread while detached
 
-  // In-flight launches per virtual GPU, counted in one slot per thread (threads beyond
-  // kInflightSlots share slots: a slot's count is still exact, only its line is shared).
+  // In-flight launches per virtual GPU, counted in one slot per thread: the process's
+  // first kInflightSlots - 1 launching threads own one each, later ones share the last
+  // (with locked instructions there).
   struct alignas(64) InflightSlot {
     std::atomic<uint32_t> count[protocol::kMaxDevices] = {};
   };
