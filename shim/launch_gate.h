@@ -1,13 +1,13 @@
 // The client's side of GPU-time scheduling, API-neutral: every launch and async copy
-// passes a gate per virtual GPU and appends a record to the broker's ring.
+// passes a gate per virtual GPU and is counted for the broker (the thread's tally, else a ring record).
 //
-// Hot path (a launch with the GPU granted, or unscheduled): a load of the channel, an
-// atomic increment of the calling thread's own in-flight counter and a load of the
-// gate, the ring slot claimed by compare-and-swap and filled, the increment undone
-// after the driver call. No lock, no system call, no allocation; the in-flight
-// counters are per thread slot (process memory, a cache line each), so threads
-// launching at once do not write one shared line for them. A launch without the GPU sends Want once and sleeps on the gate's futex
-// until the broker grants it.
+// Hot path (a launch with the GPU granted, or unscheduled): a load of the channel, a
+// store to the calling thread's own in-flight counter (process memory, a cache line
+// per thread; the drain thread orders it with membarrier) and a load of the gate, the
+// launch counted in the thread's own tally in the channel (a load and a store), the
+// in-flight count undone after the driver call. No lock, no system call, no
+// allocation, and no line written by two threads. A launch without the GPU sends Want
+// once and sleeps on the gate's futex until the broker grants it.
 //
 // A drain thread answers the broker's revokes: it waits for launches already past
 // the gate, drains the process's queued work on that GPU (the hooks say how), and
