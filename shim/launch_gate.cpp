@@ -1,7 +1,10 @@
 // Launch gates, records and the drain thread (see launch_gate.h).
 #include "launch_gate.h"
 
+#include <linux/membarrier.h>
 #include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sched.h>
 #include <signal.h>
 #include <time.h>
@@ -21,14 +24,27 @@ constexpr uint64_t kWantResendNs = 100'000'000;  // a waiting launch re-asks thi
 constexpr uint64_t kDrainPollNs = 50'000'000;    // the drain thread checks the broker this often
 constexpr uint64_t kInflightWaitNs = 200'000'000;
 
-// The calling thread's in-flight slot, fixed at its first launch.
+// The calling thread's in-flight slot, fixed at its first launch: the process's first
+// threads each own one (only they write it); later threads share the last slot.
 std::atomic<uint32_t> g_next_slot{0};
 __attribute__((tls_model("initial-exec"))) thread_local uint32_t t_slot = UINT32_MAX;
 
 uint32_t ThreadSlot(size_t slots) {
   if (t_slot == UINT32_MAX) t_slot = g_next_slot.fetch_add(1, std::memory_order_relaxed);
-  return t_slot % slots;
+  return std::min<uint32_t>(t_slot, static_cast<uint32_t>(slots - 1));
 }
+
+// Whether launches may count themselves in flight with plain stores: the drain thread
+// then makes them visible with membarrier(2) before it reads the counts (the revoke
+// is the rare side). Not under ThreadSanitizer, which does not know membarrier.
+bool RegisterAsymmetricFence() {
+#if defined(__SANITIZE_THREAD__)
+  return false;
+#else
+  return syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
+#endif
+}
+std::atomic<bool> g_asymmetric{false};
 
 // Every Attach starts an epoch: a thread's tally slot belongs to the channel of one.
 std::atomic<uint64_t> g_attach_epoch{0};
@@ -36,19 +52,24 @@ std::atomic<uint64_t> g_attach_epoch{0};
 // frees its tally slot only there, never in a channel that may be gone.
 std::atomic<proto::Channel*> g_tally_channel{nullptr};
 
-// The calling thread's tally slot: claimed at its first launch in an epoch, given up
-// when the thread ends.
+// The calling thread's tally slot: claimed at its first launch in an epoch. Plain
+// initial-exec TLS, read on every launch without a TLS wrapper call.
 struct ThreadTally {
-  uint64_t epoch = 0;
-  proto::Channel* channel = nullptr;
-  proto::TallySlot* slot = nullptr;   // null: none was free (its launches go to the ring)
-  proto::TallyEntry* last = nullptr;  // the previous launch's entry
-  ~ThreadTally() {
-    if (slot != nullptr && channel == g_tally_channel.load(std::memory_order_acquire))
-      slot->owner.store(0, std::memory_order_release);
+  uint64_t epoch;
+  proto::Channel* channel;
+  proto::TallySlot* slot;   // null: none was free (its launches go to the ring)
+  proto::TallyEntry* last;  // the previous launch's entry
+};
+__attribute__((tls_model("initial-exec"))) thread_local ThreadTally t_tally = {0, nullptr, nullptr, nullptr};
+
+// Gives the thread's slot up when the thread ends (touched only when a slot is claimed).
+struct TallyRelease {
+  ~TallyRelease() {
+    if (t_tally.slot != nullptr && t_tally.channel == g_tally_channel.load(std::memory_order_acquire))
+      t_tally.slot->owner.store(0, std::memory_order_release);
   }
 };
-thread_local ThreadTally t_tally;
+thread_local TallyRelease t_tally_release;
 
 // The entry for `key` and `stream` in the thread's own slot, claimed if new; null if the
 // slot is full. Only the owning thread writes a slot, so nothing here is contended.
@@ -117,10 +138,14 @@ void LaunchGate::Detach() {
   }
 }
 
-LaunchGate::Pass::Pass(LaunchGate& gate, int device) : inflight_(gate.Enter(device)) {}
+LaunchGate::Pass::Pass(LaunchGate& gate, int device) : inflight_(gate.Enter(device, &plain_)) {}
 
 LaunchGate::Pass::~Pass() {
-  if (inflight_ != nullptr) inflight_->fetch_sub(1, std::memory_order_release);
+  if (inflight_ == nullptr) return;
+  if (plain_)  // this thread alone writes the counter
+    inflight_->store(inflight_->load(std::memory_order_relaxed) - 1, std::memory_order_release);
+  else
+    inflight_->fetch_sub(1, std::memory_order_release);
 }
 
 uint32_t LaunchGate::Inflight(int device) const {
@@ -129,18 +154,32 @@ uint32_t LaunchGate::Inflight(int device) const {
   return total;
 }
 
-std::atomic<uint32_t>* LaunchGate::Enter(int device) {
+std::atomic<uint32_t>* LaunchGate::Enter(int device, bool* plain) {
+  *plain = false;
   proto::Channel* c = channel_.load(std::memory_order_acquire);
   if (c == nullptr || !scheduled_.load(std::memory_order_relaxed) || device < 0 || device >= proto::kMaxDevices)
     return nullptr;
   proto::Gate& g = c->gates[device];
-  std::atomic<uint32_t>* inflight = &inflight_[ThreadSlot(kInflightSlots)].count[device];
-  // Counted before the state is read (both sequentially consistent): the drain thread,
-  // reading them the other way round, either sees this launch in flight or this launch
-  // sees the revoke.
-  inflight->fetch_add(1, std::memory_order_seq_cst);
-  if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) return inflight;
-  inflight->fetch_sub(1, std::memory_order_seq_cst);
+  const uint32_t slot = ThreadSlot(kInflightSlots);
+  std::atomic<uint32_t>* inflight = &inflight_[slot].count[device];
+  // Counted before the state is read: the drain thread, reading them the other way
+  // round, either sees this launch in flight or this launch sees the revoke. With the
+  // asymmetric fence a plain store and a compiler barrier suffice (the drain thread's
+  // membarrier orders them); else both are sequentially consistent.
+  if (slot + 1 < kInflightSlots && g_asymmetric.load(std::memory_order_relaxed)) {
+    const uint32_t n = inflight->load(std::memory_order_relaxed);
+    inflight->store(n + 1, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (g.state.load(std::memory_order_acquire) != proto::kGateWait) {
+      *plain = true;
+      return inflight;
+    }
+    inflight->store(n, std::memory_order_release);
+  } else {
+    inflight->fetch_add(1, std::memory_order_seq_cst);
+    if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) return inflight;
+    inflight->fetch_sub(1, std::memory_order_seq_cst);
+  }
   return WaitForGrant(c, device, inflight);
 }
 
@@ -218,6 +257,7 @@ bool LaunchGate::Tally(proto::Channel* c, int device, proto::RecordKind kind, ui
   const uint64_t epoch = epoch_.load(std::memory_order_acquire);
   if (t.channel != c || t.epoch != epoch) {  // first launch of this thread in this channel: claim a slot
     t = ThreadTally{epoch, c, nullptr, nullptr};
+    (void)&t_tally_release;  // registers the release at thread exit
     for (proto::TallySlot& slot : c->tallies) {
       uint32_t free = 0;
       if (slot.owner.compare_exchange_strong(free, 1, std::memory_order_acq_rel)) {
@@ -303,6 +343,8 @@ size_t LaunchGate::CuMask(int device, uint32_t* words, size_t max_words) const {
 }
 
 void LaunchGate::StartDrainThread() {
+  static std::once_flag fence_once;
+  std::call_once(fence_once, [] { g_asymmetric.store(RegisterAsymmetricFence()); });
   std::call_once(thread_once_, [this] {
     // Signals stay with the application's threads.
     sigset_t all, old;
@@ -351,6 +393,8 @@ void LaunchGate::Release(proto::Channel* c, int device, uint64_t slice) {
   proto::Gate& g = c->gates[device];
   // Launches that passed the gate before the revoke reach the driver first.
   const uint64_t start = MonotonicNs();
+  // Launches counted with plain stores become visible (or see the revoke) first.
+  if (g_asymmetric.load(std::memory_order_relaxed)) syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
   while (Inflight(device) != 0 && MonotonicNs() - start < kInflightWaitNs) sched_yield();
   if (auto drain = drain_.load(std::memory_order_acquire)) drain(device);
   const uint64_t drained = MonotonicNs();

@@ -1,13 +1,13 @@
 // The client's side of GPU-time scheduling, API-neutral: every launch and async copy
-// passes a gate per virtual GPU and appends a record to the broker's ring.
+// passes a gate per virtual GPU and is counted for the broker (the thread's tally, else a ring record).
 //
-// Hot path (a launch with the GPU granted, or unscheduled): a load of the channel, an
-// atomic increment of the calling thread's own in-flight counter and a load of the
-// gate, the ring slot claimed by compare-and-swap and filled, the increment undone
-// after the driver call. No lock, no system call, no allocation; the in-flight
-// counters are per thread slot (process memory, a cache line each), so threads
-// launching at once do not write one shared line for them. A launch without the GPU sends Want once and sleeps on the gate's futex
-// until the broker grants it.
+// Hot path (a launch with the GPU granted, or unscheduled): a load of the channel, a
+// store to the calling thread's own in-flight counter (process memory, a cache line
+// per thread; the drain thread orders it with membarrier) and a load of the gate, the
+// launch counted in the thread's own tally in the channel (a load and a store), the
+// in-flight count undone after the driver call. No lock, no system call, no
+// allocation, and no line written by two threads. A launch without the GPU sends Want
+// once and sleeps on the gate's futex until the broker grants it.
 //
 // A drain thread answers the broker's revokes: it waits for launches already past
 // the gate, drains the process's queued work on that GPU (the hooks say how), and
@@ -67,6 +67,7 @@ class LaunchGate {
     Pass& operator=(const Pass&) = delete;
 
    private:
+    bool plain_ = false;                         // counted with a plain store (see Enter)
     std::atomic<uint32_t>* inflight_ = nullptr;  // the thread slot's counter for the gate passed
   };
 
@@ -98,7 +99,7 @@ class LaunchGate {
   bool attached() const { return channel_.load(std::memory_order_relaxed) != nullptr; }
 
  private:
-  std::atomic<uint32_t>* Enter(int device);
+  std::atomic<uint32_t>* Enter(int device, bool* plain);
   std::atomic<uint32_t>* WaitForGrant(protocol::Channel* c, int device, std::atomic<uint32_t>* inflight);
   void StartDrainThread();
   void DrainLoop();
@@ -119,8 +120,9 @@ class LaunchGate {
   uint64_t released_[protocol::kMaxDevices] = {};  // drain thread only
   std::atomic<uint32_t> detach_seq_{0};            // futex word for the drain thread while detached
 
-  // In-flight launches per virtual GPU, counted in one slot per thread (threads beyond
-  // kInflightSlots share slots: a slot's count is still exact, only its line is shared).
+  // In-flight launches per virtual GPU, counted in one slot per thread: the process's
+  // first kInflightSlots - 1 launching threads own one each, later ones share the last
+  // (with locked instructions there).
   struct alignas(64) InflightSlot {
     std::atomic<uint32_t> count[protocol::kMaxDevices] = {};
   };

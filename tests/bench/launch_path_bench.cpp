@@ -2,13 +2,20 @@
 // (noop_cuda.cpp), reached as the CUDA runtime reaches the driver: dlopen libcuda.so.1,
 // dlsym cuGetProcAddress_v2, and every entry point through it. Run plainly and under
 // LD_PRELOAD=libgpushare.so (standalone or with a broker); run_launch_path.sh
-// interleaves the runs and prints the differences.
+// interleaves the runs and prints the differences, and checks with `--count` that the
+// broker counted every launch.
 #include <benchmark/benchmark.h>
 #include <cuda.h>
 #include <dlfcn.h>
 
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
 
 namespace {
 
@@ -81,6 +88,34 @@ void BM_AllocFree(benchmark::State& state) {
 }
 BENCHMARK(BM_AllocFree)->UseRealTime();
 
+// `--count SECONDS`: launches flat out for that long on one thread, then (after the
+// broker's next polls) prints how many launches the driver took and the broker's
+// status, whose "records" for this pid should be the same number.
+int CountCheck(double seconds) {
+  Api& a = A();
+  a.set_current(a.ctx);
+  uint64_t launches = 0;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end)
+    for (int i = 0; i < 4096; ++i)
+      launches += a.launch(Tiny(), 1, 1, 1, 32, 1, 1, 0, nullptr, nullptr, nullptr) == CUDA_SUCCESS;
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  std::printf("launches=%llu seconds=%.2f pid=%d\n", static_cast<unsigned long long>(launches), seconds, getpid());
+  std::fflush(stdout);
+  const char* smi = std::getenv("GPUSHARE_SMI");
+  const char* socket = std::getenv("GPUSHARE_SOCKET");
+  if (smi == nullptr || socket == nullptr) return 0;
+  const std::string command = std::string("env -u LD_PRELOAD ") + smi + " --json --socket " + socket;
+  return std::system(command.c_str()) == 0 ? 0 : 1;
+}
+
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], "--count") == 0) return CountCheck(std::atof(argv[2]));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -41,6 +41,19 @@ for r in $(seq "$ROUNDS"); do
   run native2 "$r" NOOPCUDA_GPUS=2
   run broker2 "$r" LD_PRELOAD="$SHIM" GPUSHARE_SOCKET="$tmp/two.sock" NOOPCUDA_GPUS=2
 done
+# Accounting at a flat-out launch rate: the broker's count for the client against the
+# driver's (3 s of launches on one thread, one GPU).
+LD_LIBRARY_PATH="$BUILD/noopcuda" LD_PRELOAD="$SHIM" GPUSHARE_SOCKET="$tmp/one.sock" GPUSHARE_SMI="$BUILD/bin/gpushare-smi" \
+  "$BENCH" --count 3 > "$tmp/count.out" 2> "$tmp/count.err"
+python3 - "$tmp/count.out" <<'PY'
+import json, sys
+lines = open(sys.argv[1]).read().split("\n", 1)
+fields = dict(f.split("=") for f in lines[0].split())
+me = [c for c in json.loads(lines[1])["clients"] if c["pid"] == int(fields["pid"])][0]
+n = int(fields["launches"])
+print(f"flat out: {n} launches in {fields['seconds']} s ({n / float(fields['seconds']) / 1e6:.1f} M/s); "
+      f"the broker counted {me['records']} ({me['kernels']} kernels), {me['records_dropped']} records dropped")
+PY
 python3 - "$tmp" "$ROUNDS" <<'PY'
 import json, statistics, sys
 tmp, rounds = sys.argv[1], int(sys.argv[2])

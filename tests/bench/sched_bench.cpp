@@ -312,6 +312,10 @@ class BenchChannels : public broker::ChannelHost {
   }
   std::string KernelName(broker::ClientId, uint16_t name) override { return broker::ReadKernelName(channel_, name); }
   broker::RingCounts Counts(broker::ClientId) override { return {cursor_.dropped, 0, 0, 0}; }
+  // Launches counted in tallies (LaunchGate::Record) count as consumed records too.
+  void Tallies(broker::ClientId, const std::function<void(const proto::RecordData&, uint64_t)>& on_growth) override {
+    drained += broker::ReadTallies(channel_, &tallies_, on_growth);
+  }
 
   uint64_t drained = 0;
   uint64_t lost() const { return cursor_.dropped; }
@@ -319,6 +323,7 @@ class BenchChannels : public broker::ChannelHost {
  private:
   proto::Channel* channel_;
   broker::RingCursor cursor_;
+  broker::TallyCursor tallies_;
 };
 
 // The client side of the channel as the shim leaves it: named kernels, published
