@@ -97,9 +97,17 @@ void Executor::Execute(Work& w, bool* owning, uint64_t* slice_end) {
       continue;
     }
     uint64_t chunk = std::min(remaining, *slice_end - cursor_ns_);
+    SleepUntil(cursor_ns_ + chunk);
+    if (masked_queue_ < 0 && !node_->OwnsEngine(gpu_)) {
+      // Preempted while the chunk "ran" (this process was late, descheduled on a loaded
+      // machine, and another took the engine): the GPU ran the other context meanwhile,
+      // so the chunk runs again once the engine is back. Counting it would let two
+      // late processes each count the whole window as theirs.
+      *owning = false;
+      continue;
+    }
     cursor_ns_ += chunk;
     remaining -= chunk;
-    SleepUntil(cursor_ns_);
     node_->AddBusy(gpu_, static_cast<uint64_t>(chunk * w.sm_factor), static_cast<uint64_t>(chunk * w.mem_factor));
   }
 }

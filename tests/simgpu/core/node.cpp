@@ -473,6 +473,10 @@ bool Node::ContinueOrYield(int gpu, uint64_t* slice_end_ns) {
   return true;
 }
 
+bool Node::OwnsEngine(int gpu) const {
+  return EngineState::Owner(seg_->gpus[gpu].engine.state.load()) == static_cast<uint32_t>(slot_ + 1);
+}
+
 void Node::ReleaseEngine(int gpu) {
   Engine& e = seg_->gpus[gpu].engine;
   const uint64_t state = e.state.load();

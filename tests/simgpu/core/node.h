@@ -186,6 +186,9 @@ class Node {
   // past its slice's end (stopped, descheduled, killed) is preempted by a waiter, so
   // false also when the engine was taken from it meanwhile.
   bool ContinueOrYield(int gpu, uint64_t* slice_end_ns);
+  // Whether this process still owns `gpu`'s engine (exclusively): false once a waiter
+  // preempted it for being late.
+  bool OwnsEngine(int gpu) const;
   void ReleaseEngine(int gpu);  // this process has no more work for `gpu`
 
   // CU-masked queues. The engine alternates, a time slice at a time, between exclusive
