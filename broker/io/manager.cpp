@@ -27,6 +27,7 @@
 #include "broker/core/metering.h"
 #include "broker/io/broker_log.h"
 #include "broker/io/cluster_agent.h"
+#include "broker/io/socket_listeners.h"
 #include "broker/policy/cluster_state.h"
 #include "broker/policy/config.h"
 #include "common/base/futex.h"
@@ -346,32 +347,12 @@ class Manager {
   std::vector<UsageRow> rows_;
 };
 
-int ListenUnix(const std::string& path, std::string* error) {
+// Anyone may ask; usage is answered per SO_PEERCRED.
+int ListenManager(const std::string& path, std::string* error) {
   std::error_code ec;
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  std::string probe_error;
-  if (int probe = protocol::ConnectUnix(path, &probe_error); probe >= 0) {
-    close(probe);
-    *error = "a manager is already listening on " + path;
-    return -1;
-  }
-  unlink(path.c_str());
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) {
-    *error = "socket path too long: " + path;
-    return -1;
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, 64) != 0) {
-    *error = "cannot listen on " + path + ": " + std::strerror(errno);
-    if (fd >= 0) close(fd);
-    return -1;
-  }
-  chmod(path.c_str(), 0666);  // anyone may ask; usage is answered per SO_PEERCRED
-  return fd;
+  return ListenUnix(path, geteuid(), getegid(), 0666, 0, "a manager", error);
 }
 
 // One tool's request, answered; the connection is closed after.
@@ -417,7 +398,7 @@ int RunManager(const ManagerOptions& options) {
     Log(LogLevel::kError, "--name \"%s\": expected 1 to 128 letters, digits, '.', '_' or '-'", name.c_str());
     return 2;
   }
-  const int listen_fd = ListenUnix(options.socket_path, &error);
+  const int listen_fd = ListenManager(options.socket_path, &error);
   const int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
   if (listen_fd < 0 || signal_fd < 0) {
     Log(LogLevel::kError, "%s", listen_fd < 0 ? error.c_str() : "signalfd failed");

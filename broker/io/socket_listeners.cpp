@@ -48,39 +48,9 @@ SocketListeners::~SocketListeners() {
   while (!by_fd_.empty()) Close(by_fd_.begin()->first);
 }
 
-// Bound, given its owner and mode, and only then listening: no peer connects before
-// the permissions say who may.
 int SocketListeners::Bind(const std::string& path, uid_t owner, gid_t group, uint32_t mode, std::string* error) const {
   if (!MakeFolder(std::filesystem::path(path).parent_path(), error)) return -1;
-  std::string probe_error;
-  if (int probe = protocol::ConnectUnix(path, &probe_error); probe >= 0) {
-    close(probe);
-    *error = "a broker is already listening on " + path;
-    return -1;
-  }
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) {
-    *error = "socket path too long: " + path;
-    return -1;
-  }
-  unlink(path.c_str());
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    *error = "cannot bind " + path + ": " + std::strerror(errno);
-    if (fd >= 0) close(fd);
-    return -1;
-  }
-  const bool owned = (owner == geteuid() && group == getegid()) || chown(path.c_str(), owner, group) == 0;
-  if (!owned || chmod(path.c_str(), mode) != 0 || listen(fd, kBacklog) != 0) {
-    *error = "cannot give " + path + " owner " + std::to_string(owner) + ":" + std::to_string(group) + " mode " +
-             Octal(mode) + " and listen: " + std::strerror(errno);
-    close(fd);
-    unlink(path.c_str());
-    return -1;
-  }
-  return fd;
+  return ListenUnix(path, owner, group, mode, SOCK_NONBLOCK, "a broker", error);
 }
 
 bool SocketListeners::OpenMain(const SocketsConfig& sockets, std::string* error) {
@@ -192,6 +162,39 @@ PeerCredentials SocketListeners::Identify(const std::string& path, const PeerCre
     break;
   }
   return peer;
+}
+
+int ListenUnix(const std::string& path, uid_t owner, gid_t group, uint32_t mode, int socket_flags,
+               const std::string& who, std::string* error) {
+  std::string probe_error;
+  if (int probe = protocol::ConnectUnix(path, &probe_error); probe >= 0) {
+    close(probe);
+    *error = who + " is already listening on " + path;
+    return -1;
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    *error = "socket path too long: " + path;
+    return -1;
+  }
+  unlink(path.c_str());
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | socket_flags | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    *error = "cannot bind " + path + ": " + std::strerror(errno);
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  const bool owned = (owner == geteuid() && group == getegid()) || chown(path.c_str(), owner, group) == 0;
+  if (!owned || chmod(path.c_str(), mode) != 0 || listen(fd, kBacklog) != 0) {
+    *error = "cannot give " + path + " owner " + std::to_string(owner) + ":" + std::to_string(group) + " mode " +
+             Octal(mode) + " and listen: " + std::strerror(errno);
+    close(fd);
+    unlink(path.c_str());
+    return -1;
+  }
+  return fd;
 }
 
 }  // namespace gpushare::broker

@@ -57,4 +57,11 @@ class SocketListeners : public SocketHost {
   std::map<int, Listener> by_fd_;
 };
 
+// A Unix stream socket bound at `path`, given `owner`:`group` and `mode`, and only
+// then listening: no peer connects before the permissions say who may. A path some
+// server still answers on is refused (`who` names it in the error: "a broker"); a
+// stale file there is replaced. `socket_flags`: SOCK_NONBLOCK or 0. -1 with `error`.
+int ListenUnix(const std::string& path, uid_t owner, gid_t group, uint32_t mode, int socket_flags,
+               const std::string& who, std::string* error);
+
 }  // namespace gpushare::broker
