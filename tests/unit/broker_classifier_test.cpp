@@ -9,6 +9,7 @@
 
 #include "broker/policy/classifier.h"
 #include "broker/policy/config.h"
+#include "config_errors.h"
 
 namespace gpushare::broker {
 namespace {
@@ -338,11 +339,7 @@ TEST(Classifier, SetConfigClassifiesCachedNamesAgain) {
 
 // [classifier] and the class weights it brings.
 
-std::string ErrorOf(const std::string& text) {
-  std::string error;
-  EXPECT_FALSE(ParseBrokerConfig(text, "broker.toml", &error).has_value()) << text;
-  return error;
-}
+using config_test::ErrorOf;
 
 // A scratch directory, removed with the test.
 struct TempDir {

@@ -7,15 +7,12 @@
 #include "broker/policy/cluster_state.h"
 #include "broker/policy/config.h"
 #include "core_exchange.h"
+#include "config_errors.h"
 
 namespace gpushare::broker {
 namespace {
 
-std::string ErrorOf(const std::string& text) {
-  std::string error;
-  EXPECT_FALSE(ParseBrokerConfig(text, "broker.toml", &error).has_value()) << text;
-  return error;
-}
+using config_test::ErrorOf;
 
 TEST(ClusterConfig, OffByDefaultAndEveryKeyParsed) {
   std::string error;

@@ -3,15 +3,12 @@
 #include <gtest/gtest.h>
 
 #include "broker/policy/config.h"
+#include "config_errors.h"
 
 namespace gpushare::broker {
 namespace {
 
-std::string ErrorOf(const std::string& text) {
-  std::string error;
-  EXPECT_FALSE(ParseBrokerConfig(text, "broker.toml", &error).has_value()) << text;
-  return error;
-}
+using config_test::ErrorOf;
 
 TEST(BrokerConfig, EmptyFileIsValid) {
   std::string error;

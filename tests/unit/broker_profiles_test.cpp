@@ -5,17 +5,14 @@
 
 #include "broker/policy/config.h"
 #include "broker/policy/profiles.h"
+#include "config_errors.h"
 
 namespace gpushare::broker {
 namespace {
 
 constexpr uint64_t kGiB = 1ull << 30;
 
-std::string ErrorOf(const std::string& text) {
-  std::string error;
-  EXPECT_FALSE(ParseBrokerConfig(text, "broker.toml", &error).has_value()) << text;
-  return error;
-}
+using config_test::ErrorOf;
 
 Profile Q8g() {
   Profile p;
