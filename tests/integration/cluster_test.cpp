@@ -33,6 +33,7 @@ namespace {
 using json = nlohmann::json;
 namespace proto = gpushare::protocol;
 using testing_support::Child;
+using testing_support::HelloFor;
 using testing_support::TestBroker;
 using Clock = std::chrono::steady_clock;
 
@@ -169,14 +170,7 @@ class Client {
       reason_ = error;
       return;
     }
-    proto::Hello h{};
-    proto::SetString(h.tenant, tenant);
-    h.weight = 1;
-    h.rank = -1;
-    h.device_count = 1;
-    for (int v = 0; v < proto::kMaxDevices; ++v) h.visible[v] = -1;
-    h.cap_bytes[0] = 1ull << 30;
-    proto::SendAll(fd_, proto::Encode(proto::Type::kHello, h));
+    proto::SendAll(fd_, proto::Encode(proto::Type::kHello, HelloFor(tenant, 1ull << 30, -1)));
     std::vector<uint8_t> buffer;
     auto m = proto::Receive(fd_, &buffer, 10000, &error);
     if (!m || m->type != proto::Type::kWelcome) {

@@ -25,6 +25,8 @@ using nlohmann::json;
 using testing_support::Child;
 using testing_support::ClientWithPid;
 using testing_support::Field;
+using testing_support::AsUid;
+using testing_support::HelloFor;
 using testing_support::SimNode;
 namespace proto = gpushare::protocol;
 
@@ -93,32 +95,7 @@ class RawClient {
   std::vector<uint8_t> buffer_;
 };
 
-proto::Hello HelloFor(const std::string& tenant, uint64_t cap, int gpu) {
-  proto::Hello h{};
-  proto::SetString(h.tenant, tenant);
-  h.weight = 1;
-  h.rank = -1;
-  h.device_count = 1;
-  for (int v = 0; v < proto::kMaxDevices; ++v) h.visible[v] = -1;
-  h.visible[0] = gpu;
-  h.cap_bytes[0] = cap;
-  return h;
-}
-
 uint64_t GpuUsed(const json& status, int gpu) { return status["gpus"][gpu]["memory_used"].get<uint64_t>(); }
-
-// Runs `work` in a child that has dropped to `uid` (and gid); its exit status. Only
-// root can; the caller skips otherwise.
-int AsUid(uint32_t uid, const std::function<int()>& work) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (setgroups(0, nullptr) != 0 || setgid(uid) != 0 || setuid(uid) != 0) _exit(90);
-    _exit(work());
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 #define SKIP_UNLESS_ROOT() \
   if (geteuid() != 0) GTEST_SKIP() << "needs root to run a child as another uid (CI runs as root)"

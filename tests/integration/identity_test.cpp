@@ -2,14 +2,11 @@
 // broker on simgpu: a tenant's own socket from the config, containers' sockets made,
 // bound and removed by SocketAdmin, GPUSHARE_TENANT only as a request that must match,
 // and administration refused to whoever comes through a tenant's or container's socket.
-#include <grp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
-#include <functional>
 
 #include "common/protocol/channel.h"
 #include "test_broker.h"
@@ -17,8 +14,10 @@
 namespace {
 
 using nlohmann::json;
+using testing_support::AsUid;
 using testing_support::Child;
 using testing_support::ClientWithPid;
+using testing_support::HelloFor;
 namespace proto = gpushare::protocol;
 
 const char* kOneGpu = R"({"gpus": [{"name": "sim0", "memory": 17179869184}], "links": []})";
@@ -91,14 +90,7 @@ proto::Welcome HelloAt(const std::string& socket, const std::string& tenant, int
   int fd = proto::ConnectUnix(socket, &error);
   EXPECT_GE(fd, 0) << error;
   if (fd < 0) return proto::Welcome{};
-  proto::Hello h{};
-  proto::SetString(h.tenant, tenant);
-  h.weight = 1;
-  h.rank = -1;
-  h.device_count = 1;
-  for (int v = 0; v < proto::kMaxDevices; ++v) h.visible[v] = -1;
-  h.visible[0] = 0;
-  proto::SendAll(fd, proto::Encode(proto::Type::kHello, h));
+  proto::SendAll(fd, proto::Encode(proto::Type::kHello, HelloFor(tenant, 0, 0)));
   std::vector<uint8_t> buffer;
   auto m = proto::Receive(fd, &buffer, 5000, &error);
   EXPECT_TRUE(m && m->type == proto::Type::kWelcome) << error;
@@ -113,18 +105,6 @@ struct stat StatOf(const std::string& path) {
   struct stat st {};
   EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
   return st;
-}
-
-// Runs `work` in a child that has dropped to `uid`; its exit status.
-int AsUid(uint32_t uid, const std::function<int()>& work) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (setgroups(0, nullptr) != 0 || setgid(uid) != 0 || setuid(uid) != 0) _exit(90);
-    _exit(work());
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 TEST(TenantSocket, AClientThatReachesATenantsSocketIsThatTenantWithoutAsking) {

@@ -3,6 +3,7 @@
 // defines BROKER_PATH and GPUSHARE_LIB.
 #pragma once
 
+#include <grp.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -138,6 +140,34 @@ inline const nlohmann::json* ClientWithPid(const nlohmann::json& status, pid_t p
   for (const nlohmann::json& c : status["clients"])
     if (c["pid"] == pid) return &c;
   return nullptr;
+}
+
+// A one-GPU registration of `tenant` asking `cap` bytes on physical `gpu` (-1: any),
+// weight 1: what raw-protocol tests send as a client's Hello.
+inline gpushare::protocol::Hello HelloFor(const std::string& tenant, uint64_t cap, int gpu) {
+  namespace proto = gpushare::protocol;
+  proto::Hello h{};
+  proto::SetString(h.tenant, tenant);
+  h.weight = 1;
+  h.rank = -1;
+  h.device_count = 1;
+  for (int v = 0; v < proto::kMaxDevices; ++v) h.visible[v] = -1;
+  h.visible[0] = gpu;
+  h.cap_bytes[0] = cap;
+  return h;
+}
+
+// Runs `work` in a child that has dropped to `uid` (and gid); its exit status. Only
+// root can; the caller skips otherwise.
+inline int AsUid(uint32_t uid, const std::function<int()>& work) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (setgroups(0, nullptr) != 0 || setgid(uid) != 0 || setuid(uid) != 0) _exit(90);
+    _exit(work());
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace testing_support
