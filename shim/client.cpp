@@ -33,11 +33,6 @@ void LogBacktrace() {
 
 }  // namespace
 
-Client& Client::Get() {
-  static Client* client = new Client();
-  return *client;
-}
-
 Client::Client() {
   options_ = ParseClientOptions([](const char* name) { return std::getenv(name); },
                                 [](const std::string& path) { return access(path.c_str(), F_OK) == 0; });

@@ -19,7 +19,11 @@ namespace gpushare {
 class Client {
  public:
   // Constructed on first use (thread-safe), never destroyed: hooks may run during exit.
-  static Client& Get();
+  // Inline: every hook asks.
+  static Client& Get() {
+    static Client* client = new Client();
+    return *client;
+  }
 
   const ClientOptions& options() const { return options_; }
   MemoryLedger& ledger() { return ledger_; }

@@ -24,15 +24,13 @@ constexpr uint64_t kWantResendNs = 100'000'000;  // a waiting launch re-asks thi
 constexpr uint64_t kDrainPollNs = 50'000'000;    // the drain thread checks the broker this often
 constexpr uint64_t kInflightWaitNs = 200'000'000;
 
-// The calling thread's in-flight slot, fixed at its first launch: the process's first
-// threads each own one (only they write it); later threads share the last slot.
-std::atomic<uint32_t> g_next_slot{0};
-__attribute__((tls_model("initial-exec"))) thread_local uint32_t t_slot = UINT32_MAX;
+using launch_detail::t_launch;
 
-uint32_t ThreadSlot(size_t slots) {
-  if (t_slot == UINT32_MAX) t_slot = g_next_slot.fetch_add(1, std::memory_order_relaxed);
-  return std::min<uint32_t>(t_slot, static_cast<uint32_t>(slots - 1));
-}
+// Own in-flight slots in use (bit i: slot i), over every gate: a thread claims one at
+// its first launch and frees it when it ends (its counts are zero then: a thread ends
+// outside any launch), so only the threads beyond kOwnSlots alive at once share.
+constexpr uint64_t kAllOwnSlots = (uint64_t{1} << LaunchGate::kOwnSlots) - 1;
+std::atomic<uint64_t> g_inflight_used{0};
 
 // Whether launches may count themselves in flight with plain stores: the drain thread
 // then makes them visible with membarrier(2) before it reads the counts (the revoke
@@ -44,7 +42,6 @@ bool RegisterAsymmetricFence() {
   return syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
 #endif
 }
-std::atomic<bool> g_asymmetric{false};
 
 // Every Attach starts an epoch: a thread's tally slot belongs to the channel of one.
 std::atomic<uint64_t> g_attach_epoch{0};
@@ -52,29 +49,45 @@ std::atomic<uint64_t> g_attach_epoch{0};
 // frees its tally slot only there, never in a channel that may be gone.
 std::atomic<proto::Channel*> g_tally_channel{nullptr};
 
-// The calling thread's tally slot: claimed at its first launch in an epoch. Plain
-// initial-exec TLS, read on every launch without a TLS wrapper call.
-struct ThreadTally {
-  uint64_t epoch;
-  proto::Channel* channel;
-  proto::TallySlot* slot;   // null: none was free (its launches go to the ring)
-  proto::TallyEntry* last;  // the previous launch's entry
-};
-__attribute__((tls_model("initial-exec"))) thread_local ThreadTally t_tally = {0, nullptr, nullptr, nullptr};
-
-// Gives the thread's slot up when the thread ends (touched only when a slot is claimed).
-struct TallyRelease {
-  ~TallyRelease() {
-    if (t_tally.slot != nullptr && t_tally.channel == g_tally_channel.load(std::memory_order_acquire))
-      t_tally.slot->owner.store(0, std::memory_order_release);
+// Gives the thread's tally slot and in-flight slot up when the thread ends (armed,
+// by touching it, only when it claims one).
+struct ThreadExit {
+  ~ThreadExit() {
+    launch_detail::ThreadLaunch& t = t_launch;
+    if (t.slot != nullptr && t.channel == g_tally_channel.load(std::memory_order_acquire))
+      t.slot->owner.store(0, std::memory_order_release);
+    if (t.inflight_slot < LaunchGate::kOwnSlots)
+      g_inflight_used.fetch_and(~(uint64_t{1} << t.inflight_slot), std::memory_order_release);
   }
 };
-thread_local TallyRelease t_tally_release;
+thread_local ThreadExit t_exit;
+void ArmThreadExit() { (void)&t_exit; }
+
+// The calling thread's in-flight slot: its own if it has one or one is free, else the
+// shared one (asked again at the thread's next slow pass).
+uint32_t ClaimInflightSlot() {
+  launch_detail::ThreadLaunch& t = t_launch;
+  if (t.inflight_slot < LaunchGate::kOwnSlots) return t.inflight_slot;
+  uint64_t used = g_inflight_used.load(std::memory_order_relaxed);
+  while (used != kAllOwnSlots) {
+    const auto bit = static_cast<uint32_t>(__builtin_ctzll(~used));
+    if (g_inflight_used.compare_exchange_weak(used, used | (uint64_t{1} << bit), std::memory_order_acq_rel)) {
+      ArmThreadExit();
+      t.inflight_slot = bit;
+      return bit;
+    }
+  }
+  t.inflight_slot = LaunchGate::kOwnSlots;
+  return LaunchGate::kOwnSlots;
+}
 
 // The entry for `key` and `stream` in the thread's own slot, claimed if new; null if the
-// slot is full. Only the owning thread writes a slot, so nothing here is contended.
+// slot is full. Probing starts where the pair hashes (entries are never emptied, so
+// the first empty one ends the search). Only the owning thread writes a slot.
 proto::TallyEntry* FindEntry(proto::TallySlot* slot, uint64_t key, uint64_t stream) {
-  for (proto::TallyEntry& e : slot->entries) {
+  uint32_t i = static_cast<uint32_t>(((key ^ stream) * 0x9E3779B97F4A7C15ull) >> 32) % proto::kTallyEntries;
+  for (uint32_t n = 0; n < proto::kTallyEntries; ++n, i = i + 1 == proto::kTallyEntries ? 0 : i + 1) {
+    proto::TallyEntry& e = slot->entries[i];
     const uint64_t k = e.key.load(std::memory_order_relaxed);
     if (k == key && e.stream.load(std::memory_order_relaxed) == stream) return &e;
     if (k != 0) continue;
@@ -83,6 +96,11 @@ proto::TallyEntry* FindEntry(proto::TallySlot* slot, uint64_t key, uint64_t stre
     return &e;
   }
   return nullptr;
+}
+
+void Count(proto::TallyEntry* e, uint64_t bytes) {
+  e->bytes.store(e->bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
+  e->count.store(e->count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
 }  // namespace
@@ -105,6 +123,10 @@ void LaunchGate::SetDrain(void (*drain)(int device)) { drain_.store(drain, std::
 
 void LaunchGate::Forget() {
   scheduled_.store(false, std::memory_order_relaxed);
+  // A forked child has only the forking thread: the parent's other threads' in-flight
+  // slots are free here.
+  const uint32_t own = t_launch.inflight_slot;
+  g_inflight_used.store(own < kOwnSlots ? uint64_t{1} << own : 0, std::memory_order_relaxed);
   ForgetTallies(channel_.exchange(nullptr, std::memory_order_acq_rel));
 }
 
@@ -138,14 +160,8 @@ void LaunchGate::Detach() {
   }
 }
 
-LaunchGate::Pass::Pass(LaunchGate& gate, int device) : inflight_(gate.Enter(device, &plain_)) {}
-
-LaunchGate::Pass::~Pass() {
-  if (inflight_ == nullptr) return;
-  if (plain_)  // this thread alone writes the counter
-    inflight_->store(inflight_->load(std::memory_order_relaxed) - 1, std::memory_order_release);
-  else
-    inflight_->fetch_sub(1, std::memory_order_release);
+uint32_t LaunchGate::OwnSlotsInUse() {
+  return static_cast<uint32_t>(__builtin_popcountll(g_inflight_used.load(std::memory_order_acquire)));
 }
 
 uint32_t LaunchGate::Inflight(int device) const {
@@ -154,32 +170,14 @@ uint32_t LaunchGate::Inflight(int device) const {
   return total;
 }
 
-std::atomic<uint32_t>* LaunchGate::Enter(int device, bool* plain) {
-  *plain = false;
-  proto::Channel* c = channel_.load(std::memory_order_acquire);
-  if (c == nullptr || !scheduled_.load(std::memory_order_relaxed) || device < 0 || device >= proto::kMaxDevices)
-    return nullptr;
-  proto::Gate& g = c->gates[device];
-  const uint32_t slot = ThreadSlot(kInflightSlots);
-  std::atomic<uint32_t>* inflight = &inflight_[slot].count[device];
-  // Counted before the state is read: the drain thread, reading them the other way
-  // round, either sees this launch in flight or this launch sees the revoke. With the
-  // asymmetric fence a plain store and a compiler barrier suffice (the drain thread's
-  // membarrier orders them); else both are sequentially consistent.
-  if (slot + 1 < kInflightSlots && g_asymmetric.load(std::memory_order_relaxed)) {
-    const uint32_t n = inflight->load(std::memory_order_relaxed);
-    inflight->store(n + 1, std::memory_order_relaxed);
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (g.state.load(std::memory_order_acquire) != proto::kGateWait) {
-      *plain = true;
-      return inflight;
-    }
-    inflight->store(n, std::memory_order_release);
-  } else {
-    inflight->fetch_add(1, std::memory_order_seq_cst);
-    if (g.state.load(std::memory_order_seq_cst) != proto::kGateWait) return inflight;
-    inflight->fetch_sub(1, std::memory_order_seq_cst);
-  }
+std::atomic<uint32_t>* LaunchGate::EnterSlow(proto::Channel* c, int device) {
+  // The thread's first launch, a shared slot, a gate closed or no asymmetric fence:
+  // sequentially consistent both (a thread's own slot takes locked instructions here
+  // too, harmlessly: it is still the only writer).
+  std::atomic<uint32_t>* inflight = &inflight_[ClaimInflightSlot()].count[device];
+  inflight->fetch_add(1, std::memory_order_seq_cst);
+  if (c->gates[device].state.load(std::memory_order_seq_cst) != proto::kGateWait) return inflight;
+  inflight->fetch_sub(1, std::memory_order_seq_cst);
   return WaitForGrant(c, device, inflight);
 }
 
@@ -225,7 +223,59 @@ void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uin
                         uint32_t block, uint32_t shared_bytes, uint64_t bytes) {
   proto::Channel* c = channel_.load(std::memory_order_acquire);
   if (c == nullptr) return;
-  if (Tally(c, device, kind, stream, name, bytes)) return;
+  proto::TallySlot* slot = ThreadTally(c);
+  if (slot != nullptr && device >= 0 && device < proto::kMaxDevices) {
+    if (proto::TallyEntry* e = FindEntry(slot, proto::TallyKey(static_cast<uint8_t>(device), kind, name), stream)) {
+      Count(e, bytes);
+      return;
+    }
+  }
+  RecordRing(c, device, kind, stream, name, grid, block, shared_bytes, bytes);
+}
+
+proto::TallySlot* LaunchGate::ThreadTally(proto::Channel* c) {
+  launch_detail::ThreadLaunch& t = t_launch;
+  const uint64_t epoch = epoch_.load(std::memory_order_acquire);
+  if (t.channel == c && t.epoch == epoch) return t.slot;
+  // The thread's first count in this channel: claim a slot; nothing cached holds.
+  t.epoch = epoch;
+  t.channel = c;
+  t.slot = nullptr;
+  t.function = 0;
+  t.site = UINT32_MAX;
+  t.entry = nullptr;
+  ArmThreadExit();
+  for (proto::TallySlot& slot : c->tallies) {
+    uint32_t free = 0;
+    if (slot.owner.compare_exchange_strong(free, 1, std::memory_order_acq_rel)) {
+      t.slot = &slot;
+      break;
+    }
+  }
+  return t.slot;
+}
+
+proto::TallyEntry* LaunchGate::FindTally(proto::Channel* c, int device, proto::RecordKind kind, uint64_t stream,
+                                         uintptr_t function, KernelNameFn get_name) {
+  const uint16_t name = NameSlot(function, get_name);
+  proto::TallySlot* slot = ThreadTally(c);
+  proto::TallyEntry* e = nullptr;
+  if (slot != nullptr && device >= 0 && device < proto::kMaxDevices)
+    e = FindEntry(slot, proto::TallyKey(static_cast<uint8_t>(device), kind, name), stream);
+  // Cached for the next launch, unless the name may still change (being named by
+  // another thread, or unnamed): those look again each time.
+  launch_detail::ThreadLaunch& t = t_launch;
+  const bool settled = function == 0 || name != 0;
+  t.function = function;
+  t.stream = stream;
+  t.site = launch_detail::Site(device, kind);
+  t.name = name;
+  t.entry = settled ? e : nullptr;
+  return e;
+}
+
+void LaunchGate::RecordRing(proto::Channel* c, int device, proto::RecordKind kind, uint64_t stream, uint16_t name,
+                            uint32_t grid, uint32_t block, uint32_t shared_bytes, uint64_t bytes) {
   uint64_t pos = c->ring_head.load(std::memory_order_relaxed);
   do {
     if (pos - c->ring_tail.load(std::memory_order_acquire) >= proto::kRingRecords) {
@@ -251,37 +301,7 @@ void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uin
   r.seq.store(pos + 1, std::memory_order_release);
 }
 
-bool LaunchGate::Tally(proto::Channel* c, int device, proto::RecordKind kind, uint64_t stream, uint16_t name,
-                       uint64_t bytes) {
-  ThreadTally& t = t_tally;
-  const uint64_t epoch = epoch_.load(std::memory_order_acquire);
-  if (t.channel != c || t.epoch != epoch) {  // first launch of this thread in this channel: claim a slot
-    t = ThreadTally{epoch, c, nullptr, nullptr};
-    (void)&t_tally_release;  // registers the release at thread exit
-    for (proto::TallySlot& slot : c->tallies) {
-      uint32_t free = 0;
-      if (slot.owner.compare_exchange_strong(free, 1, std::memory_order_acq_rel)) {
-        t.slot = &slot;
-        break;
-      }
-    }
-  }
-  if (t.slot == nullptr || device < 0 || device >= proto::kMaxDevices) return false;
-  const uint64_t key = proto::TallyKey(static_cast<uint8_t>(device), kind, name);
-  proto::TallyEntry* e = t.last;
-  if (e == nullptr || e->key.load(std::memory_order_relaxed) != key ||
-      e->stream.load(std::memory_order_relaxed) != stream) {
-    e = FindEntry(t.slot, key, stream);
-    if (e == nullptr) return false;
-    t.last = e;
-  }
-  // A load and a store each (this thread is the only writer): no locked instruction.
-  e->bytes.store(e->bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
-  e->count.store(e->count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-  return true;
-}
-
-uint16_t LaunchGate::NameSlot(uintptr_t function, std::string (*get_name)(uintptr_t function)) {
+uint16_t LaunchGate::NameSlot(uintptr_t function, KernelNameFn get_name) {
   if (function == 0) return 0;
   size_t h = (function >> 4) * 0x9E3779B97F4A7C15ull >> 52;  // 12 bits: kFunctionTable
   for (size_t probe = 0; probe < 16; ++probe, h = (h + 1) & (kFunctionTable - 1)) {
@@ -344,7 +364,7 @@ size_t LaunchGate::CuMask(int device, uint32_t* words, size_t max_words) const {
 
 void LaunchGate::StartDrainThread() {
   static std::once_flag fence_once;
-  std::call_once(fence_once, [] { g_asymmetric.store(RegisterAsymmetricFence()); });
+  std::call_once(fence_once, [] { asymmetric_.store(RegisterAsymmetricFence()); });
   std::call_once(thread_once_, [this] {
     // Signals stay with the application's threads.
     sigset_t all, old;
@@ -394,7 +414,7 @@ void LaunchGate::Release(proto::Channel* c, int device, uint64_t slice) {
   // Launches that passed the gate before the revoke reach the driver first.
   const uint64_t start = MonotonicNs();
   // Launches counted with plain stores become visible (or see the revoke) first.
-  if (g_asymmetric.load(std::memory_order_relaxed)) syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+  if (asymmetric_.load(std::memory_order_relaxed)) syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
   while (Inflight(device) != 0 && MonotonicNs() - start < kInflightWaitNs) sched_yield();
   if (auto drain = drain_.load(std::memory_order_acquire)) drain(device);
   const uint64_t drained = MonotonicNs();

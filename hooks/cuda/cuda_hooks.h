@@ -6,6 +6,8 @@
 #define __CUDA_API_VERSION_INTERNAL 1  // every versioned ABI symbol by its own name
 #include <cuda.h>
 
+#include <atomic>
+
 #include "client.h"
 #include "common/family.h"
 
@@ -44,8 +46,25 @@ inline Client* ReadyClient() { return Cuda::ReadyClient(); }
 void TrackContext(int device, CUcontext ctx);
 
 // The virtual GPU of the calling thread's current context (cuda_context.cpp: cached per
-// thread); the driver's error, or CUDA_ERROR_INVALID_CONTEXT for a GPU not this client's.
-CUresult CurrentVirtualDevice(Client* client, int* device);
+// thread, the cached answer inline here); the driver's error, or
+// CUDA_ERROR_INVALID_CONTEXT for a GPU not this client's.
+namespace context_cache {
+inline std::atomic<uint32_t> generation{1};  // process-wide: bumped when any context may have gone
+struct Thread {
+  uint32_t generation;  // 0: nothing cached
+  int device;
+};
+__attribute__((tls_model("initial-exec"))) inline thread_local Thread t_thread = {0, 0};
+}  // namespace context_cache
+CUresult AskVirtualDevice(Client* client, int* device);
+inline CUresult CurrentVirtualDevice(Client* client, int* device) {
+  const context_cache::Thread& t = context_cache::t_thread;
+  if (t.generation == context_cache::generation.load(std::memory_order_acquire)) {
+    *device = t.device;
+    return CUDA_SUCCESS;
+  }
+  return AskVirtualDevice(client, device);
+}
 // The calling thread changed its current context / any context may have gone.
 void ThreadContextChanged();
 void ContextsChanged();

@@ -1,7 +1,7 @@
 // Launch hooks: every kernel launch (plain, Ex, cooperative), graph launch, async copy
 // and async memset passes its virtual GPU's gate (it waits there while the broker has
-// given the GPU's time to another client) and leaves a record for the broker's
-// classifier. Also the drain the gate's thread runs when a grant is revoked.
+// given the GPU's time to another client) and is counted for the broker's classifier
+// (LaunchGate::Launch: the thread's tally, else a ring record). Also the drain the gate's thread runs when a grant is revoked.
 #include <algorithm>
 #include <mutex>
 #include <string>
@@ -27,50 +27,42 @@ std::string FunctionName(uintptr_t function) {
   return "";
 }
 
-uint32_t Saturating(uint32_t a, uint32_t b, uint32_t c) {
-  uint32_t ab, abc;
-  return __builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc) ? UINT32_MAX : abc;
-}
-
-// What a launch or copy was, as the hook saw it: the grid and block products are
-// formed only when a record is written (not for a launch nothing records).
+// What a launch or copy was, as the hook saw it: its kernel (0 for none) and its shape
+// for a record (formed into one only when the launch cannot be tallied).
 struct Shape {
   uintptr_t function = 0;
-  uint32_t grid[3] = {0, 0, 0};
-  uint32_t block[3] = {0, 0, 0};
-  uint32_t shared_bytes = 0;
-  uint64_t bytes = 0;
+  LaunchShape launch;
 };
 
-// Passes the gate, calls the real function, records what it launched.
+// The virtual GPU a launch goes to: the current context's (0 when it cannot be told).
+// A client with one GPU needs no lookup.
+int LaunchDevice(Client* c) {
+  if (c->devices().count() <= 1) return 0;
+  int device;
+  return CurrentVirtualDevice(c, &device) == CUDA_SUCCESS ? device : 0;
+}
+
+// Passes the gate, calls the real function, counts what it launched.
 template <typename Real, typename... Args>
 CUresult Gated(Kind kind, CUstream stream, const Shape& shape, Real real, Args... args) {
   if (real == nullptr) return CUDA_ERROR_NOT_SUPPORTED;
   Client* c = ReadyClient();
-  if (c == nullptr || !c->gate().attached()) return real(args...);  // standalone: nothing to record
-  int device = 0;
-  if (c->devices().count() > 1 && CurrentVirtualDevice(c, &device) != CUDA_SUCCESS) device = 0;
-  const uint16_t name = shape.function != 0 ? c->gate().NameSlot(shape.function, FunctionName) : 0;
-  CUresult r;
-  {
-    LaunchGate::Pass pass(c->gate(), device);
-    r = real(args...);
-  }
-  if (r == CUDA_SUCCESS)
-    c->gate().Record(device, kind, reinterpret_cast<uint64_t>(stream), name,
-                     Saturating(shape.grid[0], shape.grid[1], shape.grid[2]),
-                     Saturating(shape.block[0], shape.block[1], shape.block[2]), shape.shared_bytes, shape.bytes);
+  if (c == nullptr || !c->gate().attached()) return real(args...);  // standalone: nothing to count
+  LaunchGate::Launch launch(c->gate(), LaunchDevice(c), kind, reinterpret_cast<uint64_t>(stream), shape.function,
+                            FunctionName, shape.launch);
+  const CUresult r = real(args...);
+  if (r == CUDA_SUCCESS) launch.Taken();
   return r;
 }
 
 Shape KernelShape(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                   unsigned shared) {
-  return {reinterpret_cast<uintptr_t>(f), {gx, gy, gz}, {bx, by, bz}, shared, 0};
+  return {reinterpret_cast<uintptr_t>(f), {{gx, gy, gz}, {bx, by, bz}, shared, 0}};
 }
 
 Shape ExShape(const CUlaunchConfig* config, CUfunction f, Kind* kind) {
   *kind = Kind::kKernel;
-  if (config == nullptr) return {reinterpret_cast<uintptr_t>(f), {0, 0, 0}, {0, 0, 0}, 0, 0};
+  if (config == nullptr) return {reinterpret_cast<uintptr_t>(f), {}};
   for (unsigned i = 0; config->attrs != nullptr && i < config->numAttrs; ++i)
     if (config->attrs[i].id == CU_LAUNCH_ATTRIBUTE_COOPERATIVE && config->attrs[i].value.cooperative != 0)
       *kind = Kind::kCooperative;
@@ -80,7 +72,7 @@ Shape ExShape(const CUlaunchConfig* config, CUfunction f, Kind* kind) {
 
 CUstream ExStream(const CUlaunchConfig* config) { return config != nullptr ? config->hStream : nullptr; }
 
-Shape Bytes(uint64_t bytes) { return {0, {0, 0, 0}, {0, 0, 0}, 0, bytes}; }
+Shape Bytes(uint64_t bytes) { return {0, {{0, 0, 0}, {0, 0, 0}, 0, bytes}}; }
 
 Kind CopyKind(CUmemorytype src, CUmemorytype dst) {
   if (src == CU_MEMORYTYPE_HOST) return Kind::kCopyHtoD;

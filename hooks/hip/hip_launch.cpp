@@ -1,7 +1,8 @@
 // Launch hooks of the HIP family: every kernel launch (by host function, by module
 // function, cooperative, extended), graph launch, async copy and async memset passes
 // its virtual GPU's gate (it waits there while the broker has given the GPU's time to
-// another client) and leaves a record for the broker's classifier.
+// another client) and is counted for the broker's classifier (LaunchGate::Launch:
+// the thread's tally, else a ring record).
 #include <algorithm>
 #include <string>
 
@@ -14,7 +15,6 @@ namespace proto = gpushare::protocol;
 namespace {
 
 using Kind = proto::RecordKind;
-using NameFn = std::string (*)(uintptr_t function);
 
 // Kernel names, asked once per function (LaunchGate::NameSlot caches them).
 std::string HostFunctionName(uintptr_t function) {
@@ -30,18 +30,13 @@ std::string ModuleFunctionName(uintptr_t function) {
   return name != nullptr ? name : "";
 }
 
-uint32_t Saturating(uint64_t a, uint64_t b, uint64_t c) {
-  const uint64_t n = a * b * c;  // each factor is below 2^32; the product fits unless huge
-  return a != 0 && b != 0 && c != 0 && (n / a / b != c || n > UINT32_MAX) ? UINT32_MAX : static_cast<uint32_t>(n);
-}
-
+// What a launch or copy was, as the hook saw it: its kernel (0 for none) and how to
+// name it, and its shape for a record (formed into one only when the launch cannot
+// be tallied).
 struct Shape {
   uintptr_t function = 0;
-  NameFn name = nullptr;
-  uint32_t grid = 0;
-  uint32_t block = 0;
-  uint32_t shared_bytes = 0;
-  uint64_t bytes = 0;
+  KernelNameFn name = nullptr;
+  LaunchShape launch;
 };
 
 // The virtual GPU a launch goes to: its stream's. A client with one GPU needs no lookup.
@@ -50,47 +45,32 @@ int LaunchDevice(Client* c, hipStream_t stream) {
   return std::max(0, StreamDevice(c, stream));
 }
 
-// Passes the gate, calls the real function, records what it launched.
+// Passes the gate, calls the real function, counts what it launched.
 template <typename Real, typename... Args>
 hipError_t Gated(Kind kind, hipStream_t stream, const Shape& shape, Real& real, Args... args) {
   if (!LoadRealRuntime() || real == nullptr) return hipErrorNotSupported;
   Client* c = ReadyClient();
-  if (c == nullptr || !c->gate().attached()) return real(args...);  // standalone: nothing to record
-  const int device = LaunchDevice(c, stream);
-  const uint16_t name = shape.function != 0 ? c->gate().NameSlot(shape.function, shape.name) : 0;
-  hipError_t r;
-  {
-    LaunchGate::Pass pass(c->gate(), device);
-    r = real(args...);
-  }
-  if (r == hipSuccess)
-    c->gate().Record(device, kind, reinterpret_cast<uint64_t>(stream), name, shape.grid, shape.block,
-                     shape.shared_bytes, shape.bytes);
+  if (c == nullptr || !c->gate().attached()) return real(args...);  // standalone: nothing to count
+  LaunchGate::Launch launch(c->gate(), LaunchDevice(c, stream), kind, reinterpret_cast<uint64_t>(stream),
+                            shape.function, shape.name, shape.launch);
+  const hipError_t r = real(args...);
+  if (r == hipSuccess) launch.Taken();
   return r;
 }
 
 Shape KernelShape(const void* f, dim3 grid, dim3 block, size_t shared) {
-  return {reinterpret_cast<uintptr_t>(f),
-          HostFunctionName,
-          Saturating(grid.x, grid.y, grid.z),
-          Saturating(block.x, block.y, block.z),
-          static_cast<uint32_t>(std::min<size_t>(shared, UINT32_MAX)),
-          0};
+  return {reinterpret_cast<uintptr_t>(f), HostFunctionName, {{grid.x, grid.y, grid.z}, {block.x, block.y, block.z},
+                                                             shared, 0}};
 }
 
 Shape ModuleShape(hipFunction_t f, uint64_t gx, uint64_t gy, uint64_t gz, uint64_t bx, uint64_t by, uint64_t bz,
                   size_t shared) {
-  return {reinterpret_cast<uintptr_t>(f),
-          ModuleFunctionName,
-          Saturating(gx, gy, gz),
-          Saturating(bx, by, bz),
-          static_cast<uint32_t>(std::min<size_t>(shared, UINT32_MAX)),
-          0};
+  return {reinterpret_cast<uintptr_t>(f), ModuleFunctionName, {{gx, gy, gz}, {bx, by, bz}, shared, 0}};
 }
 
 uint64_t Blocks(uint64_t work, uint64_t block) { return block == 0 ? 0 : (work + block - 1) / block; }
 
-Shape Bytes(uint64_t bytes) { return {0, nullptr, 0, 0, 0, bytes}; }
+Shape Bytes(uint64_t bytes) { return {0, nullptr, {{0, 0, 0}, {0, 0, 0}, 0, bytes}}; }
 
 Kind CopyKind(hipMemcpyKind kind) {
   if (kind == hipMemcpyHostToDevice) return Kind::kCopyHtoD;

@@ -83,12 +83,10 @@ void ConsumeAll(proto::Channel* c) {
 // What Gated adds around the driver call for a kernel launch with the GPU granted.
 inline void GatedLaunch(LaunchGate& gate) {
   if (!gate.attached()) return;
-  const uint16_t name = gate.NameSlot(kFunction, NameOf);
-  {
-    LaunchGate::Pass pass(gate, 0);
-    benchmark::ClobberMemory();  // the driver call goes here
-  }
-  gate.Record(0, proto::RecordKind::kKernel, kStream, name, 128, 256, 0, 0);
+  LaunchGate::Launch launch(gate, 0, proto::RecordKind::kKernel, kStream, kFunction, NameOf,
+                            {{128, 1, 1}, {256, 1, 1}, 0, 0});
+  benchmark::ClobberMemory();  // the driver call goes here
+  launch.Taken();
 }
 
 // Pins the calling thread to one CPU while it lives, then gives it back its CPUs

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "broker/io/shm_channels.h"
@@ -81,6 +82,25 @@ TEST_F(LaunchGateTest, AHeldGateCountsTheLaunchInFlightOnlyDuringIt) {
   }
   EXPECT_EQ(gate_.Inflight(0), 0u);
   EXPECT_TRUE(Sent().empty());
+}
+
+TEST_F(LaunchGateTest, ALaunchWithinALaunchOfTheSameThreadKeepsTheOuterOneInFlight) {
+  gate_.Attach(channel_.get(), true);
+  broker::SetGate(channel_.get(), 0, proto::kGateHeld, 1);
+  std::thread([&] {
+    // Twice: the thread's first launch takes the slow path, the second the plain one.
+    for (int round = 0; round < 2; ++round) {
+      {
+        LaunchGate::Pass outer(gate_, 0);  // e.g. the runtime's launch ...
+        {
+          LaunchGate::Pass inner(gate_, 0);  // ... calling the driver's
+          EXPECT_EQ(gate_.Inflight(0), 2u) << "round " << round;
+        }
+        EXPECT_EQ(gate_.Inflight(0), 1u) << "round " << round;
+      }
+      EXPECT_EQ(gate_.Inflight(0), 0u) << "round " << round;
+    }
+  }).join();
 }
 
 TEST_F(LaunchGateTest, LaunchesInFlightOnSeveralThreadsAreAllCounted) {
@@ -224,12 +244,127 @@ TEST_F(LaunchGateTest, ThreadsBeyondTheTallySlotsRecordInTheRingAndNoLaunchIsLos
   EXPECT_EQ(TallyGrowth(channel_.get(), &cursor)[1].first, 1u);
 }
 
+// A hook's launch (LaunchGate::Launch) of `function` on `stream`; `taken`: the driver took it.
+void HookLaunch(LaunchGate& gate, int device, proto::RecordKind kind, uint64_t stream, uintptr_t function,
+                std::string (*name)(uintptr_t), uint64_t bytes = 0, bool taken = true) {
+  LaunchGate::Launch launch(gate, device, kind, stream, function, name, {{7, 2, 1}, {32, 1, 1}, 0, bytes});
+  if (taken) launch.Taken();
+}
+
+std::string PlainName(uintptr_t f) { return std::to_string(f); }
+
+TEST_F(LaunchGateTest, AHookLaunchIsCountedPerKernelAndStreamAsTheThreadSwitchesBetweenThem) {
+  gate_.Attach(channel_.get(), true);
+  broker::SetGate(channel_.get(), 0, proto::kGateHeld, 1);
+  const uint16_t a = gate_.NameSlot(0x100, PlainName), b = gate_.NameSlot(0x200, PlainName);
+  // The same launch again and again (the cached path), then switching kernel, stream,
+  // GPU and kind at every launch (the looked-up path), then failed launches.
+  for (int i = 0; i < 1000; ++i) HookLaunch(gate_, 0, proto::RecordKind::kKernel, 1, 0x100, PlainName);
+  for (int i = 0; i < 1000; ++i) {
+    HookLaunch(gate_, 0, proto::RecordKind::kKernel, 1 + i % 2, i % 3 ? 0x100 : 0x200, PlainName);
+    HookLaunch(gate_, 1, proto::RecordKind::kCopyHtoD, 1, 0, PlainName, 64);
+  }
+  for (int i = 0; i < 10; ++i) HookLaunch(gate_, 0, proto::RecordKind::kKernel, 1, 0x100, PlainName, 0, false);
+  EXPECT_EQ(gate_.Inflight(0), 0u);
+  EXPECT_EQ(channel_->ring_head.load(), 0u);  // all tallied
+  std::map<std::tuple<int, int, uint16_t, uint64_t>, std::pair<uint64_t, uint64_t>> seen;  // count, bytes
+  broker::TallyCursor cursor;
+  broker::ReadTallies(channel_.get(), &cursor, [&](const proto::RecordData& r, uint64_t count) {
+    auto& cb = seen[{r.device, static_cast<int>(r.kind), r.name, r.stream}];
+    cb.first += count;
+    cb.second += r.bytes;
+  });
+  const int kernel = static_cast<int>(proto::RecordKind::kKernel), copy = static_cast<int>(proto::RecordKind::kCopyHtoD);
+  // Of i = 0..999, i % 3 == 0 (kernel b) for 334: 167 even (stream 1), 167 odd (stream
+  // 2); kernel a for the other 666: 333 on each stream.
+  EXPECT_EQ(seen[std::make_tuple(0, kernel, a, uint64_t{1})].first, 1000u + 333u);
+  EXPECT_EQ(seen[std::make_tuple(0, kernel, a, uint64_t{2})].first, 333u);
+  EXPECT_EQ(seen[std::make_tuple(0, kernel, b, uint64_t{1})].first, 167u);
+  EXPECT_EQ(seen[std::make_tuple(0, kernel, b, uint64_t{2})].first, 167u);
+  EXPECT_EQ(seen[std::make_tuple(1, copy, uint16_t{0}, uint64_t{1})], std::make_pair(uint64_t{1000}, uint64_t{64000}));
+  EXPECT_EQ(seen.size(), 5u);
+}
+
+TEST_F(LaunchGateTest, AHookLaunchPastAFullTallyIsARingRecordWithItsShape) {
+  gate_.Attach(channel_.get(), true);
+  for (uint64_t stream = 100; stream < 100 + proto::kTallyEntries; ++stream)  // the thread's tally: full
+    HookLaunch(gate_, 0, proto::RecordKind::kKernel, stream, 0x100, PlainName);
+  EXPECT_EQ(channel_->ring_head.load(), 0u);
+  HookLaunch(gate_, 2, proto::RecordKind::kCooperative, 9, 0x100, PlainName);
+  {  // a grid past 2^32 blocks saturates
+    LaunchGate::Launch launch(gate_, 2, proto::RecordKind::kKernel, 9, 0x100, PlainName,
+                              {{1u << 20, 1u << 20, 1}, {1024, 1, 1}, 1 << 16, 0});
+    launch.Taken();
+  }
+  std::vector<proto::RecordData> records;
+  broker::RingCursor ring;
+  broker::DrainRing(channel_.get(), &ring, [&](const proto::RecordData& r) { records.push_back(r); });
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].device, 2);
+  EXPECT_EQ(records[0].kind, proto::RecordKind::kCooperative);
+  EXPECT_EQ(records[0].stream, 9u);
+  EXPECT_EQ(records[0].name, gate_.NameSlot(0x100, PlainName));
+  EXPECT_EQ(records[0].grid, 14u);
+  EXPECT_EQ(records[0].block, 32u);
+  EXPECT_EQ(records[1].grid, UINT32_MAX);
+  EXPECT_EQ(records[1].block, 1024u);
+  EXPECT_EQ(records[1].shared_bytes, 1u << 16);
+}
+
+TEST_F(LaunchGateTest, AThreadsCachedLaunchFollowsTheGateToANewChannel) {
+  gate_.Attach(channel_.get(), true);
+  for (int i = 0; i < 5; ++i) HookLaunch(gate_, 0, proto::RecordKind::kKernel, 1, 0x100, PlainName);
+  spare_ = std::make_unique<proto::Channel>();  // the broker restarted: a new channel
+  std::memset(static_cast<void*>(spare_.get()), 0, sizeof(proto::Channel));
+  gate_.Attach(spare_.get(), true);
+  for (int i = 0; i < 3; ++i) HookLaunch(gate_, 0, proto::RecordKind::kKernel, 1, 0x100, PlainName);
+  broker::TallyCursor old_cursor, new_cursor;
+  EXPECT_EQ(TallyGrowth(channel_.get(), &old_cursor)[1].first, 5u);
+  EXPECT_EQ(TallyGrowth(spare_.get(), &new_cursor)[1].first, 3u);
+  gate_.Detach();
+  HookLaunch(gate_, 0, proto::RecordKind::kKernel, 1, 0x100, PlainName);  // standalone: counted nowhere
+  EXPECT_TRUE(TallyGrowth(spare_.get(), &new_cursor).empty());
+}
+
+TEST_F(LaunchGateTest, ThreadsBeyondTheOwnInFlightSlotsShareOneAndEndedThreadsFreeTheirs) {
+  gate_.Attach(channel_.get(), true);
+  broker::SetGate(channel_.get(), 0, proto::kGateHeld, 1);
+  const uint32_t before = LaunchGate::OwnSlotsInUse();
+  constexpr int kThreads = LaunchGate::kOwnSlots + 8;
+  std::atomic<int> inside{0};
+  std::atomic<bool> leave{false};
+  std::vector<std::thread> launchers;
+  for (int i = 0; i < kThreads; ++i)
+    launchers.emplace_back([&] {
+      LaunchGate::Pass pass(gate_, 0);
+      inside.fetch_add(1);
+      while (!leave.load()) std::this_thread::yield();
+    });
+  while (inside.load() < kThreads) std::this_thread::yield();
+  EXPECT_EQ(gate_.Inflight(0), static_cast<uint32_t>(kThreads));
+  EXPECT_EQ(LaunchGate::OwnSlotsInUse(), LaunchGate::kOwnSlots);
+  leave.store(true);
+  for (std::thread& t : launchers) t.join();
+  EXPECT_EQ(gate_.Inflight(0), 0u);
+  EXPECT_EQ(LaunchGate::OwnSlotsInUse(), before);  // every ended thread gave its slot back
+  std::thread([&] {
+    LaunchGate::Pass pass(gate_, 0);
+    EXPECT_EQ(LaunchGate::OwnSlotsInUse(), before + 1);  // a new thread owns one again
+    EXPECT_EQ(gate_.Inflight(0), 1u);
+  }).join();
+}
+
 TEST_F(LaunchGateTest, AScribbledTallyIsSkippedAndHurtsNothingElse) {
   gate_.Attach(channel_.get(), true);
   gate_.Record(0, proto::RecordKind::kKernel, 1, 0, 1, 1, 0, 0);
   broker::TallyCursor cursor;
   ASSERT_EQ(TallyGrowth(channel_.get(), &cursor)[1].first, 1u);
-  proto::TallyEntry& e = channel_->tallies[0].entries[0];
+  proto::TallyEntry* claimed = nullptr;  // the one entry the record went to
+  for (proto::TallySlot& slot : channel_->tallies)
+    for (proto::TallyEntry& entry : slot.entries)
+      if (entry.key.load() != 0) claimed = &entry;
+  ASSERT_NE(claimed, nullptr);
+  proto::TallyEntry& e = *claimed;
   e.key.store(~0ull);  // out of range
   e.count.store(1000);
   EXPECT_TRUE(TallyGrowth(channel_.get(), &cursor).empty());
