@@ -71,6 +71,7 @@ void BM_Launch(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_Launch)->UseRealTime();
+BENCHMARK(BM_Launch)->Threads(2)->UseRealTime();
 BENCHMARK(BM_Launch)->Threads(4)->UseRealTime();
 
 // cuMemAlloc + cuMemFree of 1 MiB in a tight loop.

@@ -2,7 +2,9 @@
 # What the shim adds per launch and per cuMemAlloc+cuMemFree against a no-op driver
 # (issue 21): launch_path_bench plainly, under the shim standalone, and under the shim
 # with a broker (one GPU, and two GPUs), in ROUNDS interleaved rounds; prints the
-# median of each figure over the rounds and what the shim adds over the plain run.
+# median of each figure over the rounds and what the shim adds over the plain run
+# (launches of several threads at once: the time one launch costs its thread, and its
+# ratio to the one-thread figure).
 # The brokers see a simgpu node (its NVML) of one or two GPUs; the client's driver is
 # build/noopcuda's. Usage: tests/bench/run_launch_path.sh [BUILD_DIR] [ROUNDS]
 set -euo pipefail
@@ -61,18 +63,23 @@ def figures(label):
     per = {}
     for r in range(1, rounds + 1):
         for b in json.load(open(f"{tmp}/{label}.{r}.json"))["benchmarks"]:
-            per.setdefault(b["name"], []).append(b["real_time"])
+            # Google Benchmark divides a multi-threaded run's wall time by the launches of
+            # all its threads: times the threads, it is what one launch costs its thread.
+            per.setdefault(b["name"], []).append(b["real_time"] * b.get("threads", 1))
     return {k: statistics.median(v) for k, v in per.items()}
 rows = [("native", "native"), ("standalone", "native"), ("broker1", "native"), ("native2", "native2"), ("broker2", "native2")]
-names = {"BM_Launch/real_time": "launch, 1 thread", "BM_Launch/real_time/threads:4": "launch, 4 threads (per thread)",
+names = {"BM_Launch/real_time": "launch, 1 thread", "BM_Launch/real_time/threads:2": "launch, 2 threads (per thread)",
+         "BM_Launch/real_time/threads:4": "launch, 4 threads (per thread)",
          "BM_AllocFree/real_time": "cuMemAlloc+cuMemFree 1 MiB"}
 f = {label: figures(label) for label, _ in rows}
-print(f"| run | " + " | ".join(f"{n} (ns) | added" for n in names.values()) + " |")
-print("|---|" + "---:|---:|" * len(names))
+print(f"| run | " + " | ".join(f"{n} (ns) | added" for n in names.values()) + " | 2 threads / 1 | 4 threads / 1 |")
+print("|---|" + "---:|---:|" * len(names) + "---:|---:|")
 for label, base in rows:
     cells = []
     for key in names:
         v = f[label][key]
         cells.append(f"{v:.1f} | {v - f[base][key]:+.1f}" if label != base else f"{v:.1f} | ")
+    for n in (2, 4):
+        cells.append(f"{f[label][f'BM_Launch/real_time/threads:{n}'] / f[label]['BM_Launch/real_time']:.2f}x")
     print(f"| {label} | " + " | ".join(cells) + " |")
 PY
