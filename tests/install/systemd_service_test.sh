@@ -21,10 +21,12 @@ trap 'podman rm -f "$name" >/dev/null 2>&1 || true; rm -rf "$stage"' EXIT
 DESTDIR=$stage cmake --install "$build" --prefix /usr/local >/dev/null
 
 # runc and these limits: what a machine like CI's needs (docs/containers.md); /tmp and
-# /run as fresh tmpfs without copying the host's (sockets there cannot be copied).
+# /run as fresh tmpfs without copying the host's (sockets there cannot be copied); the
+# build tree mounted at its own path (simgpu and the sample client), wherever it is,
+# /tmp included.
 if ! podman run -d --name "$name" --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
      --systemd=always --tmpfs /tmp:rw,notmpcopyup --tmpfs /run:rw,notmpcopyup --tmpfs /run/lock:rw,notmpcopyup \
-     -v "$stage:/stage:ro" --rootfs /:O /lib/systemd/systemd >"$stage.log" 2>&1; then
+     -v "$stage:/stage:ro" -v "$build:$build:ro" --rootfs /:O /lib/systemd/systemd >"$stage.log" 2>&1; then
   skip "podman cannot start systemd in a container here: $(tail -1 "$stage.log")"
 fi
 rm -f "$stage.log"
