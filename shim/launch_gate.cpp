@@ -98,11 +98,6 @@ proto::TallyEntry* FindEntry(proto::TallySlot* slot, uint64_t key, uint64_t stre
   return nullptr;
 }
 
-void Count(proto::TallyEntry* e, uint64_t bytes) {
-  e->bytes.store(e->bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
-  e->count.store(e->count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-}
-
 }  // namespace
 
 LaunchGate::~LaunchGate() {
@@ -223,14 +218,10 @@ void LaunchGate::Record(int device, proto::RecordKind kind, uint64_t stream, uin
                         uint32_t block, uint32_t shared_bytes, uint64_t bytes) {
   proto::Channel* c = channel_.load(std::memory_order_acquire);
   if (c == nullptr) return;
-  proto::TallySlot* slot = ThreadTally(c);
-  if (slot != nullptr && device >= 0 && device < proto::kMaxDevices) {
-    if (proto::TallyEntry* e = FindEntry(slot, proto::TallyKey(static_cast<uint8_t>(device), kind, name), stream)) {
-      Count(e, bytes);
-      return;
-    }
-  }
-  RecordRing(c, device, kind, stream, name, grid, block, shared_bytes, bytes);
+  if (proto::TallyEntry* e = ThreadEntry(c, device, kind, stream, name))
+    launch_detail::Count(e, bytes);
+  else
+    RecordRing(c, device, kind, stream, name, grid, block, shared_bytes, bytes);
 }
 
 proto::TallySlot* LaunchGate::ThreadTally(proto::Channel* c) {
@@ -255,13 +246,17 @@ proto::TallySlot* LaunchGate::ThreadTally(proto::Channel* c) {
   return t.slot;
 }
 
+proto::TallyEntry* LaunchGate::ThreadEntry(proto::Channel* c, int device, proto::RecordKind kind, uint64_t stream,
+                                           uint16_t name) {
+  proto::TallySlot* slot = ThreadTally(c);
+  if (slot == nullptr || device < 0 || device >= proto::kMaxDevices) return nullptr;
+  return FindEntry(slot, proto::TallyKey(static_cast<uint8_t>(device), kind, name), stream);
+}
+
 proto::TallyEntry* LaunchGate::FindTally(proto::Channel* c, int device, proto::RecordKind kind, uint64_t stream,
                                          uintptr_t function, KernelNameFn get_name) {
   const uint16_t name = NameSlot(function, get_name);
-  proto::TallySlot* slot = ThreadTally(c);
-  proto::TallyEntry* e = nullptr;
-  if (slot != nullptr && device >= 0 && device < proto::kMaxDevices)
-    e = FindEntry(slot, proto::TallyKey(static_cast<uint8_t>(device), kind, name), stream);
+  proto::TallyEntry* e = ThreadEntry(c, device, kind, stream, name);
   // Cached for the next launch, unless the name may still change (being named by
   // another thread, or unnamed): those look again each time.
   launch_detail::ThreadLaunch& t = t_launch;

@@ -77,6 +77,13 @@ inline uint32_t Site(int device, protocol::RecordKind kind) {
   return static_cast<uint32_t>(device) << 8 | static_cast<uint8_t>(kind);
 }
 
+// One more launch or copy (of `bytes`) in a tally entry: a load and a store each (only
+// the thread owning the entry writes it), no locked instruction.
+inline void Count(protocol::TallyEntry* e, uint64_t bytes) {
+  if (bytes != 0) e->bytes.store(e->bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
+  e->count.store(e->count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
 // a * b * c, or UINT32_MAX past it (a record's grid and block sizes).
 inline uint32_t Saturating(const uint64_t (&v)[3]) {
   uint64_t ab, abc;
@@ -117,7 +124,9 @@ class LaunchGate {
   // call, destroyed after it.
   class Pass {
    public:
-    Pass(LaunchGate& gate, int device);
+    Pass(LaunchGate& gate, int device) : Pass(gate, gate.channel_.load(std::memory_order_acquire), device) {}
+    // With the gate's channel as the caller loaded it (Launch: one load for both).
+    Pass(LaunchGate& gate, protocol::Channel* c, int device);
     ~Pass();
     Pass(const Pass&) = delete;
     Pass& operator=(const Pass&) = delete;
@@ -143,14 +152,15 @@ class LaunchGate {
     void Taken();
 
    private:
-    Pass pass_;
     LaunchGate& gate_;
-    protocol::Channel* channel_;   // null: not attached, nothing is counted
+    protocol::Channel* channel_;  // null: not attached, nothing is counted
+    Pass pass_;                   // after channel_, which it is given
     protocol::TallyEntry* entry_;  // null: a ring record instead, of what follows
     uint64_t bytes_;
     // Set only when entry_ is null with a channel (a ring record): no stores on the hot path.
+    int device_;
+    protocol::RecordKind kind_;
     uint64_t stream_;
-    uint32_t site_;
     uint32_t grid_, block_, shared_bytes_;
     uint16_t name_;
   };
@@ -203,6 +213,10 @@ class LaunchGate {
   // The calling thread's tally slot in `c` (claimed at its first count in this
   // epoch); null when none is free.
   protocol::TallySlot* ThreadTally(protocol::Channel* c);
+  // The entry for these in the calling thread's tally slot, claimed if new; null when
+  // the thread has no slot or its slot is full.
+  protocol::TallyEntry* ThreadEntry(protocol::Channel* c, int device, protocol::RecordKind kind, uint64_t stream,
+                                    uint16_t name);
   void StartDrainThread();
   void DrainLoop();
   void Release(protocol::Channel* c, int device, uint64_t slice);
@@ -243,8 +257,7 @@ class LaunchGate {
 
 // ---- The hot path, inline (see the top of this file) ----
 
-inline LaunchGate::Pass::Pass(LaunchGate& gate, int device) {
-  protocol::Channel* c = gate.channel_.load(std::memory_order_acquire);
+inline LaunchGate::Pass::Pass(LaunchGate& gate, protocol::Channel* c, int device) {
   if (c == nullptr || !gate.scheduled_.load(std::memory_order_relaxed) ||
       static_cast<unsigned>(device) >= protocol::kMaxDevices)
     return;
@@ -286,9 +299,9 @@ inline LaunchGate::Pass::~Pass() {
 
 inline LaunchGate::Launch::Launch(LaunchGate& gate, int device, protocol::RecordKind kind, uint64_t stream,
                                   uintptr_t function, KernelNameFn name, const LaunchShape& shape)
-    : pass_(gate, device),
-      gate_(gate),
+    : gate_(gate),
       channel_(gate.channel_.load(std::memory_order_acquire)),
+      pass_(gate, channel_, device),
       entry_(nullptr),
       bytes_(shape.bytes) {
   if (channel_ == nullptr) return;
@@ -302,8 +315,9 @@ inline LaunchGate::Launch::Launch(LaunchGate& gate, int device, protocol::Record
   entry_ = gate.FindTally(channel_, device, kind, stream, function, name);
   if (entry_ != nullptr) return;
   // No tally room: a ring record, whose shape is formed now.
+  device_ = device;
+  kind_ = kind;
   stream_ = stream;
-  site_ = site;
   name_ = launch_detail::t_launch.name;
   grid_ = launch_detail::Saturating(shape.grid);
   block_ = launch_detail::Saturating(shape.block);
@@ -311,14 +325,10 @@ inline LaunchGate::Launch::Launch(LaunchGate& gate, int device, protocol::Record
 }
 
 inline void LaunchGate::Launch::Taken() {
-  if (entry_ != nullptr) {  // a load and a store each (this thread is the only writer): no locked instruction
-    if (bytes_ != 0) entry_->bytes.store(entry_->bytes.load(std::memory_order_relaxed) + bytes_,
-                                         std::memory_order_relaxed);
-    entry_->count.store(entry_->count.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-  } else if (channel_ != nullptr) {
-    gate_.RecordRing(channel_, static_cast<int>(site_ >> 8), static_cast<protocol::RecordKind>(site_ & 0xff), stream_,
-                     name_, grid_, block_, shared_bytes_, bytes_);
-  }
+  if (entry_ != nullptr)
+    launch_detail::Count(entry_, bytes_);
+  else if (channel_ != nullptr)
+    gate_.RecordRing(channel_, device_, kind_, stream_, name_, grid_, block_, shared_bytes_, bytes_);
 }
 
 }  // namespace gpushare

@@ -1,7 +1,8 @@
 // Launch hooks: every kernel launch (plain, Ex, cooperative), graph launch, async copy
 // and async memset passes its virtual GPU's gate (it waits there while the broker has
 // given the GPU's time to another client) and is counted for the broker's classifier
-// (LaunchGate::Launch: the thread's tally, else a ring record). Also the drain the gate's thread runs when a grant is revoked.
+// (LaunchGate::Launch: the thread's tally, else a ring record). Also the drain the
+// gate's thread runs when a grant is revoked.
 #include <algorithm>
 #include <mutex>
 #include <string>

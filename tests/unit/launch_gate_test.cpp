@@ -54,6 +54,25 @@ class LaunchGateTest : public ::testing::Test {
     return pred();
   }
 
+  // Runs `check` while `threads` threads are each inside a launch on GPU 0 (a Pass
+  // held), then lets them leave and joins them.
+  template <typename Check>
+  void WhileThreadsAreInALaunch(int threads, Check check) {
+    std::atomic<int> inside{0};
+    std::atomic<bool> leave{false};
+    std::vector<std::thread> launchers;
+    for (int i = 0; i < threads; ++i)
+      launchers.emplace_back([&] {
+        LaunchGate::Pass pass(gate_, 0);
+        inside.fetch_add(1);
+        while (!leave.load()) std::this_thread::yield();
+      });
+    while (inside.load() < threads) std::this_thread::yield();
+    check();
+    leave.store(true);
+    for (std::thread& t : launchers) t.join();
+  }
+
   static inline std::atomic<int> drained_device{-1};
   std::unique_ptr<proto::Channel> channel_;
   std::unique_ptr<proto::Channel> spare_;  // a second channel, alive as long as the gate
@@ -107,20 +126,10 @@ TEST_F(LaunchGateTest, LaunchesInFlightOnSeveralThreadsAreAllCounted) {
   gate_.Attach(channel_.get(), true);
   broker::SetGate(channel_.get(), 0, proto::kGateHeld, 1);
   constexpr int kThreads = 4;
-  std::atomic<int> inside{0};
-  std::atomic<bool> leave{false};
-  std::vector<std::thread> launchers;
-  for (int i = 0; i < kThreads; ++i)
-    launchers.emplace_back([&] {
-      LaunchGate::Pass pass(gate_, 0);
-      inside.fetch_add(1);
-      while (!leave.load()) std::this_thread::yield();
-    });
-  while (inside.load() < kThreads) std::this_thread::yield();
-  EXPECT_EQ(gate_.Inflight(0), static_cast<uint32_t>(kThreads));
-  EXPECT_EQ(gate_.Inflight(1), 0u);
-  leave.store(true);
-  for (std::thread& t : launchers) t.join();
+  WhileThreadsAreInALaunch(kThreads, [&] {
+    EXPECT_EQ(gate_.Inflight(0), static_cast<uint32_t>(kThreads));
+    EXPECT_EQ(gate_.Inflight(1), 0u);
+  });
   EXPECT_EQ(gate_.Inflight(0), 0u);
 }
 
@@ -331,20 +340,10 @@ TEST_F(LaunchGateTest, ThreadsBeyondTheOwnInFlightSlotsShareOneAndEndedThreadsFr
   broker::SetGate(channel_.get(), 0, proto::kGateHeld, 1);
   const uint32_t before = LaunchGate::OwnSlotsInUse();
   constexpr int kThreads = LaunchGate::kOwnSlots + 8;
-  std::atomic<int> inside{0};
-  std::atomic<bool> leave{false};
-  std::vector<std::thread> launchers;
-  for (int i = 0; i < kThreads; ++i)
-    launchers.emplace_back([&] {
-      LaunchGate::Pass pass(gate_, 0);
-      inside.fetch_add(1);
-      while (!leave.load()) std::this_thread::yield();
-    });
-  while (inside.load() < kThreads) std::this_thread::yield();
-  EXPECT_EQ(gate_.Inflight(0), static_cast<uint32_t>(kThreads));
-  EXPECT_EQ(LaunchGate::OwnSlotsInUse(), LaunchGate::kOwnSlots);
-  leave.store(true);
-  for (std::thread& t : launchers) t.join();
+  WhileThreadsAreInALaunch(kThreads, [&] {
+    EXPECT_EQ(gate_.Inflight(0), static_cast<uint32_t>(kThreads));
+    EXPECT_EQ(LaunchGate::OwnSlotsInUse(), LaunchGate::kOwnSlots);
+  });
   EXPECT_EQ(gate_.Inflight(0), 0u);
   EXPECT_EQ(LaunchGate::OwnSlotsInUse(), before);  // every ended thread gave its slot back
   std::thread([&] {
